@@ -1,0 +1,61 @@
+//! The `kiln` binary. The only crate of the workspace that prints: it parses
+//! flags, sets up logging to stderr, runs one command and renders its errors.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A daemonless, rootless container image builder.
+///
+/// kiln compiles a Kilnfile (a small Rust-syntax build language) into a
+/// content-addressed graph of build operations, runs `run` steps in rootless
+/// Linux namespaces and ships images built by file operations onto a minimal
+/// static base.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log verbosity for messages on stderr (error, warn, info, debug, trace);
+    /// `KILN_LOG` takes a full tracing filter
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Check(cmd::check::Args),
+    Graph(cmd::graph::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_level);
+    let result = match cli.command {
+        Command::Check(args) => cmd::check::run(args),
+        Command::Graph(args) => cmd::graph::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KILN_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
