@@ -1,1 +1,603 @@
-//! placeholder, filled by its issue
+//! kiln's content-addressed store.
+//!
+//! Everything kiln keeps on disk lives under one root (`$KILN_HOME`, else
+//! `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`):
+//!
+//! ```text
+//! blobs/sha256/<hex>        immutable blobs, named by the sha256 of their bytes
+//! tmp/                      temp files of writes in flight (same filesystem)
+//! tags.json                 local image names -> manifest digest
+//! records/<kind>/<hex>      small atomic records (cache keys -> results, ...)
+//! locks/<name>.lock         flock(2) files
+//! ```
+//!
+//! Every write goes to a temp file in `tmp/`, is fsynced and then renamed into
+//! place, so a killed process leaves at worst an orphan temp file, never a
+//! partial blob, tag index or record. Blobs are hashed while they are written
+//! and a writer that expected another digest stores nothing. Several kiln
+//! processes can use one store at once: blob and record writes are
+//! rename-atomic (two writers of the same blob rename identical bytes), and
+//! read-modify-write updates (the tag index) hold an exclusive `flock`.
+
+mod digest;
+mod lock;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+pub use digest::{Digest, DigestError};
+pub use lock::{LockMode, StoreLock};
+
+/// Errors of store operations. Each names the path or digest involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot find a home for the store: set `KILN_HOME` (or `XDG_CACHE_HOME` or `HOME`)")]
+    NoHome,
+    #[error("cannot create store directory `{path}`: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("blob {digest} is not in the store (looked for `{path}`)")]
+    BlobNotFound { digest: Digest, path: PathBuf },
+    #[error("cannot read blob {digest} at `{path}`: {source}")]
+    ReadBlob {
+        digest: Digest,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot write temp file in `{dir}`: {source}")]
+    WriteTemp { dir: PathBuf, source: io::Error },
+    #[error(
+        "content digest mismatch: expected {expected}, got {actual} ({size} bytes); nothing was stored"
+    )]
+    DigestMismatch {
+        expected: Digest,
+        actual: Digest,
+        size: u64,
+    },
+    #[error(
+        "content size mismatch for {digest}: expected {expected} bytes, got {actual}; nothing was stored"
+    )]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("cannot move `{from}` into place at `{to}`: {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot sync directory `{path}`: {source}")]
+    SyncDir { path: PathBuf, source: io::Error },
+    #[error("cannot lock `{path}`: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("tag index `{path}` is corrupt: {source}; remove it to start over")]
+    CorruptTags {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "invalid image name `{0}`: names are non-empty, have no whitespace or control characters and are at most 255 bytes"
+    )]
+    BadTag(String),
+    #[error("invalid record kind `{0}`: use lower-case ascii letters, digits, `-`, `_` and `.`")]
+    BadKind(String),
+    #[error("cannot list `{path}`: {source}")]
+    List { path: PathBuf, source: io::Error },
+    #[error("cannot remove `{path}`: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on a store directory. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// The on-disk form of the tag index.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct TagFile {
+    version: u32,
+    tags: BTreeMap<String, Digest>,
+}
+
+impl Store {
+    /// The default root: `$KILN_HOME`, else `$XDG_CACHE_HOME/kiln`, else
+    /// `$HOME/.cache/kiln`. Empty variables count as unset.
+    pub fn default_root() -> Result<PathBuf> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(p) = var("KILN_HOME") {
+            return Ok(p);
+        }
+        if let Some(p) = var("XDG_CACHE_HOME") {
+            return Ok(p.join("kiln"));
+        }
+        if let Some(p) = var("HOME") {
+            return Ok(p.join(".cache").join("kiln"));
+        }
+        Err(StoreError::NoHome)
+    }
+
+    /// Opens the store at [`Store::default_root`], creating it if needed.
+    pub fn open_default() -> Result<Self> {
+        Self::open(Self::default_root()?)
+    }
+
+    /// Opens (creating if needed) the store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in [
+            root.clone(),
+            root.join("blobs").join("sha256"),
+            root.join("tmp"),
+            root.join("records"),
+            root.join("locks"),
+        ] {
+            fs::create_dir_all(&dir)
+                .map_err(|source| StoreError::CreateDir { path: dir, source })?;
+        }
+        Ok(Self { root })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory for temp files; on the same filesystem as the blobs, so
+    /// a rename from it is atomic. Other crates may stage files here too.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    // ----- blobs -----------------------------------------------------------
+
+    /// Where the blob with `digest` lives (whether or not it exists yet).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
+    }
+
+    /// Whether the blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Size in bytes of a stored blob.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: digest.clone(),
+                path,
+            }),
+            Err(source) => Err(StoreError::ReadBlob {
+                digest: digest.clone(),
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Opens a stored blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: digest.clone(),
+                path,
+            }),
+            Err(source) => Err(StoreError::ReadBlob {
+                digest: digest.clone(),
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Reads a whole blob into memory (for manifests and configs).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut f = self.open_blob(digest)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|source| StoreError::ReadBlob {
+                digest: digest.clone(),
+                path: self.blob_path(digest),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    /// Re-hashes a stored blob and checks it against its name.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
+        let mut f = self.open_blob(digest)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).map_err(|source| StoreError::ReadBlob {
+                digest: digest.clone(),
+                path: self.blob_path(digest),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        let actual = Digest::from_hasher(hasher);
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts writing a blob. Bytes are hashed as they arrive; nothing is
+    /// visible in the store until [`BlobWriter::commit`] succeeds.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let dir = self.tmp_dir();
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .map_err(|source| StoreError::WriteTemp {
+                dir: dir.clone(),
+                source,
+            })?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file: io::BufWriter::with_capacity(1 << 16, file),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Stores `bytes` and returns their digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all_bytes(bytes)?;
+        w.commit(Some(&digest))
+    }
+
+    /// Copies `reader` into the store, failing (and storing nothing) if the
+    /// bytes do not hash to `expected` when one is given.
+    pub fn put_blob_from_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+    ) -> Result<Digest> {
+        let mut w = self.blob_writer()?;
+        let dir = self.tmp_dir();
+        io::copy(reader, &mut w).map_err(|source| StoreError::WriteTemp { dir, source })?;
+        w.commit(expected)
+    }
+
+    /// Every blob digest in the store, sorted.
+    pub fn list_blobs(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("blobs").join("sha256");
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|source| StoreError::List {
+            path: dir.clone(),
+            source,
+        })?;
+        for e in entries {
+            let e = e.map_err(|source| StoreError::List {
+                path: dir.clone(),
+                source,
+            })?;
+            if let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a blob. Callers must make sure nothing references it (GC
+    /// holds the `gc` lock exclusively while it deletes).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Remove { path, source }),
+        }
+    }
+
+    // ----- locks -----------------------------------------------------------
+
+    /// Takes the named `flock(2)` lock (`locks/<name>.lock`), blocking until
+    /// it is granted. Released when the guard drops or the process dies.
+    pub fn lock(&self, name: &str, mode: LockMode) -> Result<StoreLock> {
+        check_kind(name)?;
+        StoreLock::acquire(&self.root.join("locks").join(format!("{name}.lock")), mode)
+    }
+
+    // ----- tags ------------------------------------------------------------
+
+    fn tags_path(&self) -> PathBuf {
+        self.root.join("tags.json")
+    }
+
+    fn read_tag_file(&self) -> Result<TagFile> {
+        let path = self.tags_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::CorruptTags { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TagFile {
+                version: 1,
+                ..Default::default()
+            }),
+            Err(source) => Err(StoreError::Read { path, source }),
+        }
+    }
+
+    /// All local image names and the manifest digest each points at.
+    pub fn tags(&self) -> Result<BTreeMap<String, Digest>> {
+        // A reader never sees a half-written index (rename), so no lock.
+        Ok(self.read_tag_file()?.tags)
+    }
+
+    /// The manifest digest `name` points at, if any.
+    pub fn get_tag(&self, name: &str) -> Result<Option<Digest>> {
+        Ok(self.read_tag_file()?.tags.get(name).cloned())
+    }
+
+    /// Points `name` at `manifest`; returns the previous target.
+    pub fn set_tag(&self, name: &str, manifest: &Digest) -> Result<Option<Digest>> {
+        check_tag(name)?;
+        self.update_tags(|tags| tags.insert(name.to_owned(), manifest.clone()))
+    }
+
+    /// Removes `name`; returns what it pointed at.
+    pub fn remove_tag(&self, name: &str) -> Result<Option<Digest>> {
+        self.update_tags(|tags| tags.remove(name))
+    }
+
+    /// Read-modify-write of the whole tag index under an exclusive lock, so
+    /// concurrent updates from several processes are never lost.
+    pub fn update_tags<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Digest>) -> T) -> Result<T> {
+        let _guard = self.lock("tags", LockMode::Exclusive)?;
+        let mut file = self.read_tag_file()?;
+        file.version = 1;
+        let out = f(&mut file.tags);
+        let mut bytes = serde_json::to_vec_pretty(&file).expect("tag index serializes");
+        bytes.push(b'\n');
+        self.write_atomic(&self.tags_path(), &bytes)?;
+        Ok(out)
+    }
+
+    // ----- records ---------------------------------------------------------
+
+    fn record_path(&self, kind: &str, key: &[u8]) -> PathBuf {
+        self.root
+            .join("records")
+            .join(kind)
+            .join(hex::encode(Sha256::digest(key)))
+    }
+
+    /// Stores `value` under (`kind`, `key`), replacing any previous value.
+    /// Atomic: readers see the old or the new value, never a mix, and a
+    /// killed writer leaves the old value in place.
+    pub fn put_record(&self, kind: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        check_kind(kind)?;
+        let path = self.record_path(kind, key);
+        let dir = path.parent().expect("record path has a parent");
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        self.write_atomic(&path, value)
+    }
+
+    /// The value stored under (`kind`, `key`), if any.
+    pub fn get_record(&self, kind: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        check_kind(kind)?;
+        let path = self.record_path(kind, key);
+        match fs::read(&path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Read { path, source }),
+        }
+    }
+
+    /// Removes the record; returns whether it existed.
+    pub fn remove_record(&self, kind: &str, key: &[u8]) -> Result<bool> {
+        check_kind(kind)?;
+        let path = self.record_path(kind, key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Remove { path, source }),
+        }
+    }
+
+    // ----- maintenance -----------------------------------------------------
+
+    /// Deletes temp files older than `min_age` (left by killed processes).
+    /// Young ones may belong to a writer still running.
+    pub fn clean_tmp(&self, min_age: std::time::Duration) -> Result<usize> {
+        let dir = self.tmp_dir();
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        let entries = fs::read_dir(&dir).map_err(|source| StoreError::List {
+            path: dir.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= min_age);
+            if old && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Writes `bytes` to `path` through a synced temp file and a rename.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = self.tmp_dir();
+        let werr = |source| StoreError::WriteTemp {
+            dir: dir.clone(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix("rec-")
+            .tempfile_in(&dir)
+            .map_err(werr)?;
+        tmp.write_all(bytes).map_err(werr)?;
+        tmp.as_file().sync_all().map_err(werr)?;
+        let from = tmp.path().to_owned();
+        tmp.persist(path).map_err(|e| StoreError::Rename {
+            from,
+            to: path.to_owned(),
+            source: e.error,
+        })?;
+        sync_dir(path.parent().expect("store paths have parents"))
+    }
+}
+
+/// A blob being written. Implements [`Write`]; call [`BlobWriter::commit`]
+/// to verify and publish it. Dropping it uncommitted deletes the temp file.
+pub struct BlobWriter {
+    store: Store,
+    file: io::BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn write_all_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let dir = self.store.tmp_dir();
+        self.write_all(bytes)
+            .map_err(|source| StoreError::WriteTemp { dir, source })
+    }
+
+    /// Checks the size before committing (registries announce it).
+    pub fn commit_sized(self, expected: &Digest, size: u64) -> Result<Digest> {
+        if self.size != size {
+            return Err(StoreError::SizeMismatch {
+                digest: expected.clone(),
+                expected: size,
+                actual: self.size,
+            });
+        }
+        self.commit(Some(expected))
+    }
+
+    /// Finishes the blob: checks its digest against `expected` (when given),
+    /// fsyncs it and renames it into `blobs/`. On a mismatch the temp file is
+    /// deleted and nothing is stored.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<Digest> {
+        let dir = self.store.tmp_dir();
+        let werr = |source| StoreError::WriteTemp {
+            dir: dir.clone(),
+            source,
+        };
+        let actual = Digest::from_hasher(self.hasher);
+        if let Some(expected) = expected.filter(|e| *e != &actual) {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+                size: self.size,
+            });
+        }
+        let tmp = self.file.into_inner().map_err(|e| werr(e.into_error()))?;
+        let dest = self.store.blob_path(&actual);
+        if dest.is_file() {
+            // Same name, same bytes: another writer got there first.
+            return Ok(actual);
+        }
+        tmp.as_file().sync_all().map_err(werr)?;
+        let from = tmp.path().to_owned();
+        tmp.persist(&dest).map_err(|e| StoreError::Rename {
+            from,
+            to: dest.clone(),
+            source: e.error,
+        })?;
+        sync_dir(dest.parent().expect("blob path has a parent"))?;
+        tracing::debug!(digest = %actual, size = self.size, "stored blob");
+        Ok(actual)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::SyncDir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn check_kind(kind: &str) -> Result<()> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && !kind.starts_with('.')
+        && kind
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadKind(kind.to_owned()))
+    }
+}
+
+fn check_tag(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadTag(name.to_owned()))
+    }
+}
