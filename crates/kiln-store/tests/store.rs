@@ -1,0 +1,260 @@
+//! Store behaviour under concurrency, corruption and bad input.
+
+use std::io::Write;
+use std::process::Command;
+
+use kiln_store::{Digest, LockMode, Store, StoreError};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("kiln")).unwrap();
+    (dir, store)
+}
+
+fn tmp_files(store: &Store) -> usize {
+    std::fs::read_dir(store.tmp_dir()).unwrap().count()
+}
+
+fn big_payload(seed: u8) -> Vec<u8> {
+    (0..3_000_000u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn put_and_read_back() {
+    let (_d, store) = store();
+    let digest = store.put_blob(b"hello").unwrap();
+    assert_eq!(digest, Digest::of(b"hello"));
+    assert!(store.has_blob(&digest));
+    assert_eq!(store.read_blob(&digest).unwrap(), b"hello");
+    assert_eq!(store.blob_size(&digest).unwrap(), 5);
+    store.verify_blob(&digest).unwrap();
+    assert_eq!(store.list_blobs().unwrap(), vec![digest]);
+    assert_eq!(tmp_files(&store), 0);
+}
+
+#[test]
+fn digest_mismatch_stores_nothing() {
+    let (_d, store) = store();
+    let wrong = Digest::of(b"something else");
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"actual bytes").unwrap();
+    let err = w.commit(Some(&wrong)).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was stored"));
+    assert!(!store.has_blob(&wrong));
+    assert!(!store.has_blob(&Digest::of(b"actual bytes")));
+    assert!(store.list_blobs().unwrap().is_empty());
+    assert_eq!(tmp_files(&store), 0, "temp file removed on mismatch");
+}
+
+#[test]
+fn size_mismatch_stores_nothing() {
+    let (_d, store) = store();
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"truncat").unwrap();
+    let err = w.commit_sized(&Digest::of(b"truncated"), 9).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SizeMismatch {
+                expected: 9,
+                actual: 7,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(store.list_blobs().unwrap().is_empty());
+}
+
+#[test]
+fn abandoned_writer_leaves_no_blob() {
+    let (_d, store) = store();
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"half of a la").unwrap();
+    drop(w);
+    assert!(store.list_blobs().unwrap().is_empty());
+    assert_eq!(tmp_files(&store), 0);
+}
+
+/// A temp file corrupted on disk (or left by a killed writer) is never
+/// published: publishing renames only the writer's own, verified temp file,
+/// and `verify_blob` catches corruption of a stored blob.
+#[test]
+fn corrupted_blob_is_detected() {
+    let (_d, store) = store();
+    // A stray temp file, as a killed process leaves, is never a blob.
+    std::fs::write(store.tmp_dir().join("blob-stray"), b"partial").unwrap();
+    assert!(store.list_blobs().unwrap().is_empty());
+    assert_eq!(store.clean_tmp(std::time::Duration::ZERO).unwrap(), 1);
+
+    let digest = store.put_blob(b"good bytes").unwrap();
+    let path = store.blob_path(&digest);
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, b"bad bytes!").unwrap();
+    let err = store.verify_blob(&digest).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn concurrent_threads_write_same_blob() {
+    let (_d, store) = store();
+    let payload = big_payload(7);
+    let expected = Digest::of(&payload);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let store = store.clone();
+            let payload = &payload;
+            let expected = &expected;
+            s.spawn(move || {
+                let mut w = store.blob_writer().unwrap();
+                for chunk in payload.chunks(4096) {
+                    w.write_all(chunk).unwrap();
+                }
+                assert_eq!(&w.commit(Some(expected)).unwrap(), expected);
+            });
+        }
+    });
+    assert_eq!(store.list_blobs().unwrap(), vec![expected.clone()]);
+    store.verify_blob(&expected).unwrap();
+    assert_eq!(tmp_files(&store), 0);
+}
+
+/// Child mode of `concurrent_processes_*`: when `KILN_STORE_CHILD` is set this
+/// test writes into the store named there and exits.
+#[test]
+fn child_writer() {
+    let Ok(root) = std::env::var("KILN_STORE_CHILD") else {
+        return;
+    };
+    let id: usize = std::env::var("KILN_STORE_CHILD_ID")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = Store::open(root).unwrap();
+    let payload = big_payload(42);
+    let mut w = store.blob_writer().unwrap();
+    for chunk in payload.chunks(1000) {
+        w.write_all(chunk).unwrap();
+    }
+    w.commit(Some(&Digest::of(&payload))).unwrap();
+    for i in 0..20 {
+        store
+            .set_tag(&format!("img-{id}-{i}"), &Digest::of(&payload))
+            .unwrap();
+        store
+            .put_record(
+                "cache",
+                format!("k{i}").as_bytes(),
+                format!("value from {id}").as_bytes(),
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn concurrent_processes_share_one_store() {
+    let (_d, store) = store();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..6)
+        .map(|id| {
+            Command::new(&exe)
+                .args(["--exact", "child_writer", "--test-threads=1", "--nocapture"])
+                .env("KILN_STORE_CHILD", store.root())
+                .env("KILN_STORE_CHILD_ID", id.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let payload = big_payload(42);
+    let d = Digest::of(&payload);
+    assert_eq!(store.list_blobs().unwrap(), vec![d.clone()]);
+    store.verify_blob(&d).unwrap();
+    // No tag update was lost: every process's 20 tags are there.
+    let tags = store.tags().unwrap();
+    assert_eq!(tags.len(), 6 * 20, "{tags:?}");
+    // Each record holds one whole value from one of the writers.
+    for i in 0..20 {
+        let v = store
+            .get_record("cache", format!("k{i}").as_bytes())
+            .unwrap()
+            .unwrap();
+        let v = String::from_utf8(v).unwrap();
+        assert!(
+            v.starts_with("value from ") && v.len() == "value from 0".len(),
+            "{v}"
+        );
+    }
+    assert_eq!(tmp_files(&store), 0);
+}
+
+#[test]
+fn tags_roundtrip_and_validate() {
+    let (_d, store) = store();
+    let a = Digest::of(b"a");
+    let b = Digest::of(b"b");
+    assert_eq!(store.set_tag("example.com/app:1", &a).unwrap(), None);
+    assert_eq!(
+        store.set_tag("example.com/app:1", &b).unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.get_tag("example.com/app:1").unwrap(), Some(b.clone()));
+    assert_eq!(store.remove_tag("example.com/app:1").unwrap(), Some(b));
+    assert!(store.tags().unwrap().is_empty());
+    assert!(matches!(
+        store.set_tag("bad name", &a),
+        Err(StoreError::BadTag(_))
+    ));
+    std::fs::write(store.root().join("tags.json"), b"{not json").unwrap();
+    let err = store.tags().unwrap_err();
+    assert!(err.to_string().contains("tags.json"), "{err}");
+}
+
+#[test]
+fn records_are_replaced_atomically() {
+    let (_d, store) = store();
+    assert_eq!(store.get_record("cache", b"key").unwrap(), None);
+    store.put_record("cache", b"key", b"one").unwrap();
+    store.put_record("cache", b"key", b"two").unwrap();
+    assert_eq!(
+        store.get_record("cache", b"key").unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    // Kinds are separate namespaces.
+    assert_eq!(store.get_record("other", b"key").unwrap(), None);
+    assert!(store.remove_record("cache", b"key").unwrap());
+    assert_eq!(store.get_record("cache", b"key").unwrap(), None);
+    assert!(matches!(
+        store.put_record("../x", b"k", b"v"),
+        Err(StoreError::BadKind(_))
+    ));
+    assert_eq!(tmp_files(&store), 0);
+}
+
+#[test]
+fn exclusive_lock_excludes() {
+    let (_d, store) = store();
+    let guard = store.lock("gc", LockMode::Exclusive).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = store.clone();
+    let t = std::thread::spawn(move || {
+        let _g = s2.lock("gc", LockMode::Shared).unwrap();
+        tx.send(()).unwrap();
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(200))
+            .is_err()
+    );
+    drop(guard);
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    t.join().unwrap();
+}
