@@ -1,0 +1,29 @@
+# Everyday recipes. CI runs `.ci/run`, which does not need just.
+
+# build the kiln binary (target/release/kiln)
+build:
+    cargo build --release -p kiln-cli
+
+# the whole test suite, as the README gives it (run as root: tests use real users and namespaces)
+test:
+    bash .ci/setup
+    cargo test --workspace --locked
+
+# formatting and lints, as CI checks them
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# benchmarks recorded in docs/benchmarks.md
+bench: build
+    bench/check.sh
+    cargo bench --workspace
+
+# end-to-end tests of the real binary only
+e2e:
+    cargo test -p kiln-cli --tests
+
+# a minute of fuzzing over parse and lowering
+fuzz:
+    bash fuzz/seed.sh
+    cd fuzz && cargo +nightly fuzz run parse_lower -- -max_total_time=60
