@@ -161,8 +161,17 @@ fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// The entry's path for messages; a hostile name of kilobytes is cut.
 fn show(comps: &[Vec<u8>]) -> String {
-    String::from_utf8_lossy(&join(comps)).into_owned()
+    let s = String::from_utf8_lossy(&join(comps)).into_owned();
+    if s.len() <= 200 {
+        return s;
+    }
+    let cut = (0..=120)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}... ({} bytes)", &s[..cut], s.len())
 }
 
 fn os(b: &[u8]) -> &std::ffi::OsStr {
@@ -618,15 +627,15 @@ impl Applier<'_> {
                     Err(e) => return Err(self.err("create the directory", &comps, e)),
                 }
                 self.chown(pfd, &name, &comps, &m)?;
-                if !m.xattrs.is_empty() {
-                    if let Ok(fd) = rfs::openat(
+                if !m.xattrs.is_empty()
+                    && let Ok(fd) = rfs::openat(
                         pfd,
                         os(&name),
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
-                    ) {
-                        self.set_xattrs(fd.as_fd(), &comps, &m);
-                    }
+                    )
+                {
+                    self.set_xattrs(fd.as_fd(), &comps, &m);
                 }
                 self.dirs.push((comps.clone(), m.mode, m.mtime));
             }

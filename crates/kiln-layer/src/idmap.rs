@@ -26,11 +26,11 @@ pub enum IdRangeError {
 }
 
 impl IdRange {
-    fn to_host(&self, id: u32) -> Option<u32> {
+    fn to_host(self, id: u32) -> Option<u32> {
         let off = id.checked_sub(self.container)?;
         (off < self.size).then(|| self.host + off)
     }
-    fn to_container(&self, id: u32) -> Option<u32> {
+    fn to_container(self, id: u32) -> Option<u32> {
         let off = id.checked_sub(self.host)?;
         (off < self.size).then(|| self.container + off)
     }

@@ -142,7 +142,10 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
 
 /// Reads the xattrs of `path` (not following symlinks). Filesystems without
 /// xattr support give an empty list.
-fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, WriteError> {
+/// (name, value) pairs of extended attributes.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_xattrs(path: &Path) -> Result<Xattrs, WriteError> {
     let mut names = vec![0u8; 1024];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut names[..]) {
@@ -535,10 +538,10 @@ mod tests {
         pax_record(&mut v, b"path", b"abc");
         assert_eq!(v, b"12 path=abc\n");
         let mut v = Vec::new();
-        // 1 + 1 + 4 + 1 + 94 + 1 = 102 with a 3-digit length
+        // 3 digits + ' ' + "path" + '=' + 94 + '\n' = 104
         pax_record(&mut v, b"path", &[b'a'; 94]);
-        assert!(v.starts_with(b"103 path="));
-        assert_eq!(v.len(), 103);
+        assert!(v.starts_with(b"104 path="));
+        assert_eq!(v.len(), 104);
     }
 
     #[test]
