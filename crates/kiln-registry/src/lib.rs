@@ -1,1 +1,58 @@
-//! placeholder, filled by its issue
+//! kiln's client for the OCI distribution API: image references, pull,
+//! push, auth, retries, mirrors.
+//!
+//! # Why a client of our own
+//!
+//! `oci-client` (the maintained ORAS crate) was considered. It covers
+//! bearer auth and basic pulls and pushes, but kiln needs control it does
+//! not give: streaming blobs straight into kiln's content store through a
+//! narrow trait with digest and size verification before anything is
+//! published, per-request retries with bounded exponential backoff on 5xx,
+//! 429 and dropped connections (also mid-stream), registry mirrors with
+//! fallback in the manner of containers' `registries.conf`, observable
+//! cross-repository mounts and chunked uploads with our own chunk size, and
+//! errors that name registry, repository and digest. So this crate is a
+//! small client on `reqwest` (rustls with webpki roots) and `tokio`, using
+//! `oci-spec` for manifest and index types.
+//!
+//! # Shape
+//!
+//! - [`Reference`]: parsing and normalization (`golang:1.22` is
+//!   `docker.io/library/golang:1.22`).
+//! - [`Settings`]: insecure hosts, [`Mirror`]s, [`RetryPolicy`],
+//!   credentials ([`AuthConfig`]), concurrency and upload chunking.
+//! - [`Client`]: [`Client::pull`], [`Client::push`] and the lower-level
+//!   calls they are made of ([`Client::get_manifest`],
+//!   [`Client::fetch_blob`], [`Client::push_blob`],
+//!   [`Client::put_manifest`], [`Client::list_tags`]).
+//! - [`BlobStore`] / [`BlobSink`]: where pulled blobs go and pushed blobs
+//!   come from; implemented for [`kiln_store::Store`] and [`MemoryStore`].
+//!
+//! Plain http is used for `localhost`, `127.0.0.0/8`, `::1` and hosts listed
+//! in [`Settings::insecure_registries`]; https otherwise.
+
+// Errors carry their context (registry, repository, object) by value; they
+// are built only on failure paths, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod client;
+pub mod manifest;
+pub mod platform;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod settings;
+pub mod store;
+
+pub use auth::{AuthConfig, AuthFileError, Challenge, Credential};
+pub use client::{Client, Context, RegistryError};
+pub use platform::{Platform, PlatformError};
+pub use pull::{FetchedManifest, Pulled};
+pub use push::{BlobPush, PushOptions, PushReport};
+pub use reference::{Reference, ReferenceError};
+pub use settings::{
+    Endpoint, MIRROR_ENV, Mirror, MirrorError, RetryPolicy, Settings, mirrors_from_env,
+    parse_mirror_list,
+};
+pub use store::{BlobSink, BlobStore, BoxError, MemoryStore};
