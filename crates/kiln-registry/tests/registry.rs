@@ -1,0 +1,596 @@
+//! The client against Debian's real `docker-registry`, skopeo, and a fault
+//! injecting proxy in front of the registry.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Proxy, Registry, Reply, image, index, settings};
+use kiln_registry::{
+    AuthConfig, BlobStore, Client, MemoryStore, Platform, PushOptions, Reference, RegistryError,
+    Settings, parse_mirror_list,
+};
+
+fn amd64() -> Platform {
+    Platform::new("linux", "amd64", None)
+}
+
+fn client(s: Settings) -> Client {
+    Client::new(s).unwrap()
+}
+
+fn r(s: &str) -> Reference {
+    Reference::parse(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_pull_round_trip_tags_and_head_skip() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 1, &[3000, 5000]);
+    let c = client(settings());
+    let dest = r(&format!("{}/test/app:v1", reg.addr));
+    let opts = PushOptions {
+        extra_tags: vec!["v2".into()],
+        ..Default::default()
+    };
+    let rep = c.push(&src, &img.manifest, &dest, &opts).await.unwrap();
+    assert_eq!((rep.uploaded, rep.existing, rep.mounted), (3, 0, 0));
+    assert_eq!(
+        rep.bytes_uploaded,
+        8000 + src.get(&img.config).unwrap().len() as u64
+    );
+    assert_eq!(rep.tags, ["v1", "v2"]);
+    assert_eq!(c.list_tags(&dest).await.unwrap(), ["v1", "v2"]);
+
+    // Second push: every blob is there already (HEAD), nothing uploaded.
+    let rep = c
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((rep.uploaded, rep.existing), (0, 3));
+
+    let dst = MemoryStore::new();
+    let p = c.pull(&dest, &amd64(), &dst).await.unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+    assert_eq!(p.config_digest, img.config);
+    assert_eq!(p.layers, img.layers);
+    assert_eq!((p.fetched, p.skipped), (3, 0));
+    assert_eq!(p.index_digest, None);
+    for d in src.digests() {
+        assert_eq!(dst.get(&d), src.get(&d), "{d}");
+    }
+    // Pull again into the same store: every blob skipped.
+    let p = c.pull(&dest, &amd64(), &dst).await.unwrap();
+    assert_eq!((p.fetched, p.skipped, p.bytes_fetched), (0, 3, 0));
+
+    // By digest, and by tag plus digest.
+    let by_digest = r(&format!("{}/test/app@{}", reg.addr, img.manifest));
+    let p = c
+        .pull(&by_digest, &amd64(), &MemoryStore::new())
+        .await
+        .unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+    let both = r(&format!("{}/test/app:v2@{}", reg.addr, img.manifest));
+    assert_eq!(
+        c.pull(&both, &amd64(), &MemoryStore::new())
+            .await
+            .unwrap()
+            .manifest_digest,
+        img.manifest
+    );
+
+    // Missing tag: a clear not-found naming registry and repository.
+    let err = c
+        .pull(
+            &dest.with_tag("nope").unwrap(),
+            &amd64(),
+            &MemoryStore::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&reg.addr) && msg.contains("test/app") && msg.contains("`nope`"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_push() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 2, &[20_000, 100]);
+    let c = client(Settings {
+        monolithic_limit: 1024,
+        chunk_size: 4096,
+        ..settings()
+    });
+    let dest = r(&format!("{}/chunked/app:1", reg.addr));
+    let rep = c
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.uploaded, 3);
+    assert_eq!(
+        rep.chunked, 1,
+        "only the 20 kB layer is above the limit: {rep:?}"
+    );
+    let ep = c.settings().origin(dest.registry(), dest.repository());
+    assert!(c.blob_exists(&ep, &img.layers[0]).await.unwrap());
+    let dst = MemoryStore::new();
+    c.pull(&dest, &amd64(), &dst).await.unwrap();
+    assert_eq!(dst.get(&img.layers[0]), src.get(&img.layers[0]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_repository_mount() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 3, &[4000]);
+    let c = client(settings());
+    let a = r(&format!("{}/team/a:1", reg.addr));
+    c.push(&src, &img.manifest, &a, &PushOptions::default())
+        .await
+        .unwrap();
+
+    // Through a proxy, to see what the registry answered.
+    let proxy = Proxy::start(&reg.addr, |_| Reply::Forward).await;
+    let b = r(&format!("{}/team/b:1", proxy.addr));
+    let opts = PushOptions {
+        mount_from: vec!["team/a".into()],
+        ..Default::default()
+    };
+    let rep = c.push(&src, &img.manifest, &b, &opts).await.unwrap();
+    assert_eq!(
+        (rep.mounted, rep.uploaded, rep.existing),
+        (2, 0, 0),
+        "{rep:?}"
+    );
+    let reqs = proxy.requests();
+    let mounts: Vec<_> = reqs
+        .iter()
+        .filter(|q| {
+            q.method == "POST" && q.path.contains("mount=") && q.path.contains("from=team%2Fa")
+        })
+        .collect();
+    assert_eq!(mounts.len(), 2, "{reqs:?}");
+    assert!(
+        !reqs
+            .iter()
+            .any(|q| q.method == "PUT" && q.path.contains("/blobs/uploads/"))
+    );
+    let p = c.pull(&b, &amd64(), &MemoryStore::new()).await.unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn index_platform_selection() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let x86 = image(&src, "amd64", 4, &[1000]);
+    let arm = image(&src, "arm64", 5, &[1200]);
+    let idx = index(&src, &[(&x86, "amd64", None), (&arm, "arm64", Some("v8"))]);
+    let c = client(settings());
+    let dest = r(&format!("{}/multi/app:1", reg.addr));
+    let rep = c
+        .push(&src, &idx, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.manifests, 3);
+
+    for (platform, want) in [
+        ("linux/amd64", &x86),
+        ("linux/arm64", &arm),
+        ("linux/arm64/v8", &arm),
+    ] {
+        let dst = MemoryStore::new();
+        let p = c
+            .pull(&dest, &platform.parse().unwrap(), &dst)
+            .await
+            .unwrap();
+        assert_eq!(p.manifest_digest, want.manifest, "{platform}");
+        assert_eq!(p.index_digest.as_ref(), Some(&idx));
+        assert_eq!(p.layers, want.layers);
+        assert!(dst.has_blob(&idx) && dst.has_blob(&want.manifest));
+        let other = if std::ptr::eq(want, &x86) { &arm } else { &x86 };
+        assert!(
+            !dst.has_blob(&other.layers[0]),
+            "only the chosen platform's layers"
+        );
+    }
+    let err = c
+        .pull(&dest, &"linux/s390x".parse().unwrap(), &MemoryStore::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/amd64, linux/arm64/v8"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_with_htpasswd_and_docker_config() {
+    let reg = Registry::start_with_auth(Some(("alice", "s3cret")));
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 6, &[700]);
+    let dest = r(&format!("{}/private/app:1", reg.addr));
+
+    let err = client(settings())
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("REGISTRY_AUTH_FILE"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    let write = |user: &str, pw: &str| {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        std::fs::write(
+            &cfg,
+            format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr),
+        )
+        .unwrap();
+    };
+    write("alice", "wrong");
+    let mut auth = AuthConfig::default();
+    auth.load_file(&cfg).unwrap();
+    let err = client(Settings { auth, ..settings() })
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("rejected the credentials"),
+        "{err}"
+    );
+
+    write("alice", "s3cret");
+    let mut auth = AuthConfig::default();
+    auth.load_file(&cfg).unwrap();
+    let c = client(Settings { auth, ..settings() });
+    c.push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    let p = c.pull(&dest, &amd64(), &MemoryStore::new()).await.unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_bearer_token_flow() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 7, &[900]);
+    let c = client(settings());
+    let plain = r(&format!("{}/tok/app:1", reg.addr));
+    c.push(&src, &img.manifest, &plain, &PushOptions::default())
+        .await
+        .unwrap();
+
+    // A front that demands a bearer token from its own token endpoint, the
+    // way Docker Hub does, and forwards to the registry once it has one.
+    let me = Arc::new(std::sync::Mutex::new(String::new()));
+    let me2 = me.clone();
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.starts_with("/token") {
+            let ok = q.path.contains("service=kiln-test")
+                && q.path.contains("scope=repository%3Atok%2Fapp%3Apull");
+            return Reply::Respond {
+                status: if ok { 200 } else { 400 },
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: br#"{"token": "t0ken", "expires_in": 300}"#.to_vec(),
+            };
+        }
+        if q.header("authorization") == Some("Bearer t0ken") {
+            return Reply::Forward;
+        }
+        let realm = format!("http://{}/token", me2.lock().unwrap());
+        Reply::Respond {
+            status: 401,
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!(
+                    r#"Bearer realm="{realm}",service="kiln-test",scope="repository:tok/app:pull""#
+                ),
+            )],
+            body: br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_vec(),
+        }
+    })
+    .await;
+    *me.lock().unwrap() = proxy.addr.clone();
+    let via = r(&format!("{}/tok/app:1", proxy.addr));
+    let c = client(settings());
+    let p = c.pull(&via, &amd64(), &MemoryStore::new()).await.unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+    let reqs = proxy.requests();
+    let tokens = reqs.iter().filter(|q| q.path.starts_with("/token")).count();
+    let challenged = reqs
+        .iter()
+        .filter(|q| q.header("authorization").is_none() && !q.path.starts_with("/token"))
+        .count();
+    assert_eq!(tokens, 1, "one token serves the whole pull: {reqs:?}");
+    assert_eq!(challenged, 1, "only the first request goes without a token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_serves_docker_hub_names() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 8, &[1500]);
+    let c = client(settings());
+    c.push(
+        &src,
+        &img.manifest,
+        &r(&format!("{}/library/busybox:1.36", reg.addr)),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let mirrored = client(Settings {
+        mirrors: parse_mirror_list(&format!("docker.io={}", reg.addr), "test").unwrap(),
+        ..settings()
+    });
+    let want = r("busybox:1.36");
+    assert_eq!(want.to_string(), "docker.io/library/busybox:1.36");
+    let dst = MemoryStore::new();
+    let p = mirrored.pull(&want, &amd64(), &dst).await.unwrap();
+    assert_eq!(p.served_by, reg.addr);
+    assert_eq!(p.reference.to_string(), "docker.io/library/busybox:1.36");
+    assert_eq!(p.manifest_digest, img.manifest);
+    assert!(dst.has_blob(&img.layers[0]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_mismatch_stores_nothing() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 9, &[2048, 512]);
+    let c = client(settings());
+    let plain = r(&format!("{}/bad/app:1", reg.addr));
+    c.push(&src, &img.manifest, &plain, &PushOptions::default())
+        .await
+        .unwrap();
+
+    let target = format!("/blobs/{}", img.layers[0]);
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.ends_with(&target) && q.method == "GET" {
+            Reply::ReplaceBody(common::bytes(999, 2048))
+        } else {
+            Reply::Forward
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = kiln_store::Store::open(dir.path()).unwrap();
+    let err = c
+        .pull(&r(&format!("{}/bad/app:1", proxy.addr)), &amd64(), &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&img.layers[0].to_string())
+            && msg.contains("bad/app")
+            && msg.contains("nothing was stored"),
+        "{msg}"
+    );
+    assert!(!store.has_blob(&img.layers[0]));
+    assert!(
+        !store.has_blob(&img.manifest),
+        "no manifest without its blobs"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temp file left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_on_503_and_dropped_connections() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 10, &[64 * 1024]);
+    let c = client(settings());
+    c.push(
+        &src,
+        &img.manifest,
+        &r(&format!("{}/flaky/app:1", reg.addr)),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // Two 503s, then the real answer.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (h, target) = (hits.clone(), format!("/blobs/{}", img.layers[0]));
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.ends_with(&target) && h.fetch_add(1, Ordering::SeqCst) < 2 {
+            Reply::Respond {
+                status: 503,
+                headers: vec![],
+                body: b"busy".to_vec(),
+            }
+        } else {
+            Reply::Forward
+        }
+    })
+    .await;
+    let p = c
+        .pull(
+            &r(&format!("{}/flaky/app:1", proxy.addr)),
+            &amd64(),
+            &MemoryStore::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+    // A connection closed mid-body, then a good one.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (h, target) = (hits.clone(), format!("/blobs/{}", img.layers[0]));
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.ends_with(&target) && h.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::Truncate(1000)
+        } else {
+            Reply::Forward
+        }
+    })
+    .await;
+    let dst = MemoryStore::new();
+    c.pull(&r(&format!("{}/flaky/app:1", proxy.addr)), &amd64(), &dst)
+        .await
+        .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(dst.get(&img.layers[0]), src.get(&img.layers[0]));
+
+    // Always failing: a bounded number of tries and a clear error.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (h, target) = (hits.clone(), format!("/blobs/{}", img.layers[0]));
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.ends_with(&target) {
+            h.fetch_add(1, Ordering::SeqCst);
+            Reply::Respond {
+                status: 503,
+                headers: vec![],
+                body: b"down for maintenance".to_vec(),
+            }
+        } else {
+            Reply::Forward
+        }
+    })
+    .await;
+    let dst = MemoryStore::new();
+    let err = c
+        .pull(&r(&format!("{}/flaky/app:1", proxy.addr)), &amd64(), &dst)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, RegistryError::Unavailable { attempts: 4, .. }),
+        "{msg}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    for part in [
+        proxy.addr.as_str(),
+        "flaky/app",
+        &img.layers[0].to_string(),
+        "503",
+        "down for maintenance",
+    ] {
+        assert!(msg.contains(part), "`{part}` missing in: {msg}");
+    }
+    assert!(!dst.has_blob(&img.layers[0]) && !dst.has_blob(&img.manifest));
+
+    // Nothing listening: connection errors are retried, then reported.
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let err = c
+        .pull(
+            &r(&format!("{dead}/gone/app:1")),
+            &amd64(),
+            &MemoryStore::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Connection { attempts: 4, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&dead), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_interop() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 11, &[3000]);
+    let c = client(settings());
+    c.push(
+        &src,
+        &img.manifest,
+        &r(&format!("{}/interop/kiln:1", reg.addr)),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    // skopeo reads what kiln pushed.
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/interop/kiln:1", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Digest"], img.manifest.to_string());
+    assert_eq!(v["Architecture"], "amd64");
+    assert_eq!(v["Layers"][0], img.layers[0].to_string());
+
+    // kiln pulls what skopeo pushed from an OCI layout.
+    let other = MemoryStore::new();
+    let img2 = image(&other, "amd64", 12, &[2500]);
+    let dir = tempfile::tempdir().unwrap();
+    common::write_oci_layout(dir.path(), &other, &img2.manifest, "v1");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", dir.path().display()),
+            &format!("docker://{}/interop/skopeo:v1", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dst = MemoryStore::new();
+    let p = c
+        .pull(
+            &r(&format!("{}/interop/skopeo:v1", reg.addr)),
+            &amd64(),
+            &dst,
+        )
+        .await
+        .unwrap();
+    // skopeo compresses the layer on the way in, so compare with what
+    // skopeo says the registry holds.
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/interop/skopeo:v1", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Digest"], p.manifest_digest.to_string());
+    assert_eq!(v["Layers"][0], p.layers[0].to_string());
+    assert_eq!(p.layers.len(), 1);
+    assert!(dst.has_blob(&p.layers[0]) && dst.has_blob(&p.config_digest));
+    let config: serde_json::Value =
+        serde_json::from_slice(&dst.get(&p.config_digest).unwrap()).unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"][0], img2.layers[0].to_string());
+}
