@@ -43,17 +43,29 @@ pub struct Expr {
 pub enum ExprKind {
     Str(String),
     /// `radix` is kept so file modes written in decimal can be flagged.
-    Int { value: u64, radix: u32 },
+    Int {
+        value: u64,
+        radix: u32,
+    },
     Bool(bool),
     Array(Vec<Expr>),
     /// A reference to a binding.
     Var(Ident),
     /// `func(args)`
-    Call { func: Ident, args: Vec<Expr> },
+    Call {
+        func: Ident,
+        args: Vec<Expr>,
+    },
     /// `name!(args)`, only `format!` is known.
-    Macro { name: Ident, args: Vec<Expr> },
+    Macro {
+        name: Ident,
+        args: Vec<Expr>,
+    },
     /// `head.m1(..).m2(..)`
-    Chain { head: Box<Expr>, calls: Vec<MethodCall> },
+    Chain {
+        head: Box<Expr>,
+        calls: Vec<MethodCall>,
+    },
     /// A part that failed to parse (already reported).
     Error,
 }

@@ -11,7 +11,10 @@ pub enum TokenKind {
     Str(String),
     /// An integer literal; `value` is `None` when it does not fit in a u64
     /// (already reported).
-    Int { value: Option<u64>, radix: u32 },
+    Int {
+        value: Option<u64>,
+        radix: u32,
+    },
     Let,
     True,
     False,
@@ -109,7 +112,9 @@ impl Lexer<'_> {
                     self.bump();
                 }
                 '/' if self.peek_at(1) == Some('/') => {
-                    let end = self.src[start..].find('\n').map_or(self.src.len(), |i| start + i);
+                    let end = self.src[start..]
+                        .find('\n')
+                        .map_or(self.src.len(), |i| start + i);
                     self.pos = end;
                 }
                 '/' if self.peek_at(1) == Some('*') => self.block_comment(),
@@ -278,7 +283,10 @@ impl Lexer<'_> {
                     }
                     if self.peek() == Some('}') {
                         self.bump();
-                        if let Some(ch) = u32::from_str_radix(&digits, 16).ok().and_then(char::from_u32) {
+                        if let Some(ch) = u32::from_str_radix(&digits, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                        {
                             out.push(ch);
                             ok = true;
                         }
@@ -389,7 +397,10 @@ impl Lexer<'_> {
             let help = if radix == 10 && bad.is_ascii_alphabetic() {
                 "integers have no suffixes; write plain digits".to_string()
             } else {
-                format!("a {what} literal may only use the digits 0 to {}", digit_max(radix))
+                format!(
+                    "a {what} literal may only use the digits 0 to {}",
+                    digit_max(radix)
+                )
             };
             self.diags.push(
                 Diagnostic::error(
@@ -444,9 +455,18 @@ mod tests {
             vec![
                 TokenKind::Str("a\né\x41".into()),
                 TokenKind::Str("x\"y".into()),
-                TokenKind::Int { value: Some(0o755), radix: 8 },
-                TokenKind::Int { value: Some(255), radix: 16 },
-                TokenKind::Int { value: Some(1000), radix: 10 },
+                TokenKind::Int {
+                    value: Some(0o755),
+                    radix: 8
+                },
+                TokenKind::Int {
+                    value: Some(255),
+                    radix: 16
+                },
+                TokenKind::Int {
+                    value: Some(1000),
+                    radix: 10
+                },
                 TokenKind::Eof,
             ]
         );

@@ -36,7 +36,10 @@ fn syntax_line(src: &str) -> Option<Syntax> {
     let first = src.lines().next()?;
     let rest = first.strip_prefix("//")?;
     let trimmed = rest.trim_start();
-    let value = trimmed.strip_prefix("syntax")?.trim_start().strip_prefix('=')?;
+    let value = trimmed
+        .strip_prefix("syntax")?
+        .trim_start()
+        .strip_prefix('=')?;
     let value = value.trim();
     if value.is_empty() {
         return None;
@@ -281,7 +284,10 @@ impl Parser {
             if !self.at(&TokenKind::LParen) {
                 return Err(self.expected(
                     "`(`",
-                    &format!("call the method: `.{}(...)`; there are no fields", method.name),
+                    &format!(
+                        "call the method: `.{}(...)`; there are no fields",
+                        method.name
+                    ),
                 ));
             }
             let args = self.args(TokenKind::LParen, TokenKind::RParen)?;
@@ -314,7 +320,11 @@ impl Parser {
                 let d = Diagnostic::error(
                     CODE,
                     found.span,
-                    format!("expected {}, found {}", close.describe(), found.kind.describe()),
+                    format!(
+                        "expected {}, found {}",
+                        close.describe(),
+                        found.kind.describe()
+                    ),
                 )
                 .label(format!("expected {}", close.describe()))
                 .help(format!("close the list with {}", close.describe()))
@@ -373,7 +383,9 @@ impl Parser {
                     TokenKind::Bang => {
                         self.bump();
                         if !self.at(&TokenKind::LParen) {
-                            return Err(self.expected("`(`", "macros are called like `format!(\"{}\", x)`"));
+                            return Err(
+                                self.expected("`(`", "macros are called like `format!(\"{}\", x)`")
+                            );
                         }
                         let args = self.args(TokenKind::LParen, TokenKind::RParen)?;
                         ExprKind::Macro { name: ident, args }
@@ -407,7 +419,8 @@ mod tests {
 
     #[test]
     fn recovers_from_several_errors() {
-        let (file, diags) = parse("let a = image(\"x\" \"y\");\nlet b = ;\nlet c = scratch()\nlet d = 1;");
+        let (file, diags) =
+            parse("let a = image(\"x\" \"y\");\nlet b = ;\nlet c = scratch()\nlet d = 1;");
         assert_eq!(diags.len(), 3, "{diags:#?}");
         let names: Vec<_> = file.items.iter().map(|i| i.name.name.as_str()).collect();
         assert_eq!(names, ["c", "d"]);

@@ -1,11 +1,118 @@
 //! `kiln check`: parse and check a Kilnfile, report diagnostics.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Check a Kilnfile for errors without building anything
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use kiln_frontend::{Diagnostics, Options};
 
-pub fn run(_args: Args) -> miette::Result<ExitCode> {
-    miette::bail!("not implemented yet")
+/// Check a Kilnfile for errors without building anything
+///
+/// Parses the Kilnfile, checks every binding, step and option, and reports
+/// each problem as `file:line:col` with the source line, a caret under the
+/// spot and a `help:` line saying what to do. Exits 0 when there are no
+/// errors (warnings are still shown) and 1 otherwise. Nothing is built,
+/// pulled or read besides the Kilnfile itself.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Kilnfile to check [default: CONTEXT/Kilnfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Check this target (a top-level image binding) instead of the last one
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+
+    /// Set a build arg declared with `arg("NAME")`; `NAME` alone takes the
+    /// value from the environment. Repeatable
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// The build context directory
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+/// Errors before the Kilnfile can be checked at all.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error("cannot read Kilnfile `{path}`: {source}")]
+    #[diagnostic(
+        code(kiln::kilnfile),
+        help("pass the file with `-f FILE`, or a CONTEXT directory that contains a `Kilnfile`")
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Kilnfile `{path}` is not valid UTF-8")]
+    #[diagnostic(code(kiln::kilnfile), help("save the file as UTF-8 text"))]
+    NotUtf8 { path: PathBuf },
+    #[error("invalid build arg `{arg}`: the name is empty")]
+    #[diagnostic(code(kiln::build_arg), help("write `--build-arg NAME=VALUE`"))]
+    BuildArg { arg: String },
+}
+
+/// The Kilnfile's path: `-f FILE`, else `CONTEXT/Kilnfile`.
+pub fn kilnfile_path(file: Option<&Path>, context: &Path) -> PathBuf {
+    match file {
+        Some(f) => f.to_path_buf(),
+        None => context.join("Kilnfile"),
+    }
+}
+
+/// Reads the Kilnfile; the name used in diagnostics is the path as given.
+pub fn load(path: &Path) -> Result<(String, String), LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8 {
+        path: path.to_path_buf(),
+    })?;
+    Ok((path.display().to_string(), text))
+}
+
+/// `NAME=VALUE` pairs; a bare `NAME` takes the environment's value, as
+/// `docker build` does (and is skipped when the variable is unset).
+pub fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>, LoadError> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let (k, v) = match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (a.clone(), std::env::var(a).ok()),
+        };
+        if k.is_empty() {
+            return Err(LoadError::BuildArg { arg: a.clone() });
+        }
+        if let Some(v) = v {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes every diagnostic to stderr through miette's handler.
+pub fn report(diags: &Diagnostics) {
+    for located in diags.located() {
+        eprintln!("{:?}", miette::Report::new(located));
+    }
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let path = kilnfile_path(args.file.as_deref(), &args.context);
+    let (name, text) = load(&path)?;
+    let opts = Options {
+        target: args.target,
+        build_args: parse_build_args(&args.build_args)?,
+        platform: None,
+    };
+    let diags = kiln_frontend::check(&name, &text, &opts);
+    report(&diags);
+    if diags.has_errors() {
+        let n = diags.errors().count();
+        eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

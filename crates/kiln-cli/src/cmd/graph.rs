@@ -1,11 +1,83 @@
 //! `kiln graph`: print the build graph of a Kilnfile target.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Print the build graph of a target as text, DOT or JSON
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use kiln_frontend::{Options, Platform};
 
-pub fn run(_args: Args) -> miette::Result<ExitCode> {
-    miette::bail!("not implemented yet")
+use super::check::{kilnfile_path, load, parse_build_args, report};
+
+/// Print the build graph of a target as text, DOT or JSON
+///
+/// Compiles the Kilnfile and writes the target's graph of build operations
+/// to stdout: every vertex with its content digest, its inputs, and (beside
+/// the digest, never part of it) the step name and Kilnfile location. The
+/// digests are the cache keys' definitions: they stay the same when the
+/// Kilnfile is only reformatted or bindings are renamed. Diagnostics go to
+/// stderr; errors exit 1 with nothing on stdout.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Kilnfile [default: CONTEXT/Kilnfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The target (a top-level image binding) to print [default: the last one]
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+
+    /// Set a build arg declared with `arg("NAME")`; `NAME` alone takes the
+    /// value from the environment. Repeatable
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// Platform for `image(..)` sources that do not name one (`os/arch[/variant]`)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<Platform>,
+
+    /// Output format: `text` (one vertex per line), `dot` (Graphviz) or
+    /// `json` (the full definition, for tools)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// The build context directory
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Dot,
+    Json,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let path = kilnfile_path(args.file.as_deref(), &args.context);
+    let (name, text) = load(&path)?;
+    let opts = Options {
+        target: args.target,
+        build_args: parse_build_args(&args.build_args)?,
+        platform: args.platform,
+    };
+    let compiled = match kiln_frontend::compile(&name, &text, &opts) {
+        Ok(c) => c,
+        Err(diags) => {
+            report(&diags);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report(&compiled.warnings);
+    let def = &compiled.definition;
+    let mut out = match args.format {
+        Format::Text => def.to_text(),
+        Format::Dot => def.to_dot(),
+        Format::Json => def.to_json(),
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    // A closed pipe (`kiln graph | head`) is not an error worth a report.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
 }
