@@ -6,7 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, ThemeCharacters, ThemeStyles,
+};
 
 use crate::span::{LineIndex, Span};
 
@@ -242,7 +244,11 @@ impl Diagnostics {
 
     /// Plain ASCII rendering (carets under spans), 100 columns, no colour.
     pub fn render_plain(&self) -> String {
-        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::ascii())
+        let theme = GraphicalTheme {
+            characters: ThemeCharacters::ascii(),
+            styles: ThemeStyles::none(),
+        };
+        let handler = GraphicalReportHandler::new_themed(theme)
             .with_width(100)
             .with_links(false);
         self.render_with(&handler)

@@ -389,10 +389,10 @@ impl Lexer<'_> {
             None
         } else if let Some(bad) = body.chars().find(|c| !c.is_digit(radix)) {
             let what = match radix {
-                16 => "hexadecimal",
-                8 => "octal",
-                2 => "binary",
-                _ => "decimal",
+                16 => "a hexadecimal",
+                8 => "an octal",
+                2 => "a binary",
+                _ => "a decimal",
             };
             let help = if radix == 10 && bad.is_ascii_alphabetic() {
                 "integers have no suffixes; write plain digits".to_string()
@@ -406,7 +406,7 @@ impl Lexer<'_> {
                 Diagnostic::error(
                     "kiln::syntax",
                     span,
-                    format!("invalid digit `{bad}` in a {what} literal"),
+                    format!("invalid digit `{bad}` in {what} literal"),
                 )
                 .label("invalid digit")
                 .help(help),

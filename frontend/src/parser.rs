@@ -16,11 +16,15 @@ const CODE: &str = "kiln::syntax";
 /// Parse a Kilnfile into a tree and the syntax diagnostics found on the way.
 pub fn parse(src: &str) -> (File, Vec<Diagnostic>) {
     let (tokens, mut diags) = lex(src);
+    // An unterminated string or comment swallows the rest of the file; the
+    // parser's "found the end of the file" would only repeat that.
+    let quiet_eof = diags.iter().any(|d| d.message.starts_with("unterminated"));
     let mut p = Parser {
         tokens,
         pos: 0,
         diags: Vec::new(),
         depth: 0,
+        quiet_eof,
     };
     let items = p.file();
     diags.append(&mut p.diags);
@@ -61,6 +65,7 @@ struct Parser {
     pos: usize,
     diags: Vec<Diagnostic>,
     depth: usize,
+    quiet_eof: bool,
 }
 
 impl Parser {
@@ -106,6 +111,9 @@ impl Parser {
     }
 
     fn error(&mut self, span: Span, message: String, label: &str, help: &str) -> Abort {
+        if self.quiet_eof && self.at(&TokenKind::Eof) {
+            return Abort;
+        }
         self.diags.push(
             Diagnostic::error(CODE, span, message)
                 .label(label.to_string())
@@ -217,7 +225,9 @@ impl Parser {
             let after = self.prev_span();
             let found = self.peek().clone();
             let at_boundary = matches!(found.kind, TokenKind::Let | TokenKind::Eof);
-            if !matches!(found.kind, TokenKind::Unknown(_)) {
+            if !matches!(found.kind, TokenKind::Unknown(_))
+                && !(self.quiet_eof && found.kind == TokenKind::Eof)
+            {
                 let help = match found.kind {
                     TokenKind::Str(_) | TokenKind::Int { .. } | TokenKind::Ident(_) => {
                         "end the binding with `;`, or if this continues the expression, separate arguments with `,` and methods with `.`"
@@ -329,7 +339,9 @@ impl Parser {
                 .label(format!("expected {}", close.describe()))
                 .help(format!("close the list with {}", close.describe()))
                 .related(open_span, "opened here");
-                self.diags.push(d);
+                if !(self.quiet_eof && found.kind == TokenKind::Eof) {
+                    self.diags.push(d);
+                }
                 return Err(Abort);
             }
             args.push(self.expr()?);

@@ -1,0 +1,98 @@
+//! Data-driven diagnostics tests: every `tests/diagnostics/*.kiln` is checked
+//! and the rendered report (file:line:col, source line, caret, help) is
+//! pinned by a snapshot. A first line `// test: FLAGS` sets `--target T` and
+//! `--build-arg K=V` options. Every diagnostic kind must appear in the corpus.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use kiln_frontend::{Options, check};
+
+fn options(src: &str) -> Options {
+    let mut opts = Options::default();
+    let Some(flags) = src.lines().next().and_then(|l| l.strip_prefix("// test:")) else {
+        return opts;
+    };
+    let mut words = flags.split_whitespace();
+    while let Some(w) = words.next() {
+        let v = words.next().expect("flag value");
+        match w {
+            "--target" => opts.target = Some(v.to_string()),
+            "--build-arg" => {
+                let (k, val) = v.split_once('=').expect("K=V");
+                opts.build_args.insert(k.into(), val.into());
+            }
+            other => panic!("unknown test flag {other}"),
+        }
+    }
+    opts
+}
+
+#[test]
+fn diagnostics_corpus() {
+    let mut seen = BTreeSet::new();
+    insta::glob!("diagnostics/*.kiln", |path: &Path| {
+        let src = std::fs::read_to_string(path).unwrap();
+        let diags = check("Kilnfile", &src, &options(&src));
+        assert!(
+            !diags.is_empty(),
+            "{} produced no diagnostic",
+            path.display()
+        );
+        for d in &diags.items {
+            assert!(
+                !d.help.is_empty(),
+                "{}: `{}` has no help",
+                path.display(),
+                d.message
+            );
+            seen.insert(d.code);
+        }
+        let report = format!("{}\n{}", diags.summary(), diags.render_plain());
+        insta::assert_snapshot!(report);
+    });
+    let expected = [
+        "kiln::arity",
+        "kiln::bad-format",
+        "kiln::bad-mode",
+        "kiln::bad-option",
+        "kiln::bad-reference",
+        "kiln::bad-value",
+        "kiln::context-escape",
+        "kiln::context-path",
+        "kiln::duplicate-binding",
+        "kiln::missing-build-arg",
+        "kiln::no-target",
+        "kiln::relative-path",
+        "kiln::run-without-shell",
+        "kiln::self-copy",
+        "kiln::self-reference",
+        "kiln::syntax",
+        "kiln::type",
+        "kiln::undefined-binding",
+        "kiln::unknown-function",
+        "kiln::unknown-method",
+        "kiln::unknown-target",
+        "kiln::unused-binding",
+        "kiln::unused-build-arg",
+        "kiln::use-before-definition",
+    ];
+    let missing: Vec<_> = expected.iter().filter(|c| !seen.contains(**c)).collect();
+    assert!(missing.is_empty(), "no corpus file shows {missing:?}");
+}
+
+#[test]
+fn source_too_large_is_a_diagnostic() {
+    let src = " ".repeat(kiln_frontend::MAX_SOURCE_LEN + 1);
+    let diags = check("Kilnfile", &src, &Options::default());
+    assert_eq!(diags.items[0].code, "kiln::too-large");
+}
+
+#[test]
+fn warnings_alone_do_not_fail() {
+    let src = "let x = 1;\nlet app = static_base();\n";
+    let diags = check("Kilnfile", src, &Options::default());
+    assert!(!diags.has_errors());
+    assert_eq!(diags.warnings().count(), 1);
+    assert!(kiln_frontend::compile("Kilnfile", src, &Options::default()).is_ok());
+}
