@@ -1,0 +1,713 @@
+//! The sandbox child: runs in a fresh process (a re-exec of the kiln binary
+//! through its hidden subcommand, never a fork of a threaded or async
+//! parent). Two roles:
+//!
+//! - the supervisor (the re-exec'd process itself) creates the namespaces,
+//!   lets the parent write the ID maps, forks the init and reports its exit;
+//! - the init (pid 1 of the new pid namespace) mounts the rootfs, /dev,
+//!   /proc and the step's mounts, pivots into the rootfs, drops to the step's
+//!   user and execs the command. When it dies the kernel kills everything
+//!   else in the pid namespace (pid_namespaces(7)), and with it goes the
+//!   mount namespace and every mount: nothing to unmount on any path.
+//!
+//! Both are single-threaded, so plain fork(2) and allocation after it are
+//! fine. Nothing here prints: stdout and stderr belong to the step; errors
+//! travel to the parent over the socket.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::proto::{ChildConfig, FD_ENV, GO, ToParent};
+use crate::spec::{Driver, DriverChoice, MountKind, Network};
+
+struct Fail {
+    stage: String,
+    err: io::Error,
+}
+
+type R<T> = Result<T, Fail>;
+
+fn fail(stage: impl Into<String>) -> impl FnOnce(io::Error) -> Fail {
+    let stage = stage.into();
+    move |err| Fail { stage, err }
+}
+
+fn errno_fail(stage: impl Into<String>) -> impl FnOnce(Errno) -> Fail {
+    let f = fail(stage);
+    move |e| f(e.into())
+}
+
+fn send(sock: BorrowedFd<'_>, msg: &ToParent) {
+    if let Ok(bytes) = serde_json::to_vec(msg) {
+        let _ = rustix::net::send(sock, &bytes, rustix::net::SendFlags::NOSIGNAL);
+    }
+}
+
+fn report(sock: BorrowedFd<'_>, f: &Fail) {
+    send(
+        sock,
+        &ToParent::Failed {
+            stage: f.stage.clone(),
+            error: f.err.to_string(),
+            errno: f.err.raw_os_error(),
+        },
+    );
+}
+
+/// Entry point of the hidden `__sandbox-child` subcommand. Never returns.
+pub fn child_main() -> ! {
+    let fd: i32 = match std::env::var(FD_ENV).ok().and_then(|v| v.parse().ok()) {
+        Some(fd) => fd,
+        None => {
+            eprintln!("kiln: the sandbox child is started by kiln itself, not by hand");
+            std::process::exit(125);
+        }
+    };
+    // SAFETY: the parent passed this descriptor for us to own
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC);
+    let code = match supervise(sock.as_fd()) {
+        Ok(code) => code,
+        Err(f) => {
+            report(sock.as_fd(), &f);
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {
+    let mut buf = vec![0u8; 1 << 20];
+    let n = rustix::net::recv(sock, &mut buf[..], rustix::net::RecvFlags::empty())
+        .map_err(errno_fail("read the sandbox config"))?
+        .0;
+    serde_json::from_slice(&buf[..n]).map_err(|e| Fail {
+        stage: "parse the sandbox config".into(),
+        err: io::Error::new(io::ErrorKind::InvalidData, e),
+    })
+}
+
+fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
+    let cfg = recv_config(sock)?;
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    if cfg.network == Network::None || cfg.probe {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: plain syscall; this process is single-threaded
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(fail("unshare")(io::Error::last_os_error()));
+    }
+    // the parent writes our maps (only it may map more than its own ID)
+    send(sock, &ToParent::NeedMaps);
+    let mut go = [0u8; 8];
+    let n = rustix::net::recv(sock, &mut go[..], rustix::net::RecvFlags::empty())
+        .map_err(errno_fail("wait for the id maps"))?
+        .0;
+    if &go[..n] != GO {
+        return Ok(125); // the parent gave up (and said why itself)
+    }
+    // a credential change cleared it: die with the parent (prctl(2))
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(errno_fail("set the parent death signal"))?;
+
+    // SAFETY: single-threaded process
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail("fork the init")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let code = match init(&cfg, sock) {
+            Ok(code) => code,
+            Err(f) => {
+                report(sock, &f);
+                125
+            }
+        };
+        // SAFETY: leave without running the parent's atexit handlers
+        unsafe { libc::_exit(code) };
+    }
+    send(sock, &ToParent::InitPid(pid));
+    // the step owns stdout/stderr: let them close when it is done
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(fail("wait for the init")(io::Error::last_os_error()));
+        }
+    }
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else {
+        (None, Some(libc::WTERMSIG(status)))
+    };
+    send(sock, &ToParent::Exited { code, signal });
+    Ok(0)
+}
+
+fn cstr(p: impl AsRef<OsStr>) -> CString {
+    CString::new(p.as_ref().as_bytes()).unwrap_or_default()
+}
+
+fn mount(
+    stage: &str,
+    src: Option<&OsStr>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> R<()> {
+    let src = src.map(cstr);
+    let target_c = cstr(target);
+    let fstype = fstype.map(cstr);
+    let data = data.map(cstr);
+    // SAFETY: valid C strings or null, per mount(2)
+    let r = unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            target_c.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
+        )
+    };
+    if r != 0 {
+        return Err(fail(format!("{stage} (mount on `{}`)", target.display()))(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Escapes a path for overlay's comma- and colon-separated options.
+fn escape_overlay(p: &Path) -> String {
+    let mut s = String::new();
+    for ch in p.to_string_lossy().chars() {
+        if matches!(ch, ',' | ':' | '\\') {
+            s.push('\\');
+        }
+        s.push(ch);
+    }
+    s
+}
+
+fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
+    let lower = cfg
+        .lowers_top_first
+        .iter()
+        .map(|p| escape_overlay(p))
+        .collect::<Vec<_>>()
+        .join(":");
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        escape_overlay(&cfg.upper),
+        escape_overlay(&cfg.work)
+    );
+    let kernel = if cfg.driver == DriverChoice::FuseOverlayfs {
+        None
+    } else if opts.len() >= 4000 {
+        // mount(2) data is one page; say so rather than let it truncate
+        Some(Fail {
+            stage: "mount the overlay rootfs".into(),
+            err: io::Error::other(format!(
+                "{} lower directories give overlay options of {} bytes, over the kernel's one-page limit; keep snapshot paths shorter",
+                cfg.lowers_top_first.len(),
+                opts.len()
+            )),
+        })
+    } else {
+        match mount(
+            "mount the overlay rootfs",
+            Some(OsStr::new("overlay")),
+            &cfg.rootfs,
+            Some("overlay"),
+            libc::MS_NOSUID as libc::c_ulong,
+            Some(&opts),
+        ) {
+            Ok(()) => return Ok(Driver::Overlay),
+            Err(f) => Some(f),
+        }
+    };
+    if cfg.driver == DriverChoice::Overlay {
+        return Err(kernel.expect("overlay was tried"));
+    }
+    // fuse-overlayfs mounts from inside our namespaces and daemonizes; the
+    // daemon lives in our pid namespace and dies with it
+    let fuse_opts = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        escape_overlay(&cfg.upper),
+        escape_overlay(&cfg.work)
+    );
+    let out = std::process::Command::new("fuse-overlayfs")
+        .arg("-o")
+        .arg(&fuse_opts)
+        .arg(&cfg.rootfs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    let why_kernel = kernel
+        .map(|k| format!("kernel overlay refused: {}: {}; ", k.stage, k.err))
+        .unwrap_or_default();
+    match out {
+        Ok(o) if o.status.success() => Ok(Driver::FuseOverlayfs),
+        Ok(o) => Err(Fail {
+            stage: "mount the rootfs".into(),
+            err: io::Error::other(format!(
+                "{why_kernel}fuse-overlayfs failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+        }),
+        Err(e) => Err(Fail {
+            stage: "mount the rootfs".into(),
+            err: io::Error::other(format!(
+                "{why_kernel}fuse-overlayfs could not start ({e}): install the fuse-overlayfs package"
+            )),
+        }),
+    }
+}
+
+/// What a mount target should be when it has to be created.
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    Dir,
+    File,
+}
+
+/// Lexical normalization inside a root: `.` dropped, `..` pops (never above).
+fn norm_push(out: &mut Vec<String>, path: &str) {
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c.to_string()),
+        }
+    }
+}
+
+/// Opens (O_PATH) `path` inside the rootfs, resolving symlinks as if the
+/// rootfs were `/` (openat2 RESOLVE_IN_ROOT), creating missing components;
+/// created ones are recorded in `stubs`. A dangling symlink on the way is
+/// followed inside the rootfs, as the kernel would, and its target created.
+fn target_in_root(
+    root: BorrowedFd<'_>,
+    path: &str,
+    want: Want,
+    stubs: &mut Vec<String>,
+) -> R<OwnedFd> {
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open = |rel: &str| {
+        let rel = if rel.is_empty() { "." } else { rel };
+        rustix::fs::openat2(
+            root,
+            rel,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+    };
+    let mut comps = Vec::new();
+    norm_push(&mut comps, path);
+    let mut hops = 0;
+    'restart: loop {
+        for i in 1..=comps.len() {
+            let rel = comps[..i].join("/");
+            let last = i == comps.len();
+            match open(&rel) {
+                Ok(fd) if last => return Ok(fd),
+                Ok(_) => continue,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(errno_fail(format!("open mount target `{path}`"))(e)),
+            }
+            let parent = open(&comps[..i - 1].join("/")).map_err(errno_fail(format!(
+                "open the parent of mount target `{path}`"
+            )))?;
+            let name = comps[i - 1].as_str();
+            let r = if last && want == Want::File {
+                rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::CLOEXEC
+                        | OFlags::NOFOLLOW,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            } else {
+                rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755))
+            };
+            match r {
+                Ok(()) => stubs.push(rel.clone()),
+                Err(Errno::EXIST) => {
+                    // a dangling symlink: continue from its target, inside the root
+                    let link = rustix::fs::readlinkat(&parent, name, Vec::new())
+                        .map_err(errno_fail(format!("create mount target `{path}`")))?;
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(errno_fail(format!("mount target `{path}`"))(Errno::LOOP));
+                    }
+                    let link = link.to_string_lossy().into_owned();
+                    let mut next = if link.starts_with('/') {
+                        Vec::new()
+                    } else {
+                        comps[..i - 1].to_vec()
+                    };
+                    norm_push(&mut next, &link);
+                    next.extend_from_slice(&comps[i..]);
+                    comps = next;
+                    continue 'restart;
+                }
+                Err(e) => return Err(errno_fail(format!("create mount target `{path}`"))(e)),
+            }
+            if last {
+                return open(&rel).map_err(errno_fail(format!("open mount target `{path}`")));
+            }
+        }
+        return open("").map_err(errno_fail("open the rootfs"));
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> std::path::PathBuf {
+    format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
+}
+
+/// The flags a read-only remount must keep: in a user namespace the kernel
+/// refuses to clear nosuid/nodev/noexec/atime flags locked on the source
+/// mount (mount(2), EPERM).
+fn locked_flags(source: &Path) -> libc::c_ulong {
+    match rustix::fs::statvfs(source) {
+        Ok(s) => {
+            let f = s.f_flag;
+            let mut out = 0;
+            for (st, ms) in [
+                (rustix::fs::StatVfsMountFlags::NOSUID, libc::MS_NOSUID),
+                (rustix::fs::StatVfsMountFlags::NODEV, libc::MS_NODEV),
+                (rustix::fs::StatVfsMountFlags::NOEXEC, libc::MS_NOEXEC),
+                (rustix::fs::StatVfsMountFlags::NOATIME, libc::MS_NOATIME),
+                (
+                    rustix::fs::StatVfsMountFlags::NODIRATIME,
+                    libc::MS_NODIRATIME,
+                ),
+                (rustix::fs::StatVfsMountFlags::RELATIME, libc::MS_RELATIME),
+            ] {
+                if f.contains(st) {
+                    out |= ms as libc::c_ulong;
+                }
+            }
+            out
+        }
+        Err(_) => 0,
+    }
+}
+
+fn bind(source: &Path, target: &Path, stage: &str) -> R<()> {
+    mount(
+        stage,
+        Some(source.as_os_str()),
+        target,
+        None,
+        (libc::MS_BIND | libc::MS_REC) as libc::c_ulong,
+        None,
+    )
+}
+
+/// Binds `source` onto `path` inside the rootfs, read-only when asked. The
+/// read-only remount needs a fresh lookup: the O_PATH descriptor used for
+/// the bind still names the covered inode, not the new mount (EINVAL).
+fn bind_in_root(
+    root: BorrowedFd<'_>,
+    source: &Path,
+    path: &str,
+    want: Want,
+    readonly: bool,
+    stubs: &mut Vec<String>,
+) -> R<()> {
+    let stage = format!("bind `{}` on `{path}`", source.display());
+    let t = target_in_root(root, path, want, stubs)?;
+    bind(source, &fd_path(&t), &stage)?;
+    drop(t);
+    if readonly {
+        let t = target_in_root(root, path, want, &mut Vec::new())?;
+        let flags = (libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY) as libc::c_ulong
+            | locked_flags(source);
+        mount(&stage, None, &fd_path(&t), None, flags, None)?;
+    }
+    Ok(())
+}
+
+fn setup_dev(root: BorrowedFd<'_>, rootfs: &Path, stubs: &mut Vec<String>) -> R<()> {
+    let dev = target_in_root(root, "/dev", Want::Dir, stubs)?;
+    let devp = fd_path(&dev);
+    mount(
+        "mount /dev",
+        Some(OsStr::new("tmpfs")),
+        &devp,
+        Some("tmpfs"),
+        (libc::MS_NOSUID | libc::MS_NOEXEC) as libc::c_ulong,
+        Some("mode=755,size=65536k"),
+    )?;
+    drop(dev);
+    // the tmpfs is ours now: plain paths below it are safe
+    let d = rootfs.join("dev");
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let t = d.join(name);
+        std::fs::File::create(&t).map_err(fail(format!("create `/dev/{name}`")))?;
+        bind(&Path::new("/dev").join(name), &t, "bind a device into /dev")?;
+    }
+    std::fs::create_dir(d.join("pts")).map_err(fail("create `/dev/pts`"))?;
+    mount(
+        "mount /dev/pts",
+        Some(OsStr::new("devpts")),
+        &d.join("pts"),
+        Some("devpts"),
+        (libc::MS_NOSUID | libc::MS_NOEXEC) as libc::c_ulong,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    std::os::unix::fs::symlink("pts/ptmx", d.join("ptmx")).map_err(fail("link `/dev/ptmx`"))?;
+    std::fs::create_dir(d.join("shm")).map_err(fail("create `/dev/shm`"))?;
+    mount(
+        "mount /dev/shm",
+        Some(OsStr::new("tmpfs")),
+        &d.join("shm"),
+        Some("tmpfs"),
+        (libc::MS_NOSUID | libc::MS_NODEV) as libc::c_ulong,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, d.join(name))
+            .map_err(fail(format!("link `/dev/{name}`")))?;
+    }
+    Ok(())
+}
+
+fn loopback_up() -> R<()> {
+    // SAFETY: plain socket + ioctl(SIOCSIFFLAGS) on a zeroed ifreq, netdevice(7)
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(fail("open a socket for loopback")(
+                io::Error::last_os_error(),
+            ));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr);
+        let e = io::Error::last_os_error();
+        libc::close(s);
+        if r != 0 {
+            return Err(fail("bring loopback up")(e));
+        }
+    }
+    Ok(())
+}
+
+fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(errno_fail("set the parent death signal"))?;
+    mount(
+        "make mounts private",
+        None,
+        Path::new("/"),
+        None,
+        (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
+        None,
+    )?;
+    let driver = mount_rootfs(cfg)?;
+    send(sock, &ToParent::Driver(driver));
+    if cfg.probe {
+        return Ok(0);
+    }
+    let root = rustix::fs::open(
+        &cfg.rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno_fail("open the rootfs"))?;
+    let mut stubs = Vec::new();
+
+    for m in &cfg.mounts {
+        let stage = format!("mount `{}`", m.target);
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let want = if source.is_dir() {
+                    Want::Dir
+                } else {
+                    Want::File
+                };
+                bind_in_root(root.as_fd(), source, &m.target, want, *readonly, &mut stubs)?;
+            }
+            MountKind::Cache { source } => {
+                bind_in_root(
+                    root.as_fd(),
+                    source,
+                    &m.target,
+                    Want::Dir,
+                    false,
+                    &mut stubs,
+                )?;
+            }
+            MountKind::Secret { source } => {
+                bind_in_root(
+                    root.as_fd(),
+                    source,
+                    &m.target,
+                    Want::File,
+                    true,
+                    &mut stubs,
+                )?;
+            }
+            MountKind::Tmpfs { size } => {
+                let t = target_in_root(root.as_fd(), &m.target, Want::Dir, &mut stubs)?;
+                let data = match size {
+                    Some(s) => format!("mode=1777,size={s}"),
+                    None => "mode=1777".to_string(),
+                };
+                mount(
+                    &stage,
+                    Some(OsStr::new("tmpfs")),
+                    &fd_path(&t),
+                    Some("tmpfs"),
+                    (libc::MS_NOSUID | libc::MS_NODEV) as libc::c_ulong,
+                    Some(&data),
+                )?;
+            }
+        }
+    }
+    setup_dev(root.as_fd(), &cfg.rootfs, &mut stubs)?;
+    let proc_fd = target_in_root(root.as_fd(), "/proc", Want::Dir, &mut stubs)?;
+    mount(
+        "mount /proc",
+        Some(OsStr::new("proc")),
+        &fd_path(&proc_fd),
+        Some("proc"),
+        (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as libc::c_ulong,
+        None,
+    )?;
+    drop(proc_fd);
+    if cfg.network == Network::Host {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            if Path::new(f).exists() {
+                bind_in_root(root.as_fd(), Path::new(f), f, Want::File, true, &mut stubs)?;
+            }
+        }
+    }
+    send(sock, &ToParent::Stubs(stubs));
+    rustix::system::sethostname(cfg.hostname.as_bytes()).map_err(errno_fail("set the hostname"))?;
+    if cfg.network == Network::None {
+        loopback_up()?;
+    }
+
+    // pivot_root(".", ".") then detach the old root stacked on top
+    // (pivot_root(2), NOTES)
+    rustix::process::fchdir(&root).map_err(errno_fail("enter the rootfs"))?;
+    drop(root);
+    rustix::process::pivot_root(".", ".").map_err(errno_fail("pivot_root into the rootfs"))?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
+        .map_err(errno_fail("detach the old root"))?;
+    std::env::set_current_dir("/").map_err(fail("enter /"))?;
+
+    if !cfg.cwd.is_empty() && cfg.cwd != "/" {
+        std::fs::create_dir_all(&cfg.cwd)
+            .map_err(fail(format!("create the working directory `{}`", cfg.cwd)))?;
+    }
+    std::env::set_current_dir(if cfg.cwd.is_empty() { "/" } else { &cfg.cwd })
+        .map_err(fail(format!("enter the working directory `{}`", cfg.cwd)))?;
+
+    // drop to the step's user: groups, then gid, then uid
+    if cfg.setgroups {
+        let groups: Vec<libc::gid_t> = cfg.groups.clone();
+        // SAFETY: valid pointer and length
+        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+            return Err(fail("set the supplementary groups")(
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    // SAFETY: plain syscalls; raw syscalls act on this (only) thread
+    unsafe {
+        if libc::setresgid(cfg.gid, cfg.gid, cfg.gid) != 0 {
+            return Err(fail(format!("switch to gid {} (is it mapped?)", cfg.gid))(
+                io::Error::last_os_error(),
+            ));
+        }
+        if libc::setresuid(cfg.uid, cfg.uid, cfg.uid) != 0 {
+            return Err(fail(format!("switch to uid {} (is it mapped?)", cfg.uid))(
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    rustix::thread::set_no_new_privs(true).map_err(errno_fail("set no_new_privs"))?;
+    // setresuid cleared the death signal (prctl(2)): set it again
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(errno_fail("set the parent death signal"))?;
+
+    exec(cfg)
+}
+
+fn exec(cfg: &ChildConfig) -> R<i32> {
+    let argv: Vec<CString> = cfg.args.iter().map(cstr).collect();
+    let envp: Vec<CString> = cfg.env.iter().map(cstr).collect();
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let prog = &cfg.args[0];
+    let candidates: Vec<String> = if prog.contains('/') {
+        vec![prog.clone()]
+    } else {
+        let path = cfg
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{}/{prog}", d.trim_end_matches('/')))
+            .collect()
+    };
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for c in candidates {
+        let p = cstr(&c);
+        // SAFETY: null-terminated arrays of valid C strings, execve(2)
+        unsafe { libc::execve(p.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+        let e = io::Error::last_os_error();
+        // like execvp(3): keep looking after ENOENT, remember EACCES
+        if e.raw_os_error() != Some(libc::ENOENT) || last.raw_os_error() == Some(libc::ENOENT) {
+            last = e;
+        }
+    }
+    Err(Fail {
+        stage: format!("exec `{prog}`"),
+        err: last,
+    })
+}

@@ -1,0 +1,867 @@
+//! The parent side: prepares a step, starts the sandbox child (fork+exec of
+//! the helper executable through std::process), writes its ID maps, streams
+//! its output, enforces the timeout and cleans up.
+//!
+//! This is blocking code. Call it from a plain thread (in tokio:
+//! `spawn_blocking`), never from inside an async task: the fork in
+//! `std::process::Command::spawn` is immediately followed by exec, but the
+//! child is killed (PR_SET_PDEATHSIG) when the *thread* that started it
+//! exits, so that thread must outlive the sandbox, which a blocking call
+//! guarantees.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kiln_layer::IdMapping;
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use crate::hints::{UsernsSettings, userns_hint};
+use crate::passwd::{self, ResolvedUser, UserError};
+use crate::proto::{ChildConfig, FD_ENV, GO, ToParent};
+use crate::spec::{Driver, DriverChoice, Network, SandboxSpec};
+use crate::subid::{MapPlan, find_range, single_id_warning};
+
+/// The hidden subcommand of the kiln binary that runs [`crate::child_main`].
+pub const CHILD_SUBCOMMAND: &str = "__sandbox-child";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid sandbox spec: {what}")]
+    Spec { what: String },
+    #[error("cannot resolve the step's user: {0}")]
+    User(#[from] UserError),
+    #[error("cannot create a user namespace ({source}): {hint}")]
+    UserNamespaces {
+        hint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "`{tool}` is not installed but `/etc/subuid` gives user `{user}` a range: install the uidmap package (it provides newuidmap and newgidmap)"
+    )]
+    NewuidmapMissing { tool: String, user: String },
+    #[error("cannot write the id maps of the sandbox with `{tool}`: {message}")]
+    IdMap { tool: String, message: String },
+    #[error("cannot start the sandbox helper `{helper}`")]
+    Spawn {
+        helper: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot prepare the sandbox state directory next to `{upper}`")]
+    State {
+        upper: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the snapshot driver refused to mount the rootfs: {message}; run `kiln info` to see what this machine supports"
+    )]
+    Overlay { message: String },
+    #[error("sandbox setup failed at `{stage}`: {message}")]
+    Setup { stage: String, message: String },
+    #[error("cannot run `{program}` in the sandbox: {message}")]
+    Exec { program: String, message: String },
+    #[error("lost contact with the sandbox child: {what}")]
+    Protocol { what: String },
+    #[error("sandbox i/o failed while {what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Which of the child's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How the step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// The result of a finished sandbox.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    /// killed because [`SandboxSpec::timeout`] passed
+    pub timed_out: bool,
+    /// cancelled through the cancel flag
+    pub cancelled: bool,
+    pub driver: Driver,
+    /// container-to-host mapping in effect; pass it as
+    /// `WriteOptions::id_map` when turning the upper directory into a layer
+    pub id_mapping: IdMapping,
+    pub plan: MapPlan,
+    pub warnings: Vec<String>,
+    pub duration: Duration,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.status == ExitStatus::Code(0) && !self.timed_out && !self.cancelled
+    }
+}
+
+/// What `kiln info` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostReport {
+    pub root: bool,
+    pub user: String,
+    pub id_mapping: String,
+    pub single_id: bool,
+    pub warnings: Vec<String>,
+    /// the snapshot driver that works here, or why none does
+    pub driver: Result<String, String>,
+    /// namespaces the sandbox could create
+    pub namespaces: Vec<String>,
+    pub newuidmap: Option<PathBuf>,
+}
+
+fn host_user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Decides the ID mapping for this process: identity for real root, the
+/// subordinate ranges when /etc/subuid and /etc/subgid have them, else a
+/// single ID with a warning.
+pub fn plan_mapping() -> Result<(MapPlan, Vec<String>), RuntimeError> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    if uid == 0 {
+        return Ok((MapPlan::Identity, Vec::new()));
+    }
+    let name = host_user_name(uid);
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    match (
+        find_range(&subuid, &name, uid),
+        find_range(&subgid, &name, uid),
+    ) {
+        (Some(uids), Some(gids)) => {
+            for tool in ["newuidmap", "newgidmap"] {
+                if find_tool(tool).is_none() {
+                    return Err(RuntimeError::NewuidmapMissing {
+                        tool: tool.into(),
+                        user: name,
+                    });
+                }
+            }
+            Ok((
+                MapPlan::Subordinate {
+                    uid,
+                    gid,
+                    uids,
+                    gids,
+                },
+                Vec::new(),
+            ))
+        }
+        _ => Ok((MapPlan::Single { uid, gid }, vec![single_id_warning(&name)])),
+    }
+}
+
+fn write_maps(plan: &MapPlan, pid: u32) -> Result<(), RuntimeError> {
+    let write = |file: &str, data: &str| {
+        std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|e| RuntimeError::IdMap {
+            tool: format!("/proc/{pid}/{file}"),
+            message: e.to_string(),
+        })
+    };
+    match *plan {
+        MapPlan::Identity => {
+            write("uid_map", "0 0 4294967295\n")?;
+            write("gid_map", "0 0 4294967295\n")
+        }
+        MapPlan::Single { uid, gid } => {
+            // an unprivileged gid_map needs setgroups denied first
+            // (user_namespaces(7), "Interaction with system calls changing process GIDs")
+            write("setgroups", "deny")?;
+            write("uid_map", &format!("0 {uid} 1\n"))?;
+            write("gid_map", &format!("0 {gid} 1\n"))
+        }
+        MapPlan::Subordinate {
+            uid,
+            gid,
+            uids,
+            gids,
+        } => {
+            for (tool, own, r) in [("newuidmap", uid, uids), ("newgidmap", gid, gids)] {
+                let out = Command::new(tool)
+                    .args([
+                        pid.to_string(),
+                        "0".into(),
+                        own.to_string(),
+                        "1".into(),
+                        "1".into(),
+                        r.start.to_string(),
+                        r.count.to_string(),
+                    ])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map_err(|e| RuntimeError::IdMap {
+                        tool: tool.into(),
+                        message: e.to_string(),
+                    })?;
+                if !out.status.success() {
+                    return Err(RuntimeError::IdMap {
+                        tool: tool.into(),
+                        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads `etc/passwd` and `etc/group` from the topmost lower that has them.
+fn image_file(lowers: &[PathBuf], rel: &str) -> String {
+    lowers
+        .iter()
+        .rev()
+        .find_map(|l| std::fs::read_to_string(l.join(rel)).ok())
+        .unwrap_or_default()
+}
+
+fn resolve_user(spec: &SandboxSpec) -> Result<ResolvedUser, RuntimeError> {
+    let Some(u) = spec.user.as_deref() else {
+        return Ok(ResolvedUser {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: passwd::resolve("0", &image_file(&spec.lowers, "etc/passwd"), "")
+                .map(|u| u.home)
+                .unwrap_or_else(|_| "/root".into()),
+        });
+    };
+    Ok(passwd::resolve(
+        u,
+        &image_file(&spec.lowers, "etc/passwd"),
+        &image_file(&spec.lowers, "etc/group"),
+    )?)
+}
+
+fn step_env(spec: &SandboxSpec, user: &ResolvedUser) -> Vec<String> {
+    let mut env = spec.env.clone();
+    let has = |k: &str| spec.env.iter().any(|e| e.split('=').next() == Some(k));
+    if !has("PATH") {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    if !has("HOME") {
+        env.push(format!("HOME={}", user.home));
+    }
+    if !has("HOSTNAME") {
+        env.push(format!("HOSTNAME={}", spec.hostname));
+    }
+    env
+}
+
+/// Removes the mount points the child had to create from the upper
+/// directory, when they are still empty stubs, deepest first (BuildKit does
+/// the same: a mount target is not a change of the step). Creating a stub
+/// also copied its parent directories up; such a copy that is still empty
+/// and has the mode and owner of the lower directory is dropped too, so only
+/// its mtime, which the stub itself changed, is lost.
+fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[String]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut ancestors: Vec<PathBuf> = Vec::new();
+    for s in stubs.iter().rev() {
+        let p = upper.join(s);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&p);
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&p);
+            }
+            _ => {}
+        }
+        let mut a = Path::new(s).parent();
+        while let Some(dir) = a.filter(|d| !d.as_os_str().is_empty()) {
+            if !ancestors.iter().any(|x| x == dir) {
+                ancestors.push(dir.to_path_buf());
+            }
+            a = dir.parent();
+        }
+    }
+    // deepest first
+    ancestors.sort_by_key(|a| std::cmp::Reverse(a.components().count()));
+    for rel in ancestors {
+        let up = upper.join(&rel);
+        let Ok(um) = std::fs::symlink_metadata(&up) else {
+            continue;
+        };
+        let empty = std::fs::read_dir(&up)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !um.is_dir() || !empty {
+            continue;
+        }
+        let opaque = [b"user.overlay.opaque".as_slice(), b"trusted.overlay.opaque"]
+            .iter()
+            .any(|n| {
+                let mut v = [0u8; 4];
+                rustix::fs::lgetxattr(&up, std::ffi::OsStr::from_bytes(n), &mut v).is_ok()
+            });
+        let lower = lowers
+            .iter()
+            .rev()
+            .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok());
+        if let Some(lm) = lower
+            && !opaque
+            && lm.is_dir()
+            && lm.mode() == um.mode()
+            && lm.uid() == um.uid()
+            && lm.gid() == um.gid()
+        {
+            let _ = std::fs::remove_dir(&up);
+        }
+    }
+}
+
+/// Runs sandboxes by re-executing a helper executable (the kiln binary,
+/// `/proc/self/exe`) with [`CHILD_SUBCOMMAND`].
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    helper: PathBuf,
+    /// extra arguments before the subcommand (none for kiln itself)
+    helper_args: Vec<String>,
+}
+
+struct Started {
+    child: std::process::Child,
+    sock: OwnedFd,
+    _state: tempfile::TempDir,
+}
+
+impl Runtime {
+    /// `helper` runs [`crate::child_main`] when given [`CHILD_SUBCOMMAND`].
+    pub fn new(helper: impl Into<PathBuf>) -> Self {
+        Runtime {
+            helper: helper.into(),
+            helper_args: Vec::new(),
+        }
+    }
+
+    /// The running kiln binary as the helper.
+    pub fn current_exe() -> Self {
+        Runtime::new("/proc/self/exe")
+    }
+
+    fn start(
+        &self,
+        cfg: &mut ChildConfig,
+        state_parent: &Path,
+        upper: &Path,
+    ) -> Result<Started, RuntimeError> {
+        let state_err = |source| RuntimeError::State {
+            upper: upper.to_path_buf(),
+            source,
+        };
+        // overlay wants workdir on the upper's filesystem: keep state beside it
+        let state = tempfile::Builder::new()
+            .prefix(".kiln-sandbox-")
+            .tempdir_in(state_parent)
+            .map_err(state_err)?;
+        for d in ["work", "rootfs", "empty"] {
+            std::fs::create_dir(state.path().join(d)).map_err(state_err)?;
+        }
+        cfg.work = state.path().join("work");
+        cfg.rootfs = state.path().join("rootfs");
+        if cfg.lowers_top_first.is_empty() {
+            cfg.lowers_top_first.push(state.path().join("empty"));
+        }
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| RuntimeError::Io {
+            what: "creating the control socket",
+            source: e.into(),
+        })?;
+        let theirs_raw = theirs.as_raw_fd();
+        let mut cmd = Command::new(&self.helper);
+        cmd.args(&self.helper_args)
+            .arg(CHILD_SUBCOMMAND)
+            .env_clear()
+            .env(FD_ENV, theirs_raw.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls between fork and exec
+        unsafe {
+            cmd.pre_exec(move || {
+                // keep the child's socket across exec
+                if libc::fcntl(theirs_raw, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // a session of its own: terminal signals go to kiln, which
+                // decides; and die with the thread that started us
+                libc::setsid();
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            helper: self.helper.clone(),
+            source,
+        })?;
+        drop(theirs);
+        let bytes = serde_json::to_vec(&*cfg).map_err(|e| RuntimeError::Protocol {
+            what: e.to_string(),
+        })?;
+        rustix::net::send(&ours, &bytes, SendFlags::NOSIGNAL).map_err(|e| RuntimeError::Io {
+            what: "sending the sandbox config (too many mounts or env?)",
+            source: e.into(),
+        })?;
+        Ok(Started {
+            child,
+            sock: ours,
+            _state: state,
+        })
+    }
+
+    /// Runs one step. `output` receives stdout and stderr as they come;
+    /// `cancel`, when set, kills the step (checked every 50 ms).
+    pub fn run(
+        &self,
+        spec: &SandboxSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Outcome, RuntimeError> {
+        let t0 = Instant::now();
+        if spec.args.is_empty() {
+            return Err(RuntimeError::Spec {
+                what: "no command (args is empty)".into(),
+            });
+        }
+        if !spec.upper.is_dir() {
+            return Err(RuntimeError::Spec {
+                what: format!(
+                    "the upper directory `{}` does not exist",
+                    spec.upper.display()
+                ),
+            });
+        }
+        for l in &spec.lowers {
+            if !l.is_dir() {
+                return Err(RuntimeError::Spec {
+                    what: format!("the lower directory `{}` does not exist", l.display()),
+                });
+            }
+        }
+        let user = resolve_user(spec)?;
+        let (plan, mut warnings) = plan_mapping()?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let single = matches!(plan, MapPlan::Single { .. });
+        let upper = std::path::absolute(&spec.upper).map_err(|source| RuntimeError::State {
+            upper: spec.upper.clone(),
+            source,
+        })?;
+        let mut cfg = ChildConfig {
+            probe: false,
+            lowers_top_first: spec
+                .lowers
+                .iter()
+                .rev()
+                .map(std::path::absolute)
+                .collect::<Result<_, _>>()
+                .map_err(|source| RuntimeError::State {
+                    upper: spec.upper.clone(),
+                    source,
+                })?,
+            upper: upper.clone(),
+            work: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            mounts: spec.mounts.clone(),
+            args: spec.args.clone(),
+            env: step_env(spec, &user),
+            cwd: spec.cwd.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+            setgroups: !single,
+            hostname: spec.hostname.clone(),
+            network: spec.network,
+            driver: spec.driver,
+        };
+        let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+        let mut st = self.start(&mut cfg, &state_parent, &upper)?;
+        let deadline = spec.timeout.map(|t| t0 + t);
+        let r = drive(&mut st, &plan, output, cancel, deadline);
+        let _ = st.child.kill();
+        let _ = st.child.wait();
+        let mut d = r?;
+        remove_stubs(&upper, &spec.lowers, &d.stubs);
+        if let Some(f) = d.failed.take() {
+            return Err(classify_failure(f, &cfg.args[0]));
+        }
+        warnings.append(&mut d.warnings);
+        let (Some(status), Some(driver)) = (d.status, d.driver) else {
+            return Err(RuntimeError::Protocol {
+                what: "the sandbox child ended without reporting the step's exit".into(),
+            });
+        };
+        Ok(Outcome {
+            status,
+            timed_out: d.timed_out,
+            cancelled: d.cancelled,
+            driver,
+            id_mapping: plan.mapping(),
+            plan,
+            warnings,
+            duration: t0.elapsed(),
+        })
+    }
+
+    /// Tries what a sandbox needs (namespaces, ID maps, the snapshot driver)
+    /// without running anything, for `kiln info`.
+    pub fn probe(&self) -> HostReport {
+        let uid = rustix::process::geteuid().as_raw();
+        let mut report = HostReport {
+            root: uid == 0,
+            user: host_user_name(uid),
+            id_mapping: String::new(),
+            single_id: false,
+            warnings: Vec::new(),
+            driver: Err("not probed".into()),
+            namespaces: Vec::new(),
+            newuidmap: find_tool("newuidmap"),
+        };
+        let plan = match plan_mapping() {
+            Ok((plan, warnings)) => {
+                report.id_mapping = plan.describe();
+                report.single_id = matches!(plan, MapPlan::Single { .. });
+                report.warnings = warnings;
+                plan
+            }
+            Err(e) => {
+                report.id_mapping = format!("unavailable: {e}");
+                report.driver = Err(e.to_string());
+                return report;
+            }
+        };
+        let dir = match tempfile::Builder::new().prefix("kiln-probe-").tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                report.driver = Err(format!("cannot create a temp dir: {e}"));
+                return report;
+            }
+        };
+        let upper = dir.path().join("upper");
+        let lower = dir.path().join("lower");
+        let _ = std::fs::create_dir(&upper);
+        let _ = std::fs::create_dir(&lower);
+        let mut cfg = ChildConfig {
+            probe: true,
+            lowers_top_first: vec![lower],
+            upper: upper.clone(),
+            work: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            mounts: Vec::new(),
+            args: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            setgroups: false,
+            hostname: "kiln".into(),
+            network: Network::None,
+            driver: DriverChoice::Auto,
+        };
+        let result = self.start(&mut cfg, dir.path(), &upper).and_then(|mut st| {
+            let r = drive(
+                &mut st,
+                &plan,
+                &mut |_, _| {},
+                None,
+                Some(Instant::now() + Duration::from_secs(20)),
+            );
+            let _ = st.child.kill();
+            let _ = st.child.wait();
+            r
+        });
+        match result {
+            Ok(d) => match (d.failed, d.driver) {
+                (Some(f), _) => report.driver = Err(classify_failure(f, "probe").to_string()),
+                (None, Some(drv)) => {
+                    report.driver = Ok(drv.name().into());
+                    report.namespaces = ["user", "mount", "pid", "ipc", "uts", "net"]
+                        .map(String::from)
+                        .to_vec();
+                }
+                (None, None) => {
+                    report.driver = Err("the probe child ended without an answer".into())
+                }
+            },
+            Err(e) => report.driver = Err(e.to_string()),
+        }
+        report
+    }
+}
+
+struct Failure {
+    stage: String,
+    error: String,
+    errno: Option<i32>,
+}
+
+fn classify_failure(f: Failure, program: &str) -> RuntimeError {
+    if f.stage == "unshare" {
+        return RuntimeError::UserNamespaces {
+            hint: userns_hint(&UsernsSettings::read()),
+            source: f
+                .errno
+                .map(io::Error::from_raw_os_error)
+                .unwrap_or_else(|| io::Error::other(f.error)),
+        };
+    }
+    if f.stage.starts_with("exec ") {
+        return RuntimeError::Exec {
+            program: program.to_string(),
+            message: f.error,
+        };
+    }
+    if f.stage.contains("rootfs") && f.stage.starts_with("mount") {
+        return RuntimeError::Overlay {
+            message: format!("{}: {}", f.stage, f.error),
+        };
+    }
+    RuntimeError::Setup {
+        stage: f.stage,
+        message: f.error,
+    }
+}
+
+#[derive(Default)]
+struct Driven {
+    status: Option<ExitStatus>,
+    driver: Option<Driver>,
+    stubs: Vec<String>,
+    warnings: Vec<String>,
+    failed: Option<Failure>,
+    timed_out: bool,
+    cancelled: bool,
+}
+
+fn drive(
+    st: &mut Started,
+    plan: &MapPlan,
+    output: &mut dyn FnMut(Stream, &[u8]),
+    cancel: Option<&AtomicBool>,
+    deadline: Option<Instant>,
+) -> Result<Driven, RuntimeError> {
+    let mut out = st.child.stdout.take();
+    let mut err = st.child.stderr.take();
+    let mut d = Driven::default();
+    let mut init: Option<OwnedFd> = None;
+    let mut sock_open = true;
+    let mut buf = vec![0u8; 64 * 1024];
+    let pid = st.child.id();
+    let mut killed = false;
+    while sock_open || out.is_some() || err.is_some() {
+        let now = Instant::now();
+        let expired = deadline.is_some_and(|dl| now >= dl);
+        let cancelled = cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+        if (expired || cancelled) && !killed {
+            killed = true;
+            d.timed_out = expired;
+            d.cancelled = cancelled && !expired;
+            // killing pid 1 of the namespace kills every process in it
+            // (pid_namespaces(7)); before the init exists, the supervisor
+            match &init {
+                Some(pidfd) => {
+                    let _ =
+                        rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+                }
+                None => {
+                    let _ = st.child.kill();
+                }
+            }
+        }
+        let mut wait_ms: i64 = if cancel.is_some() { 50 } else { -1 };
+        if let (Some(dl), false) = (deadline, killed) {
+            let left = dl.saturating_duration_since(now).as_millis() as i64 + 1;
+            wait_ms = if wait_ms < 0 { left } else { wait_ms.min(left) };
+        }
+        let mut fds = Vec::with_capacity(3);
+        let mut which = Vec::with_capacity(3);
+        if sock_open {
+            fds.push(PollFd::new(&st.sock, PollFlags::IN));
+            which.push(0);
+        }
+        if let Some(o) = &out {
+            fds.push(PollFd::new(o, PollFlags::IN));
+            which.push(1);
+        }
+        if let Some(e) = &err {
+            fds.push(PollFd::new(e, PollFlags::IN));
+            which.push(2);
+        }
+        let timeout = if wait_ms < 0 {
+            None
+        } else {
+            Some(rustix::event::Timespec {
+                tv_sec: wait_ms / 1000,
+                tv_nsec: (wait_ms % 1000) * 1_000_000,
+            })
+        };
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(RuntimeError::Io {
+                    what: "waiting for the sandbox",
+                    source: e.into(),
+                });
+            }
+        }
+        let ready: Vec<(usize, bool)> = fds
+            .iter()
+            .zip(&which)
+            .map(|(f, w)| (*w, !f.revents().is_empty()))
+            .collect();
+        drop(fds);
+        for (w, is_ready) in ready {
+            if !is_ready {
+                continue;
+            }
+            match w {
+                0 => {
+                    let n = match rustix::net::recv(&st.sock, &mut buf[..], RecvFlags::DONTWAIT) {
+                        Ok((n, _)) => n,
+                        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
+                        Err(_) => 0,
+                    };
+                    if n == 0 {
+                        sock_open = false;
+                        continue;
+                    }
+                    let msg: ToParent =
+                        serde_json::from_slice(&buf[..n]).map_err(|e| RuntimeError::Protocol {
+                            what: format!("bad message from the child: {e}"),
+                        })?;
+                    match msg {
+                        ToParent::NeedMaps => {
+                            if let Err(e) = write_maps(plan, pid) {
+                                let _ = rustix::net::send(&st.sock, b"no", SendFlags::NOSIGNAL);
+                                return Err(e);
+                            }
+                            rustix::net::send(&st.sock, GO, SendFlags::NOSIGNAL).map_err(|e| {
+                                RuntimeError::Io {
+                                    what: "releasing the sandbox child",
+                                    source: e.into(),
+                                }
+                            })?;
+                        }
+                        ToParent::Driver(drv) => d.driver = Some(drv),
+                        ToParent::Stubs(s) => d.stubs = s,
+                        ToParent::InitPid(p) => {
+                            if let Some(pid) = rustix::process::Pid::from_raw(p) {
+                                init = rustix::process::pidfd_open(
+                                    pid,
+                                    rustix::process::PidfdFlags::empty(),
+                                )
+                                .ok();
+                                if killed && let Some(fd) = &init {
+                                    let _ = rustix::process::pidfd_send_signal(
+                                        fd,
+                                        rustix::process::Signal::KILL,
+                                    );
+                                }
+                            }
+                        }
+                        ToParent::Warning(w) => d.warnings.push(w),
+                        ToParent::Failed {
+                            stage,
+                            error,
+                            errno,
+                        } => {
+                            if d.failed.is_none() {
+                                d.failed = Some(Failure {
+                                    stage,
+                                    error,
+                                    errno,
+                                });
+                            }
+                        }
+                        ToParent::Exited { code, signal } => {
+                            d.status = Some(match (code, signal) {
+                                (Some(c), _) => ExitStatus::Code(c),
+                                (None, Some(s)) => ExitStatus::Signal(s),
+                                (None, None) => ExitStatus::Code(-1),
+                            });
+                        }
+                    }
+                }
+                1 => {
+                    if let Some(p) = out.as_ref() {
+                        match read_pipe(p.as_fd(), &mut buf) {
+                            Ok(0) | Err(_) => out = None,
+                            Ok(n) => output(Stream::Stdout, &buf[..n]),
+                        }
+                    }
+                }
+                2 => {
+                    if let Some(p) = err.as_ref() {
+                        match read_pipe(p.as_fd(), &mut buf) {
+                            Ok(0) | Err(_) => err = None,
+                            Ok(n) => output(Stream::Stderr, &buf[..n]),
+                        }
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+        // a child that died before reporting leaves the socket open only
+        // through its init; EOF on all three ends the loop
+    }
+    if d.status.is_none() && d.failed.is_none() && killed {
+        d.status = Some(ExitStatus::Signal(libc::SIGKILL));
+    }
+    Ok(d)
+}
+
+fn read_pipe(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

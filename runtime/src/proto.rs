@@ -1,0 +1,58 @@
+//! The messages between the parent and the sandbox child over their
+//! SOCK_SEQPACKET socket (one JSON document per packet).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DriverChoice, Mount, Network};
+
+/// The environment variable naming the child's end of the socket.
+pub const FD_ENV: &str = "KILN_SANDBOX_FD";
+
+/// Everything the child needs, resolved by the parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildConfig {
+    /// only try the namespaces and the driver, run nothing
+    pub probe: bool,
+    /// overlay lowerdirs, top first (overlay's order)
+    pub lowers_top_first: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub rootfs: PathBuf,
+    pub mounts: Vec<Mount>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// setgroups(2) is denied with the single-ID mapping
+    pub setgroups: bool,
+    pub hostname: String,
+    pub network: Network,
+    pub driver: DriverChoice,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToParent {
+    /// the user namespace exists: write its maps, then send `GO`
+    NeedMaps,
+    Driver(crate::spec::Driver),
+    /// mount points created in the rootfs (relative paths), to remove from
+    /// the upper directory afterwards
+    Stubs(Vec<String>),
+    InitPid(i32),
+    Warning(String),
+    Failed {
+        stage: String,
+        error: String,
+        errno: Option<i32>,
+    },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+pub const GO: &[u8] = b"go";

@@ -1,0 +1,116 @@
+//! What a sandbox runs: the public description of one build step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One build step to run in a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Lower snapshot directories, bottom layer first. Each is a directory
+    /// in overlay form (whiteouts as 0/0 character devices, opaque
+    /// directories by xattr), e.g. as [`kiln_layer::apply_tar`] writes with
+    /// `WhiteoutMode::Overlay(OverlayXattr::User)`. May be empty.
+    pub lowers: Vec<PathBuf>,
+    /// A fresh, empty directory that receives every change of the step (the
+    /// overlay upper directory). The caller turns it into a layer with
+    /// [`kiln_layer::write_tar`], `overlay_whiteouts` on and
+    /// [`crate::Outcome::id_mapping`] as the map.
+    pub upper: PathBuf,
+    pub mounts: Vec<Mount>,
+    /// argv; `args[0]` is looked up in the step's `PATH` when it has no `/`
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs; `PATH` and `HOME` get defaults when missing
+    pub env: Vec<String>,
+    /// working directory inside the rootfs, created when missing
+    pub cwd: String,
+    /// `NAME`, `UID`, `NAME:GROUP` or `UID:GID`, resolved through the rootfs's
+    /// /etc/passwd and /etc/group; `None` is root
+    pub user: Option<String>,
+    pub hostname: String,
+    pub network: Network,
+    /// killed (the whole pid namespace) after this long
+    pub timeout: Option<Duration>,
+    pub driver: DriverChoice,
+}
+
+impl SandboxSpec {
+    /// A spec with defaults: no lowers, no mounts, cwd `/`, root, host
+    /// network, hostname `kiln`, no timeout, automatic driver.
+    pub fn new(upper: impl Into<PathBuf>, args: Vec<String>) -> Self {
+        SandboxSpec {
+            lowers: Vec::new(),
+            upper: upper.into(),
+            mounts: Vec::new(),
+            args,
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: None,
+            hostname: "kiln".into(),
+            network: Network::Host,
+            timeout: None,
+            driver: DriverChoice::Auto,
+        }
+    }
+}
+
+/// A mount inside the sandbox. `target` is an absolute path inside the
+/// rootfs; it is resolved inside the rootfs (symlinks in the image cannot
+/// lead it out) and created when missing, and such created mount points are
+/// removed from the upper directory afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mount {
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MountKind {
+    /// a host file or directory, read-only or read-write
+    Bind { source: PathBuf, readonly: bool },
+    /// a persistent host directory, read-write (cache mounts)
+    Cache { source: PathBuf },
+    /// a host file, read-only (secrets: never part of the upper directory)
+    Secret { source: PathBuf },
+    /// a fresh tmpfs, optionally limited in bytes
+    Tmpfs { size: Option<u64> },
+}
+
+/// The step's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Network {
+    /// the host's network, with its /etc/resolv.conf and /etc/hosts
+    #[default]
+    Host,
+    /// an own network namespace with only loopback, up
+    None,
+}
+
+/// Which snapshot driver to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DriverChoice {
+    /// kernel overlayfs, else fuse-overlayfs
+    #[default]
+    Auto,
+    Overlay,
+    FuseOverlayfs,
+}
+
+/// The snapshot driver a sandbox used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Driver {
+    /// kernel overlayfs, mounted inside the user namespace with `userxattr`
+    Overlay,
+    /// fuse-overlayfs, when the kernel refuses overlay in a user namespace
+    FuseOverlayfs,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::FuseOverlayfs => "fuse-overlayfs",
+        }
+    }
+}

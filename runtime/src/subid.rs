@@ -1,0 +1,171 @@
+//! Subordinate ID ranges (/etc/subuid, /etc/subgid, see subuid(5)) and the
+//! choice of a user namespace mapping.
+
+use kiln_layer::{IdMapping, IdRange};
+
+/// A subordinate range of a user: host IDs `start..start+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubRange {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// The first range in a subuid(5)/subgid(5) file that belongs to the user
+/// named `name` or numbered `id`. Malformed lines are ignored, as shadow's
+/// own tools do.
+pub fn find_range(text: &str, name: &str, id: u32) -> Option<SubRange> {
+    let id = id.to_string();
+    text.lines().find_map(|line| {
+        let mut parts = line.trim().split(':');
+        let (who, start, count) = (parts.next()?, parts.next()?, parts.next()?);
+        if who != name && who != id {
+            return None;
+        }
+        let r = SubRange {
+            start: start.trim().parse().ok()?,
+            count: count.trim().parse().ok()?,
+        };
+        (r.count > 0).then_some(r)
+    })
+}
+
+/// How the sandbox's user namespace is mapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapPlan {
+    /// Real root: every ID maps to itself, written straight to
+    /// /proc/PID/{uid,gid}_map.
+    Identity,
+    /// Container root is the calling user, container IDs 1.. are the
+    /// subordinate ranges, written by the set-ID helpers newuidmap and
+    /// newgidmap.
+    Subordinate {
+        uid: u32,
+        gid: u32,
+        uids: SubRange,
+        gids: SubRange,
+    },
+    /// Only container root (the calling user) exists; chown to other IDs
+    /// fails inside the sandbox.
+    Single { uid: u32, gid: u32 },
+}
+
+impl MapPlan {
+    /// The mapping as container-to-host ranges.
+    pub fn mapping(&self) -> IdMapping {
+        let one = |c, h| IdRange {
+            container: c,
+            host: h,
+            size: 1,
+        };
+        match *self {
+            MapPlan::Identity => IdMapping::identity(),
+            MapPlan::Single { uid, gid } => IdMapping {
+                uids: vec![one(0, uid)],
+                gids: vec![one(0, gid)],
+            },
+            MapPlan::Subordinate {
+                uid,
+                gid,
+                uids,
+                gids,
+            } => IdMapping {
+                uids: vec![
+                    one(0, uid),
+                    IdRange {
+                        container: 1,
+                        host: uids.start,
+                        size: uids.count,
+                    },
+                ],
+                gids: vec![
+                    one(0, gid),
+                    IdRange {
+                        container: 1,
+                        host: gids.start,
+                        size: gids.count,
+                    },
+                ],
+            },
+        }
+    }
+
+    /// One line for `kiln info` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            MapPlan::Identity => "identity (real root)".into(),
+            MapPlan::Subordinate { uids, gids, .. } => format!(
+                "subordinate: uids 0-{} from {}+{}, gids 0-{} from {}+{}",
+                uids.count, uids.start, uids.count, gids.count, gids.start, gids.count
+            ),
+            MapPlan::Single { uid, gid } => format!("single id: container 0 is {uid}:{gid}"),
+        }
+    }
+}
+
+/// The warning for the single-ID fallback: what to configure, concretely.
+pub fn single_id_warning(user: &str) -> String {
+    format!(
+        "no subordinate ID range for user `{user}` in `/etc/subuid` and `/etc/subgid`: \
+         build steps run with a single ID and cannot chown to other users; \
+         add one with `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` \
+         (or lines `{user}:100000:65536` in both files) and make sure `newuidmap` and \
+         `newgidmap` (package uidmap) are installed"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBUID: &str = "\
+# comment lines and junk are skipped
+alice:100000:65536
+bob:bad:10
+1003:300000:65536
+carol:400000:0
+bob:200000:65536
+";
+
+    #[test]
+    fn ranges_by_name_or_id() {
+        let cases = [
+            ("alice", 1001, Some((100000, 65536))),
+            ("bob", 1002, Some((200000, 65536))),
+            ("dave", 1003, Some((300000, 65536))),
+            ("carol", 1004, None),
+            ("nobody", 65534, None),
+        ];
+        for (name, id, want) in cases {
+            let got = find_range(SUBUID, name, id).map(|r| (r.start, r.count));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn plans_map_as_expected() {
+        let p = MapPlan::Subordinate {
+            uid: 1001,
+            gid: 1001,
+            uids: SubRange {
+                start: 100000,
+                count: 65536,
+            },
+            gids: SubRange {
+                start: 100000,
+                count: 65536,
+            },
+        };
+        let m = p.mapping();
+        assert_eq!(m.uid_to_host(0), Some(1001));
+        assert_eq!(m.uid_to_host(65532), Some(165531));
+        assert_eq!(m.gid_to_container(100999), Some(1000));
+        let s = MapPlan::Single {
+            uid: 1002,
+            gid: 100,
+        }
+        .mapping();
+        assert_eq!(s.uid_to_host(0), Some(1002));
+        assert_eq!(s.uid_to_host(1), None);
+        assert!(single_id_warning("kilnnosub").contains("kilnnosub:100000:65536"));
+    }
+}

@@ -1,0 +1,351 @@
+//! The sandbox for real: namespaces, overlay, mounts, users, network,
+//! timeouts. Every test runs as root and again as `kilntest` (which has a
+//! subordinate range); the single-ID fallback runs as `kilnnosub`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{World, layer_entries, rerun_as, run};
+use kiln_runtime::{ExitStatus, Mount, MountKind, Network, RuntimeError};
+
+#[test]
+fn written_file_appears_in_the_diff() {
+    let w = World::new();
+    let r = run(&w.spec("echo hello > /new.txt && mkdir -p /opt/app && echo x > /opt/app/f && echo out && echo err >&2")).unwrap();
+    assert!(r.outcome.success(), "{:?} {}", r.outcome, r.stderr);
+    assert_eq!(r.stdout, "out\n");
+    assert_eq!(r.stderr, "err\n");
+    let names: Vec<_> = layer_entries(&w.upper, &r.outcome)
+        .into_iter()
+        .map(|e| (e.0, e.4))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("new.txt".to_string(), "hello\n".to_string()),
+            ("opt/".into(), "".into()),
+            ("opt/app/".into(), "".into()),
+            ("opt/app/f".into(), "x\n".into()),
+        ],
+        "only the step's changes, no mount points"
+    );
+    rerun_as("kilntest", "written_file_appears_in_the_diff");
+}
+
+#[test]
+fn deleting_a_lower_file_gives_a_whiteout() {
+    let w = World::new();
+    let r = run(&w.spec("rm /etc/motd && rm -r /home && touch /var/new")).unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    let names: Vec<_> = layer_entries(&w.upper, &r.outcome)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(names.contains(&"etc/.wh.motd".to_string()), "{names:?}");
+    assert!(names.contains(&".wh.home".to_string()), "{names:?}");
+    assert!(
+        std::fs::read(w.lower.join("etc/motd")).is_ok(),
+        "lower untouched"
+    );
+    rerun_as("kilntest", "deleting_a_lower_file_gives_a_whiteout");
+}
+
+#[test]
+fn chown_to_many_ids_works_under_the_subordinate_mapping() {
+    let w = World::new();
+    let r = run(&w.spec(
+        "touch /a /b && chown 1000:1000 /a && chown 65532:65532 /b && stat -c '%u:%g' /a /b",
+    ))
+    .unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert_eq!(r.stdout, "1000:1000\n65532:65532\n");
+    let e = layer_entries(&w.upper, &r.outcome);
+    let owners: Vec<_> = e.iter().map(|e| (e.0.as_str(), e.1, e.2)).collect();
+    assert_eq!(owners, [("a", 1000, 1000), ("b", 65532, 65532)]);
+    rerun_as(
+        "kilntest",
+        "chown_to_many_ids_works_under_the_subordinate_mapping",
+    );
+}
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    (l, port)
+}
+
+/// Accepts one connection in a thread (the step runs meanwhile) and returns
+/// what it sent, or None when nothing connected within 5 s.
+fn accept_in_background(l: TcpListener) -> std::thread::JoinHandle<Option<String>> {
+    std::thread::spawn(move || {
+        for _ in 0..250 {
+            if let Ok((mut s, _)) = l.accept() {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 5];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let _ = s.write_all(b"pong\n");
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    })
+}
+
+#[test]
+fn network_none_cannot_reach_the_host_and_host_can() {
+    let w = World::new();
+    let (l, port) = listener();
+    let script = format!("echo ping | nc -w 2 127.0.0.1 {port}");
+    let mut spec = w.spec(&script);
+    spec.network = Network::None;
+    let acc = accept_in_background(l.try_clone().unwrap());
+    let r = run(&spec).unwrap();
+    assert_ne!(
+        r.outcome.status,
+        ExitStatus::Code(0),
+        "nc must fail without a network: {}",
+        r.stderr
+    );
+    assert!(
+        acc.join().unwrap().is_none(),
+        "nothing may reach the host listener"
+    );
+    // loopback is up inside: a listener of its own answers
+    let mut spec = w.spec("nc -l -p 8080 > /tmp/got & sleep 0.2; echo hi | nc -w 1 127.0.0.1 8080; sleep 0.2; cat /tmp/got; ip link show lo");
+    spec.network = Network::None;
+    let r = run(&spec).unwrap();
+    assert!(r.stdout.starts_with("hi\n"), "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("UP"), "{}", r.stdout);
+
+    let mut spec = w.spec(&script);
+    spec.network = Network::Host;
+    let acc = accept_in_background(l);
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert_eq!(acc.join().unwrap().as_deref(), Some("ping\n"));
+    assert_eq!(r.stdout, "pong\n");
+    rerun_as(
+        "kilntest",
+        "network_none_cannot_reach_the_host_and_host_can",
+    );
+}
+
+#[test]
+fn the_step_cannot_see_host_paths() {
+    let w = World::new();
+    let secret = w.dir.path().join("host-only");
+    std::fs::write(&secret, "host").unwrap();
+    let script = format!(
+        "test -e {s} && echo visible; test -e {d} && echo dir-visible; ls / | tr '\\n' ' '; echo; ps -o pid,args | wc -l",
+        s = secret.display(),
+        d = w.dir.path().display()
+    );
+    let r = run(&w.spec(&script)).unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert!(!r.stdout.contains("visible"), "{}", r.stdout);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0].trim(), "bin dev etc home proc root tmp var");
+    // ps sees only the step's own processes: header, sh, ps, wc
+    let procs: usize = lines[1].trim().parse().unwrap();
+    assert!(procs <= 5, "pid namespace shows {procs} lines");
+    rerun_as("kilntest", "the_step_cannot_see_host_paths");
+}
+
+fn processes_with(token: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(token) {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_step_past_its_timeout_is_killed_with_its_children() {
+    let w = World::new();
+    let n = 200_000 + std::process::id() % 100_000;
+    let token = format!("sleep {n}");
+    let mut spec = w.spec(&format!(
+        "(sleep {n} &) ; sleep {n} & setsid sleep {n} & echo started; sleep {n}"
+    ));
+    spec.timeout = Some(Duration::from_millis(700));
+    let t0 = std::time::Instant::now();
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.timed_out);
+    assert!(!r.outcome.success());
+    assert_eq!(r.stdout, "started\n");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    // nothing of the step is left anywhere on the host
+    let mut left = processes_with(&token);
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        left = processes_with(&token);
+    }
+    assert!(left.is_empty(), "still running: {left:?}");
+    rerun_as(
+        "kilntest",
+        "a_step_past_its_timeout_is_killed_with_its_children",
+    );
+}
+
+#[test]
+fn users_resolve_through_the_rootfs() {
+    let w = World::new();
+    let mut spec = w.spec("id -u; id -g; id -G; echo $HOME; pwd; echo $FOO; hostname");
+    spec.user = Some("dev".into());
+    spec.cwd = "/work/dir".into();
+    spec.env = vec!["FOO=bar".into()];
+    spec.hostname = "builder".into();
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "1000\n1000\n1000 10\n/tmp\n/work/dir\nbar\nbuilder\n"
+    );
+    spec.user = Some("nonroot".into());
+    spec.cwd = "/".into();
+    let r = run(&spec).unwrap();
+    assert!(r.stdout.starts_with("65532\n65532\n"), "{}", r.stdout);
+    spec.user = Some("ghost".into());
+    let e = run(&spec).err().expect("unknown user");
+    assert!(
+        e.to_string()
+            .contains("`ghost` is not in the image's /etc/passwd"),
+        "{e}"
+    );
+    rerun_as("kilntest", "users_resolve_through_the_rootfs");
+}
+
+#[test]
+fn exit_codes_and_exec_errors() {
+    let w = World::new();
+    let r = run(&w.spec("exit 7")).unwrap();
+    assert_eq!(r.outcome.status, ExitStatus::Code(7));
+    // the command is pid 1 of its namespace, immune to its own SIGKILL;
+    // a child killed by a signal shows as 128+n through the shell
+    let r = run(&w.spec("sh -c 'kill -9 $$'; exit $?")).unwrap();
+    assert_eq!(r.outcome.status, ExitStatus::Code(137));
+    let mut spec = w.spec("");
+    spec.args = vec!["no-such-tool".into()];
+    match run(&spec) {
+        Err(RuntimeError::Exec { program, message }) => {
+            assert_eq!(program, "no-such-tool");
+            assert!(message.contains("No such file"), "{message}");
+        }
+        other => panic!("expected an exec error, got {:?}", other.map(|r| r.outcome)),
+    }
+    rerun_as("kilntest", "exit_codes_and_exec_errors");
+}
+
+#[test]
+fn mounts_dev_and_proc() {
+    let w = World::new();
+    let ro = w.dir.path().join("ro");
+    let cache = w.dir.path().join("cache");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(ro.join("data"), "ro-data").unwrap();
+    let secret = w.dir.path().join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    // a symlink in the image must not lead a mount target out of the rootfs
+    std::os::unix::fs::symlink(w.dir.path().join("escape"), w.lower.join("evil")).unwrap();
+    let mut spec = w.spec(
+        "cat /mnt/ro/data; echo; touch /mnt/ro/x 2>/dev/null && echo ro-writable; \
+         echo kept > /cache/f; cat /run/secrets/token; echo; \
+         echo t > /scratch/t && cat /scratch/t; \
+         test -c /dev/null && test -c /dev/urandom && test -L /dev/ptmx && test -d /dev/shm && echo devs; \
+         head -c 4 /dev/zero | wc -c; grep -c . /proc/self/status >/dev/null && echo proc; \
+         echo e > /evil/inside; cat /proc/self/status | grep NoNewPrivs",
+    );
+    spec.mounts = vec![
+        Mount {
+            target: "/mnt/ro".into(),
+            kind: MountKind::Bind {
+                source: ro.clone(),
+                readonly: true,
+            },
+        },
+        Mount {
+            target: "/cache".into(),
+            kind: MountKind::Cache {
+                source: cache.clone(),
+            },
+        },
+        Mount {
+            target: "/run/secrets/token".into(),
+            kind: MountKind::Secret { source: secret },
+        },
+        Mount {
+            target: "/scratch".into(),
+            kind: MountKind::Tmpfs {
+                size: Some(1 << 20),
+            },
+        },
+        Mount {
+            target: "/evil".into(),
+            kind: MountKind::Tmpfs { size: None },
+        },
+    ];
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.success(), "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        "ro-data\ns3cret\nt\ndevs\n4\nproc\nNoNewPrivs:\t1\n"
+    );
+    assert_eq!(std::fs::read_to_string(cache.join("f")).unwrap(), "kept\n");
+    assert!(
+        !w.dir.path().join("escape").exists(),
+        "mount target stayed inside"
+    );
+    // mount points, the secret and tmpfs content are not changes of the step
+    let names: Vec<_> = layer_entries(&w.upper, &r.outcome)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains("secret")
+            && !n.contains("scratch")
+            && !n.starts_with("cache")
+            && !n.starts_with("mnt")),
+        "{names:?}"
+    );
+    rerun_as("kilntest", "mounts_dev_and_proc");
+}
+
+#[test]
+fn single_id_fallback_without_subordinate_range() {
+    if common::is_root() && !common::inner() {
+        rerun_as("kilnnosub", "single_id_fallback_without_subordinate_range");
+        return;
+    }
+    let w = World::new();
+    let r =
+        run(&w.spec("id -u; touch /f; chown 1000 /f 2>/dev/null || echo chown-refused")).unwrap();
+    if common::is_root() {
+        return;
+    }
+    assert_eq!(r.stdout, "0\nchown-refused\n");
+    assert!(
+        matches!(r.outcome.plan, kiln_runtime::MapPlan::Single { .. }),
+        "{:?}",
+        r.outcome.plan
+    );
+    let w0 = r.outcome.warnings.join("\n");
+    assert!(
+        w0.contains("/etc/subuid") && w0.contains("usermod --add-subuids"),
+        "{w0}"
+    );
+}
