@@ -21,6 +21,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
     log_level: String,
 
+    #[command(flatten)]
+    registry: cmd::registry::RegistryOpts,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -29,14 +32,19 @@ struct Cli {
 enum Command {
     Check(cmd::check::Args),
     Graph(cmd::graph::Args),
+    Pull(cmd::pull::Args),
+    Push(cmd::push::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
+    cmd::registry::init(cli.registry);
     let result = match cli.command {
         Command::Check(args) => cmd::check::run(args),
         Command::Graph(args) => cmd::graph::run(args),
+        Command::Pull(args) => cmd::pull::run(args),
+        Command::Push(args) => cmd::push::run(args),
     };
     match result {
         Ok(code) => code,

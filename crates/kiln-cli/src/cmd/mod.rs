@@ -3,3 +3,6 @@
 
 pub mod check;
 pub mod graph;
+pub mod pull;
+pub mod push;
+pub mod registry;

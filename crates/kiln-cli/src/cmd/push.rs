@@ -1,0 +1,105 @@
+//! `kiln push`: send a local image to a registry.
+
+use std::process::ExitCode;
+
+use kiln_registry::{Client, PushOptions, Reference};
+use kiln_store::{Digest, Store};
+use miette::{IntoDiagnostic, WrapErr};
+
+/// Push a local image to a registry
+///
+/// Sends the local image REF (a name from `kiln images`, or a `sha256:`
+/// manifest digest) with its config and layers to DEST_REF, or to REF
+/// itself when DEST_REF is not given. Blobs the registry already has are
+/// skipped; when REF names another repository of the same registry, blobs
+/// are mounted from it instead of uploaded. Prints the manifest digest.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The local image to push
+    #[arg(value_name = "REF")]
+    pub reference: String,
+
+    /// Where to push it, e.g. `127.0.0.1:5000/team/app:1`
+    #[arg(value_name = "DEST_REF")]
+    pub destination: Option<String>,
+
+    /// Also point these tags at the pushed manifest (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+
+    /// Do not print progress on stderr
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Finds a local image: a manifest digest, the name as typed, with
+/// `:latest`, or in its normalized form (`app` is
+/// `docker.io/library/app:latest`).
+fn resolve_local(store: &Store, name: &str) -> miette::Result<Digest> {
+    if name.starts_with("sha256:") {
+        let d = Digest::parse(name).into_diagnostic()?;
+        if !store.has_blob(&d) {
+            miette::bail!("no manifest {d} in the local store");
+        }
+        return Ok(d);
+    }
+    let mut candidates = vec![name.to_string(), format!("{name}:latest")];
+    if let Ok(r) = Reference::parse(name) {
+        candidates.push(super::pull::local_name(&r));
+    }
+    for c in &candidates {
+        if let Some(d) = store.get_tag(c).into_diagnostic()? {
+            return Ok(d);
+        }
+    }
+    miette::bail!("no local image named `{name}`: see `kiln images`, or `kiln pull {name}` first")
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let store = Store::open_default()
+        .into_diagnostic()
+        .wrap_err("cannot open the local image store (set `KILN_HOME` to choose where it lives)")?;
+    let digest = resolve_local(&store, &args.reference)?;
+    let source = Reference::parse(&args.reference).ok();
+    let dest = match &args.destination {
+        Some(d) => Reference::parse(d).into_diagnostic()?,
+        None => match &source {
+            Some(s) if !args.reference.starts_with("sha256:") => s.clone(),
+            _ => miette::bail!(
+                "pushing a digest needs a destination: `kiln push {} DEST_REF`",
+                args.reference
+            ),
+        },
+    };
+    if dest.digest().is_some() && dest.tag().is_none() {
+        miette::bail!(
+            "the destination `{dest}` is pinned to a digest; give a tag to push to, e.g. `{}:TAG`",
+            dest.name()
+        );
+    }
+    let mut opts = PushOptions {
+        extra_tags: args.tags,
+        ..PushOptions::default()
+    };
+    if let Some(s) = &source {
+        if s.registry() == dest.registry() && s.repository() != dest.repository() {
+            opts.mount_from.push(s.repository().to_string());
+        }
+    }
+    let settings = super::registry::settings()?;
+    if !args.quiet {
+        eprintln!("pushing {digest} to {dest}");
+    }
+    let client = Client::new(settings).into_diagnostic()?;
+    let report = super::registry::runtime()?
+        .block_on(client.push(&store, &digest, &dest, &opts))
+        .into_diagnostic()?;
+    if !args.quiet {
+        eprintln!(
+            "pushed {dest}: {} blob(s) uploaded ({} bytes, {} chunked), {} mounted, {} already present",
+            report.uploaded, report.bytes_uploaded, report.chunked, report.mounted, report.existing
+        );
+    }
+    println!("{digest}");
+    Ok(ExitCode::SUCCESS)
+}

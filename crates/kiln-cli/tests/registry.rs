@@ -1,0 +1,354 @@
+//! `kiln pull` and `kiln push` end to end: the real binary, a temp
+//! `KILN_HOME`, Debian's `docker-registry` on 127.0.0.1, and skopeo to seed
+//! and check the registry.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use kiln_store::{Digest, Store};
+use serde_json::json;
+
+struct Registry {
+    addr: String,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    fn start(htpasswd: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cfg = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((u, p)) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap())).unwrap();
+            cfg.push_str(&format!(
+                "auth: {{htpasswd: {{realm: kiln, path: {}}}}}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (.ci/setup)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut b = [0u8; 12];
+                if s.read_exact(&mut b).is_ok() && (&b[9..12] == b"200" || &b[9..12] == b"401") {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            addr,
+            _dir: dir,
+            child,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kiln binary with a private store and no ambient credentials.
+fn kiln(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env("KILN_HOME", home.join("kiln"))
+        .env("HOME", home)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("KILN_REGISTRY_MIRROR");
+    c
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kiln failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An OCI layout with one small image for `arch`; returns its manifest digest.
+fn layout(dir: &Path, arch: &str, seed: u8) -> Digest {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let d = Digest::of(b);
+        std::fs::write(blobs.join(d.hex()), b).unwrap();
+        (d, b.len())
+    };
+    let layer: Vec<u8> = (0..4096u32).map(|i| (i as u8).wrapping_mul(seed)).collect();
+    let (ld, ls) = put(&layer);
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [ld.to_string()]},
+    }))
+    .unwrap();
+    let (cd, cs) = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": ls}],
+    }))
+    .unwrap();
+    let (md, ms) = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    md
+}
+
+/// Copies a layout into the registry with skopeo (which may recompress
+/// layers) and returns the manifest digest the registry holds.
+fn seed(reg: &Registry, dir: &Path, dest: &str, creds: Option<&str>) -> String {
+    let mut c = Command::new("skopeo");
+    c.args(["copy", "--dest-tls-verify=false"]);
+    if let Some(cr) = creds {
+        c.args(["--dest-creds", cr]);
+    }
+    let out = c
+        .arg(format!("oci:{}:v1", dir.display()))
+        .arg(format!("docker://{}/{dest}", reg.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    inspect(reg, dest, creds)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn inspect(reg: &Registry, name: &str, creds: Option<&str>) -> serde_json::Value {
+    let mut c = Command::new("skopeo");
+    c.args(["inspect", "--tls-verify=false"]);
+    if let Some(cr) = creds {
+        c.args(["--creds", cr]);
+    }
+    let out = c
+        .arg(format!("docker://{}/{name}", reg.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn pull_then_push_elsewhere_with_mount() {
+    let reg = Registry::start(None);
+    let home = tempfile::tempdir().unwrap();
+    let lay = tempfile::tempdir().unwrap();
+    layout(lay.path(), "amd64", 3);
+    let digest = seed(&reg, lay.path(), "src/app:v1", None);
+
+    let name = format!("{}/src/app:v1", reg.addr);
+    let out = ok(kiln(home.path()).args(["pull", &name]).output().unwrap());
+    assert_eq!(out, digest);
+    let store = Store::open(home.path().join("kiln")).unwrap();
+    assert_eq!(store.get_tag(&name).unwrap().unwrap().to_string(), digest);
+
+    // Same registry, other repository: blobs are mounted, not uploaded.
+    let dest = format!("{}/dst/app:v2", reg.addr);
+    let out = kiln(home.path())
+        .args(["push", &name, &dest, "--tag", "extra"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(ok(out), digest);
+    assert!(
+        stderr.contains("0 blob(s) uploaded") && stderr.contains("2 mounted"),
+        "{stderr}"
+    );
+    let v = inspect(&reg, "dst/app:v2", None);
+    assert_eq!(v["Digest"], digest);
+    let mut tags: Vec<String> = serde_json::from_value(v["RepoTags"].clone()).unwrap();
+    tags.sort();
+    assert_eq!(tags, ["extra", "v2"]);
+
+    // Pushing again: everything is there already.
+    let out = kiln(home.path())
+        .args(["push", &name, &dest])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(stderr.contains("2 already present"), "{stderr}");
+}
+
+#[test]
+fn mirror_flag_and_env_keep_the_original_name() {
+    let reg = Registry::start(None);
+    let lay = tempfile::tempdir().unwrap();
+    layout(lay.path(), "amd64", 5);
+    let digest = seed(&reg, lay.path(), "library/debian:bookworm", None);
+
+    for via_env in [false, true] {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = kiln(home.path());
+        if via_env {
+            c.env("KILN_REGISTRY_MIRROR", format!("docker.io={}", reg.addr));
+        } else {
+            c.arg("--registry-mirror")
+                .arg(format!("docker.io={}", reg.addr));
+        }
+        let out = ok(c.args(["pull", "debian:bookworm"]).output().unwrap());
+        assert_eq!(out, digest);
+        let store = Store::open(home.path().join("kiln")).unwrap();
+        let tags = store.tags().unwrap();
+        assert_eq!(
+            tags.keys().collect::<Vec<_>>(),
+            ["docker.io/library/debian:bookworm"]
+        );
+    }
+}
+
+#[test]
+fn platform_selection_and_auth_file() {
+    let reg = Registry::start(Some(("bob", "hunter2")));
+    let (amd, arm) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    layout(amd.path(), "amd64", 7);
+    layout(arm.path(), "arm64", 9);
+    let creds = Some("bob:hunter2");
+    let amd_digest = seed(&reg, amd.path(), "multi/app:amd64", creds);
+    let arm_digest = seed(&reg, arm.path(), "multi/app:arm64", creds);
+    // An index over both, pushed as raw bytes with skopeo's credentials.
+    let size = |t: &str| {
+        let out = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                "bob:hunter2",
+            ])
+            .arg(format!("docker://{}/multi/app:{t}", reg.addr))
+            .output()
+            .unwrap();
+        out.stdout.len()
+    };
+    let idx = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd_digest, "size": size("amd64"),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm_digest, "size": size("arm64"),
+         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]});
+    let idx_bytes = serde_json::to_vec(&idx).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("bob:hunter2");
+    let mut sock = TcpStream::connect(&reg.addr).unwrap();
+    write!(
+        sock,
+        "PUT /v2/multi/app/manifests/1 HTTP/1.0\r\nAuthorization: Basic {auth}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n",
+        idx_bytes.len()
+    )
+    .unwrap();
+    sock.write_all(&idx_bytes).unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 201") || answer.starts_with("HTTP/1.1 201"),
+        "{answer}"
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    let name = format!("{}/multi/app:1", reg.addr);
+    // No credentials: a clear error that says where they go.
+    let out = kiln(home.path()).args(["pull", &name]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("authentication required") && err.contains("REGISTRY_AUTH_FILE"),
+        "{err}"
+    );
+
+    let authfile = home.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    for (platform, want) in [("linux/amd64", &amd_digest), ("linux/arm64", &arm_digest)] {
+        let out = ok(kiln(home.path())
+            .env("REGISTRY_AUTH_FILE", &authfile)
+            .args(["pull", "--platform", platform, &name])
+            .output()
+            .unwrap());
+        assert_eq!(&out, want, "{platform}");
+    }
+    // The same credentials from docker's config.json.
+    std::fs::create_dir_all(home.path().join(".docker")).unwrap();
+    std::fs::copy(&authfile, home.path().join(".docker/config.json")).unwrap();
+    let out = ok(kiln(home.path())
+        .args(["pull", "--platform", "linux/arm64", &name])
+        .output()
+        .unwrap());
+    assert_eq!(&out, &arm_digest);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["pull", "Bad:Name"], "must be lowercase"),
+        (&["pull", "x@sha256:abc"], "invalid digest"),
+        (&["pull", "--platform", "linux", "x"], "invalid platform"),
+        (
+            &["--registry-mirror", "docker.io", "pull", "x"],
+            "REGISTRY=MIRROR",
+        ),
+        (
+            &["push", "never-pulled:1"],
+            "no local image named `never-pulled:1`",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = kiln(home.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
