@@ -34,6 +34,11 @@ enum Command {
     Graph(cmd::graph::Args),
     Pull(cmd::pull::Args),
     Push(cmd::push::Args),
+    Images(cmd::images::Args),
+    Tag(cmd::tag::Args),
+    Save(cmd::save::Args),
+    Import(cmd::import::Args),
+    Base(cmd::base::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,11 @@ fn main() -> ExitCode {
         Command::Graph(args) => cmd::graph::run(args),
         Command::Pull(args) => cmd::pull::run(args),
         Command::Push(args) => cmd::push::run(args),
+        Command::Images(args) => cmd::images::run(args),
+        Command::Tag(args) => cmd::tag::run(args),
+        Command::Save(args) => cmd::save::run(args),
+        Command::Import(args) => cmd::import::run(args),
+        Command::Base(args) => cmd::base::run(args),
     };
     match result {
         Ok(code) => code,

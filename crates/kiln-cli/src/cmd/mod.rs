@@ -6,3 +6,8 @@ pub mod graph;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod base;
+pub mod images;
+pub mod import;
+pub mod save;
+pub mod tag;

@@ -1,0 +1,95 @@
+//! `kiln save`: write a local image to an archive.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kiln_oci::{Image, OutputKind, OutputSpec, Store};
+use miette::{IntoDiagnostic, WrapErr};
+
+use super::images::open_store;
+
+/// Write a local image to an OCI or docker archive
+///
+/// Writes the image NAME (a name from `kiln images` or a `sha256:` manifest
+/// digest) as an OCI archive (`--format oci`, for `skopeo`,
+/// `podman run oci-archive:FILE`, `umoci`) or a docker archive (`--format
+/// docker`, for `docker load` and `podman load`). `-o` may also be a full
+/// output spec such as `type=oci-layout,dest=DIR` or `type=local,dest=DIR`.
+/// Without `-o`, the archive goes to stdout (never to a terminal). The file
+/// appears atomically: a failed save leaves nothing behind.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image to save
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Destination file (`-` for stdout), or an output spec `type=...,dest=...`
+    #[arg(short, long, value_name = "FILE|SPEC")]
+    pub output: Option<String>,
+
+    /// Archive format when `-o` is a plain file
+    #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
+    pub format: SaveFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaveFormat {
+    /// OCI image layout in a tar
+    Oci,
+    /// docker-archive (manifest.json + repositories)
+    Docker,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let store = open_store()?;
+    let image = Image::resolve(&store, &args.name).into_diagnostic()?;
+    let kind = match args.format {
+        SaveFormat::Oci => "oci",
+        SaveFormat::Docker => "docker",
+    };
+    let spec = match args.output.as_deref() {
+        Some(s) if s.contains('=') => s.parse::<OutputSpec>().into_diagnostic()?,
+        Some(file) => format!("type={kind},dest={file}").parse().into_diagnostic()?,
+        None => format!("type={kind},dest=-").parse().into_diagnostic()?,
+    };
+    let mut spec = spec;
+    if spec.names.is_empty() && !args.name.starts_with("sha256:") {
+        spec.names.push(super::tag::full_name(&args.name));
+    }
+    write_output(&store, &image, &spec)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `image` to one `-o` spec; `dest=-` goes to stdout. Shared by the
+/// commands that export (`save`, `base static`, ...).
+pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> miette::Result<()> {
+    let to_stdout = spec.dest.as_deref() == Some(std::path::Path::new("-"));
+    if spec.kind == OutputKind::Registry {
+        miette::bail!(
+            "`type=registry` is not handled here: store the image with `-t NAME`, then run `kiln push NAME`"
+        );
+    }
+    if !to_stdout {
+        return kiln_oci::export(store, image, spec)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write `type={}` output to `{}`", spec.kind, display(&spec.dest)));
+    }
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        miette::bail!("refusing to write an archive to a terminal: use `-o FILE` or redirect stdout");
+    }
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let name = spec.names.first().map(String::as_str);
+    match spec.kind {
+        OutputKind::Oci => kiln_oci::write_oci_archive(store, image, name, &mut out).map(drop).into_diagnostic()?,
+        OutputKind::Docker => kiln_oci::write_docker_archive(store, image, name, &mut out).map(drop).into_diagnostic()?,
+        OutputKind::Tar => kiln_oci::write_flat_tar(store, image, &mut out).map(drop).into_diagnostic()?,
+        other => miette::bail!("`type={other}` cannot write to stdout"),
+    }
+    out.flush().into_diagnostic()
+}
+
+fn display(p: &Option<PathBuf>) -> String {
+    p.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+}
