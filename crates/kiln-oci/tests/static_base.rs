@@ -24,7 +24,11 @@ fn file_list_snapshot() {
                 Kind::Hardlink { .. } => zone_links += 1,
                 _ => {}
             }
-            if !matches!(e.kind, Kind::Dir) && !["UTC", "Etc/UTC", "Europe/Berlin", "America/New_York"].iter().any(|z| e.path.ends_with(&format!("zoneinfo/{z}"))) {
+            if !matches!(e.kind, Kind::Dir)
+                && !["UTC", "Etc/UTC", "Europe/Berlin", "America/New_York"]
+                    .iter()
+                    .any(|z| e.path.ends_with(&format!("zoneinfo/{z}")))
+            {
                 continue;
             }
             if matches!(e.kind, Kind::Dir) {
@@ -37,7 +41,10 @@ fn file_list_snapshot() {
             Kind::Symlink { target } => format!("symlink -> {target}"),
             Kind::Hardlink { target } => format!("hardlink -> /{target}"),
         };
-        lines.push(format!("/{:<40} {:04o} {:>5}:{:<5} {kind}", e.path, e.mode, e.uid, e.gid));
+        lines.push(format!(
+            "/{:<40} {:04o} {:>5}:{:<5} {kind}",
+            e.path, e.mode, e.uid, e.gid
+        ));
     }
     insta::assert_snapshot!(lines.join("\n"));
     assert!(zones > 300, "{zones} zone files");
@@ -52,7 +59,10 @@ fn file_list_snapshot() {
 fn etc_files_have_expected_content() {
     let entries = static_base::entries();
     let get = |p: &str| {
-        let e = entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{p} missing"));
+        let e = entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p} missing"));
         String::from_utf8(e.data.clone()).unwrap()
     };
     let passwd = get("etc/passwd");
@@ -71,10 +81,20 @@ fn etc_files_have_expected_content() {
     let n = ca.matches("-----BEGIN CERTIFICATE-----").count();
     assert!(n > 100, "{n} certificates");
     assert_eq!(n, ca.matches("-----END CERTIFICATE-----").count());
-    let utc = entries.iter().find(|e| e.path == "usr/share/zoneinfo/UTC").unwrap();
+    let utc = entries
+        .iter()
+        .find(|e| e.path == "usr/share/zoneinfo/UTC")
+        .unwrap();
     let data = if utc.data.is_empty() {
-        let Kind::Hardlink { target } = &utc.kind else { panic!("UTC is empty") };
-        entries.iter().find(|e| &e.path == target).unwrap().data.clone()
+        let Kind::Hardlink { target } = &utc.kind else {
+            panic!("UTC is empty")
+        };
+        entries
+            .iter()
+            .find(|e| &e.path == target)
+            .unwrap()
+            .data
+            .clone()
     } else {
         utc.data.clone()
     };
@@ -92,9 +112,15 @@ fn image_config_and_layer() {
     assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin:")));
     assert!(env.contains(&"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".to_owned()));
     assert!(cfg.entrypoint().is_none() && cfg.cmd().is_none());
-    assert_eq!(img.config.created().as_deref(), Some("1970-01-01T00:00:00Z"));
+    assert_eq!(
+        img.config.created().as_deref(),
+        Some("1970-01-01T00:00:00Z")
+    );
     assert_eq!(img.layers.len(), 1);
-    assert_eq!(img.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(
+        img.layers[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
     // The gzip header is fixed: no mtime, no name, OS byte 255.
     let blob = store.read_blob(&img.layers[0].digest).unwrap();
     assert_eq!(&blob[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
@@ -113,14 +139,23 @@ fn reproducible_across_stores_and_sensitive_to_epoch() {
     assert_eq!(one.layers, two.layers);
     let later = static_base::static_base(&s1, 1_700_000_000, Compression::Gzip).unwrap();
     assert_ne!(later.digest, one.digest);
-    assert_ne!(later.layers[0].diff_id, one.layers[0].diff_id, "mtimes follow the epoch");
-    assert_eq!(later.config.created().as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert_ne!(
+        later.layers[0].diff_id, one.layers[0].diff_id,
+        "mtimes follow the epoch"
+    );
+    assert_eq!(
+        later.config.created().as_deref(),
+        Some("2023-11-14T22:13:20Z")
+    );
     for c in [Compression::Zstd, Compression::None] {
         let a = static_base::static_base(&s1, 0, c).unwrap();
         let b = static_base::static_base(&s2, 0, c).unwrap();
         assert_eq!(a.digest, b.digest, "{c}");
         assert_ne!(a.digest, one.digest, "{c}");
-        assert_eq!(a.layers[0].diff_id, one.layers[0].diff_id, "same tar for {c}");
+        assert_eq!(
+            a.layers[0].diff_id, one.layers[0].diff_id,
+            "same tar for {c}"
+        );
     }
     let none = static_base::static_base(&s1, 0, Compression::None).unwrap();
     assert_eq!(none.layers[0].digest, none.layers[0].diff_id);
@@ -134,5 +169,8 @@ fn reproducible_across_stores_and_sensitive_to_epoch() {
 fn pinned_digest() {
     let (_d, store) = store();
     let img = static_base::static_base(&store, 0, Compression::Gzip).unwrap();
-    assert_eq!(img.digest.to_string(), "sha256:c36eebf14fb21f43e8c2ef6a75150b409d1299e9d47c2194166f3c972a7c9f3a");
+    assert_eq!(
+        img.digest.to_string(),
+        "sha256:c36eebf14fb21f43e8c2ef6a75150b409d1299e9d47c2194166f3c972a7c9f3a"
+    );
 }

@@ -47,7 +47,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let specs = args
         .outputs
         .iter()
-        .map(|s| s.parse::<OutputSpec>().into_diagnostic().wrap_err_with(|| format!("bad `-o {s}`")))
+        .map(|s| {
+            s.parse::<OutputSpec>()
+                .into_diagnostic()
+                .wrap_err_with(|| format!("bad `-o {s}`"))
+        })
         .collect::<miette::Result<Vec<_>>>()?;
     let store = open_store()?;
     let epoch = source_date_epoch().into_diagnostic()?;
@@ -55,7 +59,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Base::Static => static_base(&store, epoch, args.compression).into_diagnostic()?,
     };
     for t in &args.tags {
-        image.tag(&store, &super::tag::full_name(t)).into_diagnostic()?;
+        image
+            .tag(&store, &super::tag::full_name(t))
+            .into_diagnostic()?;
     }
     for spec in &specs {
         super::save::write_output(&store, &image, spec)?;

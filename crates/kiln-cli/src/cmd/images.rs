@@ -99,7 +99,12 @@ fn write_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
     for r in rows {
         let short = r.digest.get(..19).unwrap_or(&r.digest);
         match &r.error {
-            None => writeln!(out, "{:width$}  {short:19}  {:>9}", r.name, human_size(r.size))?,
+            None => writeln!(
+                out,
+                "{:width$}  {short:19}  {:>9}",
+                r.name,
+                human_size(r.size)
+            )?,
             Some(e) => writeln!(out, "{:width$}  {short:19}  {:>9}  ({e})", r.name, "?")?,
         }
     }
@@ -115,5 +120,9 @@ pub(crate) fn human_size(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

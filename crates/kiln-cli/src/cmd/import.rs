@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kiln_oci::{Compression, import_oci_archive, import_oci_layout, import_rootfs, source_date_epoch};
+use kiln_oci::{
+    Compression, import_oci_archive, import_oci_layout, import_rootfs, source_date_epoch,
+};
 use miette::{IntoDiagnostic, WrapErr};
 
 use super::images::open_store;
@@ -51,7 +53,8 @@ pub enum ImportFormat {
 }
 
 pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
-    s.parse().map_err(|e: kiln_oci::CompressionError| e.to_string())
+    s.parse()
+        .map_err(|e: kiln_oci::CompressionError| e.to_string())
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
@@ -59,7 +62,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let epoch = source_date_epoch().into_diagnostic()?;
     let src = &args.source;
     let format = match args.format {
-        ImportFormat::Auto if src.is_dir() && src.join("oci-layout").is_file() => ImportFormat::OciLayout,
+        ImportFormat::Auto if src.is_dir() && src.join("oci-layout").is_file() => {
+            ImportFormat::OciLayout
+        }
         ImportFormat::Auto => ImportFormat::Rootfs,
         f => f,
     };
@@ -71,7 +76,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     .into_diagnostic()
     .wrap_err_with(|| format!("cannot import `{}`", src.display()))?;
     for t in &args.tags {
-        image.tag(&store, &super::tag::full_name(t)).into_diagnostic()?;
+        image
+            .tag(&store, &super::tag::full_name(t))
+            .into_diagnostic()?;
     }
     println!("{}", image.digest);
     Ok(ExitCode::SUCCESS)

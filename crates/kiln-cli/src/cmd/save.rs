@@ -50,7 +50,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     let spec = match args.output.as_deref() {
         Some(s) if s.contains('=') => s.parse::<OutputSpec>().into_diagnostic()?,
-        Some(file) => format!("type={kind},dest={file}").parse().into_diagnostic()?,
+        Some(file) => format!("type={kind},dest={file}")
+            .parse()
+            .into_diagnostic()?,
         None => format!("type={kind},dest=-").parse().into_diagnostic()?,
     };
     let mut spec = spec;
@@ -73,23 +75,39 @@ pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> m
     if !to_stdout {
         return kiln_oci::export(store, image, spec)
             .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write `type={}` output to `{}`", spec.kind, display(&spec.dest)));
+            .wrap_err_with(|| {
+                format!(
+                    "cannot write `type={}` output to `{}`",
+                    spec.kind,
+                    display(&spec.dest)
+                )
+            });
     }
     let stdout = std::io::stdout();
     if stdout.is_terminal() {
-        miette::bail!("refusing to write an archive to a terminal: use `-o FILE` or redirect stdout");
+        miette::bail!(
+            "refusing to write an archive to a terminal: use `-o FILE` or redirect stdout"
+        );
     }
     let mut out = std::io::BufWriter::new(stdout.lock());
     let name = spec.names.first().map(String::as_str);
     match spec.kind {
-        OutputKind::Oci => kiln_oci::write_oci_archive(store, image, name, &mut out).map(drop).into_diagnostic()?,
-        OutputKind::Docker => kiln_oci::write_docker_archive(store, image, name, &mut out).map(drop).into_diagnostic()?,
-        OutputKind::Tar => kiln_oci::write_flat_tar(store, image, &mut out).map(drop).into_diagnostic()?,
+        OutputKind::Oci => kiln_oci::write_oci_archive(store, image, name, &mut out)
+            .map(drop)
+            .into_diagnostic()?,
+        OutputKind::Docker => kiln_oci::write_docker_archive(store, image, name, &mut out)
+            .map(drop)
+            .into_diagnostic()?,
+        OutputKind::Tar => kiln_oci::write_flat_tar(store, image, &mut out)
+            .map(drop)
+            .into_diagnostic()?,
         other => miette::bail!("`type={other}` cannot write to stdout"),
     }
     out.flush().into_diagnostic()
 }
 
 fn display(p: &Option<PathBuf>) -> String {
-    p.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+    p.as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }

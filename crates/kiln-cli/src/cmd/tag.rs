@@ -26,7 +26,11 @@ pub struct Args {
 
 /// `name` with `:latest` when it has no tag or digest.
 pub(crate) fn full_name(name: &str) -> String {
-    if has_tag_or_digest(name) { name.to_owned() } else { format!("{name}:latest") }
+    if has_tag_or_digest(name) {
+        name.to_owned()
+    } else {
+        format!("{name}:latest")
+    }
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
