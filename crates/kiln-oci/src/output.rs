@@ -184,7 +184,7 @@ impl FromStr for OutputSpec {
             kind,
             dest: None,
             names: vec![],
-            push: kind == OutputKind::Registry,
+            push: kind_s == "registry",
             options: BTreeMap::new(),
         };
         for (k, v) in kv {
