@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::auth::{Challenge, TokenResponse};
@@ -313,8 +313,17 @@ impl Client {
             }
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 if attempt < policy.max_attempts {
+                    // Honour `Retry-After: SECONDS`, but never wait longer
+                    // than the policy's longest pause.
+                    let delay = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(std::time::Duration::from_secs)
+                        .map_or(policy.delay(attempt), |d| d.min(policy.max_delay));
                     tracing::warn!(%ctx, attempt, %status, "registry busy or failing, retrying");
-                    tokio::time::sleep(policy.delay(attempt)).await;
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
                 return Err(RegistryError::Unavailable {

@@ -224,63 +224,74 @@ impl Client {
             ep.repository,
             tag_or_digest
         );
-        let resp = self
-            .send(ep, &Scope::pull(&ep.repository), &ctx, &|c| {
-                c.get(&url).header(ACCEPT, manifest::ACCEPT)
-            })
-            .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    ctx,
-                    detail: body_detail(resp).await,
-                });
-            }
-            status => {
-                return Err(RegistryError::Status {
-                    ctx,
-                    status,
-                    detail: body_detail(resp).await,
-                });
-            }
-        }
-        let header_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v).ok());
-        let mut resp = resp;
-        let mut bytes = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    bytes.extend_from_slice(&c);
-                    if bytes.len() > manifest::MAX_MANIFEST_SIZE {
-                        return Err(RegistryError::BadManifest {
-                            ctx,
-                            detail: format!(
-                                "manifest is larger than {} bytes; refusing it",
-                                manifest::MAX_MANIFEST_SIZE
-                            ),
-                        });
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(RegistryError::Connection {
+        let policy = self.settings.retry;
+        let mut attempt = 0;
+        let (bytes, header_type, header_digest) = 'fetch: loop {
+            attempt += 1;
+            let resp = self
+                .send(ep, &Scope::pull(&ep.repository), &ctx, &|c| {
+                    c.get(&url).header(ACCEPT, manifest::ACCEPT)
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND => {
+                    return Err(RegistryError::NotFound {
                         ctx,
-                        attempts: 1,
-                        detail: format!("reading the manifest: {}", chain(&e)),
+                        detail: body_detail(resp).await,
+                    });
+                }
+                status => {
+                    return Err(RegistryError::Status {
+                        ctx,
+                        status,
+                        detail: body_detail(resp).await,
                     });
                 }
             }
-        }
+            let header_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+            let header_digest = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Digest::parse(v).ok());
+            let mut resp = resp;
+            let mut bytes = Vec::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(c)) => {
+                        bytes.extend_from_slice(&c);
+                        if bytes.len() > manifest::MAX_MANIFEST_SIZE {
+                            return Err(RegistryError::BadManifest {
+                                ctx,
+                                detail: format!(
+                                    "manifest is larger than {} bytes; refusing it",
+                                    manifest::MAX_MANIFEST_SIZE
+                                ),
+                            });
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if attempt < policy.max_attempts => {
+                        tracing::warn!(%ctx, attempt, error = %chain(&e), "manifest download interrupted, retrying");
+                        tokio::time::sleep(policy.delay(attempt)).await;
+                        continue 'fetch;
+                    }
+                    Err(e) => {
+                        return Err(RegistryError::Connection {
+                            ctx,
+                            attempts: attempt,
+                            detail: format!("reading the manifest: {}", chain(&e)),
+                        });
+                    }
+                }
+            }
+            break (bytes, header_type, header_digest);
+        };
         let digest = Digest::of(&bytes);
         if let Some(want) = expected.or(header_digest.as_ref())
             && &digest != want

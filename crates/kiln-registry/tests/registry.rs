@@ -594,3 +594,95 @@ async fn skopeo_interop() {
         serde_json::from_slice(&dst.get(&p.config_digest).unwrap()).unwrap();
     assert_eq!(config["rootfs"]["diff_ids"][0], img2.layers[0].to_string());
 }
+
+/// A real image from kiln-oci (the static base, gzip tar layers) goes from
+/// one kiln store through the registry into another, and kiln-oci loads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn kiln_oci_static_base_between_stores() {
+    let reg = Registry::start();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sa, sb) = (
+        kiln_store::Store::open(a.path()).unwrap(),
+        kiln_store::Store::open(b.path()).unwrap(),
+    );
+    let base = kiln_oci::static_base(&sa, 0, kiln_oci::Compression::Gzip).unwrap();
+    let c = client(settings());
+    let dest = r(&format!("{}/kiln/static:nonroot", reg.addr));
+    let rep = c
+        .push(&sa, &base.digest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.uploaded, base.layers.len() + 1);
+
+    let platform = Platform::new("linux", &base.config.architecture().to_string(), None);
+    let p = c.pull(&dest, &platform, &sb).await.unwrap();
+    assert_eq!(p.manifest_digest, base.digest);
+    let loaded = kiln_oci::Image::load(&sb, &p.manifest_digest).unwrap();
+    assert_eq!(loaded.config_digest, base.config_digest);
+    assert_eq!(loaded.layers, base.layers);
+    for l in &loaded.layers {
+        sb.verify_blob(&l.digest).unwrap();
+    }
+
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/kiln/static:nonroot", reg.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Digest"], base.digest.to_string());
+}
+
+/// 429 with `Retry-After`, then a manifest cut off mid-body, then success.
+#[tokio::test(flavor = "multi_thread")]
+async fn manifest_retries_on_429_and_cut_body() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 13, &[100]);
+    let c = client(settings());
+    c.push(
+        &src,
+        &img.manifest,
+        &r(&format!("{}/busy/app:1", reg.addr)),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.contains("/manifests/") {
+            match h.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    return Reply::Respond {
+                        status: 429,
+                        headers: vec![("Retry-After".into(), "0".into())],
+                        body: b"slow down".to_vec(),
+                    };
+                }
+                1 => return Reply::Truncate(10),
+                _ => {}
+            }
+        }
+        Reply::Forward
+    })
+    .await;
+    let p = c
+        .pull(
+            &r(&format!("{}/busy/app:1", proxy.addr)),
+            &amd64(),
+            &MemoryStore::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}

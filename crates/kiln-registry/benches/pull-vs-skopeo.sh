@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Pull a ~500 MB image (5 incompressible 100 MB layers) from Debian's
+# docker-registry on 127.0.0.1: `kiln pull` into an empty store against
+# `skopeo copy` into an OCI directory, side by side with hyperfine.
+#
+#   cargo build --release -p kiln-cli
+#   bash crates/kiln-registry/benches/pull-vs-skopeo.sh [path/to/kiln]
+set -euo pipefail
+KILN=${1:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release/kiln}
+LAYERS=${LAYERS:-5}
+MB=${MB:-100}
+work=$(mktemp -d)
+trap 'kill $reg_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/config.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/data}}
+http: {addr: 127.0.0.1:$port}
+YML
+docker-registry serve "$work/config.yml" >/dev/null 2>&1 &
+reg_pid=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# An OCI layout with LAYERS random layers, marked gzip so skopeo pushes them as they are.
+lay=$work/layout
+mkdir -p "$lay/blobs/sha256"
+python3 - "$lay" "$LAYERS" "$MB" <<'PY'
+import hashlib, json, os, sys
+lay, n, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def put(b):
+    d = hashlib.sha256(b).hexdigest()
+    open(f"{lay}/blobs/sha256/{d}", "wb").write(b)
+    return {"digest": "sha256:" + d, "size": len(b)}
+layers = []
+for i in range(n):
+    b = b"\x1f\x8b" + os.urandom(mb * 1024 * 1024)
+    layers.append(dict(put(b), mediaType="application/vnd.oci.image.layer.v1.tar+gzip"))
+cfg = put(json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode())
+man = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": dict(cfg, mediaType="application/vnd.oci.image.config.v1+json"), "layers": layers}).encode())
+json.dump({"schemaVersion": 2, "manifests": [dict(man, mediaType="application/vnd.oci.image.manifest.v1+json",
+    annotations={"org.opencontainers.image.ref.name": "big"})]}, open(f"{lay}/index.json", "w"))
+open(f"{lay}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+PY
+skopeo copy -q --dest-tls-verify=false "oci:$lay:big" "docker://127.0.0.1:$port/bench/big:1"
+rm -rf "$lay"
+
+hyperfine --warmup 1 --runs 5 \
+  --prepare "rm -rf $work/kiln $work/oci" \
+  -n "kiln pull" "KILN_HOME=$work/kiln $KILN pull -q 127.0.0.1:$port/bench/big:1" \
+  -n "skopeo copy" "skopeo copy -q --src-tls-verify=false docker://127.0.0.1:$port/bench/big:1 oci:$work/oci:big"
