@@ -4,6 +4,7 @@
 
 use std::io::Read;
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use kiln_store::Digest;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
@@ -190,15 +191,25 @@ impl Client {
         opts: &PushOptions,
         report: &mut PushReport,
     ) -> Result<(), RegistryError> {
-        let mut blobs: Vec<&Blob> = layers.iter().collect();
-        blobs.push(config);
-        blobs.dedup_by(|a, b| a.digest == b.digest);
-        for b in blobs {
-            let how = self
-                .push_blob(ep, store, &b.digest, &opts.mount_from)
-                .await?;
-            tracing::debug!(digest = %b.digest, ?how, "pushed blob");
-            report.count(how, b.size);
+        let mut blobs: Vec<&Blob> = Vec::new();
+        for b in layers.iter().chain(std::iter::once(config)) {
+            if !blobs.iter().any(|x| x.digest == b.digest) {
+                blobs.push(b);
+            }
+        }
+        let done: Vec<(BlobPush, u64)> = stream::iter(blobs)
+            .map(|b| async move {
+                let how = self
+                    .push_blob(ep, store, &b.digest, &opts.mount_from)
+                    .await?;
+                tracing::debug!(digest = %b.digest, ?how, "pushed blob");
+                Ok::<_, RegistryError>((how, b.size))
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .try_collect()
+            .await?;
+        for (how, size) in done {
+            report.count(how, size);
         }
         Ok(())
     }
