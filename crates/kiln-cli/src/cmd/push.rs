@@ -81,10 +81,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         extra_tags: args.tags,
         ..PushOptions::default()
     };
-    if let Some(s) = &source {
-        if s.registry() == dest.registry() && s.repository() != dest.repository() {
-            opts.mount_from.push(s.repository().to_string());
-        }
+    if let Some(s) = &source
+        && s.registry() == dest.registry()
+        && s.repository() != dest.repository()
+    {
+        opts.mount_from.push(s.repository().to_string());
     }
     let settings = super::registry::settings()?;
     if !args.quiet {
