@@ -541,6 +541,31 @@ async fn skopeo_interop() {
     assert_eq!(v["Digest"], img.manifest.to_string());
     assert_eq!(v["Architecture"], "amd64");
     assert_eq!(v["Layers"][0], img.layers[0].to_string());
+    // ... and copies it out, blobs intact.
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/interop/kiln:1", reg.addr),
+            &format!("oci:{}:x", out_dir.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // skopeo may recompress layers for the OCI layout; the config travels
+    // byte for byte.
+    let listing: Vec<_> = std::fs::read_dir(out_dir.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let copied = std::fs::read(out_dir.path().join("blobs/sha256").join(img.config.hex()))
+        .unwrap_or_else(|e| panic!("{e}: {listing:?}, config {}", img.config));
+    assert_eq!(Some(copied), src.get(&img.config));
 
     // kiln pulls what skopeo pushed from an OCI layout.
     let other = MemoryStore::new();
