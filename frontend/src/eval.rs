@@ -1101,6 +1101,26 @@ impl<'a> Eval<'a> {
     // ---- methods -------------------------------------------------------
 
     fn method(&mut self, recv: Value, recv_span: Span, call: &MethodCall, args: Vec<Arg>) -> Value {
+        // A bad step on an image is reported and skipped, so the rest of the
+        // chain is still checked (e.g. a later `run` on `static_base()`); a
+        // bad `.path` stays poisoned.
+        let keep = match &recv {
+            Value::Image(img) if call.method.name != "path" => Some(img.clone()),
+            _ => None,
+        };
+        match (self.method_inner(recv, recv_span, call, args), keep) {
+            (Value::Poison, Some(img)) => Value::Image(img),
+            (v, _) => v,
+        }
+    }
+
+    fn method_inner(
+        &mut self,
+        recv: Value,
+        recv_span: Span,
+        call: &MethodCall,
+        args: Vec<Arg>,
+    ) -> Value {
         let name = call.method.name.as_str();
         let (table, kind): (&[(&str, &'static str)], &str) = match &recv {
             Value::Poison => return Value::Poison,

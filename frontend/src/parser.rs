@@ -225,9 +225,9 @@ impl Parser {
             let after = self.prev_span();
             let found = self.peek().clone();
             let at_boundary = matches!(found.kind, TokenKind::Let | TokenKind::Eof);
-            if !matches!(found.kind, TokenKind::Unknown(_))
-                && !(self.quiet_eof && found.kind == TokenKind::Eof)
-            {
+            let already_reported = matches!(found.kind, TokenKind::Unknown(_))
+                || (self.quiet_eof && found.kind == TokenKind::Eof);
+            if !already_reported {
                 let help = match found.kind {
                     TokenKind::Str(_) | TokenKind::Int { .. } | TokenKind::Ident(_) => {
                         "end the binding with `;`, or if this continues the expression, separate arguments with `,` and methods with `.`"

@@ -4,7 +4,6 @@
 //! `--build-arg K=V` options. Every diagnostic kind must appear in the corpus.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use kiln_frontend::{Options, check};
 
@@ -31,7 +30,7 @@ fn options(src: &str) -> Options {
 #[test]
 fn diagnostics_corpus() {
     let mut seen = BTreeSet::new();
-    insta::glob!("diagnostics/*.kiln", |path: &Path| {
+    insta::glob!("diagnostics/*.kiln", |path| {
         let src = std::fs::read_to_string(path).unwrap();
         let diags = check("Kilnfile", &src, &options(&src));
         assert!(

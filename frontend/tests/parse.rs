@@ -1,11 +1,9 @@
 //! Data-driven parser tests: every `tests/parse/*.kiln` is parsed and its
 //! tree (with spans) plus syntax diagnostics is pinned by a snapshot.
 
-use std::path::Path;
-
 #[test]
 fn parse_corpus() {
-    insta::glob!("parse/*.kiln", |path: &Path| {
+    insta::glob!("parse/*.kiln", |path| {
         let src = std::fs::read_to_string(path).unwrap();
         let (file, diags) = kiln_frontend::parse(&src);
         let mut out = file.dump();

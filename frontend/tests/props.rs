@@ -9,9 +9,9 @@ use kiln_frontend::{Options, compile};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
-enum Base {
+enum Root {
     Image(String),
-    StaticBase,
+    Static,
     Scratch,
 }
 
@@ -44,7 +44,7 @@ enum Step {
 
 #[derive(Debug, Clone)]
 struct Stage {
-    base: Base,
+    base: Root,
     steps: Vec<Step>,
 }
 
@@ -118,12 +118,12 @@ fn stage(earlier: usize) -> BoxedStrategy<Stage> {
             "docker.io/library/alpine:3.20",
             "ghcr.io/example/builder:1",
         ])
-        .prop_map(|r| Base::Image(r.to_string())),
-        Just(Base::StaticBase),
-        Just(Base::Scratch),
+        .prop_map(|r| Root::Image(r.to_string())),
+        Just(Root::Static),
+        Just(Root::Scratch),
     ]
     .prop_flat_map(move |base| {
-        let shell = matches!(base, Base::Image(_));
+        let shell = matches!(base, Root::Image(_));
         prop::collection::vec(step(shell, earlier), 1..6).prop_map(move |steps| Stage {
             base: base.clone(),
             steps,
@@ -208,9 +208,9 @@ fn render(p: &Prog, st: &Style) -> String {
         let name = &st.names[i];
         out.push_str(&format!("let {name} = "));
         out.push_str(&match &stage.base {
-            Base::Image(r) => format!("image({})", lit(r, st)),
-            Base::StaticBase => "static_base()".into(),
-            Base::Scratch => "scratch( )".into(),
+            Root::Image(r) => format!("image({})", lit(r, st)),
+            Root::Static => "static_base()".into(),
+            Root::Scratch => "scratch( )".into(),
         });
         for s in &stage.steps {
             out.push_str(st.chain_sep);

@@ -57,6 +57,8 @@ pub enum LoadError {
 pub fn kilnfile_path(file: Option<&Path>, context: &Path) -> PathBuf {
     match file {
         Some(f) => f.to_path_buf(),
+        // Keep `Kilnfile:1:2` rather than `./Kilnfile:1:2` in diagnostics.
+        None if context == Path::new(".") => PathBuf::from("Kilnfile"),
         None => context.join("Kilnfile"),
     }
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Seed the parse_lower corpus with every example Kilnfile and the frontend's
+# parse and diagnostics test corpora.
+set -euo pipefail
+cd "$(dirname "$0")"
+corpus=corpus/parse_lower
+mkdir -p "$corpus"
+for f in ../examples/*/Kilnfile; do
+    cp "$f" "$corpus/example-$(basename "$(dirname "$f")")"
+done
+for f in ../frontend/tests/parse/*.kiln ../frontend/tests/diagnostics/*.kiln; do
+    cp "$f" "$corpus/$(basename "$(dirname "$f")")-$(basename "$f" .kiln)"
+done
+echo "seeded $(ls "$corpus" | wc -l) inputs into fuzz/$corpus" >&2
