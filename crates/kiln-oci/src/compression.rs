@@ -8,6 +8,8 @@ use std::str::FromStr;
 use kiln_store::{BlobWriter, Digest, Store, StoreError};
 use sha2::{Digest as _, Sha256};
 
+use crate::parallel::{Codec, ParallelEncoder};
+
 /// OCI and Docker media types for layers.
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -117,14 +119,13 @@ impl Compression {
 }
 
 /// Compression level for gzip. Level 6 matches `gzip`'s default; the header
-/// is fixed (mtime 0, no name, OS byte 255 "unknown") so output depends on
-/// the input bytes only.
+/// is fixed (mtime 0, no name, OS byte 255 "unknown") and chunking is fixed
+/// (see [`crate::parallel`]), so output depends on the input bytes only.
 const GZIP_LEVEL: u32 = 6;
 const ZSTD_LEVEL: i32 = 3;
 
 enum Encoder {
-    Gzip(flate2::write::GzEncoder<BlobWriter>),
-    Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
+    Compressed(ParallelEncoder<BlobWriter>),
     None(BlobWriter),
 }
 
@@ -155,20 +156,14 @@ impl LayerWriter {
     pub fn new(store: &Store, compression: Compression) -> Result<Self, CompressionError> {
         let blob = store.blob_writer().map_err(CompressionError::Store)?;
         let enc = match compression {
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(blob, flate2::Compression::new(GZIP_LEVEL)),
-            ),
-            Compression::Zstd => {
-                Encoder::Zstd(zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL).map_err(
-                    |source| CompressionError::Encode {
-                        compression,
-                        source,
-                    },
-                )?)
-            }
+            Compression::Gzip => Encoder::Compressed(ParallelEncoder::new(
+                blob,
+                Codec::Gzip { level: GZIP_LEVEL },
+            )),
+            Compression::Zstd => Encoder::Compressed(ParallelEncoder::new(
+                blob,
+                Codec::Zstd { level: ZSTD_LEVEL },
+            )),
             Compression::None => Encoder::None(blob),
         };
         Ok(Self {
@@ -192,8 +187,7 @@ impl LayerWriter {
             source,
         };
         let blob = match self.enc {
-            Encoder::Gzip(e) => e.finish().map_err(eerr)?,
-            Encoder::Zstd(e) => e.finish().map_err(eerr)?,
+            Encoder::Compressed(e) => e.finish().map_err(eerr)?,
             Encoder::None(b) => b,
         };
         let size = blob.size();
@@ -210,8 +204,7 @@ impl LayerWriter {
 impl Write for LayerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = match &mut self.enc {
-            Encoder::Gzip(e) => e.write(buf)?,
-            Encoder::Zstd(e) => e.write(buf)?,
+            Encoder::Compressed(e) => e.write(buf)?,
             Encoder::None(b) => b.write(buf)?,
         };
         self.diff.update(&buf[..n]);
@@ -221,8 +214,7 @@ impl Write for LayerWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.enc {
-            Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
+            Encoder::Compressed(e) => e.flush(),
             Encoder::None(b) => b.flush(),
         }
     }

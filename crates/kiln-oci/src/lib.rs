@@ -15,6 +15,7 @@ pub mod image;
 pub mod import;
 pub mod json;
 pub mod output;
+mod parallel;
 pub mod reference;
 pub mod static_base;
 
