@@ -47,7 +47,14 @@ PY
 skopeo copy -q --dest-tls-verify=false "oci:$lay:big" "docker://127.0.0.1:$port/bench/big:1"
 rm -rf "$lay"
 
-hyperfine --warmup 1 --runs 5 \
+hyperfine --warmup 1 --runs 5 --export-json "$work/times.json" \
   --prepare "rm -rf $work/kiln $work/oci" \
   -n "kiln pull" "KILN_HOME=$work/kiln $KILN pull -q 127.0.0.1:$port/bench/big:1" \
   -n "skopeo copy" "skopeo copy -q --src-tls-verify=false docker://127.0.0.1:$port/bench/big:1 oci:$work/oci:big"
+python3 - "$work/times.json" <<'PY'
+import json, statistics, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"median {r['command']}: {statistics.median(r['times']):.3f} s")
+PY
+rm -rf "$work/kiln"
+/usr/bin/time -f "kiln pull peak RSS: %M KiB" env KILN_HOME="$work/kiln" "$KILN" pull -q "127.0.0.1:$port/bench/big:1" >/dev/null
