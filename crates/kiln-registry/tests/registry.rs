@@ -711,3 +711,79 @@ async fn manifest_retries_on_429_and_cut_body() {
     assert_eq!(p.manifest_digest, img.manifest);
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 }
+
+/// Bearer flow with credentials: the token endpoint gets them as basic
+/// auth, anonymous tokens may only read, and pushing needs the real one.
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_with_credentials_for_push() {
+    let reg = Registry::start();
+    let me = Arc::new(std::sync::Mutex::new(String::new()));
+    let me2 = me.clone();
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.path.starts_with("/token") {
+            use base64::Engine as _;
+            let good = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("carol:pw")
+            );
+            let token = if q.header("authorization") == Some(good.as_str()) {
+                "writer"
+            } else {
+                "reader"
+            };
+            return Reply::Respond {
+                status: 200,
+                headers: vec![],
+                body: format!(r#"{{"access_token": "{token}"}}"#).into_bytes(),
+            };
+        }
+        let write = !matches!(q.method.as_str(), "GET" | "HEAD");
+        match q.header("authorization") {
+            Some("Bearer writer") => return Reply::Forward,
+            Some("Bearer reader") if !write => return Reply::Forward,
+            _ => {}
+        }
+        Reply::Respond {
+            status: 401,
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!(
+                    r#"Bearer realm="http://{}/token",service="t""#,
+                    me2.lock().unwrap()
+                ),
+            )],
+            body: vec![],
+        }
+    })
+    .await;
+    *me.lock().unwrap() = proxy.addr.clone();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 14, &[300]);
+    let dest = r(&format!("{}/tok/push:1", proxy.addr));
+
+    let err = client(settings())
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+
+    let mut auth = AuthConfig::default();
+    auth.insert(
+        &proxy.addr,
+        kiln_registry::Credential {
+            username: "carol".into(),
+            password: "pw".into(),
+        },
+    );
+    let c = client(Settings { auth, ..settings() });
+    let rep = c
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.uploaded, 2);
+    let p = client(settings())
+        .pull(&dest, &amd64(), &MemoryStore::new())
+        .await
+        .unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+}
