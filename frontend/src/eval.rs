@@ -1104,25 +1104,21 @@ impl<'a> Eval<'a> {
         // A bad step on an image is reported and skipped, so the rest of the
         // chain is still checked (e.g. a later `run` on `static_base()`); a
         // bad `.path` stays poisoned.
-        let keep = match &recv {
-            Value::Image(img) if call.method.name != "path" => Some(img.clone()),
-            _ => None,
-        };
-        match (self.method_inner(recv, recv_span, call, args), keep) {
-            (Value::Poison, Some(img)) => Value::Image(img),
+        match (self.method_inner(&recv, recv_span, call, args), recv) {
+            (Value::Poison, Value::Image(img)) if call.method.name != "path" => Value::Image(img),
             (v, _) => v,
         }
     }
 
     fn method_inner(
         &mut self,
-        recv: Value,
+        recv: &Value,
         recv_span: Span,
         call: &MethodCall,
         args: Vec<Arg>,
     ) -> Value {
         let name = call.method.name.as_str();
-        let (table, kind): (&[(&str, &'static str)], &str) = match &recv {
+        let (table, kind): (&[(&str, &'static str)], &str) = match recv {
             Value::Poison => return Value::Poison,
             Value::Image(_) => (IMAGE_METHODS, "an image"),
             Value::Context => (CONTEXT_METHODS, "the build context"),
@@ -1167,16 +1163,18 @@ impl<'a> Eval<'a> {
             _ => (1, 1),
         };
         // `.env` on a secret takes one argument.
-        let (min, max) = if matches!(&recv, Value::Opt(_)) && name == "env" {
+        let (min, max) = if matches!(recv, Value::Opt(_)) && name == "env" {
             (1, 1)
         } else {
             (min, max)
         };
-        if !self.arity(&format!(".{name}"), signature, span, &args, min, max) {
+        if !(min..=max).contains(&args.len())
+            && !self.arity(&format!(".{name}"), signature, span, &args, min, max)
+        {
             return Value::Poison;
         }
         match recv {
-            Value::Image(img) => self.image_method(*img, recv_span, name, signature, span, &args),
+            Value::Image(img) => self.image_method(img, recv_span, name, signature, span, &args),
             Value::Context => match self.context_path(&args[0], signature) {
                 Some(path) => Value::Path(Box::new(PathRef {
                     from: PathFrom::Context,
@@ -1184,7 +1182,7 @@ impl<'a> Eval<'a> {
                 })),
                 None => Value::Poison,
             },
-            Value::Opt(o) => self.opt_method(*o, name, signature, &args),
+            Value::Opt(o) => self.opt_method((**o).clone(), name, signature, &args),
             _ => Value::Poison,
         }
     }
@@ -1379,7 +1377,7 @@ impl<'a> Eval<'a> {
 
     fn image_method(
         &mut self,
-        img: Image,
+        img: &Image,
         recv_span: Span,
         name: &str,
         signature: &str,
@@ -1391,13 +1389,15 @@ impl<'a> Eval<'a> {
             let meta = this.meta(label, span);
             Value::Image(Box::new(Image {
                 state: state.with_meta(meta),
-                ..img.clone()
+                root: img.root,
+                root_span: img.root_span,
             }))
         };
         let config = |state: State| -> Value {
             Value::Image(Box::new(Image {
                 state,
-                ..img.clone()
+                root: img.root,
+                root_span: img.root_span,
             }))
         };
         match name {

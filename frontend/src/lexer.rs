@@ -68,7 +68,8 @@ pub fn lex(src: &str) -> (Vec<Token>, Vec<Diagnostic>) {
     let mut lx = Lexer {
         src,
         pos: 0,
-        tokens: Vec::new(),
+        // About one token per 6 bytes in real Kilnfiles; avoids regrowing.
+        tokens: Vec::with_capacity(src.len() / 6 + 1),
         diags: Vec::new(),
     };
     lx.run();

@@ -82,12 +82,29 @@ impl Parser {
         &self.tokens[(self.pos + n).min(self.tokens.len() - 1)].kind
     }
 
-    fn bump(&mut self) -> Token {
-        let t = self.peek().clone();
-        if t.kind != TokenKind::Eof {
+    /// Consume the current token and return its span (never past Eof).
+    fn bump(&mut self) -> Span {
+        let span = self.peek().span;
+        if self.peek().kind != TokenKind::Eof {
             self.pos += 1;
         }
-        t
+        span
+    }
+
+    /// Consume an identifier, moving its text out of the token list (the
+    /// parser never looks back at consumed tokens).
+    fn take_ident(&mut self) -> Option<Ident> {
+        let i = self.pos.min(self.tokens.len() - 1);
+        let tok = &mut self.tokens[i];
+        let TokenKind::Ident(name) = &mut tok.kind else {
+            return None;
+        };
+        let ident = Ident {
+            name: std::mem::take(name),
+            span: tok.span,
+        };
+        self.pos += 1;
+        Some(ident)
     }
 
     fn prev_span(&self) -> Span {
@@ -137,7 +154,7 @@ impl Parser {
         )
     }
 
-    fn expect(&mut self, kind: TokenKind, help: &str) -> PResult<Token> {
+    fn expect(&mut self, kind: TokenKind, help: &str) -> PResult<Span> {
         if self.at(&kind) {
             Ok(self.bump())
         } else {
@@ -204,13 +221,9 @@ impl Parser {
                 "bindings are immutable: each step returns a new image, so write `let NAME = ...;`",
             ));
         }
-        let name = match self.bump() {
-            Token {
-                kind: TokenKind::Ident(name),
-                span,
-            } => Ident { name, span },
-            tok => {
-                self.pos -= usize::from(tok.kind != TokenKind::Eof);
+        let name = match self.take_ident() {
+            Some(ident) => ident,
+            None => {
                 return Err(self.expected(
                     "a binding name",
                     "write `let NAME = EXPR;` where NAME is letters, digits and `_`",
@@ -278,13 +291,9 @@ impl Parser {
         }
         let mut calls = Vec::new();
         while self.eat(&TokenKind::Dot) {
-            let method = match self.bump() {
-                Token {
-                    kind: TokenKind::Ident(name),
-                    span,
-                } => Ident { name, span },
-                tok => {
-                    self.pos -= usize::from(tok.kind != TokenKind::Eof);
+            let method = match self.take_ident() {
+                Some(ident) => ident,
+                None => {
                     return Err(self.expected(
                         "a method name",
                         "steps are method calls like `.run(\"...\")` or `.copy(SRC, DEST)`",
@@ -319,7 +328,7 @@ impl Parser {
 
     /// `open expr, expr, ... close` (trailing comma allowed).
     fn args(&mut self, open: TokenKind, close: TokenKind) -> PResult<Vec<Expr>> {
-        let open_span = self.expect(open, "")?.span;
+        let open_span = self.expect(open, "")?;
         let mut args = Vec::new();
         loop {
             if self.eat(&close) {
@@ -356,13 +365,15 @@ impl Parser {
     }
 
     fn primary(&mut self) -> PResult<Expr> {
-        let tok = self.peek().clone();
-        let kind = match tok.kind {
+        let start = self.peek().span;
+        let at = self.pos.min(self.tokens.len() - 1);
+        let kind = match &mut self.tokens[at].kind {
             TokenKind::Str(s) => {
+                let s = std::mem::take(s);
                 self.bump();
                 ExprKind::Str(s)
             }
-            TokenKind::Int { value, radix } => {
+            &mut TokenKind::Int { value, radix } => {
                 self.bump();
                 match value {
                     Some(value) => ExprKind::Int { value, radix },
@@ -381,11 +392,9 @@ impl Parser {
                 let items = self.args(TokenKind::LBracket, TokenKind::RBracket)?;
                 ExprKind::Array(items)
             }
-            TokenKind::Ident(name) => {
-                self.bump();
-                let ident = Ident {
-                    name,
-                    span: tok.span,
+            TokenKind::Ident(_) => {
+                let Some(ident) = self.take_ident() else {
+                    return Err(Abort);
                 };
                 match self.peek_kind() {
                     TokenKind::LParen => {
@@ -420,7 +429,7 @@ impl Parser {
         };
         Ok(Expr {
             kind,
-            span: tok.span.to(self.prev_span()),
+            span: start.to(self.prev_span()),
         })
     }
 }
