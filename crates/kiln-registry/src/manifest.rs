@@ -140,3 +140,51 @@ pub fn parse(kind: Kind, bytes: &[u8]) -> Result<Manifest, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_media_types() {
+        assert_eq!(kind_of(OCI_INDEX), Ok(Kind::Index));
+        assert_eq!(kind_of(DOCKER_LIST), Ok(Kind::Index));
+        assert_eq!(kind_of(OCI_MANIFEST), Ok(Kind::Image));
+        assert_eq!(kind_of(DOCKER_MANIFEST), Ok(Kind::Image));
+        assert!(
+            kind_of("application/vnd.docker.distribution.manifest.v1+prettyjws")
+                .unwrap_err()
+                .contains("schema 1")
+        );
+        assert_eq!(kind_of("text/html"), Err(String::new()));
+        assert_eq!(
+            media_type_of(br#"{"manifests": []}"#).as_deref(),
+            Some(OCI_INDEX)
+        );
+        assert_eq!(
+            media_type_of(br#"{"config": {}}"#).as_deref(),
+            Some(OCI_MANIFEST)
+        );
+        assert_eq!(
+            media_type_of(format!(r#"{{"mediaType": "{DOCKER_LIST}"}}"#).as_bytes()).as_deref(),
+            Some(DOCKER_LIST)
+        );
+        assert_eq!(media_type_of(b"not json"), None);
+        assert_eq!(media_type_of(b"{}"), None);
+    }
+
+    #[test]
+    fn unsupported_digests_are_errors() {
+        let m = br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+              "digest": "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"},
+            "layers": []}"#;
+        let err = parse(Kind::Image, m).unwrap_err();
+        assert!(err.contains("sha256"), "{err}");
+        assert!(
+            parse(Kind::Index, b"{")
+                .unwrap_err()
+                .starts_with("invalid index")
+        );
+    }
+}

@@ -787,3 +787,63 @@ async fn bearer_token_with_credentials_for_push() {
         .unwrap();
     assert_eq!(p.manifest_digest, img.manifest);
 }
+
+/// Docker v2 schema 2 manifests and a Docker manifest list, as Docker Hub
+/// serves most images.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_media_types_and_manifest_list() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let x86 = common::image_with(&src, "amd64", 15, &[800], true);
+    let arm = common::image_with(&src, "arm", 16, &[900], true);
+    let list = common::index_with(
+        &src,
+        &[(&x86, "amd64", None), (&arm, "arm", Some("v7"))],
+        true,
+    );
+    let c = client(settings());
+    let dest = r(&format!("{}/docker/list:1", reg.addr));
+    c.push(&src, &list, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+
+    let ep = c.settings().origin(dest.registry(), dest.repository());
+    let top = c.get_manifest(&ep, "1", None).await.unwrap();
+    assert_eq!(top.media_type, kiln_registry::manifest::DOCKER_LIST);
+    assert_eq!(top.digest, list);
+
+    for (platform, want) in [("linux/amd64", &x86), ("linux/arm/v7", &arm)] {
+        let dst = MemoryStore::new();
+        let p = c
+            .pull(&dest, &platform.parse().unwrap(), &dst)
+            .await
+            .unwrap();
+        assert_eq!(p.manifest_digest, want.manifest, "{platform}");
+        assert_eq!(
+            p.manifest_media_type,
+            kiln_registry::manifest::DOCKER_MANIFEST
+        );
+        assert_eq!(p.index_digest.as_ref(), Some(&list));
+        assert_eq!(dst.get(&want.layers[0]), src.get(&want.layers[0]));
+    }
+    let err = c
+        .pull(&dest, &"linux/arm/v6".parse().unwrap(), &MemoryStore::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::NoPlatform { .. }), "{err}");
+
+    // A single Docker manifest by tag.
+    let single = r(&format!("{}/docker/single:1", reg.addr));
+    c.push(&src, &x86.manifest, &single, &PushOptions::default())
+        .await
+        .unwrap();
+    let p = c
+        .pull(&single, &amd64(), &MemoryStore::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        p.manifest_media_type,
+        kiln_registry::manifest::DOCKER_MANIFEST
+    );
+    assert_eq!(p.manifest_digest, x86.manifest);
+}

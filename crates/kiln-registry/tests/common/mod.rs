@@ -130,13 +130,37 @@ pub struct TestImage {
 }
 
 pub fn image(store: &MemoryStore, arch: &str, seed: u64, layer_sizes: &[usize]) -> TestImage {
+    image_with(store, arch, seed, layer_sizes, false)
+}
+
+/// Docker schema 2 media types (`docker: true`) or OCI ones.
+pub fn image_with(
+    store: &MemoryStore,
+    arch: &str,
+    seed: u64,
+    layer_sizes: &[usize],
+    docker: bool,
+) -> TestImage {
+    let (manifest_type, config_type, layer_type) = if docker {
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        )
+    } else {
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar",
+        )
+    };
     let mut layers = Vec::new();
     let mut descs = Vec::new();
     for (i, size) in layer_sizes.iter().enumerate() {
         let data = bytes(seed * 100 + i as u64, *size);
         let d = store.put(data);
         descs.push(json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "mediaType": layer_type,
             "digest": d.to_string(),
             "size": size,
         }));
@@ -153,9 +177,9 @@ pub fn image(store: &MemoryStore, arch: &str, seed: u64, layer_sizes: &[usize]) 
     let config_digest = store.put(config);
     let manifest_bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": manifest_type,
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "mediaType": config_type,
             "digest": config_digest.to_string(),
             "size": config_size,
         },
@@ -173,6 +197,26 @@ pub fn image(store: &MemoryStore, arch: &str, seed: u64, layer_sizes: &[usize]) 
 
 /// An OCI index over `images` with their platforms.
 pub fn index(store: &MemoryStore, images: &[(&TestImage, &str, Option<&str>)]) -> Digest {
+    index_with(store, images, false)
+}
+
+/// A Docker manifest list (`docker: true`) or an OCI index.
+pub fn index_with(
+    store: &MemoryStore,
+    images: &[(&TestImage, &str, Option<&str>)],
+    docker: bool,
+) -> Digest {
+    let (list_type, child_type) = if docker {
+        (
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+    } else {
+        (
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+    };
     let manifests: Vec<_> = images
         .iter()
         .map(|(img, arch, variant)| {
@@ -181,7 +225,7 @@ pub fn index(store: &MemoryStore, images: &[(&TestImage, &str, Option<&str>)]) -
                 p["variant"] = json!(v);
             }
             json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": child_type,
                 "digest": img.manifest.to_string(),
                 "size": img.manifest_bytes.len(),
                 "platform": p,
@@ -191,7 +235,7 @@ pub fn index(store: &MemoryStore, images: &[(&TestImage, &str, Option<&str>)]) -
     store.put(
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "mediaType": list_type,
             "manifests": manifests,
         }))
         .unwrap(),
