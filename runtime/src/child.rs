@@ -256,14 +256,60 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
         escape_overlay(&cfg.upper),
         escape_overlay(&cfg.work)
     );
-    let out = std::process::Command::new("fuse-overlayfs")
-        .arg("-o")
+    //
+    // pivot_root(2) moves the root of every process of the mount namespace
+    // that sits on the old root, the daemon's too: it would then resolve its
+    // own paths through its own mount and deadlock. So the daemon gets a
+    // mount namespace of its own, and its mount reaches ours through a
+    // shared bind of the mountpoint, made private again afterwards.
+    mount(
+        "prepare the fuse mountpoint",
+        Some(cfg.rootfs.as_os_str()),
+        &cfg.rootfs,
+        None,
+        libc::MS_BIND,
+        None,
+    )?;
+    mount(
+        "share the fuse mountpoint",
+        None,
+        &cfg.rootfs,
+        None,
+        libc::MS_SHARED,
+        None,
+    )?;
+    let mut cmd = std::process::Command::new("fuse-overlayfs");
+    cmd.arg("-o")
         .arg(&fuse_opts)
         .arg(&cfg.rootfs)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output();
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: unshare is async-signal-safe
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // spawn returns once the daemon has exec'd, i.e. after its unshare:
+    // then our side becomes a slave, receiving its mount but not shared
+    // itself, as pivot_root(2) requires (EINVAL otherwise)
+    let out = cmd.spawn().and_then(|child| {
+        let slave = mount(
+            "receive the fuse mount",
+            None,
+            &cfg.rootfs,
+            None,
+            libc::MS_SLAVE,
+            None,
+        );
+        let out = child.wait_with_output();
+        slave.map_err(|f| f.err)?;
+        out
+    });
     let why_kernel = kernel
         .map(|k| format!("kernel overlay refused: {}: {}; ", k.stage, k.err))
         .unwrap_or_default();

@@ -93,9 +93,19 @@ impl MapPlan {
     pub fn describe(&self) -> String {
         match self {
             MapPlan::Identity => "identity (real root)".into(),
-            MapPlan::Subordinate { uids, gids, .. } => format!(
-                "subordinate: uids 0-{} from {}+{}, gids 0-{} from {}+{}",
-                uids.count, uids.start, uids.count, gids.count, gids.start, gids.count
+            MapPlan::Subordinate {
+                uid,
+                gid,
+                uids,
+                gids,
+            } => format!(
+                "subordinate: container uid 0 = {uid}, 1-{} = {}-{}; gid 0 = {gid}, 1-{} = {}-{}",
+                uids.count,
+                uids.start,
+                uids.start as u64 + uids.count as u64 - 1,
+                gids.count,
+                gids.start,
+                gids.start as u64 + gids.count as u64 - 1
             ),
             MapPlan::Single { uid, gid } => format!("single id: container 0 is {uid}:{gid}"),
         }

@@ -349,3 +349,18 @@ fn single_id_fallback_without_subordinate_range() {
         "{w0}"
     );
 }
+
+#[test]
+fn fuse_overlayfs_driver_works_too() {
+    let w = World::new();
+    let mut spec = w.spec("echo f > /fused && rm /etc/motd && chown 1000:1000 /fused 2>/dev/null; cat /proc/mounts | grep -c fuse");
+    spec.driver = kiln_runtime::DriverChoice::FuseOverlayfs;
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.success(), "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.outcome.driver, kiln_runtime::Driver::FuseOverlayfs);
+    let e = layer_entries(&w.upper, &r.outcome);
+    let names: Vec<_> = e.iter().map(|e| e.0.as_str()).collect();
+    assert!(names.contains(&"fused"), "{names:?}");
+    assert!(names.contains(&"etc/.wh.motd"), "{names:?}");
+    rerun_as("kilntest", "fuse_overlayfs_driver_works_too");
+}

@@ -1,16 +1,77 @@
 //! The sandbox child entry for kiln-runtime's own tests and benchmarks:
-//! `kiln-runtime-helper __sandbox-child`, the same code path as
-//! `kiln __sandbox-child`.
+//! `kiln-runtime-helper __sandbox-child` is the same code path as
+//! `kiln __sandbox-child`. Two more modes serve bench/runtime.sh:
+//!
+//! - `run LOWER UPPER [--net none] -- ARGS...`: one sandbox, output passed
+//!   through, its exit code returned;
+//! - `diff DIR`: DIR as an overlay upper directory, written as a layer tar
+//!   to stdout.
 
-fn main() {
-    match std::env::args().nth(1).as_deref() {
+use std::io::Write;
+use std::process::ExitCode;
+
+use kiln_runtime::{ExitStatus, Network, Runtime, SandboxSpec, Stream};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none] -- ARGS... | diff DIR",
+        kiln_runtime::CHILD_SUBCOMMAND
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
         Some(kiln_runtime::CHILD_SUBCOMMAND) => kiln_runtime::child_main(),
-        _ => {
-            eprintln!(
-                "usage: kiln-runtime-helper {}",
-                kiln_runtime::CHILD_SUBCOMMAND
+        Some("run") if args.len() >= 5 => {
+            let Some(sep) = args.iter().position(|a| a == "--") else {
+                return usage();
+            };
+            let mut spec = SandboxSpec::new(&args[2], args[sep + 1..].to_vec());
+            spec.lowers = vec![args[1].clone().into()];
+            if args[3..sep].iter().any(|a| a == "none") {
+                spec.network = Network::None;
+            }
+            let exe = std::env::current_exe().expect("own path");
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let r = Runtime::new(exe).run(
+                &spec,
+                &mut |s, b| {
+                    let _ = match s {
+                        Stream::Stdout => out.write_all(b),
+                        Stream::Stderr => err.write_all(b),
+                    };
+                },
+                None,
             );
-            std::process::exit(2);
+            match r {
+                Ok(o) => match o.status {
+                    ExitStatus::Code(c) => ExitCode::from(c as u8),
+                    ExitStatus::Signal(s) => ExitCode::from(128 + s as u8),
+                },
+                Err(e) => {
+                    eprintln!("kiln-runtime-helper: {e}");
+                    ExitCode::from(125)
+                }
+            }
         }
+        Some("diff") if args.len() == 2 => {
+            let out = std::io::stdout().lock();
+            let opts = kiln_layer::WriteOptions {
+                overlay_whiteouts: true,
+                source_date_epoch: Some(0),
+                xattrs: true,
+                id_map: None,
+            };
+            match kiln_layer::write_tar(std::path::Path::new(&args[1]), out, &opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kiln-runtime-helper: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => usage(),
     }
 }
