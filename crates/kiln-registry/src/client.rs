@@ -105,6 +105,12 @@ pub enum RegistryError {
         wanted: String,
         available: String,
     },
+    #[error("{ctx}: the upload session is out of step with the registry ({status}){detail}")]
+    UploadSession {
+        ctx: Context,
+        status: StatusCode,
+        detail: String,
+    },
     #[error("{ctx}: the registry broke the protocol: {detail}")]
     Protocol { ctx: Context, detail: String },
     #[error("{ctx}: local store: {source}")]

@@ -244,11 +244,38 @@ impl Client {
             return Ok(BlobPush::Existing);
         }
         let ctx = self.ctx(ep, format!("blob {digest}"));
+        // A session the registry holds partial data for (a chunk it half
+        // received before the connection dropped) answers the retried chunk
+        // with 416, or 404 `BLOB_UPLOAD_INVALID` (distribution); such an
+        // upload starts over in a fresh session.
+        let policy = self.settings.retry;
+        let mut attempt = 0;
+        let mut mount = mount_from.iter().find(|f| **f != ep.repository);
+        loop {
+            attempt += 1;
+            match self.upload_once(ep, &ctx, store, digest, mount).await {
+                Err(RegistryError::UploadSession { .. }) if attempt < policy.max_attempts => {
+                    tracing::warn!(%ctx, attempt, "upload session out of step, starting over");
+                    mount = None;
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn upload_once(
+        &self,
+        ep: &Endpoint,
+        ctx: &Context,
+        store: &dyn BlobStore,
+        digest: &Digest,
+        mount: Option<&String>,
+    ) -> Result<BlobPush, RegistryError> {
         // One mount attempt: a refused mount (202) already opened an upload
         // session, which the upload then uses.
-        let mount = mount_from.iter().find(|f| **f != ep.repository);
         let location = match self
-            .start_upload(ep, &ctx, mount.map(|f| (digest, f)))
+            .start_upload(ep, ctx, mount.map(|f| (digest, f)))
             .await?
         {
             Started::Mounted => return Ok(BlobPush::Mounted),
@@ -264,12 +291,11 @@ impl Client {
             reader
                 .read_to_end(&mut body)
                 .map_err(|e| store_err(Box::new(e)))?;
-            self.finish_upload(ep, &ctx, &location, digest, body)
-                .await?;
+            self.finish_upload(ep, ctx, &location, digest, body).await?;
             Ok(BlobPush::Monolithic)
         } else {
             let chunks = self
-                .upload_chunks(ep, &ctx, location, digest, size, &mut *reader)
+                .upload_chunks(ep, ctx, location, digest, size, &mut *reader)
                 .await?;
             Ok(BlobPush::Chunked(chunks))
         }
@@ -361,6 +387,13 @@ impl Client {
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(()),
+            status @ (StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE) => {
+                Err(RegistryError::UploadSession {
+                    ctx: ctx.clone(),
+                    status,
+                    detail: body_detail(resp).await,
+                })
+            }
             StatusCode::BAD_REQUEST => Err(RegistryError::Status {
                 ctx: ctx.clone(),
                 status: StatusCode::BAD_REQUEST,
@@ -422,6 +455,17 @@ impl Client {
                         .body(body.clone())
                 })
                 .await?;
+            if matches!(
+                resp.status(),
+                StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE
+            ) {
+                let status = resp.status();
+                return Err(RegistryError::UploadSession {
+                    ctx: ctx.clone(),
+                    status,
+                    detail: format!(" at chunk {range}{}", body_detail(resp).await),
+                });
+            }
             if resp.status() != StatusCode::ACCEPTED {
                 let status = resp.status();
                 return Err(RegistryError::Status {

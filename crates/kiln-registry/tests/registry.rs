@@ -847,3 +847,97 @@ async fn docker_media_types_and_manifest_list() {
     );
     assert_eq!(p.manifest_digest, x86.manifest);
 }
+
+/// Uploads survive a failing registry: a 503 to the first `PATCH` chunk,
+/// to the first `PUT` and to the first manifest `PUT` are all retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_retries_uploads() {
+    let reg = Registry::start();
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let f = failed.clone();
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        let kind = match q.method.as_str() {
+            "PATCH" => "patch",
+            "PUT" if q.path.contains("/blobs/uploads/") => "put-blob",
+            "PUT" if q.path.contains("/manifests/") => "put-manifest",
+            _ => return Reply::Forward,
+        };
+        let mut f = f.lock().unwrap();
+        if f.iter().any(|k| k == kind) {
+            Reply::Forward
+        } else {
+            f.push(kind.to_string());
+            Reply::Respond {
+                status: 503,
+                headers: vec![],
+                body: b"try later".to_vec(),
+            }
+        }
+    })
+    .await;
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 17, &[10_000, 50]);
+    let c = client(Settings {
+        monolithic_limit: 1024,
+        chunk_size: 4096,
+        ..settings()
+    });
+    let dest = r(&format!("{}/retry/push:1", proxy.addr));
+    let rep = c
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((rep.uploaded, rep.chunked), (3, 1));
+    let mut kinds = failed.lock().unwrap().clone();
+    kinds.sort();
+    assert_eq!(kinds, ["patch", "put-blob", "put-manifest"]);
+    let dst = MemoryStore::new();
+    let p = c.pull(&dest, &amd64(), &dst).await.unwrap();
+    assert_eq!(dst.get(&img.layers[0]), src.get(&img.layers[0]));
+    assert_eq!(p.manifest_digest, img.manifest);
+}
+
+/// A chunk the registry half received before the connection broke: the
+/// retried chunk gets 416, and the blob starts over in a fresh session.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_restarts_an_upload_session_out_of_step() {
+    let reg = Registry::start();
+    let patches = Arc::new(AtomicUsize::new(0));
+    let p2 = patches.clone();
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        if q.method == "PATCH" && p2.fetch_add(1, Ordering::SeqCst) == 1 {
+            Reply::ForwardPartial {
+                n: 1000,
+                status: 502,
+            }
+        } else {
+            Reply::Forward
+        }
+    })
+    .await;
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 18, &[12_000]);
+    let c = client(Settings {
+        monolithic_limit: 1024,
+        chunk_size: 4096,
+        ..settings()
+    });
+    let dest = r(&format!("{}/restart/push:1", proxy.addr));
+    let rep = c
+        .push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rep.chunked, 1);
+    let reqs = proxy.requests();
+    let posts = reqs
+        .iter()
+        .filter(|q| q.method == "POST" && q.path.ends_with("/blobs/uploads/"))
+        .count();
+    assert_eq!(
+        posts, 3,
+        "config, layer, and the layer again in a new session"
+    );
+    let dst = MemoryStore::new();
+    c.pull(&dest, &amd64(), &dst).await.unwrap();
+    assert_eq!(dst.get(&img.layers[0]), src.get(&img.layers[0]));
+}

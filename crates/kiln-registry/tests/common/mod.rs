@@ -274,6 +274,10 @@ pub enum Reply {
     ReplaceBody(Vec<u8>),
     /// Forward, then send only the first `n` body bytes and close.
     Truncate(usize),
+    /// Forward only the first `n` bytes of the request body (with
+    /// `Content-Range` fitted to them), then answer `status` whatever the
+    /// registry said: a chunk the registry half received.
+    ForwardPartial { n: usize, status: u16 },
 }
 
 type Handler = dyn Fn(&Req) -> Reply + Send + Sync;
@@ -393,18 +397,36 @@ async fn serve(
                 req.method.parse().unwrap(),
                 format!("http://{upstream}{}", req.path),
             );
+            let partial = match &other {
+                Reply::ForwardPartial { n, .. } => Some((*n).min(req.body.len())),
+                _ => None,
+            };
             for (k, v) in &req.headers {
-                if !["host", "connection", "content-length"]
-                    .contains(&k.to_ascii_lowercase().as_str())
-                {
-                    rb = rb.header(k, v);
+                let k_low = k.to_ascii_lowercase();
+                if ["host", "connection", "content-length"].contains(&k_low.as_str()) {
+                    continue;
                 }
+                if let (Some(n), "content-range") = (partial, k_low.as_str()) {
+                    let start: usize = v.split('-').next().unwrap().parse().unwrap();
+                    rb = rb.header(k, format!("{}-{}", start, start + n - 1));
+                    continue;
+                }
+                rb = rb.header(k, v);
             }
-            let resp = rb
-                .body(req.body.clone())
-                .send()
-                .await
-                .expect("upstream answers");
+            let body = match partial {
+                Some(n) => req.body[..n].to_vec(),
+                None => req.body.clone(),
+            };
+            let resp = rb.body(body).send().await.expect("upstream answers");
+            if let Reply::ForwardPartial { status, .. } = other {
+                let _ = resp.bytes().await;
+                let out = format!(
+                    "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                );
+                sock.write_all(out.as_bytes()).await?;
+                sock.shutdown().await?;
+                return Ok(());
+            }
             let status = resp.status().as_u16();
             let headers: Vec<(String, String)> = resp
                 .headers()
