@@ -39,9 +39,16 @@ enum Command {
     Save(cmd::save::Args),
     Import(cmd::import::Args),
     Base(cmd::base::Args),
+    Info(cmd::info::Args),
+    #[command(name = "__sandbox-child", hide = true)]
+    SandboxChild(cmd::sandbox_child::Args),
 }
 
 fn main() -> ExitCode {
+    // the sandbox child (a re-exec by kiln-runtime) starts before any setup
+    if std::env::args_os().nth(1).as_deref() == Some(kiln_runtime::CHILD_SUBCOMMAND.as_ref()) {
+        kiln_runtime::child_main();
+    }
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
     cmd::registry::init(cli.registry);
@@ -55,6 +62,8 @@ fn main() -> ExitCode {
         Command::Save(args) => cmd::save::run(args),
         Command::Import(args) => cmd::import::run(args),
         Command::Base(args) => cmd::base::run(args),
+        Command::Info(args) => cmd::info::run(args),
+        Command::SandboxChild(args) => cmd::sandbox_child::run(args),
     };
     match result {
         Ok(code) => code,
