@@ -22,7 +22,7 @@ echo "tree: $TREE, $((bytes / 1048576)) MiB apparent size"
 tar -cf - "$TREE" 2>/dev/null | cat >/dev/null
 
 export KILN_HOME="$WORK/home"
-hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$WORK/h.json" \
+hyperfine --warmup "${WARMUP:-1}" --runs "${RUNS:-5}" --export-json "$WORK/h.json" \
   --prepare "rm -rf $WORK/home" \
   -n "tar | gzip | sha256sum" "tar -cf - -C $TREE . | gzip | sha256sum" \
   -n "kiln import (gzip)" "$KILN import $TREE --compression gzip" \

@@ -259,3 +259,38 @@ fn import_refuses_a_damaged_archive_blob() {
     assert!(chain.contains("content digest mismatch"), "{chain}");
     assert!(!fresh.has_blob(&img.layers[0].digest));
 }
+
+#[test]
+fn oci_layout_collects_several_images_by_tag() {
+    let (dir, store) = store();
+    let layout = dir.path().join("layout");
+    let gz = static_base(&store, 0, Compression::Gzip).unwrap();
+    let zst = static_base(&store, 0, Compression::Zstd).unwrap();
+    let later = static_base(&store, 86_400, Compression::Gzip).unwrap();
+    let to = |name: &str| {
+        spec(&format!(
+            "type=oci-layout,dest={},name={name}",
+            layout.display()
+        ))
+    };
+    export(&store, &gz, &to("base:gzip")).unwrap();
+    export(&store, &zst, &to("base:zstd")).unwrap();
+    export(&store, &later, &to("base:gzip")).unwrap(); // replaces the first
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    for (tag, img) in [("gzip", &later), ("zstd", &zst)] {
+        let v: serde_json::Value = serde_json::from_str(&stdout(
+            Command::new("skopeo").args(["inspect", &format!("oci:{}:{tag}", layout.display())]),
+        ))
+        .unwrap();
+        assert_eq!(v["Digest"], img.digest.to_string(), "{tag}");
+    }
+    let back = kiln_oci::import_oci_layout(&store, &layout, Some("base:zstd")).unwrap();
+    assert_eq!(
+        back.digest, zst.digest,
+        "found by io.containerd.image.name too"
+    );
+    let err = kiln_oci::import_oci_layout(&store, &layout, None).unwrap_err();
+    assert!(err.to_string().contains("holds 2 images"), "{err}");
+}
