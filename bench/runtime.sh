@@ -49,12 +49,19 @@ PY
 )
 
 echo "## sandbox start + /bin/true + teardown"
-hyperfine -N --warmup 20 --runs "$RUNS" --export-markdown "$W/start.md" \
+hyperfine -N --warmup 20 --runs "$RUNS" --export-markdown "$W/start.md" --export-json "$W/start.json" \
   -n "kiln-runtime (root)" "$HELPER run $W/lower $W/upper -- /bin/true" \
   -n "kiln-runtime (rootless, $USER_RL)" "setpriv --reuid=$USER_RL --regid=$USER_RL --init-groups $HELPER run $W/user/lower $W/user/upper -- /bin/true" \
   -n "runc run (root)" "runc --root $W/runc-state run --bundle $W/bundle kiln-bench-$$" \
-  -n "setpriv alone (overhead of the rootless line)" "setpriv --reuid=$USER_RL --regid=$USER_RL --init-groups /bin/true"
+  -n "setpriv alone (overhead of the rootless line)" "setpriv --reuid=$USER_RL --regid=$USER_RL --init-groups /bin/true" \
+  -n "reference: unshare -Urmpf --mount-proc true" "unshare -Urmpf --mount-proc true"
 cat "$W/start.md"
+medians() {
+  python3 -c 'import json,statistics,sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("median %7.1f ms  %s" % (statistics.median(r["times"]) * 1000, r["command"]))' "$1"
+}
+medians "$W/start.json"
 
 echo "## 10,000 small files: layer tar | sha256sum"
 D=$W/files
@@ -62,9 +69,10 @@ for i in $(seq 0 99); do
   mkdir -p "$D/d$i"
   for j in $(seq 0 99); do printf 'file %d %d\n' "$i" "$j" > "$D/d$i/f$j"; done
 done
-hyperfine --warmup 3 --runs 30 --export-markdown "$W/diff.md" \
+hyperfine --warmup 3 --runs 30 --export-markdown "$W/diff.md" --export-json "$W/diff.json" \
   -n "kiln-layer write_tar | sha256sum" "$HELPER diff $D | sha256sum" \
   -n "tar --sort=name | sha256sum" "tar --sort=name -cf - -C $D . | sha256sum"
 cat "$W/diff.md"
+medians "$W/diff.json"
 mkdir -p "$CARGO_TARGET_DIR"
 cat "$W/start.md" "$W/diff.md" > "$CARGO_TARGET_DIR/runtime-bench.md"

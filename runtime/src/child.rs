@@ -216,8 +216,12 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
         .map(|p| escape_overlay(p))
         .collect::<Vec<_>>()
         .join(":");
+    // volatile: no sync of the upper filesystem at unmount (overlayfs.rst,
+    // "Volatile mount"); that sync (an ext4 journal commit) was most of the
+    // teardown time, and a step's upper directory is disposable until the
+    // store has written its layer, which the store makes durable itself
     let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        "lowerdir={lower},upperdir={},workdir={},userxattr,volatile",
         escape_overlay(&cfg.upper),
         escape_overlay(&cfg.work)
     );

@@ -214,8 +214,10 @@ fn write_maps(plan: &MapPlan, pid: u32) -> Result<(), RuntimeError> {
             uids,
             gids,
         } => {
+            // both set-ID helpers at once
+            let mut running = Vec::new();
             for (tool, own, r) in [("newuidmap", uid, uids), ("newgidmap", gid, gids)] {
-                let out = Command::new(tool)
+                let child = Command::new(tool)
                     .args([
                         pid.to_string(),
                         "0".into(),
@@ -226,19 +228,29 @@ fn write_maps(plan: &MapPlan, pid: u32) -> Result<(), RuntimeError> {
                         r.count.to_string(),
                     ])
                     .stdin(Stdio::null())
-                    .output()
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
                     .map_err(|e| RuntimeError::IdMap {
                         tool: tool.into(),
                         message: e.to_string(),
                     })?;
-                if !out.status.success() {
-                    return Err(RuntimeError::IdMap {
-                        tool: tool.into(),
-                        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    });
-                }
+                running.push((tool, child));
             }
-            Ok(())
+            let mut first_err = None;
+            for (tool, child) in running {
+                let res = child.wait_with_output();
+                let err = match res {
+                    Ok(out) if out.status.success() => continue,
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                first_err.get_or_insert(RuntimeError::IdMap {
+                    tool: tool.into(),
+                    message: err,
+                });
+            }
+            first_err.map_or(Ok(()), Err)
         }
     }
 }
@@ -360,7 +372,39 @@ pub struct Runtime {
 struct Started {
     child: std::process::Child,
     sock: OwnedFd,
-    _state: tempfile::TempDir,
+    _state: StateDir,
+}
+
+/// The sandbox's state directory (overlay workdir, mountpoint), removed on
+/// drop, on every path. Overlay leaves `work/work` with mode 000 (owned by
+/// us, as the namespace's root), which plain removal cannot enter as an
+/// unprivileged user: directories are opened up first.
+struct StateDir(PathBuf);
+
+fn force_remove(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p)
+        && m.is_dir()
+    {
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                force_remove(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(p);
+    } else {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        force_remove(&self.0);
+        if self.0.exists() {
+            tracing::warn!(path = %self.0.display(), "sandbox state directory not fully removed");
+        }
+    }
 }
 
 impl Runtime {
@@ -392,12 +436,15 @@ impl Runtime {
             .prefix(".kiln-sandbox-")
             .tempdir_in(state_parent)
             .map_err(state_err)?;
-        for d in ["work", "rootfs", "empty"] {
+        // (each directory costs a mkdir and an rmdir: only what is needed)
+        for d in ["work", "rootfs"] {
             std::fs::create_dir(state.path().join(d)).map_err(state_err)?;
         }
         cfg.work = state.path().join("work");
         cfg.rootfs = state.path().join("rootfs");
         if cfg.lowers_top_first.is_empty() {
+            // overlay needs a lower: an empty one
+            std::fs::create_dir(state.path().join("empty")).map_err(state_err)?;
             cfg.lowers_top_first.push(state.path().join("empty"));
         }
         let (ours, theirs) = rustix::net::socketpair(
@@ -448,7 +495,7 @@ impl Runtime {
         Ok(Started {
             child,
             sock: ours,
-            _state: state,
+            _state: StateDir(state.keep()),
         })
     }
 
