@@ -117,7 +117,7 @@ fn network_none_cannot_reach_the_host_and_host_can() {
         "nothing may reach the host listener"
     );
     // loopback is up inside: a listener of its own answers
-    let mut spec = w.spec("nc -l -p 8080 > /tmp/got & sleep 0.2; echo hi | nc -w 1 127.0.0.1 8080; sleep 0.2; cat /tmp/got; ip link show lo");
+    let mut spec = w.spec("nc -l -p 8080 > /tmp/got & for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc -w 1 127.0.0.1 8080 && break; sleep 0.3; done; wait; cat /tmp/got; ip link show lo");
     spec.network = Network::None;
     let r = run(&spec).unwrap();
     assert!(r.stdout.starts_with("hi\n"), "{} {}", r.stdout, r.stderr);

@@ -140,6 +140,30 @@ impl World {
     }
 }
 
+impl Drop for World {
+    /// Unprivileged, the step's files owned by subordinate IDs cannot be
+    /// removed from outside: remove them from inside a sandbox.
+    fn drop(&mut self) {
+        if is_root() {
+            return;
+        }
+        let up = self.dir.path().join("cleanup-upper");
+        if fs::create_dir(&up).is_err() {
+            return;
+        }
+        let mut spec =
+            SandboxSpec::new(&up, vec!["/bin/rm".into(), "-rf".into(), "/w/upper".into()]);
+        spec.lowers = vec![self.lower.clone()];
+        spec.mounts = vec![kiln_runtime::Mount {
+            target: "/w".into(),
+            kind: kiln_runtime::MountKind::Cache {
+                source: self.dir.path().to_path_buf(),
+            },
+        }];
+        let _ = runtime().run(&spec, &mut |_, _| {}, None);
+    }
+}
+
 pub struct Ran {
     pub outcome: Outcome,
     pub stdout: String,
