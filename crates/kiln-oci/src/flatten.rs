@@ -176,6 +176,30 @@ fn copy_entry<W: Write, R: Read>(
         path: path.to_owned(),
         source,
     };
+    // Keep PAX records (xattrs such as `security.capability`, big IDs,
+    // precise times); path, link and size are written afresh below.
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(exts) = entry.pax_extensions().map_err(werr)? {
+        for ext in exts {
+            let ext = ext.map_err(werr)?;
+            let key = ext
+                .key()
+                .map_err(|e| werr(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            if !matches!(key, "path" | "linkpath" | "size") {
+                pax.push((key.to_owned(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    if !pax.is_empty() {
+        let data = pax_records(&pax);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, "PaxHeader", data.as_slice())
+            .map_err(werr)?;
+    }
     let mut header = entry.header().clone();
     let kind = header.entry_type();
     let name = if kind.is_dir() {
@@ -200,5 +224,35 @@ fn copy_entry<W: Write, R: Read>(
         let size = entry.size();
         header.set_size(size);
         b.append_data(&mut header, &name, &mut entry).map_err(werr)
+    }
+}
+
+/// PAX extended header records: `LEN key=value\n`, LEN counting itself.
+fn pax_records(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        let body = k.len() + v.len() + 3; // space, `=`, newline
+        let mut len = body + 1;
+        while body + len.to_string().len() != len {
+            len = body + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        let r = super::pax_records(&[("a".into(), b"b".to_vec())]);
+        assert_eq!(r, b"6 a=b\n");
+        let v = vec![b'x'; 95];
+        let r = super::pax_records(&[("SCHILY.xattr.user.k".into(), v)]);
+        let s = String::from_utf8(r).unwrap();
+        let (n, _) = s.split_once(' ').unwrap();
+        assert_eq!(n.parse::<usize>().unwrap(), s.len(), "{s}");
     }
 }

@@ -285,3 +285,54 @@ fn import_rejects_tars_that_climb_out() {
     let err = kiln_oci::import_rootfs(&store, &junk, Compression::Gzip, 0).unwrap_err();
     assert!(err.to_string().contains("is not a tar archive"), "{err}");
 }
+
+#[test]
+fn xattrs_survive_import_and_both_filesystem_outputs() {
+    let (dir, store) = store();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    let file = tree.join("bin/ping");
+    std::fs::write(&file, b"ping").unwrap();
+    rustix::fs::setxattr(
+        &file,
+        "user.kiln.test",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("user xattrs on the temp filesystem");
+    let img = kiln_oci::import_rootfs(&store, &tree, Compression::Gzip, 0).unwrap();
+
+    let flat = dir.path().join("flat.tar");
+    export(
+        &store,
+        &img,
+        &format!("type=tar,dest={}", flat.display()).parse().unwrap(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&flat).unwrap();
+    let mut a = tar::Archive::new(&bytes[..]);
+    let mut found = false;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("bin/ping") {
+            let exts = e.pax_extensions().unwrap().expect("pax header kept");
+            found = exts.map(|x| x.unwrap()).any(|x| {
+                x.key() == Ok("SCHILY.xattr.user.kiln.test") && x.value_bytes() == b"kept"
+            });
+        }
+    }
+    assert!(found, "xattr in the flattened tar");
+
+    let local = dir.path().join("local");
+    export(
+        &store,
+        &img,
+        &format!("type=local,dest={}", local.display())
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(local.join("bin/ping"), "user.kiln.test", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"kept");
+}
