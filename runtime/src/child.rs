@@ -95,12 +95,13 @@ fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {
 
 fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     let cfg = recv_config(sock)?;
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    if cfg.network == Network::None || cfg.probe {
+    let mut flags = if cfg.apply.is_some() {
+        0
+    } else {
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
+    };
+    flags |= libc::CLONE_NEWUSER;
+    if cfg.apply.is_none() && (cfg.network == Network::None || cfg.probe) {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain syscall; this process is single-threaded
@@ -120,6 +121,9 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(errno_fail("set the parent death signal"))?;
 
+    if let Some(job) = &cfg.apply {
+        return apply(job, sock);
+    }
     // SAFETY: single-threaded process
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -160,6 +164,49 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     };
     send(sock, &ToParent::Exited { code, signal });
     Ok(0)
+}
+
+/// Applies the layer on stdin as the namespace's root: the tar's IDs are
+/// container IDs here, so `Ownership::Keep` lands them on the mapped host IDs.
+fn apply(job: &crate::proto::ApplyJob, sock: BorrowedFd<'_>) -> R<i32> {
+    let opts = kiln_layer::ApplyOptions {
+        whiteouts: if job.overlay {
+            kiln_layer::WhiteoutMode::Overlay(kiln_layer::OverlayXattr::User)
+        } else {
+            kiln_layer::WhiteoutMode::Delete
+        },
+        ownership: kiln_layer::Ownership::Keep,
+        id_map: None,
+        xattrs: true,
+    };
+    let stdin = std::io::stdin().lock();
+    let sum = kiln_layer::apply_tar(stdin, &job.target, &opts).map_err(|e| Fail {
+        stage: "apply the layer".into(),
+        err: io::Error::other(error_chain(&e)),
+    })?;
+    send(
+        sock,
+        &ToParent::Applied {
+            entries: sum.entries,
+            bytes: sum.bytes,
+            skipped: sum
+                .skipped
+                .into_iter()
+                .map(|s| (s.path, s.reason))
+                .collect(),
+        },
+    );
+    Ok(0)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
 }
 
 fn cstr(p: impl AsRef<OsStr>) -> CString {
@@ -209,7 +256,8 @@ fn escape_overlay(p: &Path) -> String {
     s
 }
 
-fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
+/// Mounts the rootfs; returns the driver and where the rootfs is mounted.
+fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
     let lower = cfg
         .lowers_top_first
         .iter()
@@ -246,7 +294,7 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
             libc::MS_NOSUID as libc::c_ulong,
             Some(&opts),
         ) {
-            Ok(()) => return Ok(Driver::Overlay),
+            Ok(()) => return Ok((Driver::Overlay, cfg.rootfs.clone())),
             Err(f) => Some(f),
         }
     };
@@ -254,34 +302,30 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
         return Err(kernel.expect("overlay was tried"));
     }
     // fuse-overlayfs mounts from inside our namespaces and daemonizes; the
-    // daemon lives in our pid namespace and dies with it
+    // daemon lives in our pid namespace and dies with it.
+    //
+    // pivot_root(2) moves the root of every process of the mount namespace
+    // whose root is the old root, the daemon's too: it would then resolve its
+    // own paths through its own mount and deadlock. So the daemon is chrooted
+    // into a recursive bind of `/` (another mount, same files), which
+    // pivot_root leaves alone; its mount then appears under that bind.
     let fuse_opts = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         escape_overlay(&cfg.upper),
         escape_overlay(&cfg.work)
     );
-    //
-    // pivot_root(2) moves the root of every process of the mount namespace
-    // that sits on the old root, the daemon's too: it would then resolve its
-    // own paths through its own mount and deadlock. So the daemon gets a
-    // mount namespace of its own, and its mount reaches ours through a
-    // shared bind of the mountpoint, made private again afterwards.
+    let host = cfg.rootfs.with_file_name("host");
+    std::fs::create_dir(&host).map_err(fail("create the fuse daemon's root"))?;
     mount(
-        "prepare the fuse mountpoint",
-        Some(cfg.rootfs.as_os_str()),
-        &cfg.rootfs,
+        "bind / for the fuse daemon",
+        Some(OsStr::new("/")),
+        &host,
         None,
-        libc::MS_BIND,
+        libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    mount(
-        "share the fuse mountpoint",
-        None,
-        &cfg.rootfs,
-        None,
-        libc::MS_SHARED,
-        None,
-    )?;
+    let mountpoint = host.join(cfg.rootfs.strip_prefix("/").unwrap_or(&cfg.rootfs));
+    let host_c = cstr(&host);
     let mut cmd = std::process::Command::new("fuse-overlayfs");
     cmd.arg("-o")
         .arg(&fuse_opts)
@@ -289,36 +333,21 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<Driver> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: unshare is async-signal-safe
+    // SAFETY: chroot and chdir are async-signal-safe
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::chroot(host_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    // spawn returns once the daemon has exec'd, i.e. after its unshare:
-    // then our side becomes a slave, receiving its mount but not shared
-    // itself, as pivot_root(2) requires (EINVAL otherwise)
-    let out = cmd.spawn().and_then(|child| {
-        let slave = mount(
-            "receive the fuse mount",
-            None,
-            &cfg.rootfs,
-            None,
-            libc::MS_SLAVE,
-            None,
-        );
-        let out = child.wait_with_output();
-        slave.map_err(|f| f.err)?;
-        out
-    });
+    let out = cmd.output();
     let why_kernel = kernel
         .map(|k| format!("kernel overlay refused: {}: {}; ", k.stage, k.err))
         .unwrap_or_default();
     match out {
-        Ok(o) if o.status.success() => Ok(Driver::FuseOverlayfs),
+        Ok(o) if o.status.success() => Ok((Driver::FuseOverlayfs, mountpoint)),
         Ok(o) => Err(Fail {
             stage: "mount the rootfs".into(),
             err: io::Error::other(format!(
@@ -592,13 +621,13 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
         (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
         None,
     )?;
-    let driver = mount_rootfs(cfg)?;
+    let (driver, rootfs) = mount_rootfs(cfg)?;
     send(sock, &ToParent::Driver(driver));
     if cfg.probe {
         return Ok(0);
     }
     let root = rustix::fs::open(
-        &cfg.rootfs,
+        &rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
@@ -653,7 +682,7 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
             }
         }
     }
-    setup_dev(root.as_fd(), &cfg.rootfs, &mut stubs)?;
+    setup_dev(root.as_fd(), &rootfs, &mut stubs)?;
     let proc_fd = target_in_root(root.as_fd(), "/proc", Want::Dir, &mut stubs)?;
     mount(
         "mount /proc",

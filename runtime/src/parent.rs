@@ -463,7 +463,11 @@ impl Runtime {
             .arg(CHILD_SUBCOMMAND)
             .env_clear()
             .env(FD_ENV, theirs_raw.to_string())
-            .stdin(Stdio::null())
+            .stdin(if cfg.apply.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: only async-signal-safe calls between fork and exec
@@ -540,6 +544,7 @@ impl Runtime {
         })?;
         let mut cfg = ChildConfig {
             probe: false,
+            apply: None,
             lowers_top_first: spec
                 .lowers
                 .iter()
@@ -594,6 +599,100 @@ impl Runtime {
         })
     }
 
+    /// Applies a layer tar (uncompressed, from `layer`) to `target` inside a
+    /// user namespace with this process's mapping, so that ownership is
+    /// kept even rootless: the tar's IDs are container IDs, stored on disk as
+    /// the mapped host IDs, ready to serve as a sandbox lower directory
+    /// (`overlay` true: whiteouts stay in overlay form) or as a merged tree.
+    /// Confinement is [`kiln_layer::apply_tar`]'s. Blocking, like [`Runtime::run`].
+    pub fn apply_layer(
+        &self,
+        layer: &mut (dyn io::Read + Send),
+        target: &Path,
+        overlay: bool,
+    ) -> Result<kiln_layer::ApplySummary, RuntimeError> {
+        let (plan, warnings) = plan_mapping()?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        if plan == MapPlan::Identity {
+            // real root needs no namespace, and only outside one may it make
+            // device nodes
+            let opts = kiln_layer::ApplyOptions {
+                whiteouts: if overlay {
+                    kiln_layer::WhiteoutMode::Overlay(kiln_layer::OverlayXattr::User)
+                } else {
+                    kiln_layer::WhiteoutMode::Delete
+                },
+                ownership: kiln_layer::Ownership::Keep,
+                id_map: None,
+                xattrs: true,
+            };
+            return kiln_layer::apply_tar(layer, target, &opts).map_err(|e| RuntimeError::Setup {
+                stage: "apply the layer".into(),
+                message: e.to_string(),
+            });
+        }
+        let target = std::path::absolute(target).map_err(|source| RuntimeError::State {
+            upper: target.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = ChildConfig {
+            probe: false,
+            apply: Some(crate::proto::ApplyJob {
+                target: target.clone(),
+                overlay,
+            }),
+            lowers_top_first: Vec::new(),
+            upper: target.clone(),
+            work: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            mounts: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            setgroups: false,
+            hostname: String::new(),
+            network: Network::Host,
+            driver: DriverChoice::Auto,
+        };
+        let parent = target.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+        let mut st = self.start(&mut cfg, &parent, &target)?;
+        let mut stdin = st.child.stdin.take().expect("piped stdin");
+        let d = std::thread::scope(|s| {
+            // feed the tar while the main thread answers the child
+            let feeder = s.spawn(move || {
+                let r = io::copy(layer, &mut stdin);
+                drop(stdin);
+                r
+            });
+            let d = drive(&mut st, &plan, &mut |_, _| {}, None, None);
+            let fed = feeder
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("feeder panicked")));
+            (d, fed)
+        });
+        let _ = st.child.kill();
+        let _ = st.child.wait();
+        let (d, fed) = d;
+        let mut d = d?;
+        if let Some(f) = d.failed.take() {
+            return Err(classify_failure(f, "apply"));
+        }
+        if let Err(source) = fed {
+            return Err(RuntimeError::Io {
+                what: "feeding the layer to the sandbox child",
+                source,
+            });
+        }
+        d.applied.ok_or_else(|| RuntimeError::Protocol {
+            what: "the apply child ended without a summary".into(),
+        })
+    }
+
     /// Tries what a sandbox needs (namespaces, ID maps, the snapshot driver)
     /// without running anything, for `kiln info`.
     pub fn probe(&self) -> HostReport {
@@ -634,6 +733,7 @@ impl Runtime {
         let _ = std::fs::create_dir(&lower);
         let mut cfg = ChildConfig {
             probe: true,
+            apply: None,
             lowers_top_first: vec![lower],
             upper: upper.clone(),
             work: PathBuf::new(),
@@ -723,6 +823,7 @@ struct Driven {
     failed: Option<Failure>,
     timed_out: bool,
     cancelled: bool,
+    applied: Option<kiln_layer::ApplySummary>,
 }
 
 fn drive(
@@ -853,6 +954,20 @@ fn drive(
                             }
                         }
                         ToParent::Warning(w) => d.warnings.push(w),
+                        ToParent::Applied {
+                            entries,
+                            bytes,
+                            skipped,
+                        } => {
+                            d.applied = Some(kiln_layer::ApplySummary {
+                                entries,
+                                bytes,
+                                skipped: skipped
+                                    .into_iter()
+                                    .map(|(path, reason)| kiln_layer::Skipped { path, reason })
+                                    .collect(),
+                            })
+                        }
                         ToParent::Failed {
                             stage,
                             error,

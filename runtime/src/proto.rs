@@ -15,6 +15,9 @@ pub const FD_ENV: &str = "KILN_SANDBOX_FD";
 pub struct ChildConfig {
     /// only try the namespaces and the driver, run nothing
     pub probe: bool,
+    /// apply the layer tar on stdin to this directory inside the user
+    /// namespace instead of running a step
+    pub apply: Option<ApplyJob>,
     /// overlay lowerdirs, top first (overlay's order)
     pub lowers_top_first: Vec<PathBuf>,
     pub upper: PathBuf,
@@ -35,7 +38,19 @@ pub struct ChildConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyJob {
+    pub target: PathBuf,
+    /// keep whiteouts in overlay form (a lower directory) instead of deleting
+    pub overlay: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToParent {
+    Applied {
+        entries: u64,
+        bytes: u64,
+        skipped: Vec<(String, String)>,
+    },
     /// the user namespace exists: write its maps, then send `GO`
     NeedMaps,
     Driver(crate::spec::Driver),

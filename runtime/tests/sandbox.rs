@@ -364,3 +364,73 @@ fn fuse_overlayfs_driver_works_too() {
     assert!(names.contains(&"etc/.wh.motd"), "{names:?}");
     rerun_as("kilntest", "fuse_overlayfs_driver_works_too");
 }
+
+fn tar_with(entries: &[(&str, u64, char)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, id, kind) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(*id);
+        h.set_gid(*id);
+        h.set_mode(if *kind == 'd' { 0o755 } else { 0o644 });
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_entry_type(match kind {
+            'd' => tar::EntryType::Directory,
+            'c' => tar::EntryType::Char,
+            _ => tar::EntryType::Regular,
+        });
+        if *kind == 'c' {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+        }
+        b.append_data(&mut h, name, &[][..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn layers_apply_with_ownership_inside_the_user_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let target = w.dir.path().join("layer");
+    std::fs::create_dir(&target).unwrap();
+    let tar = tar_with(&[
+        ("home/", 0, 'd'),
+        ("home/dev", 1000, 'f'),
+        ("home/nonroot", 65532, 'f'),
+        ("etc/.wh.motd", 0, 'f'),
+        ("null", 0, 'c'),
+    ]);
+    let sum = common::runtime()
+        .apply_layer(&mut &tar[..], &target, true)
+        .unwrap();
+    assert_eq!(sum.entries, 5);
+    let (plan, _) = kiln_runtime::plan_mapping().unwrap();
+    let map = plan.mapping();
+    let uid = |p: &str| std::fs::symlink_metadata(target.join(p)).unwrap().uid();
+    assert_eq!(uid("home/dev"), map.uid_to_host(1000).unwrap());
+    assert_eq!(uid("home/nonroot"), map.uid_to_host(65532).unwrap());
+    let wh = std::fs::symlink_metadata(target.join("etc/motd")).unwrap();
+    assert_eq!(wh.rdev(), 0, "overlay whiteout kept for a lower directory");
+    if common::is_root() {
+        assert!(sum.skipped.is_empty(), "{:?}", sum.skipped);
+    } else {
+        // in a user namespace a device node cannot be made: skipped, said so
+        assert_eq!(sum.skipped.len(), 1, "{:?}", sum.skipped);
+        assert_eq!(sum.skipped[0].path, "null");
+    }
+    // and the applied directory works as a lower of a sandbox
+    let mut spec =
+        w.spec("stat -c '%n %u' /home/dev /home/nonroot; test -e /etc/motd || echo gone");
+    spec.lowers.push(target.clone());
+    let r = run(&spec).unwrap();
+    assert_eq!(
+        r.stdout, "/home/dev 1000\n/home/nonroot 65532\ngone\n",
+        "{}",
+        r.stderr
+    );
+    rerun_as(
+        "kilntest",
+        "layers_apply_with_ownership_inside_the_user_namespace",
+    );
+}

@@ -151,8 +151,15 @@ impl Drop for World {
         if fs::create_dir(&up).is_err() {
             return;
         }
-        let mut spec =
-            SandboxSpec::new(&up, vec!["/bin/rm".into(), "-rf".into(), "/w/upper".into()]);
+        let mut spec = SandboxSpec::new(
+            &up,
+            vec![
+                "/bin/rm".into(),
+                "-rf".into(),
+                "/w/upper".into(),
+                "/w/layer".into(),
+            ],
+        );
         spec.lowers = vec![self.lower.clone()];
         spec.mounts = vec![kiln_runtime::Mount {
             target: "/w".into(),
