@@ -218,6 +218,8 @@ fn tag_images_json_and_errors() {
         d
     );
     assert_eq!(env.ok(&["tag", d, "by-digest"]).trim(), d);
+    let pinned = format!("anything/at/all@{d}");
+    assert_eq!(env.ok(&["tag", &pinned, "by-digest"]).trim(), d);
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["images", "--format", "json"])).unwrap();
     let names: Vec<&str> = v

@@ -193,6 +193,14 @@ impl Image {
         if let Ok(d) = Digest::parse(name) {
             return Self::load(store, &d);
         }
+        // `repo@sha256:...` pins the manifest; the repo part does not matter
+        // for a content-addressed lookup.
+        if let Some(d) = name
+            .rsplit_once('@')
+            .and_then(|(_, d)| Digest::parse(d).ok())
+        {
+            return Self::load(store, &d);
+        }
         let tags = store.tags().map_err(ImageError::Write)?;
         for candidate in reference::candidates(name) {
             if let Some(d) = tags.get(&candidate) {
