@@ -192,10 +192,15 @@ impl LayerWriter {
         };
         let size = blob.size();
         let digest = blob.commit(None).map_err(CompressionError::Store)?;
+        // Uncompressed, the blob is the tar: one hash serves both.
+        let diff_id = match compression {
+            Compression::None => digest.clone(),
+            _ => Digest::from_hasher(self.diff),
+        };
         Ok(LayerInfo {
             digest,
             size,
-            diff_id: Digest::from_hasher(self.diff),
+            diff_id,
             media_type: compression.media_type().to_owned(),
         })
     }
@@ -207,7 +212,9 @@ impl Write for LayerWriter {
             Encoder::Compressed(e) => e.write(buf)?,
             Encoder::None(b) => b.write(buf)?,
         };
-        self.diff.update(&buf[..n]);
+        if self.compression != Compression::None {
+            self.diff.update(&buf[..n]);
+        }
         self.uncompressed += n as u64;
         Ok(n)
     }
