@@ -314,7 +314,11 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
         escape_overlay(&cfg.upper),
         escape_overlay(&cfg.work)
     );
-    let host = cfg.rootfs.with_file_name("host");
+    // cfg.rootfs is the state directory; the fuse mount gets its own
+    // mountpoint below it
+    let fuse_root = cfg.rootfs.join("rootfs");
+    std::fs::create_dir(&fuse_root).map_err(fail("create the fuse mountpoint"))?;
+    let host = cfg.rootfs.join("host");
     std::fs::create_dir(&host).map_err(fail("create the fuse daemon's root"))?;
     mount(
         "bind / for the fuse daemon",
@@ -324,12 +328,12 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    let mountpoint = host.join(cfg.rootfs.strip_prefix("/").unwrap_or(&cfg.rootfs));
+    let mountpoint = host.join(fuse_root.strip_prefix("/").unwrap_or(&fuse_root));
     let host_c = cstr(&host);
     let mut cmd = std::process::Command::new("fuse-overlayfs");
     cmd.arg("-o")
         .arg(&fuse_opts)
-        .arg(&cfg.rootfs)
+        .arg(&fuse_root)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());

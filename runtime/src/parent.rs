@@ -437,11 +437,11 @@ impl Runtime {
             .tempdir_in(state_parent)
             .map_err(state_err)?;
         // (each directory costs a mkdir and an rmdir: only what is needed)
-        for d in ["work", "rootfs"] {
-            std::fs::create_dir(state.path().join(d)).map_err(state_err)?;
-        }
+        // the overlay is mounted on the state directory itself (its workdir,
+        // inside, was resolved before): one directory less to make and remove
+        std::fs::create_dir(state.path().join("work")).map_err(state_err)?;
         cfg.work = state.path().join("work");
-        cfg.rootfs = state.path().join("rootfs");
+        cfg.rootfs = state.path().to_path_buf();
         if cfg.lowers_top_first.is_empty() {
             // overlay needs a lower: an empty one
             std::fs::create_dir(state.path().join("empty")).map_err(state_err)?;

@@ -22,6 +22,8 @@ pub struct ChildConfig {
     pub lowers_top_first: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// the state directory: the kernel overlay is mounted on it; fuse-overlayfs
+    /// gets `rootfs/` below it
     pub rootfs: PathBuf,
     pub mounts: Vec<Mount>,
     pub args: Vec<String>,
