@@ -73,7 +73,9 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if self.path("podman-root").exists() {
-            let _ = self.podman().args(["system", "reset", "--force"]).output();
+            // Only this private storage; `system reset` would also touch
+            // machine-wide network configs.
+            let _ = self.podman().args(["rmi", "--all", "--force"]).output();
         }
     }
 }

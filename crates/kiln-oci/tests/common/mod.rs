@@ -69,8 +69,9 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        // vfs layers may hold read-only dirs; let podman clean its own state.
-        let _ = self.cmd().args(["system", "reset", "--force"]).output();
+        // Images of this private storage only (`system reset` would also
+        // touch machine-wide network configs); the temp dir goes after.
+        let _ = self.cmd().args(["rmi", "--all", "--force"]).output();
     }
 }
 
