@@ -475,6 +475,9 @@ impl Store {
             .tempfile_in(&dir)
             .map_err(werr)?;
         tmp.write_all(bytes).map_err(werr)?;
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(werr)?;
         tmp.as_file().sync_all().map_err(werr)?;
         let from = tmp.path().to_owned();
         tmp.persist(path).map_err(|e| StoreError::Rename {
@@ -542,6 +545,11 @@ impl BlobWriter {
             // Same name, same bytes: another writer got there first.
             return Ok(actual);
         }
+        // Blobs never change once named: read-only for everyone, so a stray
+        // write fails instead of corrupting content-addressed data.
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(werr)?;
         tmp.as_file().sync_all().map_err(werr)?;
         let from = tmp.path().to_owned();
         tmp.persist(&dest).map_err(|e| StoreError::Rename {

@@ -30,6 +30,12 @@ fn put_and_read_back() {
     assert_eq!(store.read_blob(&digest).unwrap(), b"hello");
     assert_eq!(store.blob_size(&digest).unwrap(), 5);
     store.verify_blob(&digest).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(store.blob_path(&digest))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444, "blobs are read-only");
     assert_eq!(store.list_blobs().unwrap(), vec![digest]);
     assert_eq!(tmp_files(&store), 0);
 }
