@@ -257,18 +257,27 @@ pub(crate) struct Eval<'a> {
     /// The binding being evaluated, for self-references and step names.
     current: String,
     used_args: HashSet<String>,
+    names: bool,
 }
 
 type Arg = (Value, Span);
 
 impl<'a> Eval<'a> {
-    pub(crate) fn new(file_name: &'a str, src: &'a str, opts: &'a Options) -> Eval<'a> {
+    /// `names`: attach step names and locations to vertices (needed for a
+    /// graph, not for a plain check, which skips the work).
+    pub(crate) fn new(
+        file_name: &'a str,
+        src: &'a str,
+        opts: &'a Options,
+        names: bool,
+    ) -> Eval<'a> {
         Eval {
             file_name,
             src,
             lines: LineIndex::new(src),
             opts,
             diags: Vec::new(),
+            names,
             bindings: HashMap::new(),
             declared: HashMap::new(),
             current: String::new(),
@@ -277,6 +286,8 @@ impl<'a> Eval<'a> {
     }
 
     pub(crate) fn run(mut self, file: &File) -> Evaluated {
+        self.declared.reserve(file.items.len());
+        self.bindings.reserve(file.items.len());
         for item in &file.items {
             self.declared
                 .entry(item.name.name.clone())
@@ -356,6 +367,15 @@ impl<'a> Eval<'a> {
         Evaluated {
             targets,
             diags: self.diags,
+        }
+    }
+
+    /// Attach the step name and location beside the digest.
+    fn named(&self, state: State, label: String, span: Span) -> State {
+        if self.names {
+            state.with_meta(self.meta(label, span))
+        } else {
+            state
         }
     }
 
@@ -909,9 +929,8 @@ impl<'a> Eval<'a> {
     }
 
     fn source(&mut self, state: State, root: Root, span: Span, label: String) -> Value {
-        let meta = self.meta(label, span);
         Value::Image(Box::new(Image {
-            state: state.with_meta(meta),
+            state: self.named(state, label, span),
             root,
             root_span: span,
         }))
@@ -1364,7 +1383,7 @@ impl<'a> Eval<'a> {
                 };
                 let exc: Vec<String> = exclude.iter().map(join).collect();
                 let label = format!("context {}", p.path);
-                let state = State::context("context", inc, exc).with_meta(self.meta(label, span));
+                let state = self.named(State::context("context", inc, exc), label, span);
                 let src = if p.path == "." {
                     "/".to_string()
                 } else {
@@ -1386,9 +1405,8 @@ impl<'a> Eval<'a> {
     ) -> Value {
         let st = &img.state;
         let step = |this: &mut Self, state: State, label: String| -> Value {
-            let meta = this.meta(label, span);
             Value::Image(Box::new(Image {
-                state: state.with_meta(meta),
+                state: this.named(state, label, span),
                 root: img.root,
                 root_span: img.root_span,
             }))

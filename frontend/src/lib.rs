@@ -69,7 +69,7 @@ struct Checked {
     diags: Vec<Diagnostic>,
 }
 
-fn run(file_name: &str, src: &str, opts: &Options) -> Checked {
+fn run(file_name: &str, src: &str, opts: &Options, names: bool) -> Checked {
     if src.len() > MAX_SOURCE_LEN {
         let d = Diagnostic::global(
             "kiln::too-large",
@@ -87,7 +87,7 @@ fn run(file_name: &str, src: &str, opts: &Options) -> Checked {
         };
     }
     let (file, mut diags) = parser::parse(src);
-    let evaluated = eval::Eval::new(file_name, src, opts).run(&file);
+    let evaluated = eval::Eval::new(file_name, src, opts, names).run(&file);
     diags.extend(evaluated.diags);
     let targets = evaluated.targets;
     let names: Vec<&str> = targets.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -133,14 +133,14 @@ fn run(file_name: &str, src: &str, opts: &Options) -> Checked {
 
 /// Parse and check: every error and warning, in source order.
 pub fn check(file_name: &str, src: &str, opts: &Options) -> Diagnostics {
-    let checked = run(file_name, src, opts);
+    let checked = run(file_name, src, opts, false);
     Diagnostics::new(file_name, Arc::from(src), checked.diags)
 }
 
 /// Compile a Kilnfile to the graph of one target. Errors (with any warnings)
 /// come back as `Err`; warnings of a successful compile are in `Compiled`.
 pub fn compile(file_name: &str, src: &str, opts: &Options) -> Result<Compiled, Diagnostics> {
-    let checked = run(file_name, src, opts);
+    let checked = run(file_name, src, opts, true);
     let source: Arc<str> = Arc::from(src);
     let has_errors = checked.diags.iter().any(Diagnostic::is_error);
     let diags = Diagnostics::new(file_name, source, checked.diags);

@@ -30,6 +30,20 @@ pub(crate) struct Node {
     pub(crate) meta: Meta,
 }
 
+impl Drop for Node {
+    /// Drops the inputs we hold the last reference to iteratively: the
+    /// default recursive drop overflows the stack on a long chain of steps
+    /// (a 500k-line Kilnfile did).
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.inputs);
+        while let Some(node) = pending.pop() {
+            if let Some(mut last) = Arc::into_inner(node) {
+                pending.append(&mut last.inputs);
+            }
+        }
+    }
+}
+
 impl Node {
     fn new(op: Op, inputs: Vec<Arc<Node>>) -> Arc<Node> {
         let mut e = Encoder::new();
@@ -596,5 +610,27 @@ impl State {
     /// The whole graph needed to build this state.
     pub fn definition(&self) -> crate::Definition {
         crate::Definition::from_state(self)
+    }
+}
+
+#[cfg(test)]
+mod drop_tests {
+    use super::*;
+
+    #[test]
+    fn dropping_a_long_chain_does_not_overflow_the_stack() {
+        // Run on a small stack so a recursive drop would surely overflow.
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let mut s = State::scratch();
+                for i in 0..200_000 {
+                    s = s.mkdir(&format!("/d{}", i % 7), 0o755, true, None);
+                }
+                drop(s);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
