@@ -192,6 +192,17 @@ fn base_static_is_reproducible_and_follows_source_date_epoch() {
         "type=oci,dest=z.tar",
     ]);
     assert_ne!(a, z);
+    // The archive imports back to the same image, in a fresh store too.
+    let back = env.kiln_env(
+        &["import", "a.tar", "--format", "oci-archive", "-t", "back"],
+        &[("KILN_HOME", env.path("home2").to_str().unwrap())],
+    );
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(String::from_utf8(back.stdout).unwrap(), a);
     let inspect = check(
         Command::new("skopeo")
             .args(["inspect", "--raw"])
