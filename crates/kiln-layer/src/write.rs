@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 
 use tar::{EntryType, Header};
 
@@ -119,7 +121,13 @@ pub fn write_tar<W: Write>(
         entries: 0,
         buf: vec![0; 64 * 1024],
     };
-    w.dir_children(root, b"")?;
+    let root_fd = rfs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| read_err(root)(e.into()))?;
+    w.dir_children(root_fd.as_fd(), root, b"")?;
     w.out
         .write_all(&[0u8; 1024])
         .and_then(|_| w.out.flush())
@@ -140,15 +148,15 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
     }
 }
 
-/// Reads the xattrs of `path` (not following symlinks). Filesystems without
-/// xattr support give an empty list.
 /// (name, value) pairs of extended attributes.
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn read_xattrs(path: &Path) -> Result<Xattrs, WriteError> {
+/// Reads the xattrs of an open file or directory. Filesystems without
+/// xattr support give an empty list.
+fn read_xattrs(fd: BorrowedFd<'_>, path: &Path) -> Result<Xattrs, WriteError> {
     let mut names = vec![0u8; 1024];
     let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
+        match rustix::fs::flistxattr(fd, &mut names[..]) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
@@ -160,7 +168,7 @@ fn read_xattrs(path: &Path) -> Result<Xattrs, WriteError> {
         let mut val = vec![0u8; 256];
         loop {
             let cname = std::ffi::OsStr::from_bytes(name);
-            match rustix::fs::lgetxattr(path, cname, &mut val[..]) {
+            match rustix::fs::fgetxattr(fd, cname, &mut val[..]) {
                 Ok(len) => {
                     val.truncate(len);
                     out.push((name.to_vec(), val));
@@ -230,20 +238,20 @@ const USTAR_ID_MAX: u64 = 0o7777777;
 const USTAR_SIZE_MAX: u64 = 0o77777777777;
 
 impl<W: Write> Writer<'_, W> {
-    fn mtime(&self, m: &Metadata) -> u64 {
-        let t = m.mtime().max(0) as u64;
+    fn mtime(&self, m: &Stat) -> u64 {
+        let t = m.st_mtime.max(0) as u64;
         match self.opts.source_date_epoch {
             Some(e) => t.min(e),
             None => t,
         }
     }
 
-    fn ids(&self, m: &Metadata) -> (u64, u64) {
+    fn ids(&self, m: &Stat) -> (u64, u64) {
         match &self.opts.id_map {
-            None => (m.uid() as u64, m.gid() as u64),
+            None => (m.st_uid as u64, m.st_gid as u64),
             Some(map) => (
-                map.uid_to_container(m.uid()).unwrap_or(65534) as u64,
-                map.gid_to_container(m.gid()).unwrap_or(65534) as u64,
+                map.uid_to_container(m.st_uid).unwrap_or(65534) as u64,
+                map.gid_to_container(m.st_gid).unwrap_or(65534) as u64,
             ),
         }
     }
@@ -353,45 +361,91 @@ impl<W: Write> Writer<'_, W> {
         Ok(())
     }
 
-    fn dir_children(&mut self, dir: &Path, prefix: &[u8]) -> Result<(), WriteError> {
-        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
-            .map_err(read_err(dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(read_err(dir))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    /// Writes the children of the open directory `dir` (at `dir_path`, for
+    /// messages), sorted by name. Everything below is reached relative to
+    /// directory descriptors: no path is resolved twice.
+    fn dir_children(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        prefix: &[u8],
+    ) -> Result<(), WriteError> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let rd = rfs::Dir::read_from(dir).map_err(|e| read_err(dir_path)(e.into()))?;
+        for e in rd {
+            let e = e.map_err(|e| read_err(dir_path)(e.into()))?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+        names.sort();
         for n in names {
-            let path = dir.join(&n);
-            let mut name = prefix.to_vec();
-            name.extend_from_slice(n.as_bytes());
-            self.entry(&path, name, n.as_os_str())?;
+            self.entry(dir, dir_path, &n, prefix)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, path: &Path, mut name: Vec<u8>, base: &OsStr) -> Result<(), WriteError> {
-        let m = fs::symlink_metadata(path).map_err(read_err(path))?;
-        let ft = m.file_type();
-        let xattrs = if self.opts.xattrs || self.opts.overlay_whiteouts {
-            read_xattrs(path)?
-        } else {
-            Vec::new()
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        base: &[u8],
+        prefix: &[u8],
+    ) -> Result<(), WriteError> {
+        let path = dir_path.join(OsStr::from_bytes(base));
+        let bos = OsStr::from_bytes(base);
+        let m = rfs::statat(dir, bos, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| read_err(&path)(e.into()))?;
+        let ft = FileType::from_raw_mode(m.st_mode);
+        let mut name = prefix.to_vec();
+        name.extend_from_slice(base);
+        let size = m.st_size as u64;
+        // regular files and directories are opened anyway: their xattrs come
+        // from the descriptor; others carry none a layer keeps
+        let fd = match ft {
+            FileType::Directory => Some(
+                rfs::openat(
+                    dir,
+                    bos,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| read_err(&path)(e.into()))?,
+            ),
+            FileType::RegularFile => Some(
+                rfs::openat(
+                    dir,
+                    bos,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| read_err(&path)(e.into()))?,
+            ),
+            _ => None,
         };
+        let want_xattrs = self.opts.xattrs
+            || (self.opts.overlay_whiteouts
+                && (ft == FileType::Directory || (ft == FileType::RegularFile && size == 0)));
+        let xattrs = match (&fd, want_xattrs) {
+            (Some(fd), true) => read_xattrs(fd.as_fd(), &path)?,
+            _ => Vec::new(),
+        };
+        let rdev = m.st_rdev;
         let class = if self.opts.overlay_whiteouts {
-            let rdev = m.rdev();
             whiteout::classify(&Facts {
-                is_dir: ft.is_dir(),
-                is_file: ft.is_file(),
-                is_char_device: ft.is_char_device(),
-                rdev_major: libc::major(rdev),
-                rdev_minor: libc::minor(rdev),
-                size: m.len(),
+                is_dir: ft == FileType::Directory,
+                is_file: ft == FileType::RegularFile,
+                is_char_device: ft == FileType::CharacterDevice,
+                rdev_major: rfs::major(rdev),
+                rdev_minor: rfs::minor(rdev),
+                size,
                 xattrs: &xattrs,
             })
         } else {
             EntryClass::Plain
         };
-        let kept: Vec<(Vec<u8>, Vec<u8>)> = if self.opts.xattrs && !ft.is_symlink() {
+        let kept: Vec<(Vec<u8>, Vec<u8>)> = if self.opts.xattrs {
             xattrs
                 .into_iter()
                 .filter(|(n, _)| whiteout::keep_xattr(n))
@@ -401,13 +455,13 @@ impl<W: Write> Writer<'_, W> {
         };
         let mtime = self.mtime(&m);
         let ids = self.ids(&m);
-        let mode = m.mode();
+        let mode = m.st_mode;
         if class == EntryClass::Whiteout {
-            let mut wname = name[..name.len() - base.len()].to_vec();
+            let mut wname = prefix.to_vec();
             wname.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
-            wname.extend_from_slice(base.as_bytes());
+            wname.extend_from_slice(base);
             return self.emit(
-                path,
+                &path,
                 &wname,
                 EntryType::Regular,
                 0o644,
@@ -419,104 +473,103 @@ impl<W: Write> Writer<'_, W> {
                 None,
             );
         }
-        if ft.is_dir() {
-            name.push(b'/');
-            self.emit(
-                path,
-                &name,
-                EntryType::Directory,
-                mode,
-                ids,
-                mtime,
-                None,
-                None,
-                &kept,
-                None,
-            )?;
-            if class == EntryClass::OpaqueDir {
-                let mut oname = name.clone();
-                oname.extend_from_slice(OPAQUE_MARKER.as_bytes());
+        match ft {
+            FileType::Directory => {
+                name.push(b'/');
                 self.emit(
-                    path,
-                    &oname,
-                    EntryType::Regular,
-                    0o644,
-                    (0, 0),
+                    &path,
+                    &name,
+                    EntryType::Directory,
+                    mode,
+                    ids,
                     mtime,
                     None,
                     None,
-                    &[],
+                    &kept,
                     None,
                 )?;
-            }
-            return self.dir_children(path, &name);
-        }
-        if ft.is_symlink() {
-            let target = fs::read_link(path).map_err(read_err(path))?;
-            return self.emit(
-                path,
-                &name,
-                EntryType::Symlink,
-                0o777,
-                ids,
-                mtime,
-                Some(target.as_os_str().as_bytes()),
-                None,
-                &[],
-                None,
-            );
-        }
-        if ft.is_file() {
-            if m.nlink() > 1 {
-                let key = (m.dev(), m.ino());
-                if let Some(first) = self.links.get(&key).cloned() {
-                    return self.emit(
-                        path,
-                        &name,
-                        EntryType::Link,
-                        mode,
-                        ids,
+                if class == EntryClass::OpaqueDir {
+                    let mut oname = name.clone();
+                    oname.extend_from_slice(OPAQUE_MARKER.as_bytes());
+                    self.emit(
+                        &path,
+                        &oname,
+                        EntryType::Regular,
+                        0o644,
+                        (0, 0),
                         mtime,
-                        Some(&first),
+                        None,
                         None,
                         &[],
                         None,
-                    );
+                    )?;
                 }
-                self.links.insert(key, name.clone());
+                let fd = fd.expect("directories are opened");
+                self.dir_children(fd.as_fd(), &path, &name)
             }
-            let f = File::open(path).map_err(read_err(path))?;
-            return self.emit(
-                path,
-                &name,
-                EntryType::Regular,
-                mode,
-                ids,
-                mtime,
-                None,
-                None,
-                &kept,
-                Some((f, m.len())),
-            );
+            FileType::Symlink => {
+                let target =
+                    rfs::readlinkat(dir, bos, Vec::new()).map_err(|e| read_err(&path)(e.into()))?;
+                self.emit(
+                    &path,
+                    &name,
+                    EntryType::Symlink,
+                    0o777,
+                    ids,
+                    mtime,
+                    Some(target.as_bytes()),
+                    None,
+                    &[],
+                    None,
+                )
+            }
+            FileType::RegularFile => {
+                if m.st_nlink > 1 {
+                    let key = (m.st_dev, m.st_ino);
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        return self.emit(
+                            &path,
+                            &name,
+                            EntryType::Link,
+                            mode,
+                            ids,
+                            mtime,
+                            Some(&first),
+                            None,
+                            &[],
+                            None,
+                        );
+                    }
+                    self.links.insert(key, name.clone());
+                }
+                let f = File::from(fd.expect("files are opened"));
+                self.emit(
+                    &path,
+                    &name,
+                    EntryType::Regular,
+                    mode,
+                    ids,
+                    mtime,
+                    None,
+                    None,
+                    &kept,
+                    Some((f, size)),
+                )
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                let (kind, dev) = match ft {
+                    FileType::CharacterDevice => {
+                        (EntryType::Char, Some((rfs::major(rdev), rfs::minor(rdev))))
+                    }
+                    FileType::BlockDevice => {
+                        (EntryType::Block, Some((rfs::major(rdev), rfs::minor(rdev))))
+                    }
+                    _ => (EntryType::Fifo, None),
+                };
+                self.emit(&path, &name, kind, mode, ids, mtime, None, dev, &kept, None)
+            }
+            _ => Err(WriteError::Socket { path }),
         }
-        let (kind, dev) = if ft.is_char_device() {
-            (
-                EntryType::Char,
-                Some((libc::major(m.rdev()), libc::minor(m.rdev()))),
-            )
-        } else if ft.is_block_device() {
-            (
-                EntryType::Block,
-                Some((libc::major(m.rdev()), libc::minor(m.rdev()))),
-            )
-        } else if ft.is_fifo() {
-            (EntryType::Fifo, None)
-        } else {
-            return Err(WriteError::Socket {
-                path: path.to_path_buf(),
-            });
-        };
-        self.emit(path, &name, kind, mode, ids, mtime, None, dev, &kept, None)
     }
 }
 
