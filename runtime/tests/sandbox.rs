@@ -434,3 +434,37 @@ fn layers_apply_with_ownership_inside_the_user_namespace() {
         "layers_apply_with_ownership_inside_the_user_namespace",
     );
 }
+
+#[test]
+fn a_cancelled_step_is_killed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::new();
+    let n = 300_000 + std::process::id() % 100_000;
+    let spec = w.spec(&format!("sleep {n} & echo started; sleep {n}"));
+    let cancel = AtomicBool::new(false);
+    let mut out = Vec::new();
+    let outcome = common::runtime()
+        .run(
+            &spec,
+            &mut |_, b| {
+                out.extend_from_slice(b);
+                // cancel as soon as the step is under way
+                cancel.store(true, Ordering::Relaxed);
+            },
+            Some(&cancel),
+        )
+        .unwrap();
+    assert!(outcome.cancelled && !outcome.timed_out && !outcome.success());
+    assert_eq!(out, b"started\n");
+    let token = format!("sleep {n}");
+    let mut left = processes_with(&token);
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        left = processes_with(&token);
+    }
+    assert!(left.is_empty(), "still running: {left:?}");
+    rerun_as("kilntest", "a_cancelled_step_is_killed");
+}
