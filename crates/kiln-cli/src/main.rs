@@ -30,6 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Build(cmd::build::Args),
     Check(cmd::check::Args),
     Graph(cmd::graph::Args),
     Pull(cmd::pull::Args),
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log_level);
     cmd::registry::init(cli.registry);
     let result = match cli.command {
+        Command::Build(args) => cmd::build::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Graph(args) => cmd::graph::run(args),
         Command::Pull(args) => cmd::pull::run(args),

@@ -2,6 +2,7 @@
 //! `run(Args) -> miette::Result<ExitCode>`; `main.rs` only dispatches.
 
 pub mod base;
+pub mod build;
 pub mod check;
 pub mod graph;
 pub mod images;

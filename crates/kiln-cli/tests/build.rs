@@ -1,0 +1,239 @@
+//! End-to-end tests of `kiln build`: the real binary with a private
+//! `KILN_HOME`, images run by podman (runc), cache behaviour checked through
+//! the plain progress output and the printed digests.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("KILN_HOME", self.path("home"))
+            .env("NO_COLOR", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_LOG")
+            .output()
+            .expect("run kiln")
+    }
+
+    /// Runs kiln; returns (stdout, stderr), failing with stderr when it fails.
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let o = self.kiln(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "kiln {args:?} failed:\n{err}");
+        (String::from_utf8(o.stdout).unwrap(), err)
+    }
+
+    fn podman(&self) -> Command {
+        let conf = self.path("containers.conf");
+        if !conf.exists() {
+            std::fs::write(
+                &conf,
+                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+            )
+            .unwrap();
+        }
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(self.path("podman-root"))
+            .arg("--runroot")
+            .arg(self.path("podman-run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    }
+
+    fn podman_run(&self, archive: &str) -> String {
+        let o = self
+            .podman()
+            .args(["run", "--rm", "--network", "none"])
+            .arg(format!("oci-archive:{}", self.path(archive).display()))
+            .output()
+            .expect("run podman");
+        assert!(
+            o.status.success(),
+            "podman failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.path("podman-root").exists() {
+            let _ = self.podman().args(["system", "reset", "--force"]).output();
+        }
+    }
+}
+
+/// Finished steps of the plain progress: (name, status) for the lines
+/// `=> NAME CACHED` and `=> NAME done 1.23s`.
+fn steps(stderr: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("=> "))
+        .filter_map(|l| {
+            if let Some(name) = l.strip_suffix(" CACHED") {
+                return Some((name.to_string(), "CACHED".to_string()));
+            }
+            let (name, t) = l.rsplit_once(" done ")?;
+            t.strip_suffix('s')?.parse::<f64>().ok()?;
+            Some((name.to_string(), "done".to_string()))
+        })
+        .collect()
+}
+
+const APP: &str = r#"
+let app = static_base()
+    .copy(context().path("busybox"), "/bin/busybox")
+    .entrypoint(["/bin/busybox", "echo", "hello from kiln"]);
+"#;
+
+#[test]
+fn static_base_copy_runs_and_rebuilds_from_cache() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("ctx")).unwrap();
+    std::fs::copy("/bin/busybox", env.path("ctx/busybox")).unwrap();
+    std::fs::write(env.path("ctx/Kilnfile"), APP).unwrap();
+    std::fs::write(env.path("ctx/.kilnignore"), "ignored.txt\n").unwrap();
+    std::fs::write(env.path("ctx/ignored.txt"), "one").unwrap();
+
+    let (out, err) = env.ok(&[
+        "build",
+        "ctx",
+        "-t",
+        "app:1",
+        "-o",
+        "type=oci,dest=app.tar",
+        "--metadata-file",
+        "meta.json",
+    ]);
+    let digest = out.trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{out}");
+    let first = steps(&err);
+    assert!(
+        first.iter().any(|(_, s)| s == "done") && !first.iter().any(|(_, s)| s == "CACHED"),
+        "a cold build runs its steps:\n{err}"
+    );
+    assert_eq!(env.podman_run("app.tar"), "hello from kiln\n");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["image.digest"], digest.as_str());
+    assert!(meta["steps"].as_array().unwrap().len() >= 3, "{meta}");
+
+    // The local name points at the image.
+    let o = env.kiln(&["images"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("app:1"));
+
+    // Nothing changed: every step is CACHED, same digest.
+    let (out2, err2) = env.ok(&["build", "ctx"]);
+    assert_eq!(out2.trim(), digest);
+    let second = steps(&err2);
+    assert!(!second.is_empty(), "{err2}");
+    assert!(
+        second.iter().all(|(_, s)| s == "CACHED"),
+        "a no-op rebuild re-ran something:\n{err2}"
+    );
+
+    // mtime only, and an ignored file's content: still nothing re-runs.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(env.path("ctx/busybox"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    std::fs::write(env.path("ctx/ignored.txt"), "two").unwrap();
+    let (out3, err3) = env.ok(&["build", "ctx"]);
+    assert_eq!(out3.trim(), digest);
+    assert!(
+        steps(&err3).iter().all(|(_, s)| s == "CACHED"),
+        "touching the context re-ran something:\n{err3}"
+    );
+
+    // A real change re-runs the context and the copy and changes the digest.
+    std::fs::write(env.path("ctx/extra"), "new file").unwrap();
+    let (out4, err4) = env.ok(&["build", "ctx", "--no-cache"]);
+    assert!(
+        steps(&err4).iter().all(|(_, s)| s != "CACHED"),
+        "--no-cache used the cache:\n{err4}"
+    );
+    // Only `busybox` is copied, so the image is the same.
+    assert_eq!(out4.trim(), digest);
+}
+
+#[test]
+fn compile_errors_are_rendered_with_location() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("ctx")).unwrap();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let app = static_base().run(\"echo hi\");\n",
+    )
+    .unwrap();
+    let o = env.kiln(&["build", "ctx"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Kilnfile:1:"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+fn busybox_image(env: &Env) {
+    let root = env.path("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "false"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    env.ok(&["import", "rootfs", "-t", "bb:1"]);
+}
+
+#[test]
+fn run_steps_add_a_layer_and_failures_point_at_the_kilnfile() {
+    let env = Env::new();
+    busybox_image(&env);
+    std::fs::create_dir(env.path("ctx")).unwrap();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let app = image(\"bb:1\")\n    .run(\"echo hi > /x\")\n    .entrypoint([\"/bin/cat\", \"/x\"]);\n",
+    )
+    .unwrap();
+    let (out, _) = env.ok(&["build", "ctx", "-o", "type=oci,dest=app.tar"]);
+    assert!(out.starts_with("sha256:"));
+    assert_eq!(env.podman_run("app.tar"), "hi\n");
+    let (out2, err2) = env.ok(&["build", "ctx"]);
+    assert_eq!(out2, out);
+    assert!(steps(&err2).iter().all(|(_, s)| s == "CACHED"), "{err2}");
+
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let app = image(\"bb:1\")\n    .run(\"echo before; exit 3\");\n",
+    )
+    .unwrap();
+    let o = env.kiln(&["build", "ctx"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("echo before; exit 3"), "{err}");
+    assert!(err.contains("exit code 3"), "{err}");
+    assert!(err.contains("Kilnfile:2:"), "{err}");
+    assert!(err.contains("before"), "{err}");
+    assert!(o.stdout.is_empty());
+}

@@ -1,0 +1,482 @@
+//! File operations: each op builds its changes in a fresh directory (new
+//! files, and `.wh.NAME` markers for removals) and turns it into one layer.
+//! Sources are read from merged snapshot directories without ever following
+//! a symlink out of them.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+use kiln_dag::{Chown, FileAction, FileOp};
+use kiln_layer::{IdMapping, IdRange, WriteOptions};
+use kiln_oci::Store;
+
+use crate::context::{self, PatternList};
+use crate::snapshot::{self, Ref, SnapshotError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileOpError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("`{path}` not found in the copy source")]
+    SourceMissing { path: String },
+    #[error("`{path}` not found (pass `allow_not_found` to ignore it)")]
+    RmMissing { path: String },
+    #[error("path `{path}` leaves its root through too many symlinks")]
+    SymlinkLoop { path: String },
+    #[error("cannot {what} `{path}`: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot resolve the owner `{spec}`: {reason}")]
+    Owner { spec: String, reason: String },
+    #[error("invalid pattern: {0}")]
+    Pattern(#[from] context::ContextError),
+    #[error("copy source input {from} does not exist")]
+    NoInput { from: usize },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileOpError {
+    let path = path.to_path_buf();
+    move |source| FileOpError::Io { what, path, source }
+}
+
+/// `/a/./b/` -> `a/b` (lexically; `..` cannot climb above the root).
+pub fn rel(path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Resolves the directory components of `rel` against the tree at `root`,
+/// following symlinks as the container would see them (absolute targets are
+/// relative to `root`), never leaving it. The final component is not
+/// followed.
+pub fn resolve_in(root: &Path, rel_path: &Path) -> Result<PathBuf, FileOpError> {
+    let mut parts: Vec<std::ffi::OsString> = rel_path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    parts.reverse();
+    let mut cur = PathBuf::new();
+    let mut hops = 0;
+    while let Some(p) = parts.pop() {
+        let next = cur.join(&p);
+        if parts.is_empty() {
+            return Ok(next);
+        }
+        match fs::symlink_metadata(root.join(&next)) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(FileOpError::SymlinkLoop {
+                        path: rel_path.display().to_string(),
+                    });
+                }
+                let target = fs::read_link(root.join(&next)).map_err(io("read", &next))?;
+                let base = if target.is_absolute() {
+                    PathBuf::new()
+                } else {
+                    cur.clone()
+                };
+                let joined = rel(&base.join(target).to_string_lossy());
+                let mut t: Vec<_> = joined
+                    .components()
+                    .map(|c| c.as_os_str().to_os_string())
+                    .collect();
+                t.reverse();
+                parts.extend(t);
+                cur = PathBuf::new();
+            }
+            _ => cur = next,
+        }
+    }
+    Ok(cur)
+}
+
+struct Ctx<'a> {
+    base: &'a Path,
+    change: &'a Path,
+    owner: Option<(u32, u32)>,
+}
+
+/// Runs `op` on `inputs` (input 0 is the filesystem changed) and returns the
+/// result with one new layer.
+pub fn run(store: &Store, op: &FileOp, inputs: &[Ref], epoch: i64) -> Result<Ref, FileOpError> {
+    let base_ref = inputs.first().ok_or(FileOpError::NoInput { from: 0 })?;
+    let base = snapshot::merged(store, base_ref)?;
+    let change = snapshot::temp_dir(store, "fileop")?;
+    let r = build_change(store, op, inputs, &base, &change);
+    let r = r.and_then(|()| {
+        let id_map = (!rustix::process::geteuid().is_root()).then(|| {
+            let one = |host: u32| {
+                vec![IdRange {
+                    container: 0,
+                    host,
+                    size: 1,
+                }]
+            };
+            IdMapping {
+                uids: one(rustix::process::geteuid().as_raw()),
+                gids: one(rustix::process::getegid().as_raw()),
+            }
+        });
+        let opts = WriteOptions {
+            overlay_whiteouts: false,
+            id_map,
+            source_date_epoch: Some(epoch.max(0) as u64),
+            xattrs: false,
+        };
+        Ok(snapshot::layer_from_dir(store, &change, &opts)?)
+    });
+    let _ = fs::remove_dir_all(&change);
+    let layer = r?;
+    let mut out = base_ref.clone();
+    out.layers.push(layer);
+    Ok(out)
+}
+
+fn build_change(
+    store: &Store,
+    op: &FileOp,
+    inputs: &[Ref],
+    base: &Path,
+    change: &Path,
+) -> Result<(), FileOpError> {
+    for a in &op.actions {
+        match a {
+            FileAction::Copy {
+                from,
+                src,
+                dest,
+                chown,
+                chmod,
+                include,
+                exclude,
+                ..
+            } => {
+                let src_ref = inputs
+                    .get(*from)
+                    .ok_or(FileOpError::NoInput { from: *from })?;
+                let src_root = snapshot::merged(store, src_ref)?;
+                let owner = resolve_owner(base, chown.as_ref())?;
+                let cx = Ctx {
+                    base,
+                    change,
+                    owner,
+                };
+                copy(&cx, &src_root, src, dest, *chmod, include, exclude)?;
+            }
+            FileAction::Mkdir {
+                path,
+                mode,
+                parents,
+                chown,
+            } => {
+                let owner = resolve_owner(base, chown.as_ref())?;
+                let cx = Ctx {
+                    base,
+                    change,
+                    owner,
+                };
+                let r = resolve_in(base, &rel(path))?;
+                if *parents {
+                    ensure_parents(&cx, &r)?;
+                }
+                let p = change.join(&r);
+                if !p.is_dir() {
+                    fs::create_dir(&p).map_err(io("create directory", &p))?;
+                }
+                set_meta(&p, *mode, owner)?;
+            }
+            FileAction::Mkfile {
+                path,
+                mode,
+                data,
+                chown,
+            } => {
+                let owner = resolve_owner(base, chown.as_ref())?;
+                let cx = Ctx {
+                    base,
+                    change,
+                    owner,
+                };
+                let r = resolve_in(base, &rel(path))?;
+                ensure_parents(&cx, &r)?;
+                let p = change.join(&r);
+                remove_any(&p)?;
+                fs::write(&p, data).map_err(io("write", &p))?;
+                set_meta(&p, *mode, owner)?;
+            }
+            FileAction::Symlink { target, link } => {
+                let cx = Ctx {
+                    base,
+                    change,
+                    owner: None,
+                };
+                let r = resolve_in(base, &rel(link))?;
+                ensure_parents(&cx, &r)?;
+                let p = change.join(&r);
+                remove_any(&p)?;
+                symlink(target, &p).map_err(io("create symlink", &p))?;
+            }
+            FileAction::Rm {
+                path,
+                allow_not_found,
+            } => {
+                let cx = Ctx {
+                    base,
+                    change,
+                    owner: None,
+                };
+                let r = resolve_in(base, &rel(path))?;
+                let in_change = fs::symlink_metadata(change.join(&r)).is_ok();
+                let in_base = fs::symlink_metadata(base.join(&r)).is_ok();
+                if in_change {
+                    remove_any(&change.join(&r))?;
+                }
+                if in_base {
+                    let (Some(parent), Some(name)) = (r.parent(), r.file_name()) else {
+                        continue;
+                    };
+                    ensure_parents(&cx, &r)?;
+                    let mut wh = std::ffi::OsString::from(kiln_layer::WHITEOUT_PREFIX);
+                    wh.push(name);
+                    let p = change.join(parent).join(wh);
+                    fs::write(&p, b"").map_err(io("write whiteout", &p))?;
+                } else if !in_change && !allow_not_found {
+                    return Err(FileOpError::RmMissing { path: path.clone() });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> Result<(), FileOpError> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).map_err(io("remove", p)),
+        Ok(_) => fs::remove_file(p).map_err(io("remove", p)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_meta(p: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), FileOpError> {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(io("set the mode of", p))?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(io("change the owner of", p))?;
+    }
+    Ok(())
+}
+
+/// Creates the parent directories of `r` in the change directory, with the
+/// mode and owner they have in the base (0755 root when new).
+fn ensure_parents(cx: &Ctx<'_>, r: &Path) -> Result<(), FileOpError> {
+    let Some(parent) = r.parent() else {
+        return Ok(());
+    };
+    let mut cur = PathBuf::new();
+    for c in parent.components() {
+        cur.push(c);
+        let p = cx.change.join(&cur);
+        if p.is_dir() {
+            continue;
+        }
+        fs::create_dir(&p).map_err(io("create directory", &p))?;
+        match fs::symlink_metadata(cx.base.join(&cur)) {
+            Ok(m) if m.is_dir() => {
+                use std::os::unix::fs::MetadataExt;
+                fs::set_permissions(&p, m.permissions()).map_err(io("set the mode of", &p))?;
+                if rustix::process::geteuid().is_root() {
+                    std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid()))
+                        .map_err(io("change the owner of", &p))?;
+                }
+            }
+            _ => {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                    .map_err(io("set the mode of", &p))?;
+                if let Some((u, g)) = cx.owner {
+                    std::os::unix::fs::lchown(&p, Some(u), Some(g))
+                        .map_err(io("change the owner of", &p))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `user[:group]` through the base's /etc/passwd and /etc/group.
+fn resolve_owner(base: &Path, chown: Option<&Chown>) -> Result<Option<(u32, u32)>, FileOpError> {
+    let Some(c) = chown else { return Ok(None) };
+    let spec = match &c.group {
+        Some(g) => format!("{}:{g}", c.user),
+        None => c.user.clone(),
+    };
+    let read = |p: &str| fs::read_to_string(base.join(p)).unwrap_or_default();
+    let u = kiln_runtime::passwd::resolve(&spec, &read("etc/passwd"), &read("etc/group")).map_err(
+        |e| FileOpError::Owner {
+            spec: spec.clone(),
+            reason: e.to_string(),
+        },
+    )?;
+    Ok(Some((u.uid, u.gid)))
+}
+
+fn copy(
+    cx: &Ctx<'_>,
+    src_root: &Path,
+    src: &str,
+    dest: &str,
+    chmod: Option<u32>,
+    include: &[String],
+    exclude: &[String],
+) -> Result<(), FileOpError> {
+    let src_rel = resolve_in(src_root, &rel(src))?;
+    let src_path = src_root.join(&src_rel);
+    let meta = fs::symlink_metadata(&src_path).map_err(|_| FileOpError::SourceMissing {
+        path: src.to_string(),
+    })?;
+    let dest_rel = rel(dest);
+    let dest_rel = resolve_in(cx.base, &dest_rel)?;
+    if meta.is_dir() {
+        let sel = context::Selection::patterns(include, exclude)?;
+        let entries = context::select(&src_path, &sel)?;
+        // The destination directory itself.
+        let mut probe = dest_rel.join("x");
+        if dest_rel.as_os_str().is_empty() {
+            probe = PathBuf::from("x");
+        }
+        ensure_parents(cx, &probe)?;
+        for e in entries {
+            let to = cx.change.join(&dest_rel).join(&e.rel);
+            copy_entry(
+                &src_path.join(&e.rel),
+                &to,
+                &e.kind,
+                e.mode,
+                chmod,
+                cx.owner,
+            )?;
+        }
+        return Ok(());
+    }
+    let into_dir = dest.ends_with('/')
+        || dest_rel.as_os_str().is_empty()
+        || cx.base.join(&dest_rel).is_dir()
+        || cx.change.join(&dest_rel).is_dir();
+    let target = if into_dir {
+        dest_rel.join(src_rel.file_name().unwrap_or_default())
+    } else {
+        dest_rel
+    };
+    let only = PatternList::parse(include.iter().map(String::as_str), "include")?;
+    if !only.is_empty() && !only.matches(&target.to_string_lossy()) {
+        return Ok(());
+    }
+    ensure_parents(cx, &target)?;
+    let kind = if meta.file_type().is_symlink() {
+        context::Kind::Symlink {
+            target: fs::read_link(&src_path).map_err(io("read", &src_path))?,
+        }
+    } else {
+        context::Kind::File { size: meta.len() }
+    };
+    use std::os::unix::fs::MetadataExt;
+    copy_entry(
+        &src_path,
+        &cx.change.join(&target),
+        &kind,
+        meta.mode() & 0o7777,
+        chmod,
+        cx.owner,
+    )
+}
+
+fn copy_entry(
+    from: &Path,
+    to: &Path,
+    kind: &context::Kind,
+    mode: u32,
+    chmod: Option<u32>,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FileOpError> {
+    match kind {
+        context::Kind::Dir => {
+            if !to.is_dir() {
+                remove_any(to)?;
+                fs::create_dir(to).map_err(io("create directory", to))?;
+            }
+            set_meta(to, chmod.unwrap_or(mode), owner)?;
+        }
+        context::Kind::File { .. } => {
+            remove_any(to)?;
+            fs::copy(from, to).map_err(io("copy to", to))?;
+            set_meta(to, chmod.unwrap_or(mode), owner)?;
+        }
+        context::Kind::Symlink { target } => {
+            remove_any(to)?;
+            symlink(target, to).map_err(io("create symlink", to))?;
+            if let Some((u, g)) = owner {
+                std::os::unix::fs::lchown(to, Some(u), Some(g))
+                    .map_err(io("change the owner of", to))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The digest of what a copy would read from the tree at `root`: `src` and,
+/// for a directory, the selected files below it.
+pub fn content_digest(
+    root: &Path,
+    src: &str,
+    include: &[String],
+    exclude: &[String],
+) -> Result<kiln_dag::Digest, FileOpError> {
+    let src_rel = resolve_in(root, &rel(src))?;
+    let path = root.join(&src_rel);
+    let meta = fs::symlink_metadata(&path).map_err(|_| FileOpError::SourceMissing {
+        path: src.to_string(),
+    })?;
+    if meta.is_dir() {
+        let sel = context::Selection::patterns(include, exclude)?;
+        let entries = context::select(&path, &sel)?;
+        return Ok(context::digest(&path, &entries)?);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let name = src_rel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = if meta.file_type().is_symlink() {
+        context::Kind::Symlink {
+            target: fs::read_link(&path).map_err(io("read", &path))?,
+        }
+    } else {
+        context::Kind::File { size: meta.len() }
+    };
+    let parent = path.parent().unwrap_or(root);
+    Ok(context::digest(
+        parent,
+        &[context::Entry {
+            rel: name,
+            kind,
+            mode: meta.mode() & 0o7777,
+        }],
+    )?)
+}

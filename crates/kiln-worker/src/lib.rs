@@ -1,0 +1,648 @@
+//! kiln's local worker: performs each build op for the solver on top of the
+//! store, kiln-layer, kiln-oci, the registry client and the rootless
+//! runtime.
+//!
+//! Results are layer chains ([`Ref`]): sources resolve to the layers of an
+//! image (or of the build context), every file op adds exactly one layer
+//! built in a fresh directory, and every exec step adds the layer of its
+//! overlay upper directory. A chain is materialized into a merged snapshot
+//! directory only when something reads it. Cache records map a solver key
+//! to a serialized [`Ref`] and count only when every blob they name is still
+//! in the store. [`assemble`] turns the final chain plus the definition's
+//! config into an image.
+
+pub mod context;
+pub mod fileop;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_dag::{Definition, Digest, ExecOp, Network, Op, SourceOp, Vertex};
+use kiln_oci::oci_spec::image::{Config, ImageConfiguration};
+use kiln_oci::{Image, NewImage, Store};
+use kiln_solver::{Selector, StepContext, Stream, WorkerError};
+
+pub use snapshot::{LayerRef, Ref};
+
+/// When an `image(..)` source goes to its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Use a local tag when there is one; pull otherwise.
+    #[default]
+    Missing,
+    /// Always ask the registry for the current manifest.
+    Always,
+    /// Never touch the network; a missing image is an error.
+    Never,
+}
+
+/// How the worker reaches the world.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The build context directory.
+    pub context: PathBuf,
+    pub pull: PullPolicy,
+    pub registry: kiln_registry::Settings,
+    pub platform: kiln_registry::Platform,
+    /// SOURCE_DATE_EPOCH: mtimes of new files and image `created`.
+    pub epoch: i64,
+    /// The executable re-executed as the sandbox helper (the kiln binary).
+    pub helper: PathBuf,
+    /// Kill a `run` step after this long.
+    pub step_timeout: Option<Duration>,
+}
+
+/// Failures of a step, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    File(#[from] fileop::FileOpError),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    #[error("cannot use the store: {0}")]
+    Store(String),
+    #[error("image `{reference}`: {reason}")]
+    Image { reference: String, reason: String },
+    #[error("image `{reference}` is not in the local store and `--pull=never` forbids pulling it")]
+    NotLocal { reference: String },
+    #[error("local image source `{path}`: {reason}")]
+    Local { path: String, reason: String },
+    #[error("the static base: {0}")]
+    StaticBase(String),
+    #[error("`{command}` exited with {status}\n{tail}")]
+    ExecFailed {
+        command: String,
+        status: String,
+        tail: String,
+    },
+    #[error("cannot run `{command}`: {reason}")]
+    Sandbox { command: String, reason: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the step was cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The local worker. Cheap to share: the solver holds it in an `Arc`.
+pub struct LocalWorker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    opts: WorkerOptions,
+    /// Source vertices resolved by `source_key`, for `execute` to reuse.
+    resolved: Mutex<HashMap<Digest, Ref>>,
+}
+
+const RECORD_KIND: &str = "build-cache";
+
+impl LocalWorker {
+    pub fn new(store: Store, opts: WorkerOptions) -> Self {
+        LocalWorker {
+            inner: Arc::new(Inner {
+                store,
+                opts,
+                resolved: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, WorkerError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| Box::new(e) as WorkerError),
+        Err(e) => Err(Box::new(Error::Internal(format!(
+            "a worker task died: {e}"
+        )))),
+    }
+}
+
+fn dag_digest(d: &kiln_oci::Digest) -> Result<Digest, Error> {
+    d.to_string()
+        .parse()
+        .map_err(|e| Error::Internal(format!("digest {d}: {e}")))
+}
+
+fn image_ref(img: &Image) -> Ref {
+    Ref {
+        layers: img.layers.iter().map(LayerRef::from_layer).collect(),
+        config: Some(img.config_digest.to_string()),
+    }
+}
+
+impl Inner {
+    /// Resolves a source to its key and result.
+    fn resolve_source(&self, src: &SourceOp) -> Result<(Digest, Ref), Error> {
+        match src {
+            SourceOp::Scratch => Ok((Digest::of(b"kiln scratch"), Ref::default())),
+            SourceOp::StaticBase { revision } => {
+                // Synthesizing the base compresses megabytes of zoneinfo and
+                // certificates: do it once per revision and epoch.
+                let rkey =
+                    Digest::of(format!("static-base/{revision}/{}", self.opts.epoch).as_bytes());
+                let known = self
+                    .store
+                    .get_record("static-base", rkey.as_bytes())
+                    .map_err(|e| Error::Store(e.to_string()))?
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| kiln_oci::Digest::parse(&s).ok())
+                    .and_then(|d| Image::load(&self.store, &d).ok())
+                    .filter(|img| image_ref(img).complete(&self.store));
+                if let Some(img) = known {
+                    return Ok((dag_digest(&img.digest)?, image_ref(&img)));
+                }
+                let img = kiln_oci::static_base(
+                    &self.store,
+                    self.opts.epoch,
+                    kiln_oci::Compression::Gzip,
+                )
+                .map_err(|e| Error::StaticBase(e.to_string()))?;
+                self.store
+                    .put_record(
+                        "static-base",
+                        rkey.as_bytes(),
+                        img.digest.to_string().as_bytes(),
+                    )
+                    .map_err(|e| Error::Store(e.to_string()))?;
+                Ok((dag_digest(&img.digest)?, image_ref(&img)))
+            }
+            SourceOp::Image { reference, .. } => {
+                let img = self.image(reference)?;
+                Ok((dag_digest(&img.digest)?, image_ref(&img)))
+            }
+            SourceOp::OciLayout { path, tag } => {
+                let dir = self.opts.context.join(path);
+                let img = kiln_oci::import_oci_layout(&self.store, &dir, tag.as_deref()).map_err(
+                    |e| Error::Local {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    },
+                )?;
+                Ok((dag_digest(&img.digest)?, image_ref(&img)))
+            }
+            SourceOp::OciArchive { path } => {
+                let file = self.opts.context.join(path);
+                let img = kiln_oci::import_oci_archive(&self.store, &file, None).map_err(|e| {
+                    Error::Local {
+                        path: file.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                Ok((dag_digest(&img.digest)?, image_ref(&img)))
+            }
+            SourceOp::Context {
+                include, exclude, ..
+            } => {
+                let root = &self.opts.context;
+                let sel = context::Selection::new(root, include, exclude)?;
+                let entries = context::select(root, &sel)?;
+                let key = context::digest(root, &entries)?;
+                // The layer is written once per distinct content.
+                let rec = self
+                    .store
+                    .get_record("context-layer", key.as_bytes())
+                    .map_err(|e| Error::Store(e.to_string()))?
+                    .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
+                    .filter(|r| r.complete(&self.store));
+                if let Some(r) = rec {
+                    return Ok((key, r));
+                }
+                let store = &self.store;
+                let werr = |reason: String| snapshot::SnapshotError::Write {
+                    path: root.clone(),
+                    reason,
+                };
+                let w = kiln_oci::LayerWriter::new(store, kiln_oci::Compression::Gzip)
+                    .map_err(|e| werr(e.to_string()))?;
+                let w = context::write_tar(root, &entries, self.opts.epoch.max(0) as u64, w)?;
+                let info = w.finish().map_err(|e| werr(e.to_string()))?;
+                let r = Ref {
+                    layers: vec![LayerRef::from_layer(&info.into())],
+                    config: None,
+                };
+                self.put_record("context-layer", &key, &r)?;
+                Ok((key, r))
+            }
+        }
+    }
+
+    fn put_record(&self, kind: &str, key: &Digest, r: &Ref) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(r).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store
+            .put_record(kind, key.as_bytes(), &bytes)
+            .map_err(|e| Error::Store(e.to_string()))
+    }
+
+    /// An image by reference: the local tag first (unless `--pull=always`),
+    /// else the registry.
+    fn image(&self, reference: &str) -> Result<Image, Error> {
+        let ierr = |reason: String| Error::Image {
+            reference: reference.to_string(),
+            reason,
+        };
+        let parsed = kiln_registry::Reference::parse(reference).map_err(|e| ierr(e.to_string()))?;
+        let local = match (parsed.tag(), parsed.digest()) {
+            (_, Some(d)) => format!("{}@{d}", parsed.name()),
+            (Some(t), None) => format!("{}:{t}", parsed.name()),
+            (None, None) => format!("{}:latest", parsed.name()),
+        };
+        if self.opts.pull != PullPolicy::Always {
+            if let Ok(img) = Image::resolve(&self.store, reference) {
+                return Ok(img);
+            }
+            if let Ok(img) = Image::resolve(&self.store, &local) {
+                return Ok(img);
+            }
+            if let Some(d) = parsed.digest() {
+                if let Ok(d) = kiln_oci::Digest::parse(&d.to_string()) {
+                    if let Ok(img) = Image::load(&self.store, &d) {
+                        return Ok(img);
+                    }
+                }
+            }
+        }
+        if self.opts.pull == PullPolicy::Never {
+            return Err(Error::NotLocal {
+                reference: reference.to_string(),
+            });
+        }
+        let client = kiln_registry::Client::new(self.opts.registry.clone())
+            .map_err(|e| ierr(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ierr(e.to_string()))?;
+        let pulled = rt
+            .block_on(client.pull(&parsed, &self.opts.platform, &self.store))
+            .map_err(|e| ierr(e.to_string()))?;
+        let d = kiln_oci::Digest::parse(&pulled.manifest_digest.to_string())
+            .map_err(|e| ierr(e.to_string()))?;
+        self.store
+            .set_tag(&local, &d)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        Image::load(&self.store, &d).map_err(|e| ierr(e.to_string()))
+    }
+
+    fn base_config(&self, r: &Ref) -> Result<Option<ImageConfiguration>, Error> {
+        let Some(c) = &r.config else { return Ok(None) };
+        let d = kiln_oci::Digest::parse(c).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = self
+            .store
+            .read_blob(&d)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Store(format!("image config {c}: {e}")))
+    }
+
+    fn exec(
+        &self,
+        op: &ExecOp,
+        inputs: &[Ref],
+        cx: &StepContext,
+        cancel: &AtomicBool,
+    ) -> Result<Ref, Error> {
+        let command = match op.args.as_slice() {
+            [sh, c, cmd] if sh == "/bin/sh" && c == "-c" => cmd.clone(),
+            args => args.join(" "),
+        };
+        if !op.mounts.is_empty() {
+            return Err(Error::Unsupported(format!(
+                "`{command}`: mounts on run steps are not supported by this worker yet"
+            )));
+        }
+        let root = inputs
+            .first()
+            .ok_or_else(|| Error::Internal("exec without a root input".into()))?;
+        let cfg_ref = op.config_from.and_then(|i| inputs.get(i)).unwrap_or(root);
+        let cfg = self
+            .base_config(cfg_ref)?
+            .and_then(|c| c.config().clone())
+            .unwrap_or_default();
+        let mut env: Vec<String> = cfg.env().clone().unwrap_or_default();
+        for (k, v) in &op.env {
+            set_env(&mut env, k, v);
+        }
+        let lower = snapshot::merged(&self.store, root)?;
+        let upper = snapshot::temp_dir(&self.store, "exec")?;
+        let mut spec = kiln_runtime::SandboxSpec::new(&upper, op.args.clone());
+        spec.lowers = vec![lower];
+        spec.env = env;
+        spec.cwd = op
+            .cwd
+            .clone()
+            .or_else(|| cfg.working_dir().clone().filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into());
+        spec.user = op
+            .user
+            .clone()
+            .or_else(|| cfg.user().clone().filter(|u| !u.is_empty()));
+        spec.network = match op.network {
+            Network::Host => kiln_runtime::Network::Host,
+            Network::None => kiln_runtime::Network::None,
+        };
+        spec.timeout = self.opts.step_timeout;
+        let runtime = kiln_runtime::Runtime::new(&self.opts.helper);
+        let mut tail: Vec<u8> = Vec::new();
+        let r = runtime.run(
+            &spec,
+            &mut |s: kiln_runtime::Stream, data: &[u8]| {
+                cx.log(
+                    match s {
+                        kiln_runtime::Stream::Stdout => Stream::Stdout,
+                        kiln_runtime::Stream::Stderr => Stream::Stderr,
+                    },
+                    data,
+                );
+                tail.extend_from_slice(data);
+                if tail.len() > 256 * 1024 {
+                    tail.drain(..tail.len() - 128 * 1024);
+                }
+            },
+            Some(cancel),
+        );
+        let cleanup = || {
+            let _ = std::fs::remove_dir_all(&upper);
+        };
+        let outcome = match r {
+            Ok(o) => o,
+            Err(e) => {
+                cleanup();
+                return Err(Error::Sandbox {
+                    command,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        if outcome.cancelled {
+            cleanup();
+            return Err(Error::Cancelled);
+        }
+        if !outcome.success() {
+            cleanup();
+            let status = if outcome.timed_out {
+                "a timeout".to_string()
+            } else {
+                match outcome.status {
+                    kiln_runtime::ExitStatus::Code(c) => format!("exit code {c}"),
+                    kiln_runtime::ExitStatus::Signal(s) => format!("signal {s}"),
+                }
+            };
+            return Err(Error::ExecFailed {
+                command,
+                status,
+                tail: last_lines(&tail, 30),
+            });
+        }
+        let opts = kiln_layer::WriteOptions {
+            overlay_whiteouts: true,
+            id_map: Some(outcome.id_mapping.clone()),
+            source_date_epoch: Some(self.opts.epoch.max(0) as u64),
+            xattrs: true,
+        };
+        let layer = snapshot::layer_from_dir(&self.store, &upper, &opts);
+        cleanup();
+        let mut out = root.clone();
+        out.layers.push(layer?);
+        Ok(out)
+    }
+}
+
+fn set_env(env: &mut Vec<String>, k: &str, v: &str) {
+    let kv = format!("{k}={v}");
+    match env
+        .iter_mut()
+        .find(|e| e.split_once('=').map(|(n, _)| n) == Some(k))
+    {
+        Some(e) => *e = kv,
+        None => env.push(kv),
+    }
+}
+
+/// The last `n` lines of `out`, each prefixed for readability.
+fn last_lines(out: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(out);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl kiln_solver::Worker for LocalWorker {
+    type Ref = Ref;
+
+    fn source_key(
+        &self,
+        vertex: &Vertex,
+        _cx: &StepContext,
+    ) -> impl Future<Output = Result<Digest, WorkerError>> + Send {
+        let inner = self.inner.clone();
+        let v = vertex.clone();
+        async move {
+            blocking(move || {
+                let Op::Source(src) = &v.op else {
+                    return Err(Error::Internal("source_key of a non-source".into()));
+                };
+                let (key, r) = inner.resolve_source(src)?;
+                inner
+                    .resolved
+                    .lock()
+                    .map_err(|_| Error::Internal("resolved lock".into()))?
+                    .insert(v.digest, r);
+                Ok(key)
+            })
+            .await
+        }
+    }
+
+    fn content_digest(
+        &self,
+        input: &Ref,
+        selector: &Selector,
+    ) -> impl Future<Output = Result<Digest, WorkerError>> + Send {
+        let inner = self.inner.clone();
+        let r = input.clone();
+        let sel = selector.clone();
+        async move {
+            blocking(move || {
+                let root = snapshot::merged(&inner.store, &r)?;
+                Ok(fileop::content_digest(
+                    &root,
+                    &sel.path,
+                    &sel.include,
+                    &sel.exclude,
+                )?)
+            })
+            .await
+        }
+    }
+
+    fn lookup(
+        &self,
+        _vertex: &Vertex,
+        key: &Digest,
+    ) -> impl Future<Output = Result<Option<Ref>, WorkerError>> + Send {
+        let inner = self.inner.clone();
+        let key = *key;
+        async move {
+            blocking(move || {
+                let Some(bytes) = inner
+                    .store
+                    .get_record(RECORD_KIND, key.as_bytes())
+                    .map_err(|e| Error::Store(e.to_string()))?
+                else {
+                    return Ok(None);
+                };
+                // A damaged or dangling record is a miss, not an error.
+                Ok(serde_json::from_slice::<Ref>(&bytes)
+                    .ok()
+                    .filter(|r| r.complete(&inner.store)))
+            })
+            .await
+        }
+    }
+
+    fn execute(
+        &self,
+        vertex: &Vertex,
+        key: &Digest,
+        inputs: Vec<Ref>,
+        cx: &StepContext,
+    ) -> impl Future<Output = Result<Ref, WorkerError>> + Send {
+        let inner = self.inner.clone();
+        let v = vertex.clone();
+        let key = *key;
+        let cx = cx.clone();
+        async move {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let watcher = {
+                let cancel = cancel.clone();
+                let token = cx.cancel.clone();
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    cancel.store(true, Ordering::SeqCst);
+                })
+            };
+            let r = blocking(move || {
+                let r = match &v.op {
+                    Op::Source(src) => {
+                        let pre = inner
+                            .resolved
+                            .lock()
+                            .map_err(|_| Error::Internal("resolved lock".into()))?
+                            .remove(&v.digest);
+                        match pre {
+                            Some(r) => r,
+                            None => inner.resolve_source(src)?.1,
+                        }
+                    }
+                    Op::File(f) => fileop::run(&inner.store, f, &inputs, inner.opts.epoch)?,
+                    Op::Exec(x) => inner.exec(x, &inputs, &cx, &cancel)?,
+                    Op::Merge(_) => {
+                        let mut out = inputs.first().cloned().unwrap_or_default();
+                        for i in inputs.iter().skip(1) {
+                            out.layers.extend(i.layers.iter().cloned());
+                        }
+                        out
+                    }
+                };
+                inner.put_record(RECORD_KIND, &key, &r)?;
+                Ok(r)
+            })
+            .await;
+            watcher.abort();
+            r
+        }
+    }
+}
+
+/// Failures while assembling the final image.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("cannot read the base image config: {0}")]
+    Config(String),
+    #[error("cannot write the image: {0}")]
+    Commit(String),
+}
+
+/// The final image: the base image's config (from the chain's source) with
+/// the definition's config on top, and the chain's layers.
+pub fn assemble(
+    store: &Store,
+    def: &Definition,
+    r: &Ref,
+    epoch: i64,
+) -> Result<Image, AssembleError> {
+    let mut img = NewImage::scratch(epoch);
+    let mut config = Config::default();
+    if let Some(c) = &r.config {
+        let d = kiln_oci::Digest::parse(c).map_err(|e| AssembleError::Config(e.to_string()))?;
+        let bytes = store
+            .read_blob(&d)
+            .map_err(|e| AssembleError::Config(e.to_string()))?;
+        let base: ImageConfiguration =
+            serde_json::from_slice(&bytes).map_err(|e| AssembleError::Config(e.to_string()))?;
+        img.architecture = base.architecture().to_string();
+        img.variant = base.variant().clone();
+        config = base.config().clone().unwrap_or_default();
+    }
+    let over = &def.config;
+    let mut env = config.env().clone().unwrap_or_default();
+    for (k, v) in &over.env {
+        set_env(&mut env, k, v);
+    }
+    config.set_env((!env.is_empty()).then_some(env));
+    if let Some(w) = &over.workdir {
+        config.set_working_dir(Some(w.clone()));
+    }
+    if let Some(u) = &over.user {
+        config.set_user(Some(u.clone()));
+    }
+    if let Some(e) = &over.entrypoint {
+        config.set_entrypoint(Some(e.clone()));
+    }
+    if let Some(c) = &over.cmd {
+        config.set_cmd((!c.is_empty()).then(|| c.clone()));
+    }
+    if !over.labels.is_empty() {
+        let mut labels = config.labels().clone().unwrap_or_default();
+        labels.extend(over.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        config.set_labels(Some(labels));
+    }
+    if !over.exposed_ports.is_empty() {
+        let mut ports = config.exposed_ports().clone().unwrap_or_default();
+        for p in &over.exposed_ports {
+            if !ports.contains(p) {
+                ports.push(p.clone());
+            }
+        }
+        config.set_exposed_ports(Some(ports));
+    }
+    img.config = config;
+    for l in &r.layers {
+        let layer = l
+            .to_layer()
+            .map_err(|e| AssembleError::Config(e.to_string()))?;
+        img.push_layer(layer, "kiln build");
+    }
+    img.commit(store)
+        .map_err(|e| AssembleError::Commit(e.to_string()))
+}
