@@ -56,11 +56,16 @@ impl Env {
             .arg(self.path("podman-root"))
             .arg("--runroot")
             .arg(self.path("podman-run"))
+            // Its own libpod tmpdir: the default /run/libpod is shared with
+            // every other podman here (and wiped by `system reset`).
+            .arg("--tmpdir")
+            .arg(self.path("podman-tmp"))
             .args(["--storage-driver", "vfs"]);
         c
     }
 
     fn podman_run(&self, archive: &str) -> String {
+        let _one = PODMAN.lock().unwrap_or_else(|e| e.into_inner());
         let o = self
             .podman()
             .args(["run", "--rm", "--network", "none"])
@@ -76,8 +81,14 @@ impl Env {
     }
 }
 
+/// podman 4.3 here sometimes loses a fast container's exit code when two
+/// podman processes run at once ("no such exit code"): one at a time within
+/// this test binary.
+static PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Drop for Env {
     fn drop(&mut self) {
+        let _one = PODMAN.lock().unwrap_or_else(|e| e.into_inner());
         if self.path("podman-root").exists() {
             let _ = self.podman().args(["system", "reset", "--force"]).output();
         }

@@ -265,8 +265,15 @@ impl Inner {
             if let Ok(img) = Image::resolve(&self.store, reference) {
                 return Ok(img);
             }
-            if let Ok(img) = Image::resolve(&self.store, &local) {
-                return Ok(img);
+            // `kiln import -t bb:1` names it `bb:1`, the frontend's
+            // normalized reference is `docker.io/library/bb:1`.
+            let short = local
+                .strip_prefix("docker.io/library/")
+                .or_else(|| local.strip_prefix("docker.io/"));
+            for name in std::iter::once(local.as_str()).chain(short) {
+                if let Ok(img) = Image::resolve(&self.store, name) {
+                    return Ok(img);
+                }
             }
             if let Some(d) = parsed.digest() {
                 if let Ok(d) = kiln_oci::Digest::parse(&d.to_string()) {
