@@ -205,12 +205,11 @@ impl Selection {
 /// the way to a selected file.
 pub fn select(root: &Path, sel: &Selection) -> Result<Vec<Entry>, ContextError> {
     let mut out = Vec::new();
-    walk(root, root, "", sel, &mut out)?;
+    walk(root, "", sel, &mut out)?;
     Ok(out)
 }
 
 fn walk(
-    root: &Path,
     dir: &Path,
     prefix: &str,
     sel: &Selection,
@@ -257,7 +256,7 @@ fn walk(
                 kind: Kind::Dir,
                 mode,
             });
-            let below = walk(root, &path, &rel, sel, out)?;
+            let below = walk(&path, &rel, sel, out)?;
             let itself = !skipped && sel.include.matches(&rel);
             if below || itself || (!skipped && sel.include.is_empty()) {
                 any = true;

@@ -275,12 +275,11 @@ impl Inner {
                     return Ok(img);
                 }
             }
-            if let Some(d) = parsed.digest() {
-                if let Ok(d) = kiln_oci::Digest::parse(&d.to_string()) {
-                    if let Ok(img) = Image::load(&self.store, &d) {
-                        return Ok(img);
-                    }
-                }
+            if let Some(d) = parsed.digest()
+                && let Ok(d) = kiln_oci::Digest::parse(&d.to_string())
+                && let Ok(img) = Image::load(&self.store, &d)
+            {
+                return Ok(img);
             }
         }
         if self.opts.pull == PullPolicy::Never {
