@@ -351,19 +351,24 @@ fn copy(
     let meta = fs::symlink_metadata(&src_path).map_err(|_| FileOpError::SourceMissing {
         path: src.to_string(),
     })?;
-    let dest_rel = rel(dest);
-    let dest_rel = resolve_in(cx.base, &dest_rel)?;
+    // Resolve every component of the destination, its last one included,
+    // inside the base (e.g. `/bin/` where `/bin -> usr/bin`).
+    let dest_dir = resolve_in(cx.base, &rel(dest).join("x"))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let is_dir = |p: &Path| {
+        p.as_os_str().is_empty()
+            || [cx.base, cx.change]
+                .iter()
+                .any(|r| fs::symlink_metadata(r.join(p)).is_ok_and(|m| m.is_dir()))
+    };
     if meta.is_dir() {
         let sel = context::Selection::patterns(include, exclude)?;
         let entries = context::select(&src_path, &sel)?;
-        // The destination directory itself.
-        let mut probe = dest_rel.join("x");
-        if dest_rel.as_os_str().is_empty() {
-            probe = PathBuf::from("x");
-        }
-        ensure_parents(cx, &probe)?;
+        ensure_parents(cx, &dest_dir.join("x"))?;
         for e in entries {
-            let to = cx.change.join(&dest_rel).join(&e.rel);
+            let to = cx.change.join(&dest_dir).join(&e.rel);
             copy_entry(
                 &src_path.join(&e.rel),
                 &to,
@@ -375,14 +380,10 @@ fn copy(
         }
         return Ok(());
     }
-    let into_dir = dest.ends_with('/')
-        || dest_rel.as_os_str().is_empty()
-        || cx.base.join(&dest_rel).is_dir()
-        || cx.change.join(&dest_rel).is_dir();
-    let target = if into_dir {
-        dest_rel.join(src_rel.file_name().unwrap_or_default())
+    let target = if dest.ends_with('/') || is_dir(&dest_dir) {
+        dest_dir.join(src_rel.file_name().unwrap_or_default())
     } else {
-        dest_rel
+        resolve_in(cx.base, &rel(dest))?
     };
     let only = PatternList::parse(include.iter().map(String::as_str), "include")?;
     if !only.is_empty() && !only.matches(&target.to_string_lossy()) {

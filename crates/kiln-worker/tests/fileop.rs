@@ -1,0 +1,133 @@
+//! File ops on real layer chains in a temp store: each op adds one layer,
+//! removals are whiteouts, and symlinks in the base never lead a write out
+//! of the snapshot.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+
+use kiln_dag::{FileAction, FileOp};
+use kiln_layer::WriteOptions;
+use kiln_oci::Store;
+use kiln_worker::{Ref, fileop, snapshot};
+
+fn layer_ref(store: &Store, dir: &std::path::Path) -> Ref {
+    let l = snapshot::layer_from_dir(store, dir, &WriteOptions::default()).unwrap();
+    Ref {
+        layers: vec![l],
+        config: None,
+    }
+}
+
+#[test]
+fn file_ops_add_one_layer_each_and_stay_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("home")).unwrap();
+    let base_dir = tmp.path().join("base");
+    fs::create_dir_all(base_dir.join("usr/bin")).unwrap();
+    fs::create_dir_all(base_dir.join("etc")).unwrap();
+    fs::write(base_dir.join("etc/old"), "old").unwrap();
+    symlink("usr/bin", base_dir.join("bin")).unwrap();
+    // A symlink that points far outside the root.
+    symlink("/../../../../tmp", base_dir.join("evil")).unwrap();
+    let base = layer_ref(&store, &base_dir);
+
+    let src_dir = tmp.path().join("src");
+    fs::create_dir_all(&src_dir).unwrap();
+    fs::write(src_dir.join("tool"), "#!tool").unwrap();
+    fs::set_permissions(src_dir.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = layer_ref(&store, &src_dir);
+
+    let op = FileOp {
+        actions: vec![
+            FileAction::Copy {
+                from: 1,
+                src: "tool".into(),
+                dest: "/bin/".into(),
+                chown: None,
+                chmod: None,
+                include: vec![],
+                exclude: vec![],
+                allow_dynamic: false,
+            },
+            FileAction::Mkfile {
+                path: "/evil/escaped".into(),
+                mode: 0o644,
+                data: b"inside".to_vec(),
+                chown: None,
+            },
+            FileAction::Mkdir {
+                path: "/var/lib/app".into(),
+                mode: 0o700,
+                parents: true,
+                chown: None,
+            },
+            FileAction::Symlink {
+                target: "/usr/bin/tool".into(),
+                link: "/usr/local/tool".into(),
+            },
+            FileAction::Rm {
+                path: "/etc/old".into(),
+                allow_not_found: false,
+            },
+        ],
+    };
+    let out = fileop::run(&store, &op, &[base.clone(), src], 0).unwrap();
+    assert_eq!(out.layers.len(), 2);
+    assert_eq!(out.layers[0], base.layers[0]);
+
+    let m = snapshot::merged(&store, &out).unwrap();
+    // `/bin` is `usr/bin` in the base: the copy lands there.
+    assert_eq!(fs::read(m.join("usr/bin/tool")).unwrap(), b"#!tool");
+    assert_eq!(
+        fs::metadata(m.join("usr/bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert!(
+        fs::symlink_metadata(m.join("bin"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The escaping symlink resolves inside the root.
+    assert_eq!(fs::read(m.join("tmp/escaped")).unwrap(), b"inside");
+    assert!(!std::path::Path::new("/tmp/escaped").exists());
+    assert_eq!(
+        fs::metadata(m.join("var/lib/app"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::read_link(m.join("usr/local/tool")).unwrap(),
+        std::path::Path::new("/usr/bin/tool")
+    );
+    assert!(!m.join("etc/old").exists(), "rm left the file");
+    assert!(m.join("etc").is_dir());
+
+    // Removing what is not there is an error unless allowed.
+    let rm = |allow| FileOp {
+        actions: vec![FileAction::Rm {
+            path: "/nope".into(),
+            allow_not_found: allow,
+        }],
+    };
+    let e = fileop::run(&store, &rm(false), std::slice::from_ref(&base), 0).unwrap_err();
+    assert!(e.to_string().contains("/nope"), "{e}");
+    fileop::run(&store, &rm(true), &[base], 0).unwrap();
+
+    // The same op on the same inputs gives the same layer.
+    let again = fileop::run(
+        &store,
+        &op,
+        &[layer_ref(&store, &base_dir), layer_ref(&store, &src_dir)],
+        0,
+    )
+    .unwrap();
+    assert_eq!(again, out);
+}
