@@ -248,3 +248,72 @@ fn run_steps_add_a_layer_and_failures_point_at_the_kilnfile() {
     assert!(err.contains("before"), "{err}");
     assert!(o.stdout.is_empty());
 }
+
+/// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`, with a
+/// subordinate ID range) in `env`'s directory with its own KILN_HOME.
+fn kiln_as_kilntest(env: &Env, args: &[&str]) -> (String, String) {
+    let o = Command::new("setpriv")
+        .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(env.dir.path())
+        .env("KILN_HOME", env.path("home-kilntest"))
+        .env("HOME", env.path("home-kilntest"))
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_LOG")
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "kiln {args:?} as kilntest failed:\n{err}"
+    );
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
+
+fn chown_kilntest(path: &std::path::Path) {
+    let o = Command::new("chown")
+        .args(["-R", "kilntest:kilntest"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn rootless_builds_match_root_and_run_steps() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("ctx")).unwrap();
+    std::fs::copy("/bin/busybox", env.path("ctx/busybox")).unwrap();
+    std::fs::write(env.path("ctx/Kilnfile"), APP).unwrap();
+    let (root_digest, _) = env.ok(&["build", "ctx"]);
+
+    std::fs::create_dir(env.path("ctx2")).unwrap();
+    std::fs::write(
+        env.path("ctx2/Kilnfile"),
+        "let app = image(\"bb:1\")\n    .run(\"echo rootless > /x\")\n    .entrypoint([\"/bin/cat\", \"/x\"]);\n",
+    )
+    .unwrap();
+    let root = env.path("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    chown_kilntest(env.dir.path());
+
+    // The same Kilnfile and context give the same image as root.
+    let (digest, _) = kiln_as_kilntest(&env, &["build", "ctx"]);
+    assert_eq!(digest, root_digest);
+    let (_, err) = kiln_as_kilntest(&env, &["build", "ctx"]);
+    assert!(
+        steps(&err).iter().all(|(_, s)| s == "CACHED"),
+        "rootless no-op rebuild re-ran something:\n{err}"
+    );
+
+    // A run step in a user namespace.
+    kiln_as_kilntest(&env, &["import", "rootfs", "-t", "bb:1"]);
+    kiln_as_kilntest(&env, &["build", "ctx2", "-o", "type=oci,dest=app2.tar"]);
+    assert_eq!(env.podman_run("app2.tar"), "rootless\n");
+}
