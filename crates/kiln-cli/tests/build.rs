@@ -234,6 +234,19 @@ fn run_steps_add_a_layer_and_failures_point_at_the_kilnfile() {
     assert_eq!(out2, out);
     assert!(steps(&err2).iter().all(|(_, s)| s == "CACHED"), "{err2}");
 
+    // `--progress json`: one event object per line, the run step re-run
+    // with its output.
+    let (out3, err3) = env.ok(&["build", "ctx", "--progress", "json", "--no-cache"]);
+    assert_eq!(out3, out);
+    let events: Vec<serde_json::Value> = err3
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let run_done = events
+        .iter()
+        .any(|e| e["event"] == "done" && e["name"].as_str().unwrap_or("").contains("echo hi"));
+    assert!(run_done, "{err3}");
+
     std::fs::write(
         env.path("ctx/Kilnfile"),
         "let app = image(\"bb:1\")\n    .run(\"echo before; exit 3\");\n",
