@@ -287,9 +287,38 @@ fn walk(
     Ok(any)
 }
 
+/// File hashes remembered by (size, mtime, ctime, inode), so unchanged
+/// context files are not re-read. Only a speedup: the digest itself never
+/// depends on these stats. ctime is in the check because `touch -m` or a
+/// rewrite with a restored mtime still changes it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatCache {
+    files: std::collections::HashMap<String, (u64, i64, i64, u64, String)>,
+}
+
+impl StatCache {
+    fn stat_key(m: &fs::Metadata) -> (u64, i64, i64, u64) {
+        (
+            m.size(),
+            m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            m.ino(),
+        )
+    }
+}
+
 /// sha256 over path, kind, mode and content of every entry; never mtimes,
 /// owners or the checkout path.
 pub fn digest(root: &Path, entries: &[Entry]) -> Result<kiln_dag::Digest, ContextError> {
+    digest_cached(root, entries, &mut StatCache::default())
+}
+
+/// [`digest`], reading only files whose stats changed since `cache` saw them.
+pub fn digest_cached(
+    root: &Path,
+    entries: &[Entry],
+    cache: &mut StatCache,
+) -> Result<kiln_dag::Digest, ContextError> {
     let mut h = Sha256::new();
     h.update(b"kiln-context/v1\0");
     let mut buf = vec![0u8; 64 * 1024];
@@ -311,6 +340,14 @@ pub fn digest(root: &Path, entries: &[Entry]) -> Result<kiln_dag::Digest, Contex
                     path: path.clone(),
                     source,
                 })?;
+                let stat = f.metadata().map(|m| StatCache::stat_key(&m)).ok();
+                if let (Some((size, mt, ct, ino)), Some(hit)) = (stat, cache.files.get(&e.rel))
+                    && (hit.0, hit.1, hit.2, hit.3) == (size, mt, ct, ino)
+                    && let Ok(bytes) = hex::decode(&hit.4)
+                {
+                    h.update(&bytes);
+                    continue;
+                }
                 let mut fh = Sha256::new();
                 loop {
                     let n = f.read(&mut buf).map_err(|source| ContextError::Read {
@@ -322,7 +359,13 @@ pub fn digest(root: &Path, entries: &[Entry]) -> Result<kiln_dag::Digest, Contex
                     }
                     fh.update(&buf[..n]);
                 }
-                h.update(fh.finalize());
+                let fd = fh.finalize();
+                if let Some((size, mt, ct, ino)) = stat {
+                    cache
+                        .files
+                        .insert(e.rel.clone(), (size, mt, ct, ino, hex::encode(fd)));
+                }
+                h.update(fd);
             }
         }
     }
@@ -437,6 +480,25 @@ mod tests {
             digest(d.path(), &select(d.path(), &sel).unwrap()).unwrap(),
             before
         );
+
+        // The stat cache gives the same digests and sees content changes
+        // even when the mtime is put back.
+        let mut cache = StatCache::default();
+        let e = select(d.path(), &sel).unwrap();
+        let plain = digest(d.path(), &e).unwrap();
+        assert_eq!(digest_cached(d.path(), &e, &mut cache).unwrap(), plain);
+        assert_eq!(digest_cached(d.path(), &e, &mut cache).unwrap(), plain);
+        let f = fs::File::options()
+            .write(true)
+            .open(d.path().join("main.go"))
+            .unwrap();
+        let mtime = f.metadata().unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(d.path().join("main.go"), "package main3").unwrap();
+        f.set_modified(mtime).unwrap();
+        let changed = digest_cached(d.path(), &e, &mut cache).unwrap();
+        assert_ne!(changed, plain);
+        assert_eq!(changed, digest(d.path(), &e).unwrap());
 
         let only = Selection::new(d.path(), &["src/sub/a.txt".into()], &[]).unwrap();
         let names: Vec<_> = select(d.path(), &only)

@@ -211,7 +211,23 @@ impl Inner {
                 let root = &self.opts.context;
                 let sel = context::Selection::new(root, include, exclude)?;
                 let entries = context::select(root, &sel)?;
-                let key = context::digest(root, &entries)?;
+                // The stat cache is per checkout path; the key is not.
+                let skey = Digest::of(root.as_os_str().as_encoded_bytes());
+                let before = self
+                    .store
+                    .get_record("context-stat", skey.as_bytes())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let mut stats: context::StatCache =
+                    serde_json::from_slice(&before).unwrap_or_default();
+                let key = context::digest_cached(root, &entries, &mut stats)?;
+                if let Ok(b) = serde_json::to_vec(&stats)
+                    && b != before
+                {
+                    // Losing the stat cache only costs re-reading files.
+                    let _ = self.store.put_record("context-stat", skey.as_bytes(), &b);
+                }
                 // The layer is written once per distinct content.
                 let rec = self
                     .store
