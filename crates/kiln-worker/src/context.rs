@@ -293,7 +293,7 @@ fn walk(
 /// rewrite with a restored mtime still changes it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StatCache {
-    files: std::collections::HashMap<String, (u64, i64, i64, u64, String)>,
+    files: std::collections::BTreeMap<String, (u64, i64, i64, u64, String)>,
 }
 
 impl StatCache {
