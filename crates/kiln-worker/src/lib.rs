@@ -505,13 +505,32 @@ impl kiln_solver::Worker for LocalWorker {
         let sel = selector.clone();
         async move {
             blocking(move || {
+                // A chain is immutable, so what a selector selects in it is
+                // too: remember the digest instead of re-reading the bytes.
+                let mut e = kiln_dag::canonical::Encoder::new();
+                e.tag("kiln-content-digest/v1");
+                e.str(&r.chain_id());
+                e.str(&sel.path);
+                e.strs(&sel.include);
+                e.strs(&sel.exclude);
+                let rkey = Digest::of(&e.into_bytes());
+                if let Some(d) = inner
+                    .store
+                    .get_record("content-digest", rkey.as_bytes())
+                    .ok()
+                    .flatten()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| s.parse::<Digest>().ok())
+                {
+                    return Ok(d);
+                }
                 let root = snapshot::merged(&inner.store, &r)?;
-                Ok(fileop::content_digest(
-                    &root,
-                    &sel.path,
-                    &sel.include,
-                    &sel.exclude,
-                )?)
+                let d = fileop::content_digest(&root, &sel.path, &sel.include, &sel.exclude)?;
+                inner
+                    .store
+                    .put_record("content-digest", rkey.as_bytes(), d.to_string().as_bytes())
+                    .map_err(|e| Error::Store(e.to_string()))?;
+                Ok(d)
             })
             .await
         }
