@@ -352,3 +352,60 @@ fn bad_input_gets_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn registry_output_pushes_and_image_output_only_names() {
+    let reg = Registry::start(None);
+    let home = tempfile::tempdir().unwrap();
+    let dest = format!("{}/kiln/static:1", reg.addr);
+    let local = format!("{}/kiln/static:local", reg.addr);
+    let pushed = kiln(home.path())
+        .args([
+            "base",
+            "static",
+            "-o",
+            &format!("type=registry,name={dest}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    // `type=image` without push=true names the image locally and sends
+    // nothing.
+    ok(kiln(home.path())
+        .args(["base", "static", "-o", &format!("type=image,name={local}")])
+        .output()
+        .unwrap());
+    // A fresh store pulls exactly the image that was pushed.
+    let other = tempfile::tempdir().unwrap();
+    let pulled = ok(kiln(other.path()).args(["pull", &dest]).output().unwrap());
+    let first = Store::open(home.path().join("kiln")).unwrap();
+    let tagged = first
+        .get_tag(&dest)
+        .unwrap()
+        .expect("the pushed name is tagged locally");
+    let named = first
+        .get_tag(&local)
+        .unwrap()
+        .expect("type=image names the image locally");
+    assert_eq!(named, tagged, "the same static base under both names");
+    assert_eq!(pulled, tagged.to_string());
+    // Nothing was pushed for the image-only output.
+    let manifest = inspect(&reg, "kiln/static:1", None);
+    assert_eq!(manifest["Digest"], tagged.to_string());
+    let missing = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{local}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !missing.status.success(),
+        "type=image without push=true pushed"
+    );
+}

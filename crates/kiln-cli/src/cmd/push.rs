@@ -77,30 +77,51 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             dest.name()
         );
     }
-    let mut opts = PushOptions {
-        extra_tags: args.tags,
-        ..PushOptions::default()
-    };
+    let mut mount_from = Vec::new();
     if let Some(s) = &source
         && s.registry() == dest.registry()
         && s.repository() != dest.repository()
     {
-        opts.mount_from.push(s.repository().to_string());
+        mount_from.push(s.repository().to_string());
     }
-    let settings = super::registry::settings()?;
-    if !args.quiet {
+    let opts = PushOptions {
+        extra_tags: args.tags,
+        mount_from,
+    };
+    push_to(&store, &digest, &dest, &opts, false, args.quiet)?;
+    println!("{digest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes the local manifest `digest` to `dest`; `insecure` allows plain
+/// http for its registry. Shared by `kiln push` and `-o type=registry`.
+pub(crate) fn push_to(
+    store: &Store,
+    digest: &Digest,
+    dest: &Reference,
+    opts: &PushOptions,
+    insecure: bool,
+    quiet: bool,
+) -> miette::Result<()> {
+    let mut settings = super::registry::settings()?;
+    if insecure {
+        settings
+            .insecure_registries
+            .push(dest.registry().to_string());
+    }
+    if !quiet {
         eprintln!("pushing {digest} to {dest}");
     }
     let client = Client::new(settings).into_diagnostic()?;
     let report = super::registry::runtime()?
-        .block_on(client.push(&store, &digest, &dest, &opts))
-        .into_diagnostic()?;
-    if !args.quiet {
+        .block_on(client.push(store, digest, dest, opts))
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot push {digest} to `{dest}`"))?;
+    if !quiet {
         eprintln!(
             "pushed {dest}: {} blob(s) uploaded ({} bytes, {} chunked), {} mounted, {} already present",
             report.uploaded, report.bytes_uploaded, report.chunked, report.mounted, report.existing
         );
     }
-    println!("{digest}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

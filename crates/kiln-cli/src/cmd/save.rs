@@ -68,9 +68,29 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
 pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> miette::Result<()> {
     let to_stdout = spec.dest.as_deref() == Some(std::path::Path::new("-"));
     if spec.kind == OutputKind::Registry {
-        miette::bail!(
-            "`type=registry` is not handled here: store the image with `-t NAME`, then run `kiln push NAME`"
-        );
+        // `type=image` names the image in the local store and pushes only
+        // with `push=true`; `type=registry` always pushes.
+        for name in &spec.names {
+            let full = super::tag::full_name(name);
+            image
+                .tag(store, &full)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+            if spec.push {
+                let dest = kiln_registry::Reference::parse(name).into_diagnostic()?;
+                let insecure =
+                    spec.options.get("registry.insecure").map(String::as_str) == Some("true");
+                super::push::push_to(
+                    store,
+                    &image.digest,
+                    &dest,
+                    &Default::default(),
+                    insecure,
+                    false,
+                )?;
+            }
+        }
+        return Ok(());
     }
     if !to_stdout {
         return kiln_oci::export(store, image, spec)
