@@ -2,6 +2,8 @@
 //! `KILN_HOME`, images run by podman (runc), cache behaviour checked through
 //! the plain progress output and the printed digests.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -41,27 +43,7 @@ impl Env {
     }
 
     fn podman(&self) -> Command {
-        let conf = self.path("containers.conf");
-        if !conf.exists() {
-            std::fs::write(
-                &conf,
-                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-            )
-            .unwrap();
-        }
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(self.path("podman-root"))
-            .arg("--runroot")
-            .arg(self.path("podman-run"))
-            // Its own libpod tmpdir: the default /run/libpod is shared with
-            // every other podman here (and wiped by `system reset`).
-            .arg("--tmpdir")
-            .arg(self.path("podman-tmp"))
-            .args(["--storage-driver", "vfs"]);
-        c
+        common::podman(&self.path(""))
     }
 
     fn podman_run(&self, archive: &str) -> String {

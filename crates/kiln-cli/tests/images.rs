@@ -2,6 +2,8 @@
 //! the real binary, a private `KILN_HOME`, and podman, umoci, runc and
 //! skopeo consuming what it writes.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -50,23 +52,7 @@ impl Env {
     }
 
     fn podman(&self) -> Command {
-        let conf = self.path("containers.conf");
-        if !conf.exists() {
-            std::fs::write(
-                &conf,
-                "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-            )
-            .unwrap();
-        }
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(self.path("podman-root"))
-            .arg("--runroot")
-            .arg(self.path("podman-run"))
-            .args(["--storage-driver", "vfs"]);
-        c
+        common::podman(&self.path(""))
     }
 }
 
