@@ -226,7 +226,8 @@ pub(crate) fn did_you_mean<'a>(
     let max = (name.chars().count() / 3).clamp(1, 3);
     candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(&name.to_lowercase(), c), c))
+        // Optimal string alignment: a swapped pair (`rnu`) counts as one edit.
+        .map(|c| (strsim::osa_distance(&name.to_lowercase(), c), c))
         .filter(|(d, _)| *d <= max)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -1753,5 +1754,20 @@ fn quote(s: &str) -> String {
         format!("\"{cut}...\"")
     } else {
         format!("\"{one_line}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggestions_allow_typos_and_swaps_but_not_guesses() {
+        let methods = ["run", "copy", "workdir", "entrypoint"];
+        assert_eq!(did_you_mean("rnu", methods), Some("run"));
+        assert_eq!(did_you_mean("cpy", methods), Some("copy"));
+        assert_eq!(did_you_mean("workdri", methods), Some("workdir"));
+        assert_eq!(did_you_mean("entrypiont", methods), Some("entrypoint"));
+        assert_eq!(did_you_mean("xyz", methods), None);
     }
 }
