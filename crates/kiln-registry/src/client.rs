@@ -215,6 +215,23 @@ pub(crate) async fn body_detail(resp: Response) -> String {
     }
 }
 
+/// `resp` when it is `200 OK`; otherwise the error about `ctx`, with 404
+/// as [`RegistryError::NotFound`].
+pub(crate) async fn expect_ok(resp: Response, ctx: &Context) -> Result<Response, RegistryError> {
+    match resp.status() {
+        StatusCode::OK => Ok(resp),
+        StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+            ctx: ctx.clone(),
+            detail: body_detail(resp).await,
+        }),
+        status => Err(RegistryError::Status {
+            ctx: ctx.clone(),
+            status,
+            detail: body_detail(resp).await,
+        }),
+    }
+}
+
 impl Client {
     pub fn new(settings: Settings) -> Result<Self, RegistryError> {
         let http = reqwest::Client::builder()

@@ -4,11 +4,10 @@
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use kiln_store::Digest;
-use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
 
-use crate::client::{Client, RegistryError, Scope, body_detail, chain};
+use crate::client::{Client, RegistryError, Scope, chain, expect_ok};
 use crate::manifest::{self, Blob, Kind, Manifest};
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -233,22 +232,7 @@ impl Client {
                     c.get(&url).header(ACCEPT, manifest::ACCEPT)
                 })
                 .await?;
-            match resp.status() {
-                StatusCode::OK => {}
-                StatusCode::NOT_FOUND => {
-                    return Err(RegistryError::NotFound {
-                        ctx,
-                        detail: body_detail(resp).await,
-                    });
-                }
-                status => {
-                    return Err(RegistryError::Status {
-                        ctx,
-                        status,
-                        detail: body_detail(resp).await,
-                    });
-                }
-            }
+            let resp = expect_ok(resp, &ctx).await?;
             let header_type = resp
                 .headers()
                 .get(CONTENT_TYPE)
@@ -346,22 +330,7 @@ impl Client {
         loop {
             attempt += 1;
             let resp = self.send(ep, &scope, &ctx, &|c| c.get(&url)).await?;
-            match resp.status() {
-                StatusCode::OK => {}
-                StatusCode::NOT_FOUND => {
-                    return Err(RegistryError::NotFound {
-                        ctx,
-                        detail: body_detail(resp).await,
-                    });
-                }
-                status => {
-                    return Err(RegistryError::Status {
-                        ctx,
-                        status,
-                        detail: body_detail(resp).await,
-                    });
-                }
-            }
+            let resp = expect_ok(resp, &ctx).await?;
             let store_err = |source| RegistryError::Store {
                 ctx: ctx.clone(),
                 source,

@@ -9,7 +9,7 @@ use kiln_store::Digest;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 
-use crate::client::{Client, Context, RegistryError, Scope, body_detail};
+use crate::client::{Client, Context, RegistryError, Scope, body_detail, expect_ok};
 use crate::manifest::{self, Blob, Kind, Manifest};
 use crate::reference::Reference;
 use crate::settings::Endpoint;
@@ -542,22 +542,7 @@ impl Client {
         let resp = self
             .send(&ep, &Scope::pull(&ep.repository), &ctx, &|c| c.get(&url))
             .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    ctx,
-                    detail: body_detail(resp).await,
-                });
-            }
-            status => {
-                return Err(RegistryError::Status {
-                    ctx,
-                    status,
-                    detail: body_detail(resp).await,
-                });
-            }
-        }
+        let resp = expect_ok(resp, &ctx).await?;
         #[derive(serde::Deserialize)]
         struct Tags {
             #[serde(default)]
