@@ -117,7 +117,15 @@ fn network_none_cannot_reach_the_host_and_host_can() {
         "nothing may reach the host listener"
     );
     // loopback is up inside: a listener of its own answers
-    let mut spec = w.spec("nc -l -p 8080 > /tmp/got & for i in 1 2 3 4 5 6 7 8 9 10; do echo hi | nc -w 1 127.0.0.1 8080 && break; sleep 0.3; done; wait; cat /tmp/got; ip link show lo");
+    // Connect only once the listener is in LISTEN state (port 8080 is 1F90,
+    // state 0A; busybox nc listens on tcp6): retrying a refused connect
+    // raced with a slow listener start under load.
+    let mut spec = w.spec(
+        "nc -l -p 8080 > /tmp/got & \
+         i=0; until grep -qs ':1F90 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6; do \
+           i=$((i+1)); [ $i -lt 200 ] || exit 9; sleep 0.05; done; \
+         echo hi | nc -w 2 127.0.0.1 8080; wait; cat /tmp/got; ip link show lo",
+    );
     spec.network = Network::None;
     let r = run(&spec).unwrap();
     assert!(r.stdout.starts_with("hi\n"), "{} {}", r.stdout, r.stderr);
