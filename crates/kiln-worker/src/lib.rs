@@ -12,6 +12,7 @@
 //! config into an image.
 
 pub mod context;
+pub mod elfcheck;
 pub mod fileop;
 pub mod snapshot;
 
