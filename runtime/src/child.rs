@@ -95,13 +95,14 @@ fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {
 
 fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     let cfg = recv_config(sock)?;
-    let mut flags = if cfg.apply.is_some() {
+    let job_only = cfg.apply.is_some() || cfg.write.is_some();
+    let mut flags = if job_only {
         0
     } else {
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
     };
     flags |= libc::CLONE_NEWUSER;
-    if cfg.apply.is_none() && (cfg.network == Network::None || cfg.probe) {
+    if !job_only && (cfg.network == Network::None || cfg.probe) {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain syscall; this process is single-threaded
@@ -124,6 +125,20 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     if let Some(job) = &cfg.apply {
         return apply(job, sock);
     }
+    if let Some(job) = &cfg.write {
+        return write_layer(job, sock);
+    }
+    // the copying driver: merged here, as the namespace's root (so ownership
+    // is kept rootless), before the init exists; diffed after it is gone
+    let copied = if cfg.driver == DriverChoice::Copy && !cfg.probe {
+        let dest = cfg.rootfs.join("copy");
+        std::fs::create_dir(&dest).map_err(fail("create the copied rootfs"))?;
+        let manifest = crate::copy::populate(&cfg.lowers_top_first, &dest)
+            .map_err(fail("copy the lower directories"))?;
+        Some((dest, manifest))
+    } else {
+        None
+    };
     // SAFETY: single-threaded process
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -162,6 +177,17 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     } else {
         (None, Some(libc::WTERMSIG(status)))
     };
+    if let Some((dest, manifest)) = copied {
+        // a killed step (timeout, cancel) leaves nothing anyone will read
+        let diffed = if signal == Some(libc::SIGKILL) {
+            Ok(())
+        } else {
+            crate::copy::diff(&dest, &manifest, &cfg.upper).map(|_| ())
+        };
+        // files of subordinate IDs: only this namespace's root can remove them
+        let _ = std::fs::remove_dir_all(&dest);
+        diffed.map_err(fail("move the step's changes to the upper directory"))?;
+    }
     send(sock, &ToParent::Exited { code, signal });
     Ok(0)
 }
@@ -194,6 +220,39 @@ fn apply(job: &crate::proto::ApplyJob, sock: BorrowedFd<'_>) -> R<i32> {
                 .into_iter()
                 .map(|s| (s.path, s.reason))
                 .collect(),
+        },
+    );
+    Ok(0)
+}
+
+/// Writes `job.dir` as a layer tar to stdout as the namespace's root, which
+/// may read every file a step made (CAP_DAC_READ_SEARCH over the mapped IDs,
+/// user_namespaces(7)); here the IDs on disk read as container IDs already.
+fn write_layer(job: &crate::proto::WriteJob, sock: BorrowedFd<'_>) -> R<i32> {
+    use std::io::Write as _;
+    let opts = kiln_layer::WriteOptions {
+        overlay_whiteouts: job.overlay_whiteouts,
+        id_map: None,
+        source_date_epoch: job.source_date_epoch,
+        xattrs: job.xattrs,
+    };
+    // a plain file on fd 1: std's stdout is line-buffered
+    let fd = rustix::io::dup(std::io::stdout()).map_err(errno_fail("open stdout"))?;
+    let mut out = io::BufWriter::with_capacity(256 * 1024, std::fs::File::from(fd));
+    let sum = kiln_layer::write_tar(&job.dir, &mut out, &opts).map_err(|e| Fail {
+        stage: "write the layer".into(),
+        err: io::Error::other(error_chain(&e)),
+    })?;
+    out.flush().map_err(fail("send the layer"))?;
+    drop(out);
+    if job.remove {
+        std::fs::remove_dir_all(&job.dir).map_err(fail("remove the written directory"))?;
+    }
+    send(
+        sock,
+        &ToParent::Written {
+            entries: sum.entries,
+            bytes: sum.bytes,
         },
     );
     Ok(0)
@@ -258,6 +317,38 @@ fn escape_overlay(p: &Path) -> String {
 
 /// Mounts the rootfs; returns the driver and where the rootfs is mounted.
 fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
+    if cfg.driver == DriverChoice::Copy {
+        let dest = cfg.rootfs.join("copy");
+        if cfg.probe {
+            return Ok((Driver::Copy, dest));
+        }
+        // an own mount namespace: pivot_root(2) would otherwise move the
+        // supervisor's root too, and it still has to diff the copy
+        // SAFETY: plain syscall; this process is single-threaded
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(fail("unshare the init's mount namespace")(
+                io::Error::last_os_error(),
+            ));
+        }
+        mount(
+            "make mounts private",
+            None,
+            Path::new("/"),
+            None,
+            (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
+            None,
+        )?;
+        // pivot_root wants a mount point
+        mount(
+            "bind the copied rootfs",
+            Some(dest.as_os_str()),
+            &dest,
+            None,
+            (libc::MS_BIND | libc::MS_REC) as libc::c_ulong,
+            None,
+        )?;
+        return Ok((Driver::Copy, dest));
+    }
     let lower = cfg
         .lowers_top_first
         .iter()

@@ -11,6 +11,7 @@
 //! directories is [`kiln_layer`]'s job.
 
 mod child;
+mod copy;
 mod hints;
 mod parent;
 pub mod passwd;

@@ -505,9 +505,49 @@ impl Runtime {
 
     /// Runs one step. `output` receives stdout and stderr as they come;
     /// `cancel`, when set, kills the step (checked every 50 ms).
+    ///
+    /// The driver is `spec.driver`, or with `Auto` the one `KILN_SANDBOX_DRIVER`
+    /// names (`overlay`, `fuse-overlayfs`, `copy`); `Auto` falls back to the
+    /// copying driver, with a warning, once overlay and fuse-overlayfs refused.
     pub fn run(
         &self,
         spec: &SandboxSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Outcome, RuntimeError> {
+        let choice = match spec.driver {
+            DriverChoice::Auto => match std::env::var("KILN_SANDBOX_DRIVER") {
+                Ok(v) => DriverChoice::parse(&v).ok_or_else(|| RuntimeError::Spec {
+                    what: format!(
+                        "KILN_SANDBOX_DRIVER=`{v}` is not a driver: use overlay, fuse-overlayfs or copy"
+                    ),
+                })?,
+                Err(_) if COPY_FALLBACK.load(std::sync::atomic::Ordering::Relaxed) => {
+                    DriverChoice::Copy
+                }
+                Err(_) => DriverChoice::Auto,
+            },
+            d => d,
+        };
+        match self.run_with(spec, choice, output, cancel) {
+            Err(RuntimeError::Overlay { message }) if choice == DriverChoice::Auto => {
+                COPY_FALLBACK.store(true, std::sync::atomic::Ordering::Relaxed);
+                let w = format!(
+                    "no overlay here ({message}); using the copying snapshot driver, which is much slower"
+                );
+                tracing::warn!("{w}");
+                let mut o = self.run_with(spec, DriverChoice::Copy, output, cancel)?;
+                o.warnings.insert(0, w);
+                Ok(o)
+            }
+            r => r,
+        }
+    }
+
+    fn run_with(
+        &self,
+        spec: &SandboxSpec,
+        driver: DriverChoice,
         output: &mut dyn FnMut(Stream, &[u8]),
         cancel: Option<&AtomicBool>,
     ) -> Result<Outcome, RuntimeError> {
@@ -544,6 +584,7 @@ impl Runtime {
         })?;
         let mut cfg = ChildConfig {
             probe: false,
+            write: None,
             apply: None,
             lowers_top_first: spec
                 .lowers
@@ -568,7 +609,7 @@ impl Runtime {
             setgroups: !single,
             hostname: spec.hostname.clone(),
             network: spec.network,
-            driver: spec.driver,
+            driver,
         };
         let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &state_parent, &upper)?;
@@ -639,6 +680,7 @@ impl Runtime {
         })?;
         let mut cfg = ChildConfig {
             probe: false,
+            write: None,
             apply: Some(crate::proto::ApplyJob {
                 target: target.clone(),
                 overlay,
@@ -693,6 +735,104 @@ impl Runtime {
         })
     }
 
+    /// Writes `dir` (a step's upper directory) as a layer tar to `out`, and
+    /// with `remove` then deletes it. Rootless, a step leaves files of
+    /// subordinate IDs with modes that shut out the calling user (apt's 0700
+    /// `/var/cache/apt/archives/partial`, owned by `_apt`), so the tar is
+    /// written inside a user namespace with this process's mapping, where
+    /// such files read as their container IDs; `opts.id_map` is not used
+    /// then. As real root (identity map) it is written right here.
+    pub fn write_layer(
+        &self,
+        dir: &Path,
+        out: &mut dyn io::Write,
+        opts: &kiln_layer::WriteOptions,
+        remove: bool,
+    ) -> Result<kiln_layer::WriteSummary, RuntimeError> {
+        let (plan, _) = plan_mapping()?;
+        if plan == MapPlan::Identity {
+            let sum =
+                kiln_layer::write_tar(dir, &mut *out, opts).map_err(|e| RuntimeError::Setup {
+                    stage: "write the layer".into(),
+                    message: e.to_string(),
+                })?;
+            if remove {
+                std::fs::remove_dir_all(dir).map_err(|source| RuntimeError::State {
+                    upper: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            return Ok(sum);
+        }
+        let dir = std::path::absolute(dir).map_err(|source| RuntimeError::State {
+            upper: dir.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = ChildConfig {
+            probe: false,
+            write: Some(crate::proto::WriteJob {
+                dir: dir.clone(),
+                overlay_whiteouts: opts.overlay_whiteouts,
+                source_date_epoch: opts.source_date_epoch,
+                xattrs: opts.xattrs,
+                remove,
+            }),
+            apply: None,
+            lowers_top_first: Vec::new(),
+            upper: dir.clone(),
+            work: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            mounts: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            setgroups: false,
+            hostname: String::new(),
+            network: Network::Host,
+            driver: DriverChoice::Auto,
+        };
+        let parent = dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+        let mut st = self.start(&mut cfg, &parent, &dir)?;
+        let mut write_err: Option<io::Error> = None;
+        let mut stderr = Vec::new();
+        let d = drive(
+            &mut st,
+            &plan,
+            &mut |s, data| match s {
+                Stream::Stdout if write_err.is_none() => {
+                    if let Err(e) = out.write_all(data) {
+                        write_err = Some(e);
+                    }
+                }
+                Stream::Stdout => {}
+                Stream::Stderr => stderr.extend_from_slice(data),
+            },
+            None,
+            None,
+        );
+        let _ = st.child.kill();
+        let _ = st.child.wait();
+        let mut d = d?;
+        if let Some(f) = d.failed.take() {
+            return Err(classify_failure(f, "write the layer"));
+        }
+        if let Some(source) = write_err {
+            return Err(RuntimeError::Io {
+                what: "storing the layer written in the sandbox",
+                source,
+            });
+        }
+        d.written.ok_or_else(|| RuntimeError::Protocol {
+            what: format!(
+                "the layer-writing child ended without a summary: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            ),
+        })
+    }
+
     /// Tries what a sandbox needs (namespaces, ID maps, the snapshot driver)
     /// without running anything, for `kiln info`.
     pub fn probe(&self) -> HostReport {
@@ -733,6 +873,7 @@ impl Runtime {
         let _ = std::fs::create_dir(&lower);
         let mut cfg = ChildConfig {
             probe: true,
+            write: None,
             apply: None,
             lowers_top_first: vec![lower],
             upper: upper.clone(),
@@ -764,7 +905,19 @@ impl Runtime {
         });
         match result {
             Ok(d) => match (d.failed, d.driver) {
-                (Some(f), _) => report.driver = Err(classify_failure(f, "probe").to_string()),
+                (Some(f), _) => {
+                    report.driver = match classify_failure(f, "probe") {
+                        // the copying driver needs no mount: it always works
+                        // where the namespaces do
+                        RuntimeError::Overlay { message } => {
+                            report.namespaces = ["user", "mount", "pid", "ipc", "uts", "net"]
+                                .map(String::from)
+                                .to_vec();
+                            Ok(format!("copy (slow: {message})"))
+                        }
+                        e => Err(e.to_string()),
+                    }
+                }
                 (None, Some(drv)) => {
                     report.driver = Ok(drv.name().into());
                     report.namespaces = ["user", "mount", "pid", "ipc", "uts", "net"]
@@ -780,6 +933,10 @@ impl Runtime {
         report
     }
 }
+
+/// Set once `Auto` found neither overlay nor fuse-overlayfs: later steps of
+/// this process go straight to the copying driver.
+static COPY_FALLBACK: AtomicBool = AtomicBool::new(false);
 
 struct Failure {
     stage: String,
@@ -824,6 +981,7 @@ struct Driven {
     timed_out: bool,
     cancelled: bool,
     applied: Option<kiln_layer::ApplySummary>,
+    written: Option<kiln_layer::WriteSummary>,
 }
 
 fn drive(
@@ -954,6 +1112,9 @@ fn drive(
                             }
                         }
                         ToParent::Warning(w) => d.warnings.push(w),
+                        ToParent::Written { entries, bytes } => {
+                            d.written = Some(kiln_layer::WriteSummary { entries, bytes })
+                        }
                         ToParent::Applied {
                             entries,
                             bytes,

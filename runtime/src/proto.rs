@@ -18,6 +18,10 @@ pub struct ChildConfig {
     /// apply the layer tar on stdin to this directory inside the user
     /// namespace instead of running a step
     pub apply: Option<ApplyJob>,
+    /// write the directory as a layer tar to stdout inside the user
+    /// namespace instead of running a step
+    #[serde(default)]
+    pub write: Option<WriteJob>,
     /// overlay lowerdirs, top first (overlay's order)
     pub lowers_top_first: Vec<PathBuf>,
     pub upper: PathBuf,
@@ -46,8 +50,25 @@ pub struct ApplyJob {
     pub overlay: bool,
 }
 
+/// A layer tar of `dir`, written by the namespace's root: rootless, a step
+/// leaves files of subordinate IDs that the calling user may not read (apt's
+/// 0700 `/var/cache/apt/archives/partial`, owned by `_apt`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteJob {
+    pub dir: PathBuf,
+    pub overlay_whiteouts: bool,
+    pub source_date_epoch: Option<u64>,
+    pub xattrs: bool,
+    /// remove `dir` afterwards (only the namespace's root can)
+    pub remove: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToParent {
+    Written {
+        entries: u64,
+        bytes: u64,
+    },
     Applied {
         entries: u64,
         bytes: u64,

@@ -95,6 +95,22 @@ pub enum DriverChoice {
     Auto,
     Overlay,
     FuseOverlayfs,
+    /// copy the lowers into a plain directory and diff it afterwards: slow,
+    /// but needs no mount of any filesystem
+    Copy,
+}
+
+impl DriverChoice {
+    /// `overlay`, `fuse-overlayfs` or `copy` (as `KILN_SANDBOX_DRIVER` takes them)
+    pub fn parse(s: &str) -> Option<DriverChoice> {
+        match s {
+            "auto" | "" => Some(DriverChoice::Auto),
+            "overlay" => Some(DriverChoice::Overlay),
+            "fuse-overlayfs" => Some(DriverChoice::FuseOverlayfs),
+            "copy" => Some(DriverChoice::Copy),
+            _ => None,
+        }
+    }
 }
 
 /// The snapshot driver a sandbox used.
@@ -104,6 +120,8 @@ pub enum Driver {
     Overlay,
     /// fuse-overlayfs, when the kernel refuses overlay in a user namespace
     FuseOverlayfs,
+    /// a copy of the lowers, diffed after the step (no mount needed)
+    Copy,
 }
 
 impl Driver {
@@ -111,6 +129,7 @@ impl Driver {
         match self {
             Driver::Overlay => "overlay",
             Driver::FuseOverlayfs => "fuse-overlayfs",
+            Driver::Copy => "copy",
         }
     }
 }

@@ -476,3 +476,91 @@ fn a_cancelled_step_is_killed() {
     assert!(left.is_empty(), "still running: {left:?}");
     rerun_as("kilntest", "a_cancelled_step_is_killed");
 }
+
+/// The copying driver leaves the same upper directory (as a layer) as
+/// kernel overlay, for every kind of change a step makes.
+#[test]
+fn copy_driver_gives_the_same_layer_as_overlay() {
+    let script = "echo new > /new.txt && mkdir -p /opt/app && echo x > /opt/app/f \
+        && rm /etc/motd && rm -r /home && mkdir /home && echo y > /home/only \
+        && chmod 600 /etc/passwd && ln -s /new.txt /etc/link \
+        && touch /a && chown 1000:1000 /a && cat /etc/group >/dev/null";
+    let run_with = |driver| {
+        let w = World::new();
+        let mut spec = w.spec(script);
+        spec.driver = driver;
+        let r = run(&spec).unwrap();
+        assert!(r.outcome.success(), "{:?}: {}", driver, r.stderr);
+        (r.outcome.driver, layer_entries(&w.upper, &r.outcome), w)
+    };
+    let (d1, overlay, _w1) = run_with(kiln_runtime::DriverChoice::Overlay);
+    let (d2, copied, w2) = run_with(kiln_runtime::DriverChoice::Copy);
+    assert_eq!(d1, kiln_runtime::Driver::Overlay);
+    assert_eq!(d2, kiln_runtime::Driver::Copy);
+    assert_eq!(copied, overlay);
+    let names: Vec<_> = copied.iter().map(|e| e.0.as_str()).collect();
+    for n in [
+        "etc/.wh.motd",
+        "home/",
+        "home/.wh..wh..opq",
+        "etc/passwd",
+        "a",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert!(!names.contains(&"etc/group"), "a read file is no change");
+    // the copy is gone, only the upper and the lower remain
+    let left: Vec<_> = std::fs::read_dir(w2.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|n| !n.starts_with(".kiln-sandbox-")),
+        "{left:?}"
+    );
+    rerun_as("kilntest", "copy_driver_gives_the_same_layer_as_overlay");
+}
+
+#[test]
+fn copy_driver_keeps_mounts_out_and_honours_env_choice() {
+    let w = World::new();
+    let data = w.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in"), "from host\n").unwrap();
+    if !common::is_root() {
+        // the step's root is this user: the bind must be readable
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut spec = w.spec("cat /data/in && echo t > /tmp/t && echo kept > /kept");
+    spec.mounts = vec![
+        Mount {
+            target: "/data".into(),
+            kind: MountKind::Bind {
+                source: data.clone(),
+                readonly: true,
+            },
+        },
+        Mount {
+            target: "/tmp".into(),
+            kind: MountKind::Tmpfs { size: None },
+        },
+    ];
+    // SAFETY: no other thread of this test binary reads the environment now
+    unsafe { std::env::set_var("KILN_SANDBOX_DRIVER", "copy") };
+    let r = run(&spec);
+    unsafe { std::env::remove_var("KILN_SANDBOX_DRIVER") };
+    let r = r.unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert_eq!(r.outcome.driver, kiln_runtime::Driver::Copy);
+    assert_eq!(r.stdout, "from host\n");
+    let names: Vec<_> = layer_entries(&w.upper, &r.outcome)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(names, ["kept"], "mount points and mounted content stay out");
+    rerun_as(
+        "kilntest",
+        "copy_driver_keeps_mounts_out_and_honours_env_choice",
+    );
+}
