@@ -14,6 +14,7 @@
 pub mod context;
 pub mod elfcheck;
 pub mod fileop;
+pub mod mounts;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct WorkerOptions {
     pub helper: PathBuf,
     /// Kill a `run` step after this long.
     pub step_timeout: Option<Duration>,
+    /// `--secret` values by id, for secret mounts of `run` steps.
+    pub secrets: mounts::Secrets,
 }
 
 /// Failures of a step, with what was being done.
@@ -81,6 +84,11 @@ pub enum Error {
         command: String,
         status: String,
         tail: String,
+    },
+    #[error("`{command}`: {error}")]
+    Mount {
+        command: String,
+        error: Box<mounts::MountError>,
     },
     #[error("cannot run `{command}`: {reason}")]
     Sandbox { command: String, reason: String },
@@ -344,11 +352,6 @@ impl Inner {
             [sh, c, cmd] if sh == "/bin/sh" && c == "-c" => cmd.clone(),
             args => args.join(" "),
         };
-        if !op.mounts.is_empty() {
-            return Err(Error::Unsupported(format!(
-                "`{command}`: mounts on run steps are not supported by this worker yet"
-            )));
-        }
         let root = inputs
             .first()
             .ok_or_else(|| Error::Internal("exec without a root input".into()))?;
@@ -362,10 +365,20 @@ impl Inner {
             set_env(&mut env, k, v);
         }
         let lower = snapshot::merged(&self.store, root)?;
+        // Before the upper exists: a missing secret leaves nothing behind.
+        let mounted = mounts::prepare(&self.store, &op.mounts, inputs, &self.opts.secrets, cancel)
+            .map_err(|error| Error::Mount {
+                command: command.clone(),
+                error: Box::new(error),
+            })?;
         let upper = snapshot::temp_dir(&self.store, "exec")?;
         let mut spec = kiln_runtime::SandboxSpec::new(&upper, op.args.clone());
         spec.lowers = vec![lower];
         spec.env = env;
+        spec.mounts = mounted.mounts.clone();
+        for (k, v) in &mounted.env {
+            set_env(&mut spec.env, k, v);
+        }
         spec.cwd = op
             .cwd
             .clone()

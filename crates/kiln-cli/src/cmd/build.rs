@@ -48,6 +48,13 @@ pub struct Args {
     #[arg(long = "build-arg", value_name = "NAME=VALUE")]
     pub build_args: Vec<String>,
 
+    /// Give `run` steps a secret: `id=ID,src=PATH` reads a file,
+    /// `id=ID,env=VAR` an environment variable (as `docker buildx build`).
+    /// Mounted with `secret("ID")`; never stored in a layer or the cache,
+    /// and changing it does not re-run cached steps. Repeatable
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    pub secrets: Vec<String>,
+
     /// Write the image out, e.g. `type=oci,dest=app.tar`,
     /// `type=docker,dest=app.tar`, `type=oci-layout,dest=dir`,
     /// `type=local,dest=dir`, `type=tar,dest=rootfs.tar`. Repeatable
@@ -151,6 +158,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             epoch,
             helper,
             step_timeout: None,
+            secrets: kiln_worker::mounts::Secrets::from_flags(&args.secrets)
+                .map_err(|e| miette::miette!("{e}"))?,
         },
     ));
     let mut solver_opts = kiln_solver::Options {

@@ -1,0 +1,877 @@
+//! Mounts of `run` steps: turns the DAG's mounts of one exec into the
+//! runtime's mounts plus extra environment, and holds what they need (cache
+//! locks, secret files, throwaway copies) until the step is over.
+//!
+//! - cache: a persistent directory `KILN_HOME/cache-mounts/<sha256 of id>/data`
+//!   (private extra instances `data-N`), owned by the invoking user, which
+//!   is root inside a rootless step's user namespace. `shared` steps hold a
+//!   shared flock on it, `locked` steps an exclusive one (others wait),
+//!   `private` steps take the first instance nobody holds and create one
+//!   when all are busy. Never part of a layer or a cache key.
+//! - secret: the bytes given with `--secret` are written to a private file
+//!   (0700 directory on a tmpfs when there is one, so they never touch the
+//!   store's disk), bind-mounted read-only and deleted after the step.
+//!   `SecretEnv` only adds to the step's process environment.
+//! - tmpfs: passed through.
+//! - bind: the selected path of an input's merged snapshot, resolved inside
+//!   that snapshot; `.rw()` gets a throwaway copy.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kiln_dag::{CacheSharing, MountKind};
+use kiln_oci::Store;
+use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use sha2::{Digest as _, Sha256};
+
+use crate::snapshot::{self, Ref, SnapshotError};
+
+/// The secrets of a build by id, as given with `--secret`. Never printed:
+/// `Debug` shows the ids only.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    map: HashMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut ids: Vec<&String> = self.map.keys().collect();
+        ids.sort();
+        f.debug_struct("Secrets").field("ids", &ids).finish()
+    }
+}
+
+/// Where a `--secret` flag takes its value from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// A bad `--secret` flag.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFlagError {
+    #[error(
+        "invalid `--secret {flag}`: {reason}; write `--secret id=ID,src=PATH` or `--secret id=ID,env=VAR`"
+    )]
+    Syntax { flag: String, reason: String },
+    #[error("`--secret id={id}` is given twice: pass each secret id once")]
+    Duplicate { id: String },
+    #[error("cannot read secret `{id}` from `{path}`: {source}")]
+    Read {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "secret `{id}` comes from the environment variable `{var}`, which is not set: set it or pass `src=PATH`"
+    )]
+    NoEnv { id: String, var: String },
+}
+
+impl SecretSource {
+    /// Parses one `--secret` value the way `docker buildx build` does:
+    /// `id=ID,src=PATH` (also `source=`), `id=ID,env=VAR`, with an optional
+    /// `type=file|env`. `type=env` without `env=` reads the variable named
+    /// like the id.
+    pub fn parse(flag: &str) -> Result<(String, SecretSource), SecretFlagError> {
+        let bad = |reason: &str| SecretFlagError::Syntax {
+            flag: flag.to_string(),
+            reason: reason.to_string(),
+        };
+        let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
+        for field in flag.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("`{field}` is not KEY=VALUE")))?;
+            let slot = match k.trim() {
+                "id" => &mut id,
+                "src" | "source" => &mut src,
+                "env" => &mut env,
+                "type" => &mut typ,
+                other => {
+                    return Err(bad(&format!(
+                        "unknown key `{other}` (known: id, src, source, env, type)"
+                    )));
+                }
+            };
+            if slot.replace(v.to_string()).is_some() {
+                return Err(bad(&format!("`{k}` is given twice")));
+            }
+        }
+        let id = id.ok_or_else(|| bad("`id` is missing"))?;
+        if id.is_empty() {
+            return Err(bad("`id` is empty"));
+        }
+        let source = match (typ.as_deref(), src, env) {
+            (_, Some(_), Some(_)) => return Err(bad("give either `src` or `env`, not both")),
+            (Some("env"), Some(_), None) => return Err(bad("`type=env` takes `env=VAR`")),
+            (Some("file"), None, Some(_)) => return Err(bad("`type=file` takes `src=PATH`")),
+            (None | Some("file"), Some(p), None) => {
+                if p.is_empty() {
+                    return Err(bad("`src` is empty"));
+                }
+                SecretSource::File(PathBuf::from(p))
+            }
+            (None | Some("env"), None, Some(v)) => {
+                if v.is_empty() {
+                    return Err(bad("`env` is empty"));
+                }
+                SecretSource::Env(v)
+            }
+            (Some("env"), None, None) => SecretSource::Env(id.clone()),
+            (Some(t), _, _) if t != "file" && t != "env" => {
+                return Err(bad(&format!("unknown type `{t}` (known: file, env)")));
+            }
+            _ => return Err(bad("`src=PATH` or `env=VAR` is missing")),
+        };
+        Ok((id, source))
+    }
+}
+
+impl Secrets {
+    /// Reads every `--secret` flag's value now, so a missing file or
+    /// variable fails before anything runs.
+    pub fn from_flags(flags: &[String]) -> Result<Secrets, SecretFlagError> {
+        let mut s = Secrets::default();
+        for flag in flags {
+            let (id, source) = SecretSource::parse(flag)?;
+            let bytes = match &source {
+                SecretSource::File(path) => fs::read(path).map_err(|e| SecretFlagError::Read {
+                    id: id.clone(),
+                    path: path.clone(),
+                    source: e,
+                })?,
+                SecretSource::Env(var) => std::env::var_os(var)
+                    .ok_or_else(|| SecretFlagError::NoEnv {
+                        id: id.clone(),
+                        var: var.clone(),
+                    })?
+                    .into_encoded_bytes(),
+            };
+            if s.map.contains_key(&id) {
+                return Err(SecretFlagError::Duplicate { id });
+            }
+            s.map.insert(id, bytes);
+        }
+        Ok(s)
+    }
+
+    pub fn insert(&mut self, id: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.map.insert(id.into(), value.into());
+    }
+
+    pub fn get(&self, id: &str) -> Option<&[u8]> {
+        self.map.get(id).map(Vec::as_slice)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Why a step's mounts could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(
+        "the step needs secret `{id}` (at `{target}`) but it was not given: pass `--secret id={id},src=PATH` or `--secret id={id},env=VAR` to `kiln build`"
+    )]
+    MissingSecret { id: String, target: String },
+    #[error("secret `{id}` cannot be the environment variable `{var}`: {reason}")]
+    SecretEnv {
+        id: String,
+        var: String,
+        reason: &'static str,
+    },
+    #[error("cannot write secret `{id}` to a private file under `{path}`: {source}")]
+    SecretFile {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cache mount `{id}`: cannot prepare `{path}`: {source}")]
+    CacheDir {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind mount at `{target}`: input {input} of the step does not exist")]
+    BindInput { target: String, input: usize },
+    #[error("bind mount at `{target}`: `{selector}` is not in its source: {reason}")]
+    BindSource {
+        target: String,
+        selector: String,
+        reason: String,
+    },
+    #[error("bind mount at `{target}`: cannot copy `{path}` for a writable bind: {source}")]
+    BindCopy {
+        target: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the step was cancelled while waiting for cache mount `{id}`")]
+    Cancelled { id: String },
+}
+
+/// The runtime mounts and extra environment of one step. Dropping it
+/// releases cache locks and deletes secret files and throwaway copies.
+#[derive(Default)]
+pub struct Prepared {
+    pub mounts: Vec<kiln_runtime::Mount>,
+    /// `(NAME, VALUE)` from `SecretEnv` mounts: the step's process only.
+    pub env: Vec<(String, String)>,
+    _locks: Vec<OwnedFd>,
+    cleanup: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&String> = self.env.iter().map(|(k, _)| k).collect();
+        f.debug_struct("Prepared")
+            .field("mounts", &self.mounts)
+            .field("env", &names)
+            .finish()
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        for p in self.cleanup.drain(..) {
+            if let Err(e) = fs::remove_dir_all(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a step's mount scratch directory");
+            }
+        }
+    }
+}
+
+/// Where cache mounts live.
+pub fn cache_mounts_root(store: &Store) -> PathBuf {
+    store.root().join("cache-mounts")
+}
+
+/// The directory of cache id `id` (instance 0, the one shared and locked
+/// steps use).
+pub fn cache_dir(store: &Store, id: &str) -> PathBuf {
+    cache_base(store, id).join("data")
+}
+
+fn cache_base(store: &Store, id: &str) -> PathBuf {
+    cache_mounts_root(store).join(hex::encode(Sha256::digest(id.as_bytes())))
+}
+
+/// Prepares the mounts of one step. `inputs` are the step's inputs (bind
+/// sources refer to them by index); waiting for a cache lock gives up when
+/// `cancel` is set.
+pub fn prepare(
+    store: &Store,
+    mounts: &[kiln_dag::Mount],
+    inputs: &[Ref],
+    secrets: &Secrets,
+    cancel: &AtomicBool,
+) -> Result<Prepared, MountError> {
+    let mut out = Prepared::default();
+    // Locks are taken in one global order (by directory), so two steps that
+    // lock the same two caches cannot deadlock each other.
+    let mut caches: Vec<(usize, &str, CacheSharing)> = mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match &m.kind {
+            MountKind::Cache { id, sharing } => Some((i, id.as_str(), *sharing)),
+            _ => None,
+        })
+        .collect();
+    caches.sort_by_key(|(_, id, _)| cache_base(store, id));
+    let mut cache_sources: HashMap<usize, PathBuf> = HashMap::new();
+    for (i, id, sharing) in caches {
+        let (dir, lock) = acquire_cache(store, id, sharing, cancel)?;
+        out._locks.push(lock);
+        cache_sources.insert(i, dir);
+    }
+    let mut secret_dir: Option<PathBuf> = None;
+    for (i, m) in mounts.iter().enumerate() {
+        let kind = match &m.kind {
+            MountKind::Cache { .. } => {
+                let source = cache_sources
+                    .remove(&i)
+                    .ok_or_else(|| MountError::CacheDir {
+                        id: m.target.clone(),
+                        path: cache_mounts_root(store),
+                        source: std::io::Error::other("cache lock not taken"),
+                    })?;
+                kiln_runtime::MountKind::Cache { source }
+            }
+            MountKind::Tmpfs { size } => kiln_runtime::MountKind::Tmpfs { size: *size },
+            MountKind::Secret {
+                id,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let Some(value) = secrets.get(id) else {
+                    if *required {
+                        return Err(MountError::MissingSecret {
+                            id: id.clone(),
+                            target: m.target.clone(),
+                        });
+                    }
+                    continue;
+                };
+                let dir = match &secret_dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = private_dir().map_err(|(path, source)| MountError::SecretFile {
+                            id: id.clone(),
+                            path,
+                            source,
+                        })?;
+                        out.cleanup.push(d.clone());
+                        secret_dir = Some(d.clone());
+                        d
+                    }
+                };
+                let file = dir.join(i.to_string());
+                write_secret(&file, value, *mode, *uid, *gid).map_err(|source| {
+                    MountError::SecretFile {
+                        id: id.clone(),
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+                kiln_runtime::MountKind::Secret { source: file }
+            }
+            MountKind::SecretEnv { id, required } => {
+                let Some(value) = secrets.get(id) else {
+                    if *required {
+                        return Err(MountError::MissingSecret {
+                            id: id.clone(),
+                            target: format!("${}", m.target),
+                        });
+                    }
+                    continue;
+                };
+                let serr = |reason| MountError::SecretEnv {
+                    id: id.clone(),
+                    var: m.target.clone(),
+                    reason,
+                };
+                let value = String::from_utf8(value.to_vec())
+                    .map_err(|_| serr("its value is not UTF-8"))?;
+                if value.contains('\0') {
+                    return Err(serr("its value contains a NUL byte"));
+                }
+                out.env.push((m.target.clone(), value));
+                continue;
+            }
+            MountKind::Bind {
+                input,
+                selector,
+                readonly,
+            } => {
+                let r = inputs.get(*input).ok_or_else(|| MountError::BindInput {
+                    target: m.target.clone(),
+                    input: *input,
+                })?;
+                let root = snapshot::merged(store, r)?;
+                let source =
+                    resolve_in_root(&root, selector).map_err(|reason| MountError::BindSource {
+                        target: m.target.clone(),
+                        selector: selector.clone(),
+                        reason,
+                    })?;
+                if *readonly {
+                    kiln_runtime::MountKind::Bind {
+                        source,
+                        readonly: true,
+                    }
+                } else {
+                    // The snapshot is shared by later steps: writes go to a
+                    // copy that is dropped with the step.
+                    let scratch = snapshot::temp_dir(store, "bind")?;
+                    out.cleanup.push(scratch.clone());
+                    let copy = scratch.join("src");
+                    copy_tree(&source, &copy).map_err(|e| MountError::BindCopy {
+                        target: m.target.clone(),
+                        path: source.clone(),
+                        source: e,
+                    })?;
+                    kiln_runtime::MountKind::Bind {
+                        source: copy,
+                        readonly: false,
+                    }
+                }
+            }
+        };
+        out.mounts.push(kiln_runtime::Mount {
+            target: m.target.clone(),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Takes the lock a cache mount's sharing asks for; returns the directory to
+/// mount and the held lock.
+fn acquire_cache(
+    store: &Store,
+    id: &str,
+    sharing: CacheSharing,
+    cancel: &AtomicBool,
+) -> Result<(PathBuf, OwnedFd), MountError> {
+    let base = cache_base(store, id);
+    let cerr = |path: &Path| {
+        let path = path.to_path_buf();
+        let id = id.to_string();
+        move |source| MountError::CacheDir { id, path, source }
+    };
+    fs::create_dir_all(&base).map_err(cerr(&base))?;
+    // The id, for whoever looks at the directory (and `kiln cache du`).
+    let id_file = base.join("id");
+    if !id_file.exists() {
+        let _ = fs::write(&id_file, id);
+    }
+    let instance = |n: usize| {
+        if n == 0 {
+            (base.join("data"), base.join("lock"))
+        } else {
+            (
+                base.join(format!("data-{n}")),
+                base.join(format!("lock-{n}")),
+            )
+        }
+    };
+    let open_lock = |path: &Path| -> Result<OwnedFd, MountError> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(cerr(path))?;
+        Ok(f.into())
+    };
+    let (dir, lock) = match sharing {
+        CacheSharing::Shared | CacheSharing::Locked => {
+            let (dir, lock_path) = instance(0);
+            let lock = open_lock(&lock_path)?;
+            let op = if sharing == CacheSharing::Shared {
+                FlockOperation::NonBlockingLockShared
+            } else {
+                FlockOperation::NonBlockingLockExclusive
+            };
+            wait_lock(&lock, op, id, &lock_path, cancel)?;
+            (dir, lock)
+        }
+        CacheSharing::Private => {
+            let mut n = 0;
+            loop {
+                let (dir, lock_path) = instance(n);
+                let lock = open_lock(&lock_path)?;
+                match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                    Ok(()) => break (dir, lock),
+                    Err(rustix::io::Errno::WOULDBLOCK) => n += 1,
+                    Err(e) => return Err(cerr(&lock_path)(e.into())),
+                }
+            }
+        }
+    };
+    fs::create_dir_all(&dir).map_err(cerr(&dir))?;
+    Ok((dir, lock))
+}
+
+/// Polls a non-blocking flock so a cancelled build stops waiting (a blocking
+/// flock(2) cannot be interrupted from another thread).
+fn wait_lock(
+    lock: &OwnedFd,
+    op: FlockOperation,
+    id: &str,
+    path: &Path,
+    cancel: &AtomicBool,
+) -> Result<(), MountError> {
+    let mut said = false;
+    loop {
+        match rustix::fs::flock(lock, op) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(MountError::CacheDir {
+                    id: id.to_string(),
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                });
+            }
+        }
+        if cancel.load(Ordering::SeqCst) {
+            return Err(MountError::Cancelled { id: id.to_string() });
+        }
+        if !said {
+            tracing::info!(id, "waiting for cache mount held by another step");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A fresh 0700 directory for secret files: on a tmpfs when one is there
+/// (`/dev/shm`, `$XDG_RUNTIME_DIR`), so the bytes never reach a disk.
+fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
+    let mut bases: Vec<PathBuf> = vec![PathBuf::from("/dev/shm")];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        bases.push(PathBuf::from(x));
+    }
+    bases.push(std::env::temp_dir());
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut last = None;
+    for base in bases.into_iter().filter(|b| b.is_dir()) {
+        for _ in 0..8 {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let dir = base.join(format!(
+                "kiln-secrets-{}-{n}-{nonce:08x}",
+                std::process::id()
+            ));
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    last = Some((dir, e));
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        (
+            std::env::temp_dir(),
+            std::io::Error::other("no usable temporary directory"),
+        )
+    }))
+}
+
+/// Writes one secret file, never readable by anyone else on the host while
+/// it is written (0600, then the step's mode).
+fn write_secret(path: &Path, value: &[u8], mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(value)?;
+    drop(f);
+    // Real root maps IDs one to one; in a rootless step the invoking user is
+    // root inside, which is the default owner (0:0).
+    if rustix::process::geteuid().is_root() && (uid, gid) != (0, 0) {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+/// `selector` inside `root`, with symlinks resolved as they would be inside
+/// the step (openat2 `RESOLVE_IN_ROOT`), so a symlink in a stage cannot make
+/// the bind source a host path. The snapshot is immutable, so the path
+/// stays what was resolved.
+fn resolve_in_root(root: &Path, selector: &str) -> Result<PathBuf, String> {
+    let rel = selector.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open `{}`: {e}", root.display()))?;
+    let fd = rustix::fs::openat2(
+        dir.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| e.to_string())?;
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    let croot = fs::canonicalize(root).map_err(|e| e.to_string())?;
+    if !real.starts_with(&croot) {
+        return Err("it resolves outside its stage".into());
+    }
+    Ok(real)
+}
+
+/// Copies `src` (a file or a tree) to `dest` with modes, symlinks and, for
+/// root, owners. Special files are skipped: a bind source is data.
+fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    let root = rustix::process::geteuid().is_root();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dest)?;
+    } else if ft.is_dir() {
+        fs::create_dir(dest)?;
+        for e in fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dest.join(e.file_name()))?;
+        }
+        fs::set_permissions(dest, meta.permissions())?;
+    } else if ft.is_file() {
+        fs::copy(src, dest)?;
+    } else {
+        return Ok(());
+    }
+    if root {
+        use std::os::unix::fs::MetadataExt as _;
+        std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))?;
+        if !ft.is_symlink() {
+            fs::set_permissions(dest, meta.permissions())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<(String, SecretSource), String> {
+        SecretSource::parse(s).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn secret_flags_parse_like_buildx() {
+        assert_eq!(
+            parse("id=tok,src=/a/b").unwrap(),
+            ("tok".into(), SecretSource::File("/a/b".into()))
+        );
+        assert_eq!(
+            parse("id=tok,source=rel,type=file").unwrap(),
+            ("tok".into(), SecretSource::File("rel".into()))
+        );
+        assert_eq!(
+            parse("id=tok,env=TOKEN").unwrap(),
+            ("tok".into(), SecretSource::Env("TOKEN".into()))
+        );
+        assert_eq!(
+            parse("type=env,id=TOKEN").unwrap(),
+            ("TOKEN".into(), SecretSource::Env("TOKEN".into()))
+        );
+        for (bad, says) in [
+            ("tok", "is not KEY=VALUE"),
+            ("src=/a", "`id` is missing"),
+            ("id=,src=/a", "`id` is empty"),
+            ("id=t", "`src=PATH` or `env=VAR` is missing"),
+            ("id=t,src=/a,env=B", "not both"),
+            ("id=t,src=/a,src=/b", "given twice"),
+            ("id=t,file=/a", "unknown key `file`"),
+            ("id=t,type=ssh,src=/a", "unknown type `ssh`"),
+            ("id=t,type=env,src=/a", "`type=env` takes"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains(&format!("`--secret {bad}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn secret_values_are_read_and_never_debug_printed() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        fs::write(&f, "hunter2").unwrap();
+        let s = Secrets::from_flags(&[format!("id=a,src={}", f.display())]).unwrap();
+        assert_eq!(s.get("a"), Some(&b"hunter2"[..]));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let e = Secrets::from_flags(&[format!("id=a,src={}", d.path().join("no").display())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read secret `a`") && e.contains("/no`"),
+            "{e}"
+        );
+        let e = Secrets::from_flags(&["id=a,env=KILN_TEST_SURELY_UNSET".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KILN_TEST_SURELY_UNSET"), "{e}");
+        let e = Secrets::from_flags(&[
+            format!("id=a,src={}", f.display()),
+            format!("id=a,src={}", f.display()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("given twice"), "{e}");
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path().join("home")).unwrap();
+        (d, s)
+    }
+
+    fn mount(target: &str, kind: MountKind) -> kiln_dag::Mount {
+        kiln_dag::Mount {
+            target: target.into(),
+            kind,
+        }
+    }
+
+    fn cache(id: &str, sharing: CacheSharing) -> kiln_dag::Mount {
+        mount(
+            "/c",
+            MountKind::Cache {
+                id: id.into(),
+                sharing,
+            },
+        )
+    }
+
+    fn source(p: &Prepared, i: usize) -> PathBuf {
+        match &p.mounts[i].kind {
+            kiln_runtime::MountKind::Cache { source }
+            | kiln_runtime::MountKind::Secret { source }
+            | kiln_runtime::MountKind::Bind { source, .. } => source.clone(),
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn cache_sharing_modes() {
+        let (_d, st) = store();
+        let no = AtomicBool::new(false);
+        let none = Secrets::default();
+        let prep = |m: kiln_dag::Mount, c: &AtomicBool| prepare(&st, &[m], &[], &none, c);
+
+        // shared: two holders, one directory, under KILN_HOME
+        let a = prep(cache("x", CacheSharing::Shared), &no).unwrap();
+        let b = prep(cache("x", CacheSharing::Shared), &no).unwrap();
+        assert_eq!(source(&a, 0), source(&b, 0));
+        assert_eq!(source(&a, 0), cache_dir(&st, "x"));
+        assert!(source(&a, 0).starts_with(st.root()) && source(&a, 0).is_dir());
+
+        // private: a busy instance makes a new one; a free one is reused
+        let p1 = prep(cache("x", CacheSharing::Private), &no).unwrap();
+        let p2 = prep(cache("x", CacheSharing::Private), &no).unwrap();
+        assert_ne!(source(&p1, 0), source(&p2, 0));
+        let p1_dir = source(&p1, 0);
+        drop(p1);
+        let p3 = prep(cache("x", CacheSharing::Private), &no).unwrap();
+        assert_eq!(source(&p3, 0), p1_dir);
+        drop((p2, p3));
+
+        // locked waits for shared holders; a cancel ends the wait
+        let cancelled = AtomicBool::new(true);
+        let e = prep(cache("x", CacheSharing::Locked), &cancelled).unwrap_err();
+        assert!(matches!(e, MountError::Cancelled { .. }), "{e}");
+        drop((a, b));
+        let l = prep(cache("x", CacheSharing::Locked), &no).unwrap();
+        let e = prep(cache("x", CacheSharing::Shared), &cancelled).unwrap_err();
+        assert!(matches!(e, MountError::Cancelled { .. }), "{e}");
+        // another id is independent
+        prep(cache("y", CacheSharing::Locked), &cancelled).unwrap();
+        // a waiting step gets the lock when the holder is done
+        std::thread::scope(|s| {
+            let t = s.spawn(|| prep(cache("x", CacheSharing::Locked), &no).map(|_| ()));
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!t.is_finished());
+            drop(l);
+            t.join().unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn secrets_are_private_files_or_env_and_removed_after() {
+        let (_d, st) = store();
+        let no = AtomicBool::new(false);
+        let mut s = Secrets::default();
+        s.insert("tok", "s3cr3t");
+        let mounts = [
+            mount(
+                "/run/secrets/tok",
+                MountKind::Secret {
+                    id: "tok".into(),
+                    required: true,
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            ),
+            mount(
+                "TOKEN",
+                MountKind::SecretEnv {
+                    id: "tok".into(),
+                    required: true,
+                },
+            ),
+            mount(
+                "/run/secrets/opt",
+                MountKind::Secret {
+                    id: "opt".into(),
+                    required: false,
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            ),
+        ];
+        let p = prepare(&st, &mounts, &[], &s, &no).unwrap();
+        assert_eq!(p.mounts.len(), 1, "an optional missing secret is absent");
+        let f = source(&p, 0);
+        assert_eq!(fs::read(&f).unwrap(), b"s3cr3t");
+        assert!(!f.starts_with(st.root()));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&f), 0o400);
+        assert_eq!(mode(f.parent().unwrap()), 0o700);
+        assert_eq!(p.env, vec![("TOKEN".to_string(), "s3cr3t".to_string())]);
+        assert!(!format!("{p:?}").contains("s3cr3t"));
+        drop(p);
+        assert!(!f.exists() && !f.parent().unwrap().exists());
+
+        let e = prepare(&st, &mounts, &[], &Secrets::default(), &no)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secret `tok`") && e.contains("--secret id=tok,src=PATH"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bind_sources_resolve_inside_the_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink("/a/b", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc", root.join("up")).unwrap();
+        let croot = fs::canonicalize(&root).unwrap();
+        assert_eq!(resolve_in_root(&root, "/").unwrap(), root);
+        assert_eq!(
+            resolve_in_root(&root, "/a/b/f").unwrap(),
+            croot.join("a/b/f")
+        );
+        // an absolute symlink means the stage's own /a/b, not the host's
+        assert_eq!(resolve_in_root(&root, "/abs").unwrap(), croot.join("a/b"));
+        // `..` stops at the stage's root
+        assert_eq!(resolve_in_root(&root, "/up").unwrap(), croot.join("etc"));
+        assert!(resolve_in_root(&root, "/missing").is_err());
+
+        let copy = d.path().join("copy");
+        copy_tree(&root, &copy).unwrap();
+        assert_eq!(fs::read(copy.join("a/b/f")).unwrap(), b"x");
+        assert_eq!(fs::read_link(copy.join("abs")).unwrap(), Path::new("/a/b"));
+    }
+}
