@@ -2,6 +2,7 @@
 //! flags, sets up logging to stderr, runs one command and renders its errors.
 
 mod cmd;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -142,7 +142,7 @@ fn describe(base: &str, offenders: &[Offender]) -> String {
 /// source the stage starts from. `None` when the chain holds something other
 /// than file ops (an exec, a merge): such an image is not assembled by
 /// copies alone and is not checked.
-fn stage_chain<'a>(def: &'a Definition) -> Option<(Vec<&'a Vertex>, &'a SourceOp)> {
+fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, &SourceOp)> {
     let by_digest: HashMap<Digest, &Vertex> = def.vertices.iter().map(|v| (v.digest, v)).collect();
     let mut chain = Vec::new();
     let mut cur = *by_digest.get(&def.root)?;

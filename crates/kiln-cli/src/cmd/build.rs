@@ -2,7 +2,6 @@
 //! the image.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,12 +10,13 @@ use std::time::Instant;
 use kiln_dag::Digest;
 use kiln_frontend::Options;
 use kiln_oci::OutputSpec;
-use kiln_solver::{Event, Solver};
+use kiln_solver::Solver;
 use kiln_worker::{LocalWorker, PullPolicy, WorkerOptions};
 use miette::{IntoDiagnostic, WrapErr};
 use tokio_util::sync::CancellationToken;
 
 use super::check::{kilnfile_path, load, parse_build_args, report};
+use crate::progress::{Mode, Printer, StepInfo};
 
 /// Build an image from a Kilnfile
 ///
@@ -61,10 +61,19 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
 
-    /// Progress output on stderr: `plain` (one line per event) or `json`
-    /// (one JSON object per line)
-    #[arg(long, value_enum, default_value_t = Progress::Plain)]
-    pub progress: Progress,
+    /// Progress output on stderr: `tty` (a live view of running steps and
+    /// the tail of their output), `plain` (one line per event, for logs),
+    /// `json` (one JSON object per line); `auto` is `tty` when stderr is a
+    /// terminal, else `plain`
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub progress: Mode,
+
+    /// Build for this platform (`os/arch[/variant]`, e.g. `linux/arm64`):
+    /// `image(..)` sources are pulled for it and the image config says so.
+    /// `run` steps need the host to execute that architecture (natively or
+    /// through binfmt_misc and qemu-user-static) [default: the host's]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 
     /// Run every step even when a cached result exists
     #[arg(long)]
@@ -86,31 +95,26 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Progress {
-    Plain,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pull {
     Missing,
     Always,
     Never,
 }
 
-struct StepInfo {
-    name: String,
-    location: Option<String>,
-}
-
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
     let path = kilnfile_path(args.file.as_deref(), &args.context);
     let (name, text) = load(&path)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<kiln_dag::Platform>)
+        .transpose()
+        .map_err(|e| miette::miette!(help = "e.g. `--platform linux/arm64`", "{e}"))?;
     let opts = Options {
         target: args.target.clone(),
         build_args: parse_build_args(&args.build_args)?,
-        platform: None,
+        platform: platform.clone(),
     };
     let compiled = match kiln_frontend::compile(&name, &text, &opts) {
         Ok(c) => c,
@@ -154,7 +158,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 Pull::Never => PullPolicy::Never,
             },
             registry: super::registry::settings()?,
-            platform: kiln_registry::Platform::host(),
+            platform: match &platform {
+                Some(p) => {
+                    kiln_registry::Platform::new(&p.os, &p.architecture, p.variant.as_deref())
+                }
+                None => kiln_registry::Platform::host(),
+            },
             epoch,
             helper,
             step_timeout: None,
@@ -182,11 +191,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             )
         })
         .collect();
+    if let Some(err) = unrunnable_step(&def, platform.as_ref(), &name, &text) {
+        err.print();
+        return Ok(ExitCode::FAILURE);
+    }
     let rt = super::registry::runtime()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let solver = Solver::new(worker, solver_opts).with_events(tx);
     let cancel = CancellationToken::new();
-    let progress = args.progress;
+    let progress = args.progress.resolve();
+    let mut printer = Printer::new(progress, steps);
     let result = rt.block_on(async {
         let ctrl_c = {
             let cancel = cancel.clone();
@@ -197,9 +211,17 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             })
         };
         let printer = tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                print_event(progress, &steps, &e);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    e = rx.recv() => match e {
+                        Some(e) => printer.event(&e),
+                        None => break,
+                    },
+                    _ = tick.tick() => printer.tick(),
+                }
             }
+            printer.finish();
         });
         let r = solver.solve(&def, cancel.clone()).await;
         drop(solver);
@@ -210,13 +232,26 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let out = match result {
         Ok(out) => out,
         Err(e) => {
-            eprintln!("error: {e}");
+            solve_failure(e, &name, &text).print();
             return Ok(ExitCode::FAILURE);
         }
     };
-    let image = kiln_worker::assemble(&store, &def, &out.root, epoch)
+    let root = out.root.clone();
+    // Before anything is stored under a name or exported.
+    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root) {
+        elf_failure(e, &name, &text).print();
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut image = kiln_worker::assemble(&store, &def, &root, epoch)
         .into_diagnostic()
         .wrap_err("cannot assemble the image")?;
+    if let Some(p) = &platform {
+        let neutral = matches!(
+            stage_source(&def, &def.root),
+            Some(kiln_dag::SourceOp::StaticBase { .. } | kiln_dag::SourceOp::Scratch)
+        );
+        image = retarget(&store, image, p, neutral, epoch)?;
+    }
     for t in &args.tags {
         let full = super::tag::full_name(t);
         image
@@ -250,7 +285,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write `{}`", p.display()))?;
     }
-    if progress == Progress::Plain {
+    if progress == Mode::Plain {
         eprintln!(
             "built {} in {:.2}s",
             image.digest,
@@ -261,67 +296,250 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_event(progress: Progress, steps: &HashMap<Digest, StepInfo>, e: &Event) {
-    let name = |d: &Digest| {
-        steps
-            .get(d)
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| d.short())
-    };
-    let mut err = std::io::stderr().lock();
-    if progress == Progress::Json {
-        let v = match e {
-            Event::Cached { vertex } => {
-                serde_json::json!({"event": "cached", "vertex": vertex.to_string(), "name": name(vertex)})
-            }
-            Event::Started { vertex } => {
-                serde_json::json!({"event": "started", "vertex": vertex.to_string(), "name": name(vertex)})
-            }
-            Event::Log {
-                vertex,
-                stream,
-                data,
-            } => serde_json::json!({
-                "event": "log",
-                "vertex": vertex.to_string(),
-                "stream": match stream { kiln_solver::Stream::Stdout => "stdout", kiln_solver::Stream::Stderr => "stderr" },
-                "data": String::from_utf8_lossy(data),
-            }),
-            Event::Done { vertex, duration } => serde_json::json!({
-                "event": "done", "vertex": vertex.to_string(), "name": name(vertex),
-                "duration_ms": duration.as_millis() as u64,
-            }),
-            Event::Failed { vertex, error } => serde_json::json!({
-                "event": "failed", "vertex": vertex.to_string(), "name": name(vertex), "error": error,
-            }),
-        };
-        let _ = writeln!(err, "{v}");
-        return;
+/// A build failure rendered at the CLI edge: what failed, the Kilnfile line
+/// it came from and what to do.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+struct BuildFailure {
+    message: String,
+    #[source_code]
+    src: miette::NamedSource<String>,
+    #[label(collection)]
+    labels: Vec<miette::LabeledSpan>,
+    #[help]
+    help: Option<String>,
+}
+
+impl BuildFailure {
+    fn new(file: &str, text: &str, message: String) -> Self {
+        BuildFailure {
+            message,
+            src: miette::NamedSource::new(file, text.to_string()),
+            labels: Vec::new(),
+            help: None,
+        }
     }
-    let _ = match e {
-        Event::Cached { vertex } => writeln!(err, "=> {} CACHED", name(vertex)),
-        Event::Started { vertex } => writeln!(err, "=> {}", name(vertex)),
-        Event::Log { vertex, data, .. } => {
-            let text = String::from_utf8_lossy(data);
-            let n = name(vertex);
-            for line in text.lines() {
-                let _ = writeln!(err, "   {n} | {line}");
-            }
-            Ok(())
+
+    /// Points at `loc` when it is in this Kilnfile, else names it.
+    fn label(mut self, loc: Option<&kiln_dag::Location>, what: &str) -> Self {
+        let Some(loc) = loc else { return self };
+        match span_of(self.src.name(), self.src.inner(), loc) {
+            Some(span) => self.labels.push(miette::LabeledSpan::new_with_span(
+                Some(what.to_string()),
+                span,
+            )),
+            None => self.message.push_str(&format!(" ({loc})")),
         }
-        Event::Done { vertex, duration } => writeln!(
-            err,
-            "=> {} done {:.2}s",
-            name(vertex),
-            duration.as_secs_f64()
-        ),
-        Event::Failed { vertex, error } => {
-            let at = steps
-                .get(vertex)
-                .and_then(|s| s.location.clone())
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default();
-            writeln!(err, "=> {} ERROR{at}: {error}", name(vertex))
+        self
+    }
+
+    /// Writes the report to stderr. Not wrapped: paths and commands stay
+    /// whole so they can be copied (and searched for).
+    fn print(self) {
+        let mut out = String::new();
+        let handler = miette::GraphicalReportHandler::new().with_width(usize::MAX / 4);
+        match handler.render_report(&mut out, &self) {
+            Ok(()) => eprint!("{out}"),
+            Err(_) => eprintln!("error: {}", self.message),
         }
+    }
+
+    fn help(mut self, h: impl Into<String>) -> Self {
+        self.help = Some(h.into());
+        self
+    }
+}
+
+/// The byte span of the rest of the line at `loc` (1-based line and
+/// character column, as the frontend records them).
+fn span_of(file: &str, text: &str, loc: &kiln_dag::Location) -> Option<miette::SourceSpan> {
+    if loc.file != file {
+        return None;
+    }
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == loc.line as usize {
+            let col: usize = line
+                .chars()
+                .take((loc.column as usize).saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            let rest = line[col..].trim_end();
+            return Some((offset + col, rest.len().max(1)).into());
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Renders a failed solve: for a failing `run`, its command, exit status,
+/// last lines of output and Kilnfile location.
+fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFailure {
+    let kiln_solver::SolveError::Step {
+        name,
+        location,
+        source,
+        ..
+    } = e
+    else {
+        return BuildFailure::new(file, text, e.to_string());
     };
+    let step = name.unwrap_or_else(|| "(unnamed)".into());
+    if let Some(kiln_worker::Error::ExecFailed {
+        command,
+        status,
+        tail,
+    }) = source.downcast_ref::<kiln_worker::Error>()
+    {
+        if tail.is_empty() {
+            eprintln!("error: `{step}` printed nothing");
+        } else {
+            eprintln!("error: the last lines of output of `{step}`:\n{tail}");
+        }
+        return BuildFailure::new(file, text, format!("`{command}` exited with {status}"))
+            .label(location.as_ref(), "this run step failed")
+            .help(
+                "fix the command or what it needs (its output is above) and build again: \
+                 the steps that finished are cached and will not run again",
+            );
+    }
+    BuildFailure::new(file, text, format!("step `{step}` failed: {source}"))
+        .label(location.as_ref(), "this step failed")
+}
+
+fn elf_failure(e: kiln_worker::elfcheck::ElfCheckError, file: &str, text: &str) -> BuildFailure {
+    let help = e.help();
+    let mut f = BuildFailure::new(file, text, e.to_string());
+    if let kiln_worker::elfcheck::ElfCheckError::Dynamic { offenders, .. } = &e {
+        for o in offenders {
+            f = f.label(o.location.as_ref(), &format!("copies `{}`", o.path));
+        }
+    }
+    if let Some(h) = help {
+        f = f.help(h);
+    }
+    f
+}
+
+/// The GOARCH of this machine, as a platform.
+fn host_platform() -> kiln_dag::Platform {
+    kiln_dag::Platform {
+        os: "linux".into(),
+        architecture: kiln_oci::host_arch().into(),
+        variant: None,
+    }
+}
+
+/// The source vertex a vertex's root filesystem chain starts from.
+fn stage_source<'a>(
+    def: &'a kiln_dag::Definition,
+    from: &kiln_dag::Digest,
+) -> Option<&'a kiln_dag::SourceOp> {
+    let by: HashMap<Digest, &kiln_dag::Vertex> =
+        def.vertices.iter().map(|v| (v.digest, v)).collect();
+    let mut cur = by.get(from)?;
+    loop {
+        match &cur.op {
+            kiln_dag::Op::Source(s) => return Some(s),
+            _ => cur = by.get(cur.inputs.first()?)?,
+        }
+    }
+}
+
+/// Whether this machine can execute programs built for `arch`: natively,
+/// or through a binfmt_misc handler (qemu-user-static registers
+/// `/proc/sys/fs/binfmt_misc/qemu-<arch>`; see binfmt_misc in the kernel's
+/// admin guide).
+fn can_execute(p: &kiln_dag::Platform) -> bool {
+    if p.os != "linux" {
+        return false;
+    }
+    let host = kiln_oci::host_arch();
+    if p.architecture == host || (host == "amd64" && p.architecture == "386") {
+        return true;
+    }
+    let qemu = match p.architecture.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i386",
+        "mips64le" => "mips64el",
+        "mipsle" => "mipsel",
+        other => other,
+    };
+    std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
+        .is_ok_and(|s| s.lines().next() == Some("enabled"))
+}
+
+/// A `run` step for a platform this machine cannot execute, found before
+/// anything runs (instead of an "exec format error" from inside the step).
+fn unrunnable_step(
+    def: &kiln_dag::Definition,
+    target: Option<&kiln_dag::Platform>,
+    file: &str,
+    text: &str,
+) -> Option<BuildFailure> {
+    let target = target.cloned().unwrap_or_else(host_platform);
+    for v in &def.vertices {
+        if !matches!(v.op, kiln_dag::Op::Exec(_)) {
+            continue;
+        }
+        let p = match stage_source(def, &v.digest) {
+            Some(kiln_dag::SourceOp::Image {
+                platform: Some(p), ..
+            }) => p.clone(),
+            _ => target.clone(),
+        };
+        if can_execute(&p) {
+            continue;
+        }
+        let step = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
+        return Some(
+            BuildFailure::new(
+                file,
+                text,
+                format!(
+                    "`{step}` runs a command for {p}, which this machine (linux/{}) cannot execute",
+                    kiln_oci::host_arch()
+                ),
+            )
+            .label(v.meta.location.as_ref(), &format!("a run step for {p}"))
+            .help(format!(
+                "either register an emulator for {p} with binfmt_misc (install qemu-user-static \
+                 and binfmt-support; the handler needs the `F` flag to work inside the sandbox), \
+                 or build this stage for the host and cross-compile (e.g. GOARCH, \
+                 `--target` of rustc), copying the result into the {p} image"
+            )),
+        );
+    }
+    None
+}
+
+/// Makes the image's config name `p`. The static base and scratch hold no
+/// executables of any architecture, so an image rooted in them is labelled
+/// for the requested platform; an image of another architecture is an error
+/// rather than a mislabelled image.
+fn retarget(
+    store: &kiln_oci::Store,
+    image: kiln_oci::Image,
+    p: &kiln_dag::Platform,
+    neutral: bool,
+    epoch: i64,
+) -> miette::Result<kiln_oci::Image> {
+    let arch = image.config.architecture().to_string();
+    let variant = image.config.variant().clone();
+    if arch == p.architecture && (variant == p.variant || p.variant.is_none()) {
+        return Ok(image);
+    }
+    if !neutral {
+        miette::bail!(
+            help = "pull the base for that platform (`--pull=always`), or name a base that has it",
+            "the image was built on a base for linux/{arch}, not for {p}"
+        );
+    }
+    let mut n = kiln_oci::NewImage::on_top_of(&image, epoch);
+    n.architecture = p.architecture.clone();
+    n.variant = p.variant.clone();
+    n.commit(store)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write the image for {p}"))
 }

@@ -1,0 +1,394 @@
+//! What users see from `kiln build`, end to end with the real binary: the
+//! tty progress under a real pseudo-terminal (util-linux `script`), the
+//! report of a failing `run`, the static/dynamic ELF check with binaries
+//! compiled here by gcc, and `--platform`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let env = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(env.path("ctx")).unwrap();
+        env
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("KILN_HOME", self.path("home"))
+            .env("NO_COLOR", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_LOG")
+            .output()
+            .expect("run kiln")
+    }
+
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let o = self.kiln(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "kiln {args:?} failed:\n{err}");
+        (String::from_utf8(o.stdout).unwrap(), err)
+    }
+
+    /// Runs kiln and expects it to fail; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.kiln(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "kiln {args:?} succeeded:\n{err}");
+        assert!(o.stdout.is_empty(), "a failed build printed a digest");
+        err
+    }
+
+    fn kilnfile(&self, text: &str) {
+        std::fs::write(self.path("ctx/Kilnfile"), text).unwrap();
+    }
+
+    /// A busybox image `bb:1` with a few applets, for `run` steps.
+    fn busybox_image(&self) {
+        let root = self.path("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        for applet in ["sh", "echo", "cat", "sleep", "seq", "true"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        self.ok(&["import", "rootfs", "-t", "bb:1"]);
+    }
+
+    /// Compiles `src` with gcc and `flags` into `ctx/<out>`.
+    fn gcc(&self, out: &str, flags: &[&str]) {
+        let c = self.path("hello.c");
+        std::fs::write(
+            &c,
+            "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n",
+        )
+        .unwrap();
+        let o = Command::new("gcc")
+            .args(flags)
+            .arg("-o")
+            .arg(self.path("ctx").join(out))
+            .arg(&c)
+            .output()
+            .expect("run gcc");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// Finished steps of the plain progress: (name, "CACHED" | "done").
+fn steps(stderr: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("=> "))
+        .filter_map(|l| {
+            if let Some(name) = l.strip_suffix(" CACHED") {
+                return Some((name.to_string(), "CACHED".to_string()));
+            }
+            let (name, _) = l.rsplit_once(" done ")?;
+            Some((name.to_string(), "done".to_string()))
+        })
+        .collect()
+}
+
+fn status_of<'a>(steps: &'a [(String, String)], needle: &str) -> &'a str {
+    steps
+        .iter()
+        .find(|(n, _)| n.contains(needle))
+        .map(|(_, s)| s.as_str())
+        .unwrap_or_else(|| panic!("no step named like `{needle}` in {steps:?}"))
+}
+
+/// Runs kiln under a pseudo-terminal (`script` from util-linux) with a
+/// fixed terminal size; returns everything the terminal received.
+fn kiln_in_pty(env: &Env, args: &str) -> (bool, String) {
+    let cmd = format!(
+        "stty cols 100 rows 40; exec {} {args}",
+        env!("CARGO_BIN_EXE_kiln")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env("KILN_HOME", env.path("home"))
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn tty_progress_shows_steps_times_and_live_output() {
+    let env = Env::new();
+    env.busybox_image();
+    env.kilnfile(
+        "let app = image(\"bb:1\")\n    .run(\"for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\")\n    .run(\"echo second > /second\");\n",
+    );
+    // `auto` on a terminal is the tty view.
+    let (ok, screen) = kiln_in_pty(&env, "build ctx --progress auto");
+    assert!(ok, "{screen}");
+    assert!(screen.contains("[+] Building"), "{screen}");
+    // The live tail of the running step, in the tty's own format (plain
+    // would print `   NAME | tick-1`).
+    let tail = screen
+        .find("   | tick-1")
+        .unwrap_or_else(|| panic!("no live tail:\n{screen}"));
+    // Finished steps collapse to one line with their time, after the tail.
+    let done = finished_line(
+        &screen,
+        "=> app: run \"for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\"",
+    )
+    .unwrap_or_else(|| panic!("no finished line for the first run step:\n{screen}"));
+    assert!(tail < done, "{screen}");
+    assert!(screen.contains("finished"), "{screen}");
+    assert!(
+        !screen.contains("   app: run"),
+        "plain lines in tty mode:\n{screen}"
+    );
+
+    // A rebuild: every step CACHED.
+    let (ok, screen) = kiln_in_pty(&env, "build ctx");
+    assert!(ok, "{screen}");
+    assert!(screen.contains("=> CACHED app: run \"for i in"), "{screen}");
+    assert!(
+        screen.contains("=> CACHED app: run \"echo second"),
+        "{screen}"
+    );
+    assert!(!screen.contains("tick-1"), "a cached step ran:\n{screen}");
+
+    // Without a terminal, `auto` is plain.
+    let (_, err) = env.ok(&["build", "ctx"]);
+    assert!(
+        steps(&err).iter().all(|(_, s)| s == "CACHED") && !steps(&err).is_empty(),
+        "{err}"
+    );
+}
+
+/// Where the one-line summary of a finished step is: `NAME 1.2s` (the live
+/// line of a running step pads its time to the right edge instead).
+fn finished_line(screen: &str, name: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = screen[from..].find(name) {
+        let at = from + i;
+        let rest = &screen[at + name.len()..];
+        if rest.starts_with(' ') && rest[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            return Some(at);
+        }
+        from = at + name.len();
+    }
+    None
+}
+
+#[test]
+fn failing_run_reports_command_status_tail_and_location_and_keeps_the_cache() {
+    let env = Env::new();
+    env.busybox_image();
+    let failing = "let app = image(\"bb:1\")\n    .run(\"echo one > /one\")\n    .run(\"for i in $(seq 1 40); do echo line-$i; done; exit 7\");\n";
+    env.kilnfile(failing);
+    let err = env.fails(&["build", "ctx", "-t", "app:1", "--progress", "plain"]);
+    assert!(
+        err.contains(
+            "`for i in $(seq 1 40); do echo line-$i; done; exit 7` exited with exit code 7"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("ctx/Kilnfile:3:6"), "{err}");
+    // The last 30 lines: 11..=40.
+    let (_, report) = err
+        .split_once("error: the last lines of output of")
+        .unwrap_or_else(|| panic!("no output tail:\n{err}"));
+    assert!(report.contains("| line-40\n"), "{err}");
+    assert!(report.contains("| line-11\n"), "{err}");
+    assert!(
+        !report.contains("| line-10\n"),
+        "more than 30 lines:\n{err}"
+    );
+    // The miette report at the CLI edge: the Kilnfile line and a help.
+    assert!(err.contains("this run step failed"), "{err}");
+    assert!(err.contains("help:"), "{err}");
+    assert!(
+        err.contains(".run(\"for i in $(seq 1 40)"),
+        "the source line is shown:\n{err}"
+    );
+    // Nothing was named.
+    let o = env.kiln(&["images"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("app:1"));
+
+    // Fix the step: what finished before the failure is CACHED.
+    env.kilnfile(&failing.replace("exit 7", "true"));
+    let (out, err) = env.ok(&["build", "ctx", "--progress", "plain"]);
+    assert!(out.starts_with("sha256:"), "{out}");
+    let s = steps(&err);
+    assert_eq!(status_of(&s, "echo one"), "CACHED", "{err}");
+    assert_eq!(status_of(&s, "seq 1 40"), "done", "{err}");
+}
+
+#[test]
+fn json_progress_carries_locations_of_failures() {
+    let env = Env::new();
+    env.busybox_image();
+    env.kilnfile("let app = image(\"bb:1\")\n    .run(\"echo oops; exit 2\");\n");
+    let err = env.fails(&["build", "ctx", "--progress", "json"]);
+    let failed: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    assert_eq!(failed[0]["location"], "ctx/Kilnfile:2:6", "{err}");
+    assert!(failed[0]["error"].as_str().unwrap().contains("exit code 2"));
+}
+
+fn elf_kilnfile(base: &str, file: &str, opts: &str) -> String {
+    format!(
+        "let app = {base}\n    .copy(context().path(\"{file}\"), \"/usr/local/bin/{file}\"{opts})\n    .entrypoint([\"/usr/local/bin/{file}\"]);\n"
+    )
+}
+
+#[test]
+fn dynamic_binaries_on_a_static_base_fail_before_export() {
+    let env = Env::new();
+    env.gcc("dyn", &[]);
+    env.kilnfile(&elf_kilnfile("static_base()", "dyn", ""));
+    let err = env.fails(&["build", "ctx", "-t", "app:1", "-o", "type=oci,dest=app.tar"]);
+    assert!(
+        err.contains("`/usr/local/bin/dyn` is dynamically linked"),
+        "{err}"
+    );
+    assert!(err.contains("ld-linux-x86-64.so.2"), "{err}");
+    assert!(err.contains("static_base()"), "{err}");
+    for fix in [
+        "CGO_ENABLED=0",
+        "-static",
+        "-C target-feature=+crt-static",
+        "allow_dynamic()",
+    ] {
+        assert!(err.contains(fix), "no `{fix}` in:\n{err}");
+    }
+    assert!(err.contains("Kilnfile:2:6"), "{err}");
+    assert!(!env.path("app.tar").exists(), "exported anyway");
+    let o = env.kiln(&["images"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("app:1"));
+
+    // The host's /bin/true on scratch, copied as a directory: the path in
+    // the image is named.
+    std::fs::create_dir(env.path("ctx/bin")).unwrap();
+    std::fs::copy("/bin/true", env.path("ctx/bin/true")).unwrap();
+    std::fs::write(env.path("ctx/bin/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    env.kilnfile("let app = scratch()\n    .copy(context().path(\"bin\"), \"/app/\");\n");
+    let err = env.fails(&["build", "ctx"]);
+    assert!(err.contains("`/app/true` is dynamically linked"), "{err}");
+    assert!(err.contains("scratch()"), "{err}");
+    assert!(!err.contains("run.sh"), "{err}");
+}
+
+#[test]
+fn static_binaries_scripts_and_allow_dynamic_pass() {
+    let env = Env::new();
+    env.gcc("stat", &["-static"]);
+    env.gcc("dyn", &[]);
+    std::fs::write(env.path("ctx/script"), "#!/bin/sh\necho hi\n").unwrap();
+
+    env.kilnfile(&elf_kilnfile("static_base()", "stat", ""));
+    env.ok(&["build", "ctx", "-o", "type=oci,dest=stat.tar"]);
+    assert!(env.path("stat.tar").exists());
+
+    env.kilnfile(&elf_kilnfile("static_base()", "script", ""));
+    env.ok(&["build", "ctx"]);
+
+    env.kilnfile(&elf_kilnfile("scratch()", "dyn", ", [allow_dynamic()]"));
+    env.ok(&["build", "ctx"]);
+
+    // A builder image is not checked: it has its own loader.
+    env.busybox_image();
+    env.kilnfile(&elf_kilnfile("image(\"bb:1\")", "dyn", ""));
+    env.ok(&["build", "ctx"]);
+}
+
+/// An architecture this machine cannot execute (no binfmt_misc handler).
+fn foreign_arch() -> &'static str {
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    [
+        ("arm64", "aarch64"),
+        ("s390x", "s390x"),
+        ("riscv64", "riscv64"),
+        ("ppc64le", "ppc64le"),
+    ]
+    .into_iter()
+    .find(|(goarch, qemu)| {
+        *goarch != host && !Path::new(&format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}")).exists()
+    })
+    .map(|(goarch, _)| goarch)
+    .expect("some architecture has no binfmt_misc handler here")
+}
+
+fn config_of(archive: &Path) -> serde_json::Value {
+    let o = Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .expect("run skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn platform_sets_the_config_and_refuses_foreign_run_steps() {
+    let env = Env::new();
+    let arch = foreign_arch();
+    let platform = format!("linux/{arch}");
+    std::fs::write(env.path("ctx/hello.txt"), "hello\n").unwrap();
+    env.kilnfile(
+        "let app = static_base()\n    .copy(context().path(\"hello.txt\"), \"/hello.txt\");\n",
+    );
+    let (out, _) = env.ok(&[
+        "build",
+        "ctx",
+        "--platform",
+        &platform,
+        "-o",
+        "type=oci,dest=x.tar",
+    ]);
+    let cfg = config_of(&env.path("x.tar"));
+    assert_eq!(cfg["architecture"], arch, "{cfg}");
+    assert_eq!(cfg["os"], "linux", "{cfg}");
+    // The host build of the same Kilnfile is a different image.
+    let (host_out, _) = env.ok(&["build", "ctx", "-o", "type=oci,dest=h.tar"]);
+    assert_ne!(out, host_out);
+    assert_ne!(config_of(&env.path("h.tar"))["architecture"], arch);
+
+    // A run step for that platform: a clear error before anything runs.
+    env.busybox_image();
+    env.kilnfile("let app = image(\"bb:1\")\n    .run(\"echo hi\");\n");
+    let err = env.fails(&["build", "ctx", "--platform", &platform]);
+    assert!(err.contains("cannot execute"), "{err}");
+    assert!(err.contains(&platform), "{err}");
+    assert!(err.contains("binfmt_misc"), "{err}");
+    assert!(err.contains("qemu-user-static"), "{err}");
+    assert!(err.contains("Kilnfile:2:6"), "{err}");
+    assert!(!err.contains("exec format error"), "{err}");
+
+    let err = env.fails(&["build", "ctx", "--platform", "linux"]);
+    assert!(err.contains("invalid platform `linux`"), "{err}");
+}
