@@ -172,22 +172,30 @@ impl Selection {
         })
     }
 
-    fn skipped(&self, rel: &str) -> bool {
+    pub(crate) fn skipped(&self, rel: &str) -> bool {
         self.ignore.matches(rel) || self.exclude.matches(rel)
     }
 
     /// Whether a skipped directory may still hold files that an exception
     /// brings back.
-    fn descend_skipped(&self) -> bool {
+    pub(crate) fn descend_skipped(&self) -> bool {
         self.ignore.has_exceptions() || self.exclude.has_exceptions()
     }
 
-    fn included(&self, rel: &str) -> bool {
+    pub(crate) fn include_matches(&self, rel: &str) -> bool {
+        self.include.matches(rel)
+    }
+
+    pub(crate) fn include_is_empty(&self) -> bool {
+        self.include.is_empty()
+    }
+
+    pub(crate) fn included(&self, rel: &str) -> bool {
         self.include.is_empty() || self.include.matches(rel)
     }
 
     /// Whether something below directory `rel` could be included.
-    fn may_include_below(&self, rel: &str) -> bool {
+    pub(crate) fn may_include_below(&self, rel: &str) -> bool {
         if self.include.is_empty() || self.include.matches(rel) {
             return true;
         }
@@ -319,6 +327,16 @@ pub fn digest_cached(
     entries: &[Entry],
     cache: &mut StatCache,
 ) -> Result<kiln_dag::Digest, ContextError> {
+    digest_with(entries, cache, |e| root.join(&e.rel))
+}
+
+/// [`digest_cached`] with each file read from `path_of(entry)` (a layer
+/// stack keeps every file in the layer that last wrote it).
+pub fn digest_with(
+    entries: &[Entry],
+    cache: &mut StatCache,
+    path_of: impl Fn(&Entry) -> PathBuf,
+) -> Result<kiln_dag::Digest, ContextError> {
     let mut h = Sha256::new();
     h.update(b"kiln-context/v1\0");
     let mut buf = vec![0u8; 64 * 1024];
@@ -335,7 +353,7 @@ pub fn digest_cached(
             }
             Kind::File { .. } => {
                 h.update(b"f");
-                let path = root.join(&e.rel);
+                let path = path_of(e);
                 let mut f = fs::File::open(&path).map_err(|source| ContextError::Read {
                     path: path.clone(),
                     source,

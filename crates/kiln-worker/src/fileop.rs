@@ -1,7 +1,9 @@
 //! File operations: each op builds its changes in a fresh directory (new
-//! files, and `.wh.NAME` markers for removals) and turns it into one layer.
-//! Sources are read from merged snapshot directories without ever following
-//! a symlink out of them.
+//! files, and `.wh.NAME` markers for removals) that becomes one layer: a
+//! directory layer moved into the snapshot area as it is, or, when it
+//! deletes something (`.wh.` files cannot serve as an overlay lower), a blob
+//! right away. The base and the copy sources are read through the layer
+//! stack ([`Union`]) without ever following a symlink out of it.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -9,10 +11,10 @@ use std::path::{Component, Path, PathBuf};
 
 use kiln_dag::{Chown, FileAction, FileOp};
 use kiln_layer::{IdMapping, IdRange, WriteOptions};
-use kiln_oci::Store;
 
 use crate::context::{self, PatternList};
-use crate::snapshot::{self, Ref, SnapshotError};
+use crate::snapshot::{self, Ref, SnapshotError, Snapshots, TarSpec};
+use crate::union::Union;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileOpError {
@@ -63,7 +65,7 @@ pub fn rel(path: &str) -> PathBuf {
 /// following symlinks as the container would see them (absolute targets are
 /// relative to `root`), never leaving it. The final component is not
 /// followed.
-pub fn resolve_in(root: &Path, rel_path: &Path) -> Result<PathBuf, FileOpError> {
+pub fn resolve_in(root: &Union, rel_path: &Path) -> Result<PathBuf, FileOpError> {
     let mut parts: Vec<std::ffi::OsString> = rel_path
         .components()
         .filter_map(|c| match c {
@@ -79,15 +81,15 @@ pub fn resolve_in(root: &Path, rel_path: &Path) -> Result<PathBuf, FileOpError> 
         if parts.is_empty() {
             return Ok(next);
         }
-        match fs::symlink_metadata(root.join(&next)) {
-            Ok(m) if m.file_type().is_symlink() => {
+        match root.lstat(&next) {
+            Some(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
                     return Err(FileOpError::SymlinkLoop {
                         path: rel_path.display().to_string(),
                     });
                 }
-                let target = fs::read_link(root.join(&next)).map_err(io("read", &next))?;
+                let target = root.read_link(&next).map_err(io("read", &next))?;
                 let base = if target.is_absolute() {
                     PathBuf::new()
                 } else {
@@ -109,19 +111,29 @@ pub fn resolve_in(root: &Path, rel_path: &Path) -> Result<PathBuf, FileOpError> 
 }
 
 struct Ctx<'a> {
-    base: &'a Path,
+    base: &'a Union,
     change: &'a Path,
     owner: Option<(u32, u32)>,
 }
 
 /// Runs `op` on `inputs` (input 0 is the filesystem changed) and returns the
 /// result with one new layer.
-pub fn run(store: &Store, op: &FileOp, inputs: &[Ref], epoch: i64) -> Result<Ref, FileOpError> {
+pub fn run(snaps: &Snapshots, op: &FileOp, inputs: &[Ref], epoch: i64) -> Result<Ref, FileOpError> {
+    let store = snaps.store();
     let base_ref = inputs.first().ok_or(FileOpError::NoInput { from: 0 })?;
-    let base = snapshot::merged(store, base_ref)?;
+    let base = snaps.union(base_ref)?;
     let change = snapshot::temp_dir(store, "fileop")?;
-    let r = build_change(store, op, inputs, &base, &change);
-    let r = r.and_then(|()| {
+    let r = build_change(snaps, op, inputs, &base, &change);
+    let r = r.and_then(|whiteouts| {
+        if !whiteouts {
+            // The tar is written at commit, with the options below.
+            let tar = TarSpec {
+                overlay_whiteouts: false,
+                xattrs: false,
+                epoch: epoch.max(0) as u64,
+            };
+            return Ok(snaps.add_dir_layer(&change, b"fileop", tar)?);
+        }
         let id_map = (!rustix::process::geteuid().is_root()).then(|| {
             let one = |host: u32| {
                 vec![IdRange {
@@ -143,20 +155,24 @@ pub fn run(store: &Store, op: &FileOp, inputs: &[Ref], epoch: i64) -> Result<Ref
         };
         Ok(snapshot::layer_from_dir(store, &change, &opts)?)
     });
-    let _ = fs::remove_dir_all(&change);
+    if change.exists() {
+        let _ = fs::remove_dir_all(&change);
+    }
     let layer = r?;
     let mut out = base_ref.clone();
     out.layers.push(layer);
     Ok(out)
 }
 
+/// Writes the op's changes into `change`; true when it wrote a whiteout.
 fn build_change(
-    store: &Store,
+    snaps: &Snapshots,
     op: &FileOp,
     inputs: &[Ref],
-    base: &Path,
+    base: &Union,
     change: &Path,
-) -> Result<(), FileOpError> {
+) -> Result<bool, FileOpError> {
+    let mut whiteouts = false;
     for a in &op.actions {
         match a {
             FileAction::Copy {
@@ -172,7 +188,7 @@ fn build_change(
                 let src_ref = inputs
                     .get(*from)
                     .ok_or(FileOpError::NoInput { from: *from })?;
-                let src_root = snapshot::merged(store, src_ref)?;
+                let src_root = snaps.union(src_ref)?;
                 let owner = resolve_owner(base, chown.as_ref())?;
                 let cx = Ctx {
                     base,
@@ -245,7 +261,7 @@ fn build_change(
                 };
                 let r = resolve_in(base, &rel(path))?;
                 let in_change = fs::symlink_metadata(change.join(&r)).is_ok();
-                let in_base = fs::symlink_metadata(base.join(&r)).is_ok();
+                let in_base = base.lstat(&r).is_some();
                 if in_change {
                     remove_any(&change.join(&r))?;
                 }
@@ -258,13 +274,14 @@ fn build_change(
                     wh.push(name);
                     let p = change.join(parent).join(wh);
                     fs::write(&p, b"").map_err(io("write whiteout", &p))?;
+                    whiteouts = true;
                 } else if !in_change && !allow_not_found {
                     return Err(FileOpError::RmMissing { path: path.clone() });
                 }
             }
         }
     }
-    Ok(())
+    Ok(whiteouts)
 }
 
 fn remove_any(p: &Path) -> Result<(), FileOpError> {
@@ -298,8 +315,8 @@ fn ensure_parents(cx: &Ctx<'_>, r: &Path) -> Result<(), FileOpError> {
             continue;
         }
         fs::create_dir(&p).map_err(io("create directory", &p))?;
-        match fs::symlink_metadata(cx.base.join(&cur)) {
-            Ok(m) if m.is_dir() => {
+        match cx.base.lstat(&cur) {
+            Some(m) if m.is_dir() => {
                 use std::os::unix::fs::MetadataExt;
                 fs::set_permissions(&p, m.permissions()).map_err(io("set the mode of", &p))?;
                 if rustix::process::geteuid().is_root() {
@@ -321,13 +338,13 @@ fn ensure_parents(cx: &Ctx<'_>, r: &Path) -> Result<(), FileOpError> {
 }
 
 /// `user[:group]` through the base's /etc/passwd and /etc/group.
-fn resolve_owner(base: &Path, chown: Option<&Chown>) -> Result<Option<(u32, u32)>, FileOpError> {
+fn resolve_owner(base: &Union, chown: Option<&Chown>) -> Result<Option<(u32, u32)>, FileOpError> {
     let Some(c) = chown else { return Ok(None) };
     let spec = match &c.group {
         Some(g) => format!("{}:{g}", c.user),
         None => c.user.clone(),
     };
-    let read = |p: &str| fs::read_to_string(base.join(p)).unwrap_or_default();
+    let read = |p: &str| base.read_to_string(Path::new(p)).unwrap_or_default();
     let u = kiln_runtime::passwd::resolve(&spec, &read("etc/passwd"), &read("etc/group")).map_err(
         |e| FileOpError::Owner {
             spec: spec.clone(),
@@ -339,7 +356,7 @@ fn resolve_owner(base: &Path, chown: Option<&Chown>) -> Result<Option<(u32, u32)
 
 fn copy(
     cx: &Ctx<'_>,
-    src_root: &Path,
+    src_root: &Union,
     src: &str,
     dest: &str,
     chmod: Option<u32>,
@@ -347,10 +364,12 @@ fn copy(
     exclude: &[String],
 ) -> Result<(), FileOpError> {
     let src_rel = resolve_in(src_root, &rel(src))?;
-    let src_path = src_root.join(&src_rel);
-    let meta = fs::symlink_metadata(&src_path).map_err(|_| FileOpError::SourceMissing {
-        path: src.to_string(),
-    })?;
+    let found = src_root
+        .lookup(&src_rel)
+        .ok_or_else(|| FileOpError::SourceMissing {
+            path: src.to_string(),
+        })?;
+    let (src_path, meta) = (found.path, found.meta);
     // Resolve every component of the destination, its last one included,
     // inside the base (e.g. `/bin/` where `/bin -> usr/bin`).
     let dest_dir = resolve_in(cx.base, &rel(dest).join("x"))?
@@ -359,24 +378,16 @@ fn copy(
         .unwrap_or_default();
     let is_dir = |p: &Path| {
         p.as_os_str().is_empty()
-            || [cx.base, cx.change]
-                .iter()
-                .any(|r| fs::symlink_metadata(r.join(p)).is_ok_and(|m| m.is_dir()))
+            || cx.base.lstat(p).is_some_and(|m| m.is_dir())
+            || fs::symlink_metadata(cx.change.join(p)).is_ok_and(|m| m.is_dir())
     };
     if meta.is_dir() {
         let sel = context::Selection::patterns(include, exclude)?;
-        let entries = context::select(&src_path, &sel)?;
+        let entries = src_root.select(&src_rel, &sel)?;
         ensure_parents(cx, &dest_dir.join("x"))?;
-        for e in entries {
+        for (e, from) in entries {
             let to = cx.change.join(&dest_dir).join(&e.rel);
-            copy_entry(
-                &src_path.join(&e.rel),
-                &to,
-                &e.kind,
-                e.mode,
-                chmod,
-                cx.owner,
-            )?;
+            copy_entry(&from, &to, &e.kind, e.mode, chmod, cx.owner)?;
         }
         return Ok(());
     }
@@ -444,20 +455,30 @@ fn copy_entry(
 /// The digest of what a copy would read from the tree at `root`: `src` and,
 /// for a directory, the selected files below it.
 pub fn content_digest(
-    root: &Path,
+    root: &Union,
     src: &str,
     include: &[String],
     exclude: &[String],
 ) -> Result<kiln_dag::Digest, FileOpError> {
     let src_rel = resolve_in(root, &rel(src))?;
-    let path = root.join(&src_rel);
-    let meta = fs::symlink_metadata(&path).map_err(|_| FileOpError::SourceMissing {
-        path: src.to_string(),
-    })?;
+    let found = root
+        .lookup(&src_rel)
+        .ok_or_else(|| FileOpError::SourceMissing {
+            path: src.to_string(),
+        })?;
+    let (path, meta) = (found.path, found.meta);
+    let mut cache = context::StatCache::default();
     if meta.is_dir() {
         let sel = context::Selection::patterns(include, exclude)?;
-        let entries = context::select(&path, &sel)?;
-        return Ok(context::digest(&path, &entries)?);
+        let selected = root.select(&src_rel, &sel)?;
+        let paths: std::collections::HashMap<String, PathBuf> = selected
+            .iter()
+            .map(|(e, p)| (e.rel.clone(), p.clone()))
+            .collect();
+        let entries: Vec<context::Entry> = selected.into_iter().map(|(e, _)| e).collect();
+        return Ok(context::digest_with(&entries, &mut cache, |e| {
+            paths.get(&e.rel).cloned().unwrap_or_default()
+        })?);
     }
     use std::os::unix::fs::MetadataExt;
     let name = src_rel
@@ -471,13 +492,13 @@ pub fn content_digest(
     } else {
         context::Kind::File { size: meta.len() }
     };
-    let parent = path.parent().unwrap_or(root);
-    Ok(context::digest(
-        parent,
+    Ok(context::digest_with(
         &[context::Entry {
             rel: name,
             kind,
             mode: meta.mode() & 0o7777,
         }],
+        &mut cache,
+        |_| path.clone(),
     )?)
 }

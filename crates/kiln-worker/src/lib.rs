@@ -16,6 +16,7 @@ pub mod elfcheck;
 pub mod fileop;
 pub mod mounts;
 pub mod snapshot;
+pub mod union;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -107,6 +108,9 @@ pub struct LocalWorker {
 
 struct Inner {
     store: Store,
+    snaps: snapshot::Snapshots,
+    /// shared `worker-tmp` lock, held while the worker lives
+    _tmp_lock: Option<std::fs::File>,
     opts: WorkerOptions,
     /// Source vertices resolved by `source_key`, for `execute` to reuse.
     resolved: Mutex<HashMap<Digest, Ref>>,
@@ -116,8 +120,11 @@ const RECORD_KIND: &str = "build-cache";
 
 impl LocalWorker {
     pub fn new(store: Store, opts: WorkerOptions) -> Self {
+        let tmp_lock = snapshot::clean_stale_tmp(&store, Some(&opts.helper));
         LocalWorker {
             inner: Arc::new(Inner {
+                snaps: snapshot::Snapshots::new(store.clone(), Some(opts.helper.clone())),
+                _tmp_lock: tmp_lock,
                 store,
                 opts,
                 resolved: Mutex::new(HashMap::new()),
@@ -127,6 +134,11 @@ impl LocalWorker {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The layer directories this worker reads and writes.
+    pub fn snapshots(&self) -> &snapshot::Snapshots {
+        &self.inner.snaps
     }
 }
 
@@ -344,6 +356,7 @@ impl Inner {
     fn exec(
         &self,
         op: &ExecOp,
+        key: &Digest,
         inputs: &[Ref],
         cx: &StepContext,
         cancel: &AtomicBool,
@@ -364,7 +377,9 @@ impl Inner {
         for (k, v) in &op.env {
             set_env(&mut env, k, v);
         }
-        let lower = snapshot::merged(&self.store, root)?;
+        // The chain's layer directories are the overlay lowers as they are:
+        // nothing is merged or copied for a step.
+        let lowers = self.snaps.lowers(root)?;
         // Before the upper exists: a missing secret leaves nothing behind.
         let mounted = mounts::prepare(&self.store, &op.mounts, inputs, &self.opts.secrets, cancel)
             .map_err(|error| Error::Mount {
@@ -373,7 +388,7 @@ impl Inner {
             })?;
         let upper = snapshot::temp_dir(&self.store, "exec")?;
         let mut spec = kiln_runtime::SandboxSpec::new(&upper, op.args.clone());
-        spec.lowers = vec![lower];
+        spec.lowers = lowers;
         spec.env = env;
         spec.mounts = mounted.mounts.clone();
         for (k, v) in &mounted.env {
@@ -412,9 +427,7 @@ impl Inner {
             },
             Some(cancel),
         );
-        let cleanup = || {
-            let _ = std::fs::remove_dir_all(&upper);
-        };
+        let cleanup = || snapshot::remove_tree(&upper, Some(&self.opts.helper));
         let outcome = match r {
             Ok(o) => o,
             Err(e) => {
@@ -445,14 +458,18 @@ impl Inner {
                 tail: last_lines(&tail, 30),
             });
         }
-        let opts = kiln_layer::WriteOptions {
+        // The upper becomes a directory layer as it is: no tar, no
+        // compression, no digest until an image that contains it is
+        // assembled (snapshot::commit_layer), with these options.
+        let tar = snapshot::TarSpec {
             overlay_whiteouts: true,
-            id_map: Some(outcome.id_mapping.clone()),
-            source_date_epoch: Some(self.opts.epoch.max(0) as u64),
             xattrs: true,
+            epoch: self.opts.epoch.max(0) as u64,
         };
-        let layer = snapshot::layer_from_dir(&self.store, &upper, &opts);
-        cleanup();
+        let layer = self.snaps.add_dir_layer(&upper, key.as_bytes(), tar);
+        if layer.is_err() {
+            cleanup();
+        }
         let mut out = root.clone();
         out.layers.push(layer?);
         Ok(out)
@@ -538,7 +555,7 @@ impl kiln_solver::Worker for LocalWorker {
                 {
                     return Ok(d);
                 }
-                let root = snapshot::merged(&inner.store, &r)?;
+                let root = inner.snaps.union(&r)?;
                 let d = fileop::content_digest(&root, &sel.path, &sel.include, &sel.exclude)?;
                 inner
                     .store
@@ -609,8 +626,8 @@ impl kiln_solver::Worker for LocalWorker {
                             None => inner.resolve_source(src)?.1,
                         }
                     }
-                    Op::File(f) => fileop::run(&inner.store, f, &inputs, inner.opts.epoch)?,
-                    Op::Exec(x) => inner.exec(x, &inputs, &cx, &cancel)?,
+                    Op::File(f) => fileop::run(&inner.snaps, f, &inputs, inner.opts.epoch)?,
+                    Op::Exec(x) => inner.exec(x, &key, &inputs, &cx, &cancel)?,
                     Op::Merge(_) => {
                         let mut out = inputs.first().cloned().unwrap_or_default();
                         for i in inputs.iter().skip(1) {
@@ -636,6 +653,16 @@ pub enum AssembleError {
     Config(String),
     #[error("cannot write the image: {0}")]
     Commit(String),
+    #[error("cannot commit the image's layers: {0}")]
+    Layers(#[source] snapshot::SnapshotError),
+}
+
+/// `r` with every layer committed to a blob (directory layers are tarred and
+/// compressed now unless an earlier commit is recorded), for what reads
+/// layer blobs: the image, the static/dynamic check.
+pub fn commit(store: &Store, r: &Ref) -> Result<Ref, AssembleError> {
+    let snaps = snapshot::Snapshots::new(store.clone(), std::env::current_exe().ok());
+    snapshot::commit_ref(&snaps, r).map_err(AssembleError::Layers)
 }
 
 /// The final image: the base image's config (from the chain's source) with
@@ -692,10 +719,11 @@ pub fn assemble(
         config.set_exposed_ports(Some(ports));
     }
     img.config = config;
+    // Only now do directory layers become blobs, and only this image's: a
+    // builder stage's layers are never committed.
+    let r = commit(store, r)?;
     for l in &r.layers {
-        let layer = l
-            .to_layer()
-            .map_err(|e| AssembleError::Config(e.to_string()))?;
+        let layer = l.to_layer().map_err(AssembleError::Layers)?;
         img.push_layer(layer, "kiln build");
     }
     img.commit(store)

@@ -71,7 +71,8 @@ fn file_ops_add_one_layer_each_and_stay_inside() {
             },
         ],
     };
-    let out = fileop::run(&store, &op, &[base.clone(), src], 0).unwrap();
+    let snaps = snapshot::Snapshots::new(store.clone(), None);
+    let out = fileop::run(&snaps, &op, &[base.clone(), src], 0).unwrap();
     assert_eq!(out.layers.len(), 2);
     assert_eq!(out.layers[0], base.layers[0]);
 
@@ -117,13 +118,13 @@ fn file_ops_add_one_layer_each_and_stay_inside() {
             allow_not_found: allow,
         }],
     };
-    let e = fileop::run(&store, &rm(false), std::slice::from_ref(&base), 0).unwrap_err();
+    let e = fileop::run(&snaps, &rm(false), std::slice::from_ref(&base), 0).unwrap_err();
     assert!(e.to_string().contains("/nope"), "{e}");
-    fileop::run(&store, &rm(true), &[base], 0).unwrap();
+    fileop::run(&snaps, &rm(true), &[base], 0).unwrap();
 
     // The same op on the same inputs gives the same layer.
     let again = fileop::run(
-        &store,
+        &snaps,
         &op,
         &[layer_ref(&store, &base_dir), layer_ref(&store, &src_dir)],
         0,
