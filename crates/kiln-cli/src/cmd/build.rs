@@ -236,7 +236,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let root = out.root.clone();
+    // The final image's directory layers become blobs only now (builder
+    // stages never do); the check reads the committed layers.
+    let root = kiln_worker::commit(&store, &out.root)
+        .into_diagnostic()
+        .wrap_err("cannot commit the image's layers")?;
     // Before anything is stored under a name or exported.
     if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root) {
         elf_failure(e, &name, &text).print();
