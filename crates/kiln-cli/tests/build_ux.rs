@@ -392,3 +392,164 @@ fn platform_sets_the_config_and_refuses_foreign_run_steps() {
     let err = env.fails(&["build", "ctx", "--platform", "linux"]);
     assert!(err.contains("invalid platform `linux`"), "{err}");
 }
+
+/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
+/// temp dir; killed on drop.
+struct Registry {
+    addr: String,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Registry {
+    fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(
+            dir.path().join("config.yml"),
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (.ci/setup)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut b = [0u8; 12];
+                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start on {addr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry {
+            addr,
+            _dir: dir,
+            child,
+        }
+    }
+
+    /// The raw manifest bytes of `name` (skopeo).
+    fn raw(&self, name: &str) -> Vec<u8> {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{name}", self.addr))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    }
+
+    /// Puts an image index under `name`.
+    fn put_index(&self, name: &str, tag: &str, index: &serde_json::Value) {
+        use std::io::{Read as _, Write as _};
+        let bytes = serde_json::to_vec(index).unwrap();
+        let mut sock = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            sock,
+            "PUT /v2/{name}/manifests/{tag} HTTP/1.0\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n",
+            bytes.len()
+        )
+        .unwrap();
+        sock.write_all(&bytes).unwrap();
+        let mut answer = String::new();
+        sock.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains(" 201 "), "{answer}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn platform_pulls_the_matching_manifest_of_an_index() {
+    let reg = Registry::start();
+    // Two single-platform images made by kiln itself and pushed to the
+    // local registry, then an index over both.
+    let seed = Env::new();
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        std::fs::write(seed.path("ctx/arch.txt"), format!("{arch}\n")).unwrap();
+        seed.kilnfile(
+            "let base = static_base()\n    .copy(context().path(\"arch.txt\"), \"/arch.txt\");\n",
+        );
+        let dest = format!("{}/multi:{arch}", reg.addr);
+        seed.ok(&[
+            "build",
+            "ctx",
+            "--platform",
+            &format!("linux/{arch}"),
+            "-o",
+            &format!("type=registry,name={dest}"),
+        ]);
+        let raw = reg.raw(&format!("multi:{arch}"));
+        let digest = format!("sha256:{}", sha256_hex(&raw));
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": raw.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    reg.put_index(
+        "multi",
+        "1",
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }),
+    );
+
+    // A build on that index for each platform (a fresh store each, so
+    // nothing local is reused) gets the matching image and says so.
+    for arch in ["arm64", "amd64"] {
+        let env = Env::new();
+        std::fs::write(env.path("ctx/app.txt"), "app\n").unwrap();
+        env.kilnfile(&format!(
+            "let app = image(\"{}/multi:1\")\n    .copy(context().path(\"app.txt\"), \"/app.txt\");\n",
+            reg.addr
+        ));
+        env.ok(&[
+            "build",
+            "ctx",
+            "--platform",
+            &format!("linux/{arch}"),
+            "-o",
+            "type=oci,dest=app.tar",
+            "-o",
+            "type=local,dest=rootfs",
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(env.path("rootfs/arch.txt")).unwrap(),
+            format!("{arch}\n")
+        );
+        assert_eq!(config_of(&env.path("app.tar"))["architecture"], arch);
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    kiln_store::Digest::of(b).hex().to_string()
+}
