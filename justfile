@@ -27,3 +27,9 @@ e2e:
 fuzz:
     bash fuzz/seed.sh
     cd fuzz && cargo +nightly fuzz run parse_lower -- -max_total_time=60
+
+# kiln's main job: the Debian builder image (debootstrap, cached), a local
+# registry, `kiln build examples/go-hello` and `podman run` of the result
+demo: build
+    bash .ci/setup
+    examples/go-hello/demo.sh
