@@ -84,7 +84,7 @@ fn init_tracing(level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::log_writer)
         .without_time()
         .with_target(false)
         .init();

@@ -179,6 +179,33 @@ impl Model {
         (done, self.total)
     }
 
+    /// The lines that end the view: steps still running when the build
+    /// stopped (cancelled by another step's failure or Ctrl-C), then a
+    /// summary.
+    pub fn finish(&self, now: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut failed = false;
+        for s in &self.steps {
+            match s.state {
+                State::Running { since } => out.push(format!(
+                    "=> CANCELED {} {}",
+                    s.name,
+                    secs(now.saturating_sub(since))
+                )),
+                State::Failed { .. } => failed = true,
+                State::Cached | State::Done { .. } => {}
+            }
+        }
+        let (done, total) = self.counts();
+        let how = if failed || !out.is_empty() {
+            "failed"
+        } else {
+            "finished"
+        };
+        out.push(format!("[+] Building {} ({done}/{total}) {how}", secs(now)));
+        out
+    }
+
     /// The live area at `now`: a header, then every running step with its
     /// elapsed time and the tail of its output, each line cut to `width`.
     pub fn live(&self, now: Duration, width: usize) -> Vec<String> {
@@ -340,6 +367,32 @@ pub fn json_line(info: &HashMap<Digest, StepInfo>, e: &Event) -> String {
     v.to_string()
 }
 
+/// The live area while one is drawn, so log lines go above it.
+static LIVE: std::sync::Mutex<Option<MultiProgress>> = std::sync::Mutex::new(None);
+
+/// stderr for `tracing`: while the tty view is drawn, a log line is written
+/// with the view suspended, so it is neither torn nor drawn over.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let live = LIVE.lock().ok().and_then(|g| g.clone());
+        match live {
+            Some(m) => m.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The `MakeWriter` for `tracing_subscriber`.
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
+
 /// Writes progress in one mode.
 pub struct Printer {
     mode: Mode,
@@ -356,9 +409,15 @@ struct Tty {
 impl Printer {
     /// `mode` must be resolved (not `auto`).
     pub fn new(mode: Mode, info: HashMap<Digest, StepInfo>) -> Self {
-        let tty = (mode == Mode::Tty).then(|| Tty {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-            bars: Vec::new(),
+        let tty = (mode == Mode::Tty).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            if let Ok(mut live) = LIVE.lock() {
+                *live = Some(multi.clone());
+            }
+            Tty {
+                multi,
+                bars: Vec::new(),
+            }
         });
         Printer {
             mode,
@@ -438,8 +497,12 @@ impl Printer {
                 b.finish_and_clear();
             }
             let _ = t.multi.clear();
-            let (done, total) = self.model.counts();
-            eprintln!("[+] Building {} ({done}/{total}) finished", secs(now));
+            if let Ok(mut live) = LIVE.lock() {
+                *live = None;
+            }
+            for l in self.model.finish(now) {
+                eprintln!("{l}");
+            }
         }
     }
 }
@@ -533,6 +596,37 @@ mod tests {
             ),
         ];
         insta::assert_snapshot!(run(&events, 40));
+    }
+
+    #[test]
+    fn finish_marks_cancelled_steps_and_the_failure() {
+        let mut m = Model::new(info(), 3);
+        m.apply(&Event::Cached { vertex: d(1) }, ms(0));
+        m.apply(&Event::Started { vertex: d(2) }, ms(100));
+        assert_eq!(
+            m.finish(ms(600)),
+            [
+                "=> CANCELED build: run \"make\" 0.5s",
+                "[+] Building 0.6s (1/3) failed"
+            ]
+        );
+        m.apply(
+            &Event::Done {
+                vertex: d(2),
+                duration: ms(500),
+            },
+            ms(600),
+        );
+        assert_eq!(m.finish(ms(700)), ["[+] Building 0.7s (2/3) finished"]);
+        m.apply(&Event::Started { vertex: d(3) }, ms(700));
+        m.apply(
+            &Event::Failed {
+                vertex: d(3),
+                error: "x".into(),
+            },
+            ms(800),
+        );
+        assert_eq!(m.finish(ms(800)), ["[+] Building 0.8s (3/3) failed"]);
     }
 
     #[test]

@@ -172,7 +172,23 @@ fn tty_progress_shows_steps_times_and_live_output() {
     );
     assert!(!screen.contains("tick-1"), "a cached step ran:\n{screen}");
 
+    // A failure in the tty view: the step's ERROR line, the summary says
+    // failed, then the report.
+    env.kilnfile("let app = image(\"bb:1\")\n    .run(\"echo broken; exit 4\");\n");
+    let (ok, screen) = kiln_in_pty(&env, "build ctx --progress tty");
+    assert!(!ok, "{screen}");
+    assert!(
+        screen.contains("=> ERROR app: run \"echo broken; exit 4\""),
+        "{screen}"
+    );
+    assert!(screen.contains(") failed"), "{screen}");
+    assert!(screen.contains("exited with exit code 4"), "{screen}");
+    assert!(screen.contains("this run step failed"), "{screen}");
+
     // Without a terminal, `auto` is plain.
+    env.kilnfile(
+        "let app = image(\"bb:1\")\n    .run(\"for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\")\n    .run(\"echo second > /second\");\n",
+    );
     let (_, err) = env.ok(&["build", "ctx"]);
     assert!(
         steps(&err).iter().all(|(_, s)| s == "CACHED") && !steps(&err).is_empty(),
