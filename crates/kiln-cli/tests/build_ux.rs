@@ -57,6 +57,12 @@ impl Env {
 
     /// A busybox image `bb:1` with a few applets, for `run` steps.
     fn busybox_image(&self) {
+        self.busybox_rootfs();
+        self.ok(&["import", "rootfs", "-t", "bb:1"]);
+    }
+
+    /// `rootfs/`: busybox and a few applets.
+    fn busybox_rootfs(&self) {
         let root = self.path("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::create_dir_all(root.join("tmp")).unwrap();
@@ -64,7 +70,29 @@ impl Env {
         for applet in ["sh", "echo", "cat", "sleep", "seq", "true"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
-        self.ok(&["import", "rootfs", "-t", "bb:1"]);
+    }
+
+    /// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`, with
+    /// a subordinate ID range) with its own KILN_HOME.
+    fn kilntest(&self, args: &[&str]) -> Output {
+        let o = Command::new("chown")
+            .args(["-R", "kilntest:kilntest"])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Command::new("setpriv")
+            .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("KILN_HOME", self.path("home-kilntest"))
+            .env("HOME", self.path("home-kilntest"))
+            .env("NO_COLOR", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_LOG")
+            .output()
+            .expect("run setpriv")
     }
 
     /// Compiles `src` with gcc and `flags` into `ctx/<out>`.
@@ -568,4 +596,43 @@ fn platform_pulls_the_matching_manifest_of_an_index() {
 
 fn sha256_hex(b: &[u8]) -> String {
     kiln_store::Digest::of(b).hex().to_string()
+}
+
+#[test]
+fn rootless_failure_report_cache_and_elf_check() {
+    let env = Env::new();
+    env.busybox_rootfs();
+    env.gcc("dyn", &[]);
+    let o = env.kilntest(&["import", "rootfs", "-t", "bb:1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let failing = "let app = image(\"bb:1\")\n    .run(\"echo one > /one\")\n    .run(\"echo bad; exit 9\");\n";
+    env.kilnfile(failing);
+    let o = env.kilntest(&["build", "ctx"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("`echo bad; exit 9` exited with exit code 9"),
+        "{err}"
+    );
+    assert!(err.contains("| bad"), "{err}");
+    assert!(err.contains("ctx/Kilnfile:3:6"), "{err}");
+
+    env.kilnfile(&failing.replace("exit 9", "true"));
+    let o = env.kilntest(&["build", "ctx"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let s = steps(&err);
+    assert_eq!(status_of(&s, "echo one"), "CACHED", "{err}");
+    assert_eq!(status_of(&s, "echo bad"), "done", "{err}");
+
+    env.kilnfile(&elf_kilnfile("static_base()", "dyn", ""));
+    let o = env.kilntest(&["build", "ctx", "-o", "type=oci,dest=app.tar"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("`/usr/local/bin/dyn` is dynamically linked"),
+        "{err}"
+    );
+    assert!(!env.path("app.tar").exists());
 }
