@@ -181,7 +181,7 @@ fn steps(stderr: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether `needle` occurs in `data` or, when `data` is gzip, in its
+/// Whether `needle` occurs in `data` or, when `data` is gzip or zstd, in its
 /// decompressed bytes, or in any member of it when it is a tar (archives
 /// holding gzip layers).
 fn contains_bytes(data: &[u8], needle: &[u8]) -> bool {
@@ -192,6 +192,16 @@ fn contains_bytes(data: &[u8], needle: &[u8]) -> bool {
         let mut out = Vec::new();
         if flate2::read::MultiGzDecoder::new(data)
             .read_to_end(&mut out)
+            .is_ok()
+            && contains_bytes(&out, needle)
+        {
+            return true;
+        }
+    }
+    if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let mut out = Vec::new();
+        if zstd::stream::read::Decoder::new(data)
+            .and_then(|mut d| d.read_to_end(&mut out))
             .is_ok()
             && contains_bytes(&out, needle)
         {
@@ -520,4 +530,139 @@ let app = image("bb:1")
         "{:?}",
         names(&fs)
     );
+}
+
+// ---------------------------------------------------------------- example
+
+/// `examples/cache-secret` end to end on the real Debian builder
+/// (`.ci/builder-image.sh`: debootstrap --variant=minbase bookworm, cached
+/// under /var/cache/kiln-ci; needs root, and Debian's mirror for apt-get):
+/// the apt cache mounts keep the downloaded packages between builds and
+/// out of every layer, the secret reaches the step and nothing else.
+fn cache_secret_example(rootless: bool) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/builder-image.sh");
+    let o = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "`{}` failed (it needs root and, on a cold cache, deb.debian.org):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rootfs = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let env = Env::new(rootless);
+    // The builder under the example's own name (a local tag wins with
+    // `--pull=missing`, so no registry is needed). Rootless kiln cannot
+    // read the root-owned rootfs: root imports it and hands over an archive.
+    let import_home = env.path("import-home");
+    let root_kiln = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_HOME", &import_home)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    root_kiln(&["import", &rootfs, "-t", "debian:bookworm"]);
+    root_kiln(&[
+        "save",
+        "debian:bookworm",
+        "-o",
+        env.path("builder.tar").to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&import_home).unwrap();
+    if rootless {
+        chown_kilntest(env.dir.path());
+    }
+    env.ok(
+        &[
+            "import",
+            "--format",
+            "oci-archive",
+            "builder.tar",
+            "-t",
+            "docker.io/library/debian:bookworm",
+        ],
+        &[],
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cache-secret");
+    std::fs::create_dir(env.path("ctx")).unwrap();
+    for f in ["Kilnfile", "greet.sh"] {
+        std::fs::copy(example.join(f), env.path("ctx").join(f)).unwrap();
+    }
+    const TOKEN: &str = "example-token-m4n5b6";
+    env.write("token.txt", TOKEN);
+    let secret = ["--secret", "id=token,src=token.txt"];
+
+    let mut args = secret.to_vec();
+    args.extend(["-o", "type=oci,dest=app.tar"]);
+    let (fs, _) = env.build_rootfs(&args, &[]);
+    assert_eq!(
+        file(&fs, "greeting"),
+        Some(format!("hello, the build saw a token of {} bytes\n", TOKEN.len()).as_str())
+    );
+    let debs = |what: &str| -> Vec<String> {
+        let dir = cache_data(&env.home(), "/var/cache/apt").join("archives");
+        let list: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".deb"))
+            .collect();
+        assert!(
+            list.iter().any(|n| n.starts_with("ca-certificates_")),
+            "{what}: {list:?}"
+        );
+        list
+    };
+    let first = debs("after the first build");
+    let lists = cache_data(&env.home(), "/var/lib/apt/lists");
+    assert!(
+        std::fs::read_dir(&lists).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with("_Packages")),
+        "apt lists are kept in {}",
+        lists.display()
+    );
+
+    // The fetch stage's filesystem has neither the packages nor the lists.
+    let (fetch, _) = env.build_rootfs(&["--target", "fetch", secret[0], secret[1]], &[]);
+    let leaked: Vec<&str> = names(&fetch)
+        .into_iter()
+        .filter(|n| {
+            (n.starts_with("var/cache/apt/") && n.ends_with(".deb"))
+                || (n.starts_with("var/lib/apt/lists/") && n.ends_with("_Packages"))
+        })
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    assert!(names(&fetch).contains(&"usr/sbin/update-ca-certificates"));
+    assert!(!contains_bytes(
+        &std::fs::read(env.path("app.tar")).unwrap(),
+        TOKEN.as_bytes()
+    ));
+    let hits = files_containing(&env.home(), TOKEN.as_bytes());
+    assert!(hits.is_empty(), "the token in the store: {hits:?}");
+
+    // A changed token keeps everything cached; a missing one is an error
+    // only when the step has to run.
+    env.write("token.txt", "another-token");
+    let (_, err) = env.build_rootfs(&secret, &[]);
+    assert!(steps(&err).iter().all(|(_, s)| s == "CACHED"), "{err}");
+    let err = env.fails(&["build", "ctx", "--no-cache"], &[]);
+    assert!(err.contains("--secret id=token"), "{err}");
+
+    // Re-running apt-get with the cache: the packages are the ones kept.
+    let (fs2, _) = env.build_rootfs(&["--no-cache", secret[0], secret[1]], &[]);
+    assert!(file(&fs2, "greeting").is_some());
+    assert_eq!(debs("after the second build"), first);
+}
+
+#[test]
+fn cache_secret_example_as_root() {
+    cache_secret_example(false);
+}
+
+#[test]
+fn cache_secret_example_rootless() {
+    cache_secret_example(true);
 }

@@ -536,6 +536,7 @@ fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut last = None;
     for base in bases.into_iter().filter(|b| b.is_dir()) {
+        remove_stale_secrets(&base);
         for _ in 0..8 {
             let n = N.fetch_add(1, Ordering::Relaxed);
             let nonce = std::time::SystemTime::now()
@@ -562,6 +563,32 @@ fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
             std::io::Error::other("no usable temporary directory"),
         )
     }))
+}
+
+/// Removes the secret directories of kiln processes that died without
+/// cleaning up (SIGKILL): ours by owner, theirs by a pid that is gone.
+fn remove_stale_secrets(base: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kiln-secrets-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = rustix::process::Pid::from_raw(pid)
+            .is_none_or(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
+        if !alive && e.metadata().is_ok_and(|m| m.uid() == me) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Writes one secret file, never readable by anyone else on the host while
@@ -846,6 +873,22 @@ mod tests {
             e.contains("secret `tok`") && e.contains("--secret id=tok,src=PATH"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn secret_dirs_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: this pid cannot exist
+        let dead = d.path().join("kiln-secrets-99999999-0-0");
+        let alive = d
+            .path()
+            .join(format!("kiln-secrets-{}-0-0", std::process::id()));
+        let other = d.path().join("unrelated-99999999");
+        for p in [&dead, &alive, &other] {
+            fs::create_dir(p).unwrap();
+        }
+        remove_stale_secrets(d.path());
+        assert!(!dead.exists() && alive.exists() && other.exists());
     }
 
     #[test]
