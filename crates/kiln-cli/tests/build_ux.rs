@@ -289,14 +289,26 @@ fn json_progress_carries_locations_of_failures() {
     env.busybox_image();
     env.kilnfile("let app = image(\"bb:1\")\n    .run(\"echo oops; exit 2\");\n");
     let err = env.fails(&["build", "ctx", "--progress", "json"]);
-    let failed: Vec<serde_json::Value> = err
+    // Every line is an object, the report too.
+    let events: Vec<serde_json::Value> = err
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "failed")
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    let failed: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{err}");
     assert_eq!(failed[0]["location"], "ctx/Kilnfile:2:6", "{err}");
     assert!(failed[0]["error"].as_str().unwrap().contains("exit code 2"));
+    let report = events.last().unwrap();
+    assert_eq!(report["event"], "error", "{err}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with exit code 2"),
+        "{err}"
+    );
+    assert!(report["output"].as_str().unwrap().contains("oops"), "{err}");
 }
 
 fn elf_kilnfile(base: &str, file: &str, opts: &str) -> String {

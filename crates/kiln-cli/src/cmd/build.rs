@@ -192,7 +192,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         })
         .collect();
     if let Some(err) = unrunnable_step(&def, platform.as_ref(), &name, &text) {
-        err.print();
+        err.print(args.progress.resolve());
         return Ok(ExitCode::FAILURE);
     }
     let rt = super::registry::runtime()?;
@@ -232,7 +232,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let out = match result {
         Ok(out) => out,
         Err(e) => {
-            solve_failure(e, &name, &text).print();
+            solve_failure(e, &name, &text).print(progress);
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -243,7 +243,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .wrap_err("cannot commit the image's layers")?;
     // Before anything is stored under a name or exported.
     if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root) {
-        elf_failure(e, &name, &text).print();
+        elf_failure(e, &name, &text).print(progress);
         return Ok(ExitCode::FAILURE);
     }
     let mut image = kiln_worker::assemble(&store, &def, &root, epoch)
@@ -312,6 +312,8 @@ struct BuildFailure {
     labels: Vec<miette::LabeledSpan>,
     #[help]
     help: Option<String>,
+    /// The failing step's name and the last lines of its output.
+    output: Option<(String, String)>,
 }
 
 impl BuildFailure {
@@ -321,6 +323,7 @@ impl BuildFailure {
             src: miette::NamedSource::new(file, text.to_string()),
             labels: Vec::new(),
             help: None,
+            output: None,
         }
     }
 
@@ -337,9 +340,26 @@ impl BuildFailure {
         self
     }
 
-    /// Writes the report to stderr. Not wrapped: paths and commands stay
-    /// whole so they can be copied (and searched for).
-    fn print(self) {
+    /// Writes the report to stderr: one JSON object in `json` mode, else
+    /// the output tail and a miette report. Not wrapped: paths and commands
+    /// stay whole so they can be copied (and searched for).
+    fn print(self, mode: Mode) {
+        if mode == Mode::Json {
+            let v = serde_json::json!({
+                "event": "error",
+                "message": self.message,
+                "help": self.help,
+                "step": self.output.as_ref().map(|o| &o.0),
+                "output": self.output.as_ref().map(|o| &o.1),
+            });
+            eprintln!("{v}");
+            return;
+        }
+        match &self.output {
+            Some((step, tail)) if tail.is_empty() => eprintln!("error: `{step}` printed nothing"),
+            Some((step, tail)) => eprintln!("error: the last lines of output of `{step}`:\n{tail}"),
+            None => {}
+        }
         let mut out = String::new();
         let handler = miette::GraphicalReportHandler::new().with_width(usize::MAX / 4);
         match handler.render_report(&mut out, &self) {
@@ -395,17 +415,12 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
         tail,
     }) = source.downcast_ref::<kiln_worker::Error>()
     {
-        if tail.is_empty() {
-            eprintln!("error: `{step}` printed nothing");
-        } else {
-            eprintln!("error: the last lines of output of `{step}`:\n{tail}");
-        }
-        return BuildFailure::new(file, text, format!("`{command}` exited with {status}"))
-            .label(location.as_ref(), "this run step failed")
-            .help(
-                "fix the command or what it needs (its output is above) and build again: \
+        let mut f = BuildFailure::new(file, text, format!("`{command}` exited with {status}"));
+        f.output = Some((step, tail.clone()));
+        return f.label(location.as_ref(), "this run step failed").help(
+            "fix the command or what it needs (its output is above) and build again: \
                  the steps that finished are cached and will not run again",
-            );
+        );
     }
     BuildFailure::new(file, text, format!("step `{step}` failed: {source}"))
         .label(location.as_ref(), "this step failed")
