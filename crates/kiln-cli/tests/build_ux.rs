@@ -339,6 +339,13 @@ fn dynamic_binaries_on_a_static_base_fail_before_export() {
     }
     assert!(err.contains("Kilnfile:2:6"), "{err}");
     assert!(!env.path("app.tar").exists(), "exported anyway");
+    // Again, with every step and the check's per-layer record cached.
+    let again = env.fails(&["build", "ctx", "-o", "type=oci,dest=app.tar"]);
+    assert!(
+        again.contains("`/usr/local/bin/dyn` is dynamically linked"),
+        "{again}"
+    );
+    assert!(!env.path("app.tar").exists(), "exported anyway");
     let o = env.kiln(&["images"]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("app:1"));
 

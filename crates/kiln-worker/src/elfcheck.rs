@@ -190,7 +190,7 @@ pub fn check(store: &Store, def: &Definition, root: &Ref) -> Result<(), ElfCheck
             continue;
         }
         let step = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
-        for (path, interpreter, needed) in dynamic_in_layer(store, layer, &step)? {
+        for (path, interpreter, needed) in dynamic_in_layer_cached(store, layer, &step)? {
             offenders.push(Offender {
                 path,
                 interpreter,
@@ -213,6 +213,32 @@ pub fn check(store: &Store, def: &Definition, root: &Ref) -> Result<(), ElfCheck
 }
 
 type Found = (String, Option<String>, Vec<String>);
+
+const RECORD_KIND: &str = "elf-check";
+
+/// [`dynamic_in_layer`], remembered per layer blob: a layer is immutable,
+/// and a no-op rebuild must not decompress the image's binaries again.
+fn dynamic_in_layer_cached(
+    store: &Store,
+    layer: &LayerRef,
+    step: &str,
+) -> Result<Vec<Found>, ElfCheckError> {
+    let key = format!("elfcheck/v1/{}", layer.digest);
+    if let Some(found) = store
+        .get_record(RECORD_KIND, key.as_bytes())
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<Vec<Found>>(&b).ok())
+    {
+        return Ok(found);
+    }
+    let found = dynamic_in_layer(store, layer, step)?;
+    if let Ok(b) = serde_json::to_vec(&found) {
+        // Losing the record only costs reading the layer again.
+        let _ = store.put_record(RECORD_KIND, key.as_bytes(), &b);
+    }
+    Ok(found)
+}
 
 /// The dynamically linked ELF files in one layer blob.
 fn dynamic_in_layer(
