@@ -81,7 +81,7 @@ pub fn resolve_in(root: &Union, rel_path: &Path) -> Result<PathBuf, FileOpError>
         if parts.is_empty() {
             return Ok(next);
         }
-        match root.lstat(&next) {
+        match root.lstat(&next).map_err(io("read", &next))? {
             Some(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
@@ -119,11 +119,56 @@ struct Ctx<'a> {
 /// Runs `op` on `inputs` (input 0 is the filesystem changed) and returns the
 /// result with one new layer.
 pub fn run(snaps: &Snapshots, op: &FileOp, inputs: &[Ref], epoch: i64) -> Result<Ref, FileOpError> {
+    match run_on(snaps, op, inputs, epoch, false) {
+        Err(e) if denied(&e) && !rustix::process::geteuid().is_root() => {
+            tracing::debug!("reading through merged trees: {e}");
+            run_on(snaps, op, inputs, epoch, true)
+        }
+        r => r,
+    }
+}
+
+/// Whether `e` comes from a directory the calling user may not read: rootless,
+/// another container user's private directory in a step's layer.
+pub fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if x.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
+/// How a step reads a chain: through its layer stack, or (`merged`, the
+/// rootless fallback for unreadable directories) through a merged tree made
+/// from the layers' tars, which the runtime writes inside the user
+/// namespace and which then belongs to the calling user.
+pub fn view(snaps: &Snapshots, r: &Ref, merged: bool) -> Result<Union, SnapshotError> {
+    if merged {
+        Ok(Union::plain(snaps.merged(r)?))
+    } else {
+        snaps.union(r)
+    }
+}
+
+fn run_on(
+    snaps: &Snapshots,
+    op: &FileOp,
+    inputs: &[Ref],
+    epoch: i64,
+    merged: bool,
+) -> Result<Ref, FileOpError> {
     let store = snaps.store();
     let base_ref = inputs.first().ok_or(FileOpError::NoInput { from: 0 })?;
-    let base = snaps.union(base_ref)?;
+    let base = view(snaps, base_ref, merged)?;
     let change = snapshot::temp_dir(store, "fileop")?;
-    let r = build_change(snaps, op, inputs, &base, &change);
+    DEFERRED.with(|d| d.borrow_mut().clear());
+    let r = build_change(snaps, op, inputs, &base, &change, merged)
+        .and_then(|whiteouts| chown_deferred(snaps, &change).map(|()| whiteouts));
     let r = r.and_then(|whiteouts| {
         if !whiteouts {
             // The tar is written at commit, with the options below.
@@ -171,6 +216,7 @@ fn build_change(
     inputs: &[Ref],
     base: &Union,
     change: &Path,
+    merged: bool,
 ) -> Result<bool, FileOpError> {
     let mut whiteouts = false;
     for a in &op.actions {
@@ -188,7 +234,7 @@ fn build_change(
                 let src_ref = inputs
                     .get(*from)
                     .ok_or(FileOpError::NoInput { from: *from })?;
-                let src_root = snaps.union(src_ref)?;
+                let src_root = view(snaps, src_ref, merged)?;
                 let owner = resolve_owner(base, chown.as_ref())?;
                 let cx = Ctx {
                     base,
@@ -261,7 +307,7 @@ fn build_change(
                 };
                 let r = resolve_in(base, &rel(path))?;
                 let in_change = fs::symlink_metadata(change.join(&r)).is_ok();
-                let in_base = base.lstat(&r).is_some();
+                let in_base = base.lstat(&r).map_err(io("read", &r))?.is_some();
                 if in_change {
                     remove_any(&change.join(&r))?;
                 }
@@ -295,10 +341,48 @@ fn remove_any(p: &Path) -> Result<(), FileOpError> {
 fn set_meta(p: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), FileOpError> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode & 0o7777))
         .map_err(io("set the mode of", p))?;
-    if let Some((u, g)) = owner {
-        std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(io("change the owner of", p))?;
+    if let Some(o) = owner {
+        set_owner(p, o)?;
     }
     Ok(())
+}
+
+thread_local! {
+    /// Owners [`set_owner`] could not set itself, for [`chown_deferred`].
+    static DEFERRED: std::cell::RefCell<Vec<(PathBuf, u32, u32)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// lchown(2) as real root. Rootless, giving a file to another ID is refused
+/// (EPERM), so the change is noted and made once the change directory is
+/// complete, by the runtime inside the user namespace ([`chown_deferred`]).
+fn set_owner(p: &Path, (u, g): (u32, u32)) -> Result<(), FileOpError> {
+    if rustix::process::geteuid().is_root() {
+        return std::os::unix::fs::lchown(p, Some(u), Some(g))
+            .map_err(io("change the owner of", p));
+    }
+    DEFERRED.with(|d| d.borrow_mut().push((p.to_path_buf(), u, g)));
+    Ok(())
+}
+
+/// Makes the owner changes [`set_owner`] deferred on this thread.
+fn chown_deferred(snaps: &Snapshots, change: &Path) -> Result<(), FileOpError> {
+    let list = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    if list.is_empty() {
+        return Ok(());
+    }
+    let helper = snaps.helper().ok_or_else(|| FileOpError::Owner {
+        spec: format!("{}:{}", list[0].1, list[0].2),
+        reason: "rootless, changing owners needs the sandbox helper".into(),
+    })?;
+    let scratch = change.parent().unwrap_or(change);
+    kiln_runtime::Runtime::new(helper)
+        .chown(scratch, &list)
+        .map_err(|e| FileOpError::Io {
+            what: "change the owner of",
+            path: list[0].0.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
 }
 
 /// Creates the parent directories of `r` in the change directory, with the
@@ -315,7 +399,7 @@ fn ensure_parents(cx: &Ctx<'_>, r: &Path) -> Result<(), FileOpError> {
             continue;
         }
         fs::create_dir(&p).map_err(io("create directory", &p))?;
-        match cx.base.lstat(&cur) {
+        match cx.base.lstat(&cur).map_err(io("read", &cur))? {
             Some(m) if m.is_dir() => {
                 use std::os::unix::fs::MetadataExt;
                 fs::set_permissions(&p, m.permissions()).map_err(io("set the mode of", &p))?;
@@ -327,9 +411,8 @@ fn ensure_parents(cx: &Ctx<'_>, r: &Path) -> Result<(), FileOpError> {
             _ => {
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
                     .map_err(io("set the mode of", &p))?;
-                if let Some((u, g)) = cx.owner {
-                    std::os::unix::fs::lchown(&p, Some(u), Some(g))
-                        .map_err(io("change the owner of", &p))?;
+                if let Some(o) = cx.owner {
+                    set_owner(&p, o)?;
                 }
             }
         }
@@ -366,6 +449,7 @@ fn copy(
     let src_rel = resolve_in(src_root, &rel(src))?;
     let found = src_root
         .lookup(&src_rel)
+        .map_err(io("read", &src_rel))?
         .ok_or_else(|| FileOpError::SourceMissing {
             path: src.to_string(),
         })?;
@@ -378,7 +462,7 @@ fn copy(
         .unwrap_or_default();
     let is_dir = |p: &Path| {
         p.as_os_str().is_empty()
-            || cx.base.lstat(p).is_some_and(|m| m.is_dir())
+            || cx.base.lstat(p).ok().flatten().is_some_and(|m| m.is_dir())
             || fs::symlink_metadata(cx.change.join(p)).is_ok_and(|m| m.is_dir())
     };
     if meta.is_dir() {
@@ -443,9 +527,8 @@ fn copy_entry(
         context::Kind::Symlink { target } => {
             remove_any(to)?;
             symlink(target, to).map_err(io("create symlink", to))?;
-            if let Some((u, g)) = owner {
-                std::os::unix::fs::lchown(to, Some(u), Some(g))
-                    .map_err(io("change the owner of", to))?;
+            if let Some(o) = owner {
+                set_owner(to, o)?;
             }
         }
     }
@@ -463,6 +546,7 @@ pub fn content_digest(
     let src_rel = resolve_in(root, &rel(src))?;
     let found = root
         .lookup(&src_rel)
+        .map_err(io("read", &src_rel))?
         .ok_or_else(|| FileOpError::SourceMissing {
             path: src.to_string(),
         })?;

@@ -85,18 +85,32 @@ enum Ancestors {
     Hidden,
 }
 
-fn ancestors(layer: &Path, dirs: &[&std::ffi::OsStr]) -> Ancestors {
+/// lstat that tells "not there" (`None`) from a real failure (a directory
+/// we may not search, rootless).
+fn lstat_at(p: &Path) -> std::io::Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(p) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => Ok(None),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("`{}`: {e}", p.display()),
+        )),
+    }
+}
+
+fn ancestors(layer: &Path, dirs: &[&std::ffi::OsStr]) -> std::io::Result<Ancestors> {
     let mut p = layer.to_path_buf();
     let mut opaque = false;
     for c in dirs {
         p.push(c);
-        match fs::symlink_metadata(&p) {
-            Err(_) => return Ancestors::Absent { opaque },
-            Ok(m) if !m.is_dir() => return Ancestors::Hidden,
-            Ok(_) => opaque |= is_opaque(&p),
+        match lstat_at(&p)? {
+            None => return Ok(Ancestors::Absent { opaque }),
+            Some(m) if !m.is_dir() => return Ok(Ancestors::Hidden),
+            Some(_) => opaque |= is_opaque(&p),
         }
     }
-    Ancestors::Dirs { opaque }
+    Ok(Ancestors::Dirs { opaque })
 }
 
 impl Union {
@@ -116,51 +130,55 @@ impl Union {
     }
 
     /// The visible entry at `rel` (relative to the root; the empty path is
-    /// the root). Symlinks are not followed.
-    pub fn lookup(&self, rel: &Path) -> Option<Found> {
+    /// the root), `None` when there is none. Symlinks are not followed. An
+    /// error is a layer directory that cannot be read (rootless, one of
+    /// another container user's private directories).
+    pub fn lookup(&self, rel: &Path) -> std::io::Result<Option<Found>> {
         let ps = parts(rel);
         let Some((last, dirs)) = ps.split_last() else {
-            let top = self.top_first.first()?;
-            return fs::symlink_metadata(top).ok().map(|meta| Found {
+            let Some(top) = self.top_first.first() else {
+                return Ok(None);
+            };
+            return Ok(lstat_at(top)?.map(|meta| Found {
                 path: top.clone(),
                 meta,
-            });
+            }));
         };
         for layer in &self.top_first {
-            let stop = match ancestors(layer, dirs) {
-                Ancestors::Hidden | Ancestors::Absent { opaque: true } => return None,
+            let stop = match ancestors(layer, dirs)? {
+                Ancestors::Hidden | Ancestors::Absent { opaque: true } => return Ok(None),
                 Ancestors::Absent { opaque: false } => continue,
                 Ancestors::Dirs { opaque } => opaque,
             };
             let mut p = layer.clone();
             p.extend(dirs);
             p.push(last);
-            if let Ok(meta) = fs::symlink_metadata(&p) {
+            if let Some(meta) = lstat_at(&p)? {
                 if is_whiteout(&meta) {
-                    return None;
+                    return Ok(None);
                 }
-                return Some(Found { path: p, meta });
+                return Ok(Some(Found { path: p, meta }));
             }
             if stop {
-                return None;
+                return Ok(None);
             }
         }
-        None
+        Ok(None)
     }
 
-    pub fn lstat(&self, rel: &Path) -> Option<fs::Metadata> {
-        self.lookup(rel).map(|f| f.meta)
+    pub fn lstat(&self, rel: &Path) -> std::io::Result<Option<fs::Metadata>> {
+        Ok(self.lookup(rel)?.map(|f| f.meta))
     }
 
     pub fn read_link(&self, rel: &Path) -> std::io::Result<PathBuf> {
-        match self.lookup(rel) {
+        match self.lookup(rel)? {
             Some(f) => fs::read_link(&f.path),
             None => Err(std::io::ErrorKind::NotFound.into()),
         }
     }
 
     pub fn read_to_string(&self, rel: &Path) -> std::io::Result<String> {
-        match self.lookup(rel) {
+        match self.lookup(rel)? {
             Some(f) => fs::read_to_string(&f.path),
             None => Err(std::io::ErrorKind::NotFound.into()),
         }
@@ -171,22 +189,22 @@ impl Union {
         let ps = parts(rel);
         let mut seen: BTreeMap<OsString, Option<Found>> = BTreeMap::new();
         for layer in &self.top_first {
-            let mut stop = match ancestors(layer, &ps[..ps.len().saturating_sub(1)]) {
+            let mut stop = match ancestors(layer, &ps[..ps.len().saturating_sub(1)])? {
                 Ancestors::Hidden | Ancestors::Absent { opaque: true } => break,
                 Ancestors::Absent { opaque: false } => continue,
                 Ancestors::Dirs { opaque } => opaque,
             };
             let mut dir = layer.clone();
             dir.extend(&ps);
-            match fs::symlink_metadata(&dir) {
-                Err(_) => {
+            match lstat_at(&dir)? {
+                None => {
                     if stop {
                         break;
                     }
                     continue;
                 }
-                Ok(m) if !m.is_dir() => break,
-                Ok(_) => {}
+                Some(m) if !m.is_dir() => break,
+                Some(_) => {}
             }
             stop |= !ps.is_empty() && is_opaque(&dir);
             for e in fs::read_dir(&dir)? {
@@ -350,12 +368,12 @@ mod tests {
         assert_eq!(read("etc/a").as_deref(), Some("mid-a"));
         assert_eq!(read("etc/b"), None);
         assert_eq!(read("gone/deep/f"), None);
-        assert!(u.lookup(Path::new("gone")).is_none());
+        assert!(u.lookup(Path::new("gone")).unwrap().is_none());
         assert_eq!(read("file").as_deref(), Some("now a file"));
-        assert!(u.lookup(Path::new("file/x")).is_none());
+        assert!(u.lookup(Path::new("file/x")).unwrap().is_none());
         assert_eq!(read("opq/new").as_deref(), Some("n"));
         assert_eq!(read("opq/keep"), None);
-        assert!(u.lookup(Path::new("opq/sub/x")).is_none());
+        assert!(u.lookup(Path::new("opq/sub/x")).unwrap().is_none());
         let names = |p: &str| -> Vec<String> {
             u.list(Path::new(p))
                 .unwrap()

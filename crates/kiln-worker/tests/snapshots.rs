@@ -62,8 +62,15 @@ fn a_blob_layer_is_extracted_once_and_shared_by_chains() {
     // Each chain reads as its own union.
     let u1 = snaps.union(&r1).unwrap();
     assert_eq!(u1.read_to_string(Path::new("etc/os")).unwrap(), "base");
-    assert!(u1.lookup(Path::new("b")).is_none());
-    assert!(snaps.union(&r2).unwrap().lookup(Path::new("b")).is_some());
+    assert!(u1.lookup(Path::new("b")).unwrap().is_none());
+    assert!(
+        snaps
+            .union(&r2)
+            .unwrap()
+            .lookup(Path::new("b"))
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
