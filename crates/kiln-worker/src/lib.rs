@@ -555,8 +555,23 @@ impl kiln_solver::Worker for LocalWorker {
                 {
                     return Ok(d);
                 }
-                let root = inner.snaps.union(&r)?;
-                let d = fileop::content_digest(&root, &sel.path, &sel.include, &sel.exclude)?;
+                let digest = |merged| -> Result<Digest, Error> {
+                    let root = fileop::view(&inner.snaps, &r, merged)?;
+                    Ok(fileop::content_digest(
+                        &root,
+                        &sel.path,
+                        &sel.include,
+                        &sel.exclude,
+                    )?)
+                };
+                // Rootless, a step's private directories of other container
+                // users are read through a merged tree instead.
+                let d = match digest(false) {
+                    Err(e) if fileop::denied(&e) && !rustix::process::geteuid().is_root() => {
+                        digest(true)?
+                    }
+                    r => r?,
+                };
                 inner
                     .store
                     .put_record("content-digest", rkey.as_bytes(), d.to_string().as_bytes())
