@@ -95,7 +95,7 @@ fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {
 
 fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     let cfg = recv_config(sock)?;
-    let job_only = cfg.apply.is_some() || cfg.write.is_some();
+    let job_only = cfg.apply.is_some() || cfg.write.is_some() || cfg.chown.is_some();
     let mut flags = if job_only {
         0
     } else {
@@ -127,6 +127,9 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     }
     if let Some(job) = &cfg.write {
         return write_layer(job, sock);
+    }
+    if let Some(entries) = &cfg.chown {
+        return chown(entries, sock);
     }
     // the copying driver: merged here, as the namespace's root (so ownership
     // is kept rootless), before the init exists; diffed after it is gone
@@ -255,6 +258,27 @@ fn write_layer(job: &crate::proto::WriteJob, sock: BorrowedFd<'_>) -> R<i32> {
             bytes: sum.bytes,
         },
     );
+    Ok(0)
+}
+
+/// Gives each path to its container IDs as the namespace's root. chown(2)
+/// clears the set-user-ID and set-group-ID bits of a file; they are put back
+/// (the mode was chosen before the owner).
+fn chown(entries: &[crate::proto::ChownEntry], sock: BorrowedFd<'_>) -> R<i32> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for e in entries {
+        let what = || format!("change the owner of `{}`", e.path.display());
+        let meta = std::fs::symlink_metadata(&e.path).map_err(fail(what()))?;
+        std::os::unix::fs::lchown(&e.path, Some(e.uid), Some(e.gid)).map_err(fail(what()))?;
+        if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {
+            std::fs::set_permissions(
+                &e.path,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+            )
+            .map_err(fail(what()))?;
+        }
+    }
+    send(sock, &ToParent::Chowned(entries.len() as u64));
     Ok(0)
 }
 

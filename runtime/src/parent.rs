@@ -585,6 +585,7 @@ impl Runtime {
         let mut cfg = ChildConfig {
             probe: false,
             write: None,
+            chown: None,
             apply: None,
             lowers_top_first: spec
                 .lowers
@@ -681,6 +682,7 @@ impl Runtime {
         let mut cfg = ChildConfig {
             probe: false,
             write: None,
+            chown: None,
             apply: Some(crate::proto::ApplyJob {
                 target: target.clone(),
                 overlay,
@@ -778,6 +780,7 @@ impl Runtime {
                 remove,
             }),
             apply: None,
+            chown: None,
             lowers_top_first: Vec::new(),
             upper: dir.clone(),
             work: PathBuf::new(),
@@ -833,6 +836,77 @@ impl Runtime {
         })
     }
 
+    /// Gives each `(path, uid, gid)` to those container IDs with lchown(2),
+    /// keeping set-user-ID and set-group-ID bits. Rootless, the calling user
+    /// may not chown to another ID, but the root of a user namespace with
+    /// this process's mapping may, to any mapped ID: the file then belongs to
+    /// the matching subordinate ID, which a layer records as the container
+    /// ID. As real root (identity map) it is done right here. `scratch` is
+    /// a directory for the child's state (not inside any of the paths' trees).
+    pub fn chown(
+        &self,
+        scratch: &Path,
+        entries: &[(PathBuf, u32, u32)],
+    ) -> Result<(), RuntimeError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (plan, _) = plan_mapping()?;
+        let list: Vec<crate::proto::ChownEntry> = entries
+            .iter()
+            .map(|(p, uid, gid)| {
+                std::path::absolute(p)
+                    .map(|path| crate::proto::ChownEntry {
+                        path,
+                        uid: *uid,
+                        gid: *gid,
+                    })
+                    .map_err(|source| RuntimeError::State {
+                        upper: p.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let Some(first) = list.first().map(|e| e.path.clone()) else {
+            return Ok(());
+        };
+        let mut cfg = ChildConfig {
+            probe: false,
+            write: None,
+            chown: Some(list),
+            apply: None,
+            lowers_top_first: Vec::new(),
+            upper: first.clone(),
+            work: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            mounts: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            setgroups: false,
+            hostname: String::new(),
+            network: Network::Host,
+            driver: DriverChoice::Auto,
+        };
+        if plan == MapPlan::Identity {
+            return chown_here(cfg.chown.as_deref().unwrap_or_default());
+        }
+        let mut st = self.start(&mut cfg, scratch, &first)?;
+        let d = drive(&mut st, &plan, &mut |_, _| {}, None, None);
+        let _ = st.child.kill();
+        let _ = st.child.wait();
+        let mut d = d?;
+        if let Some(f) = d.failed.take() {
+            return Err(classify_failure(f, "change owners"));
+        }
+        d.chowned.map(|_| ()).ok_or_else(|| RuntimeError::Protocol {
+            what: "the chown child ended without a summary".into(),
+        })
+    }
+
     /// Tries what a sandbox needs (namespaces, ID maps, the snapshot driver)
     /// without running anything, for `kiln info`.
     pub fn probe(&self) -> HostReport {
@@ -874,6 +948,7 @@ impl Runtime {
         let mut cfg = ChildConfig {
             probe: true,
             write: None,
+            chown: None,
             apply: None,
             lowers_top_first: vec![lower],
             upper: upper.clone(),
@@ -934,6 +1009,27 @@ impl Runtime {
     }
 }
 
+/// [`Runtime::chown`] as real root: the same calls, no namespace.
+fn chown_here(entries: &[crate::proto::ChownEntry]) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for e in entries {
+        let err = |source| RuntimeError::State {
+            upper: e.path.clone(),
+            source,
+        };
+        let meta = std::fs::symlink_metadata(&e.path).map_err(err)?;
+        std::os::unix::fs::lchown(&e.path, Some(e.uid), Some(e.gid)).map_err(err)?;
+        if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {
+            std::fs::set_permissions(
+                &e.path,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+            )
+            .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 /// Set once `Auto` found neither overlay nor fuse-overlayfs: later steps of
 /// this process go straight to the copying driver.
 static COPY_FALLBACK: AtomicBool = AtomicBool::new(false);
@@ -982,6 +1078,7 @@ struct Driven {
     cancelled: bool,
     applied: Option<kiln_layer::ApplySummary>,
     written: Option<kiln_layer::WriteSummary>,
+    chowned: Option<u64>,
 }
 
 fn drive(
@@ -1112,6 +1209,7 @@ fn drive(
                             }
                         }
                         ToParent::Warning(w) => d.warnings.push(w),
+                        ToParent::Chowned(n) => d.chowned = Some(n),
                         ToParent::Written { entries, bytes } => {
                             d.written = Some(kiln_layer::WriteSummary { entries, bytes })
                         }

@@ -22,6 +22,9 @@ pub struct ChildConfig {
     /// namespace instead of running a step
     #[serde(default)]
     pub write: Option<WriteJob>,
+    /// change owners inside the user namespace instead of running a step
+    #[serde(default)]
+    pub chown: Option<Vec<ChownEntry>>,
     /// overlay lowerdirs, top first (overlay's order)
     pub lowers_top_first: Vec<PathBuf>,
     pub upper: PathBuf,
@@ -63,8 +66,19 @@ pub struct WriteJob {
     pub remove: bool,
 }
 
+/// lchown(2) of `path` to container IDs, done by the namespace's root:
+/// rootless, the calling user may not give a file to another ID, but its
+/// namespace's root may give it to any mapped one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChownEntry {
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToParent {
+    Chowned(u64),
     Written {
         entries: u64,
         bytes: u64,
