@@ -453,7 +453,19 @@ fn check_go_image_size(b: &Builds, archive: &str) {
             let e = e.unwrap();
             let p = e.path().unwrap().to_string_lossy().into_owned();
             if p.trim_start_matches("./") == "usr/local/bin/hello" {
-                binary = Some(e.header().size().unwrap());
+                let h = e.header();
+                // the Kilnfile's chown("65532:65532") and chmod(0o755),
+                // rootless too
+                assert_eq!(
+                    (
+                        h.uid().unwrap(),
+                        h.gid().unwrap(),
+                        h.mode().unwrap() & 0o7777
+                    ),
+                    (65532, 65532, 0o755),
+                    "owner and mode of /usr/local/bin/hello in the image"
+                );
+                binary = Some(h.size().unwrap());
             }
         }
     }
