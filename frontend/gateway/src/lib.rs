@@ -1,0 +1,451 @@
+//! kiln's BuildKit gateway frontend: what runs when a Kilnfile starts with
+//! `// syntax=REGISTRY/kiln-frontend:TAG`.
+//!
+//! BuildKit starts the frontend image's entrypoint with the `LLBBridge` gRPC
+//! service on stdin/stdout and the build's options in
+//! `BUILDKIT_FRONTEND_OPT_<n>=KEY=VALUE` variables. [`run`] then:
+//!
+//! 1. pings the gateway for its capabilities and workers;
+//! 2. solves the `dockerfile` local (only the Kilnfile, `filename` option)
+//!    and reads the Kilnfile through `ReadFile`;
+//! 3. compiles it with `kiln-frontend` (`target`, `build-arg:NAME`,
+//!    `platform` options); a malformed Kilnfile is returned to BuildKit as
+//!    an error carrying its `file:line:col` and an `errdefs.Source` detail,
+//!    so `docker build` shows the line;
+//! 4. resolves the image configs of `image(..)` bases that run steps or the
+//!    result inherit from (`ResolveImageConfig`);
+//! 5. emits the LLB (`kiln-llb`), solves it and returns the result with
+//!    its `containerimage.config`.
+//!
+//! Logs go to stderr only: stdout is the gRPC connection.
+
+mod bridge;
+pub mod pb;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use kiln_dag::{Definition, Digest, Op, Platform, SourceOp, State};
+use kiln_llb::{BaseConfig, Options as LlbOptions, SourceFile};
+use prost::Message as _;
+
+pub use bridge::{Bridge, ConnectError};
+
+/// The `Result` metadata key BuildKit's image exporter reads the image
+/// config from.
+pub const IMAGE_CONFIG_KEY: &str = "containerimage.config";
+/// The local BuildKit serves the Kilnfile's directory under.
+pub const DEFAULT_DOCKERFILE_LOCAL: &str = "dockerfile";
+pub const DEFAULT_FILENAME: &str = "Kilnfile";
+
+/// What BuildKit passed in the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// Frontend options: `filename`, `target`, `build-arg:NAME`, `platform`.
+    pub opts: BTreeMap<String, String>,
+    /// `BUILDKIT_SESSION_ID`: the client session serving the locals.
+    pub session_id: Option<String>,
+}
+
+impl Env {
+    /// Reads `BUILDKIT_FRONTEND_OPT_<n>=KEY=VALUE` and `BUILDKIT_SESSION_ID`.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Env {
+        let mut env = Env::default();
+        for (k, v) in vars {
+            if k.starts_with("BUILDKIT_FRONTEND_OPT_") {
+                let (key, value) = v.split_once('=').unwrap_or((v.as_str(), ""));
+                env.opts.insert(key.to_string(), value.to_string());
+            } else if k == "BUILDKIT_SESSION_ID" && !v.is_empty() {
+                env.session_id = Some(v);
+            }
+        }
+        env
+    }
+
+    pub fn from_process() -> Env {
+        Env::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    pub fn filename(&self) -> &str {
+        self.opts
+            .get("filename")
+            .map(String::as_str)
+            .filter(|f| !f.is_empty())
+            .unwrap_or(DEFAULT_FILENAME)
+    }
+}
+
+/// How a run ended, once the result or the error was returned to BuildKit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The build's result was returned.
+    Built,
+    /// The Kilnfile was rejected; the diagnostics were returned as the
+    /// build's error.
+    Rejected { summary: String },
+}
+
+/// Why the frontend could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the gateway's {method} call failed: {status}")]
+    Call {
+        method: &'static str,
+        status: tonic::Status,
+    },
+    #[error("the gateway does not support `{cap}` (BuildKit v0.11 or later is needed)")]
+    Capability { cap: &'static str },
+    #[error("the gateway's {method} answer has no result reference")]
+    NoRef { method: &'static str },
+    #[error("`{file}` is not UTF-8 text")]
+    NotUtf8 { file: String },
+    #[error("invalid option `{key}={value}`: {reason}")]
+    Option {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("the image config of `{reference}` is not valid JSON: {reason}")]
+    ImageConfig { reference: String, reason: String },
+    #[error(transparent)]
+    Emit(#[from] kiln_llb::EmitError),
+    #[error("{summary}")]
+    Kilnfile { summary: String, status: pb::Status },
+}
+
+fn call(method: &'static str) -> impl FnOnce(tonic::Status) -> GatewayError {
+    move |status| GatewayError::Call { method, status }
+}
+
+/// gRPC codes (google.rpc.Code).
+const INVALID_ARGUMENT: i32 = 3;
+const UNKNOWN: i32 = 2;
+
+impl GatewayError {
+    /// The error as BuildKit gets it in `Return`. An error BuildKit itself
+    /// sent (a failed solve) goes back with its own details, so its
+    /// vertex and source information survive.
+    pub fn to_status(&self) -> pb::Status {
+        match self {
+            GatewayError::Kilnfile { status, .. } => status.clone(),
+            GatewayError::Call { status, .. } => {
+                if let Ok(s) = pb::Status::decode(status.details())
+                    && s.code != 0
+                {
+                    return s;
+                }
+                pb::Status {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                    details: Vec::new(),
+                }
+            }
+            other => pb::Status {
+                code: UNKNOWN,
+                message: other.to_string(),
+                details: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The gateway's capabilities, from `Ping`.
+struct Caps(HashSet<String>);
+
+impl Caps {
+    fn has(&self, cap: &str) -> bool {
+        self.0.contains(cap)
+    }
+}
+
+/// Runs the frontend over `bridge`: builds the Kilnfile BuildKit names and
+/// returns the result (or the Kilnfile's errors) through `Return`.
+pub async fn run(mut bridge: Bridge, env: &Env) -> Result<Outcome, GatewayError> {
+    let pong = bridge.ping().await.map_err(call("Ping"))?;
+    let caps = Caps(
+        pong.frontend_api_caps
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.id.clone())
+            .collect(),
+    );
+    let built = build(&mut bridge, env, &pong, &caps).await;
+    let req = match &built {
+        Ok(result) => pb::ReturnRequest {
+            result: Some(result.clone()),
+            error: None,
+        },
+        Err(e) => pb::ReturnRequest {
+            result: None,
+            error: Some(e.to_status()),
+        },
+    };
+    bridge.ret(req).await.map_err(call("Return"))?;
+    match built {
+        Ok(_) => Ok(Outcome::Built),
+        Err(GatewayError::Kilnfile { summary, .. }) => Ok(Outcome::Rejected { summary }),
+        Err(e) => Err(e),
+    }
+}
+
+fn platform_of(env: &Env, pong: &pb::PongResponse) -> Result<Platform, GatewayError> {
+    if let Some(p) = env.opts.get("platform").filter(|p| !p.is_empty()) {
+        // A multi-platform request builds its first platform.
+        let first = p.split(',').next().unwrap_or_default().trim();
+        return first
+            .parse()
+            .map_err(|e: kiln_dag::PlatformParseError| GatewayError::Option {
+                key: "platform".into(),
+                value: p.clone(),
+                reason: e.to_string(),
+            });
+    }
+    if let Some(w) = pong.workers.iter().find_map(|w| w.platforms.first()) {
+        return Ok(Platform {
+            os: w.os.clone(),
+            architecture: w.architecture.clone(),
+            variant: (!w.variant.is_empty()).then(|| w.variant.clone()),
+        });
+    }
+    Ok(Platform {
+        os: "linux".into(),
+        architecture: match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+        .into(),
+        variant: None,
+    })
+}
+
+fn pb_platform(p: &Platform) -> pb::Platform {
+    pb::Platform {
+        architecture: p.architecture.clone(),
+        os: p.os.clone(),
+        variant: p.variant.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+async fn solve(
+    bridge: &mut Bridge,
+    caps: &Caps,
+    definition: kiln_llb::pb::Definition,
+) -> Result<pb::Ref, GatewayError> {
+    let resp = bridge
+        .solve(pb::SolveRequest {
+            definition: Some(definition.clone()),
+            allow_result_return: true,
+            allow_result_array_ref: caps.has("proto.refarray"),
+            ..Default::default()
+        })
+        .await
+        .map_err(call("Solve"))?;
+    let id = match resp.result.and_then(|r| r.result) {
+        Some(pb::build_result::Result::Ref(r)) => r.id,
+        Some(pb::build_result::Result::RefDeprecated(id)) => id,
+        _ => resp.r#ref,
+    };
+    if id.is_empty() {
+        return Err(GatewayError::NoRef { method: "Solve" });
+    }
+    Ok(pb::Ref {
+        id,
+        def: Some(definition),
+    })
+}
+
+async fn build(
+    bridge: &mut Bridge,
+    env: &Env,
+    pong: &pb::PongResponse,
+    caps: &Caps,
+) -> Result<pb::BuildResult, GatewayError> {
+    if !caps.has("return") {
+        return Err(GatewayError::Capability { cap: "return" });
+    }
+    let platform = platform_of(env, pong)?;
+    let filename = env.filename().to_string();
+    let local = env
+        .opts
+        .get("dockerfilekey")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_DOCKERFILE_LOCAL.into());
+
+    // 1. The Kilnfile, through a solve of its local and ReadFile.
+    let load =
+        State::context(&*local, vec![filename.clone()], Vec::new()).with_meta(kiln_dag::Meta {
+            name: Some(format!("[internal] load build definition from {filename}")),
+            location: None,
+        });
+    let mut lopts = LlbOptions::new(platform.clone());
+    lopts.session_id = env.session_id.clone();
+    let load_llb = kiln_llb::emit(&load.definition(), &lopts)?;
+    let kilnfile_ref = solve(bridge, caps, load_llb.definition).await?;
+    let data = bridge
+        .read_file(pb::ReadFileRequest {
+            r#ref: kilnfile_ref.id,
+            file_path: filename.clone(),
+            range: None,
+        })
+        .await
+        .map_err(call("ReadFile"))?
+        .data;
+    let text = String::from_utf8(data).map_err(|_| GatewayError::NotUtf8 {
+        file: filename.clone(),
+    })?;
+
+    // 2. Compile.
+    let build_args = env
+        .opts
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("build-arg:")?.to_string(), v.clone())))
+        .collect();
+    let opts = kiln_frontend::Options {
+        target: env.opts.get("target").filter(|t| !t.is_empty()).cloned(),
+        build_args,
+        platform: Some(platform.clone()),
+    };
+    let compiled = kiln_frontend::compile(&filename, &text, &opts)
+        .map_err(|d| kilnfile_error(&d, &filename, &text))?;
+    for w in compiled.warnings.summary().lines() {
+        tracing::warn!("{w}");
+    }
+    let def = compiled.definition;
+
+    // 3. The configs run steps and the result inherit from images.
+    let base_configs = resolve_configs(bridge, env, &def, &platform).await?;
+
+    // 4. Emit, solve, return.
+    let mut lopts = LlbOptions::new(platform.clone());
+    lopts.session_id = env.session_id.clone();
+    lopts.base_configs = base_configs;
+    lopts.source = Some(SourceFile {
+        name: filename.clone(),
+        text,
+    });
+    let llb = kiln_llb::emit(&def, &lopts)?;
+    let result_ref = solve(bridge, caps, llb.definition).await?;
+    let config = kiln_llb::image_config(&def, lopts.base_configs.get(&def.config_from), &platform);
+    let metadata = [(
+        IMAGE_CONFIG_KEY.to_string(),
+        serde_json::to_vec(&config).expect("json values serialize"),
+    )]
+    .into();
+    let result = if caps.has("proto.refarray") {
+        pb::build_result::Result::Ref(result_ref)
+    } else {
+        pb::build_result::Result::RefDeprecated(result_ref.id)
+    };
+    tracing::info!("built target `{}` of {filename}", compiled.target);
+    Ok(pb::BuildResult {
+        result: Some(result),
+        metadata,
+    })
+}
+
+/// The image sources whose config matters: the bases of run steps and of
+/// the result.
+fn config_sources(def: &Definition) -> Vec<(Digest, String)> {
+    let mut wanted: Vec<Digest> = vec![def.config_from];
+    for v in &def.vertices {
+        if let Op::Exec(x) = &v.op
+            && let Some(d) = x.config_from.and_then(|i| v.inputs.get(i))
+        {
+            wanted.push(*d);
+        }
+    }
+    let mut seen = HashSet::new();
+    wanted
+        .into_iter()
+        .filter(|d| seen.insert(*d))
+        .filter_map(|d| match def.vertex(&d).map(|v| &v.op) {
+            Some(Op::Source(SourceOp::Image { reference, .. })) => Some((d, reference.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn resolve_configs(
+    bridge: &Bridge,
+    env: &Env,
+    def: &Definition,
+    platform: &Platform,
+) -> Result<HashMap<Digest, BaseConfig>, GatewayError> {
+    let calls = config_sources(def).into_iter().map(|(digest, reference)| {
+        let mut b = bridge.clone();
+        let req = pb::ResolveImageConfigRequest {
+            r#ref: reference.clone(),
+            platform: Some(pb_platform(platform)),
+            resolve_mode: "default".into(),
+            log_name: format!("[internal] load metadata for {reference}"),
+            session_id: env.session_id.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        async move {
+            let resp = b
+                .resolve_image_config(req)
+                .await
+                .map_err(call("ResolveImageConfig"))?;
+            let cfg =
+                BaseConfig::from_json(&resp.config).map_err(|e| GatewayError::ImageConfig {
+                    reference: reference.clone(),
+                    reason: e.to_string(),
+                })?;
+            Ok::<_, GatewayError>((digest, cfg))
+        }
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Diagnostics as BuildKit's error: the one-line summaries as the message,
+/// and an `errdefs.Source` detail per located error so BuildKit's clients
+/// print the Kilnfile lines.
+fn kilnfile_error(d: &kiln_frontend::Diagnostics, filename: &str, text: &str) -> GatewayError {
+    let summary = d.summary().trim_end().to_string();
+    let idx = kiln_frontend::span::LineIndex::new(text);
+    let info = pb::SourceInfo {
+        filename: filename.to_string(),
+        data: text.as_bytes().to_vec(),
+        definition: None,
+        language: "Kilnfile".into(),
+    };
+    let details = d
+        .errors()
+        .filter_map(|diag| diag.span)
+        .map(|span| {
+            let pos = |offset: u32| {
+                let lc = idx.line_col(text, offset as usize);
+                pb::Position {
+                    line: lc.line as i32,
+                    character: lc.col.saturating_sub(1) as i32,
+                }
+            };
+            let source = pb::ErrorSource {
+                info: Some(info.clone()),
+                ranges: vec![pb::Range {
+                    start: Some(pos(span.start)),
+                    end: Some(pos(span.end)),
+                }],
+            };
+            pb::Any {
+                type_url: pb::ERROR_SOURCE_TYPE.into(),
+                value: source.encode_to_vec(),
+            }
+        })
+        .collect();
+    GatewayError::Kilnfile {
+        status: pb::Status {
+            code: INVALID_ARGUMENT,
+            message: summary.clone(),
+            details,
+        },
+        summary,
+    }
+}
