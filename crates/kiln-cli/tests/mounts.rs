@@ -352,6 +352,24 @@ fn locked_cache_serializes_concurrent_steps() {
         lines[2].starts_with("start ") && lines[3].starts_with("end "),
         "{log}"
     );
+
+    // private: the second step gets its own instance while the first runs
+    // (each waits in vain for a second start in its own log, so they
+    // overlap)
+    std::fs::remove_file(cache_data(&env.home(), "shared-log").join("log")).unwrap();
+    env.write("ctx/Kilnfile", &two_stages("private"));
+    env.build_rootfs(&["--jobs", "4"], &[]);
+    let data = cache_data(&env.home(), "shared-log");
+    let one = std::fs::read_to_string(data.join("log")).unwrap();
+    let two = std::fs::read_to_string(data.with_file_name("data-1").join("log")).unwrap();
+    let who = |log: &str| {
+        let l: Vec<&str> = log.lines().collect();
+        assert_eq!(l.len(), 2, "{log}");
+        let w = l[0].strip_prefix("start ").unwrap().to_string();
+        assert_eq!(l[1], format!("end {w}"));
+        w
+    };
+    assert_ne!(who(&one), who(&two));
 }
 
 // ---------------------------------------------------------------- secrets

@@ -79,7 +79,7 @@ pub enum SecretFlagError {
 impl SecretSource {
     /// Parses one `--secret` value the way `docker buildx build` does:
     /// `id=ID,src=PATH` (also `source=`), `id=ID,env=VAR`, with an optional
-    /// `type=file|env`. `type=env` without `env=` reads the variable named
+    /// `type=file|env`. Without `src` or `env` it reads the variable named
     /// like the id.
     pub fn parse(flag: &str) -> Result<(String, SecretSource), SecretFlagError> {
         let bad = |reason: &str| SecretFlagError::Syntax {
@@ -126,11 +126,13 @@ impl SecretSource {
                 }
                 SecretSource::Env(v)
             }
-            (Some("env"), None, None) => SecretSource::Env(id.clone()),
+            // `--secret id=API_TOKEN` alone: the variable of that name
+            // (as docker's documentation describes).
+            (None | Some("env"), None, None) => SecretSource::Env(id.clone()),
             (Some(t), _, _) if t != "file" && t != "env" => {
                 return Err(bad(&format!("unknown type `{t}` (known: file, env)")));
             }
-            _ => return Err(bad("`src=PATH` or `env=VAR` is missing")),
+            _ => return Err(bad("`type=file` takes `src=PATH`")),
         };
         Ok((id, source))
     }
@@ -697,11 +699,15 @@ mod tests {
             parse("type=env,id=TOKEN").unwrap(),
             ("TOKEN".into(), SecretSource::Env("TOKEN".into()))
         );
+        assert_eq!(
+            parse("id=TOKEN").unwrap(),
+            ("TOKEN".into(), SecretSource::Env("TOKEN".into()))
+        );
         for (bad, says) in [
             ("tok", "is not KEY=VALUE"),
             ("src=/a", "`id` is missing"),
             ("id=,src=/a", "`id` is empty"),
-            ("id=t", "`src=PATH` or `env=VAR` is missing"),
+            ("id=t,type=file", "`type=file` takes `src=PATH`"),
             ("id=t,src=/a,env=B", "not both"),
             ("id=t,src=/a,src=/b", "given twice"),
             ("id=t,file=/a", "unknown key `file`"),

@@ -49,7 +49,8 @@ pub struct Args {
     pub build_args: Vec<String>,
 
     /// Give `run` steps a secret: `id=ID,src=PATH` reads a file,
-    /// `id=ID,env=VAR` an environment variable (as `docker buildx build`).
+    /// `id=ID,env=VAR` an environment variable, `id=ID` alone the variable
+    /// `ID` (as `docker buildx build`).
     /// Mounted with `secret("ID")`; never stored in a layer or the cache,
     /// and changing it does not re-run cached steps. Repeatable
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
