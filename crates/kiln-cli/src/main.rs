@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Build(cmd::build::Args),
+    Cache(cmd::cache::Args),
     Check(cmd::check::Args),
     Graph(cmd::graph::Args),
     Pull(cmd::pull::Args),
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
     cmd::registry::init(cli.registry);
     let result = match cli.command {
         Command::Build(args) => cmd::build::run(args),
+        Command::Cache(args) => cmd::cache::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Graph(args) => cmd::graph::run(args),
         Command::Pull(args) => cmd::pull::run(args),

@@ -338,6 +338,17 @@ impl Store {
         StoreLock::acquire(&self.root.join("locks").join(format!("{name}.lock")), mode)
     }
 
+    /// Takes the named lock if no other holder conflicts; `Ok(None)` when
+    /// one does, so a caller can say what it waits for before it blocks.
+    pub fn try_lock(&self, name: &str, mode: LockMode) -> Result<Option<StoreLock>> {
+        check_kind(name)?;
+        StoreLock::acquire_with(
+            &self.root.join("locks").join(format!("{name}.lock")),
+            mode,
+            false,
+        )
+    }
+
     // ----- tags ------------------------------------------------------------
 
     fn tags_path(&self) -> PathBuf {

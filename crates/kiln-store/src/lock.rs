@@ -27,6 +27,16 @@ pub struct StoreLock {
 
 impl StoreLock {
     pub(crate) fn acquire(path: &Path, mode: LockMode) -> Result<Self, StoreError> {
+        Self::acquire_with(path, mode, true).map(|l| l.expect("a blocking lock is granted"))
+    }
+
+    /// Like [`StoreLock::acquire`], but `Ok(None)` instead of waiting when
+    /// `wait` is false and another holder conflicts.
+    pub(crate) fn acquire_with(
+        path: &Path,
+        mode: LockMode,
+        wait: bool,
+    ) -> Result<Option<Self>, StoreError> {
         let lerr = |source: std::io::Error| StoreError::Lock {
             path: path.to_owned(),
             source,
@@ -38,22 +48,25 @@ impl StoreLock {
             .write(true)
             .open(path)
             .map_err(lerr)?;
-        let op = match mode {
-            LockMode::Shared => FlockOperation::LockShared,
-            LockMode::Exclusive => FlockOperation::LockExclusive,
+        let op = match (mode, wait) {
+            (LockMode::Shared, true) => FlockOperation::LockShared,
+            (LockMode::Exclusive, true) => FlockOperation::LockExclusive,
+            (LockMode::Shared, false) => FlockOperation::NonBlockingLockShared,
+            (LockMode::Exclusive, false) => FlockOperation::NonBlockingLockExclusive,
         };
         // flock restarts on EINTR only with SA_RESTART; retry ourselves.
         loop {
             match flock(&file, op) {
                 Ok(()) => break,
                 Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) if !wait => return Ok(None),
                 Err(e) => return Err(lerr(e.into())),
             }
         }
-        Ok(Self {
+        Ok(Some(Self {
             _file: file,
             path: path.to_owned(),
-        })
+        }))
     }
 
     /// The lock file.

@@ -14,6 +14,7 @@
 pub mod context;
 pub mod elfcheck;
 pub mod fileop;
+pub mod gc;
 pub mod mounts;
 pub mod snapshot;
 pub mod union;

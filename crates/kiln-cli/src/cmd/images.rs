@@ -44,11 +44,19 @@ struct Row {
     error: Option<String>,
 }
 
-/// Opens the local store, with an error that says where it looked.
+/// Opens the local store, with an error that says where it looked, and
+/// holds its `gc` lock shared until the process exits, so `kiln cache
+/// prune`/`check` never remove what this process uses.
 pub(crate) fn open_store() -> miette::Result<Store> {
-    Store::open_default()
+    static GC_LOCK: std::sync::OnceLock<kiln_store::StoreLock> = std::sync::OnceLock::new();
+    let store = Store::open_default()
         .into_diagnostic()
-        .wrap_err("cannot open the local image store (set `KILN_HOME` to choose where it lives)")
+        .wrap_err("cannot open the local image store (set `KILN_HOME` to choose where it lives)")?;
+    if GC_LOCK.get().is_none() {
+        let lock = kiln_worker::gc::hold_shared(&store).into_diagnostic()?;
+        let _ = GC_LOCK.set(lock);
+    }
+    Ok(store)
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {

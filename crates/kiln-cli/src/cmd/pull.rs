@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use kiln_registry::{Client, Platform, Reference};
-use kiln_store::Store;
 use miette::{IntoDiagnostic, WrapErr};
 
 /// Pull an image from a registry into the local store
@@ -45,9 +44,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let reference = Reference::parse(&args.reference).into_diagnostic()?;
     let platform = args.platform.unwrap_or_else(Platform::host);
     let settings = super::registry::settings()?;
-    let store = Store::open_default()
-        .into_diagnostic()
-        .wrap_err("cannot open the local image store (set `KILN_HOME` to choose where it lives)")?;
+    let store = super::images::open_store()?;
     if !args.quiet {
         eprintln!("pulling {reference} ({platform})");
     }

@@ -56,9 +56,7 @@ fn resolve_local(store: &Store, name: &str) -> miette::Result<Digest> {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let store = Store::open_default()
-        .into_diagnostic()
-        .wrap_err("cannot open the local image store (set `KILN_HOME` to choose where it lives)")?;
+    let store = super::images::open_store()?;
     let digest = resolve_local(&store, &args.reference)?;
     let source = Reference::parse(&args.reference).ok();
     let dest = match &args.destination {
