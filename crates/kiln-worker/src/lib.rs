@@ -5,11 +5,15 @@
 //! Results are layer chains ([`Ref`]): sources resolve to the layers of an
 //! image (or of the build context), every file op adds exactly one layer
 //! built in a fresh directory, and every exec step adds the layer of its
-//! overlay upper directory. A chain is materialized into a merged snapshot
-//! directory only when something reads it. Cache records map a solver key
-//! to a serialized [`Ref`] and count only when every blob they name is still
-//! in the store. [`assemble`] turns the final chain plus the definition's
-//! config into an image.
+//! overlay upper directory. Every layer is a directory under
+//! `KILN_HOME/snapshots/` ([`snapshot`]): image layers are extracted once per
+//! diff_id; exec and file-op results stay directories (no tar, no
+//! compression) until an image that contains them is assembled
+//! ([`commit`]). Exec steps mount the chain's directories as overlay lowers;
+//! copies and content digests read them through [`union::Union`]. Cache
+//! records map a solver key to a serialized [`Ref`] and count only while
+//! every blob and directory they name is still there. [`assemble`] turns the
+//! final chain plus the definition's config into an image.
 
 pub mod context;
 pub mod elfcheck;
