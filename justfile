@@ -33,3 +33,8 @@ fuzz:
 demo: build
     bash .ci/setup
     examples/go-hello/demo.sh
+
+# the BuildKit frontend image, built by kiln (kiln-frontend linked statically
+# on the static base), pushed as REGISTRY/kiln-frontend:latest and :VERSION
+frontend-image REGISTRY: build
+    frontend/gateway/build-image.sh {{REGISTRY}}
