@@ -340,7 +340,12 @@ fn locked_cache_serializes_concurrent_steps() {
     // locked: one after the other, whatever the scheduling
     std::fs::remove_file(cache_data(&env.home(), "shared-log").join("log")).unwrap();
     env.write("ctx/Kilnfile", &two_stages("locked"));
-    let (fs, _) = env.build_rootfs(&["--jobs", "4"], &[]);
+    let (fs, err) = env.build_rootfs(&["--jobs", "4"], &[]);
+    // the waiting step says why it waits
+    assert!(
+        err.contains("waiting for cache mount `shared-log`: another step holds it"),
+        "{err}"
+    );
     assert_eq!(file(&fs, "a"), Some("a\n"));
     assert_eq!(file(&fs, "b"), Some("b\n"));
     let log = std::fs::read_to_string(cache_data(&env.home(), "shared-log").join("log")).unwrap();

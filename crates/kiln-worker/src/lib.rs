@@ -386,11 +386,19 @@ impl Inner {
         // nothing is merged or copied for a step.
         let lowers = self.snaps.lowers(root)?;
         // Before the upper exists: a missing secret leaves nothing behind.
-        let mounted = mounts::prepare(&self.store, &op.mounts, inputs, &self.opts.secrets, cancel)
-            .map_err(|error| Error::Mount {
-                command: command.clone(),
-                error: Box::new(error),
-            })?;
+        let mut on_wait = |m: &str| cx.log(Stream::Stderr, m.as_bytes());
+        let mounted = mounts::prepare(
+            &self.store,
+            &op.mounts,
+            inputs,
+            &self.opts.secrets,
+            cancel,
+            &mut on_wait,
+        )
+        .map_err(|error| Error::Mount {
+            command: command.clone(),
+            error: Box::new(error),
+        })?;
         let upper = snapshot::temp_dir(&self.store, "exec")?;
         let mut spec = kiln_runtime::SandboxSpec::new(&upper, op.args.clone());
         spec.lowers = lowers;

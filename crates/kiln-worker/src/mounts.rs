@@ -275,13 +275,15 @@ fn cache_base(store: &Store, id: &str) -> PathBuf {
 
 /// Prepares the mounts of one step. `inputs` are the step's inputs (bind
 /// sources refer to them by index); waiting for a cache lock gives up when
-/// `cancel` is set.
+/// `cancel` is set, and is announced once through `on_wait` (a line for the
+/// step's output).
 pub fn prepare(
     store: &Store,
     mounts: &[kiln_dag::Mount],
     inputs: &[Ref],
     secrets: &Secrets,
     cancel: &AtomicBool,
+    on_wait: &mut dyn FnMut(&str),
 ) -> Result<Prepared, MountError> {
     let mut out = Prepared::default();
     // Locks are taken in one global order (by directory), so two steps that
@@ -297,7 +299,7 @@ pub fn prepare(
     caches.sort_by_key(|(_, id, _)| cache_base(store, id));
     let mut cache_sources: HashMap<usize, PathBuf> = HashMap::new();
     for (i, id, sharing) in caches {
-        let (dir, lock) = acquire_cache(store, id, sharing, cancel)?;
+        let (dir, lock) = acquire_cache(store, id, sharing, cancel, on_wait)?;
         out._locks.push(lock);
         cache_sources.insert(i, dir);
     }
@@ -431,6 +433,7 @@ fn acquire_cache(
     id: &str,
     sharing: CacheSharing,
     cancel: &AtomicBool,
+    on_wait: &mut dyn FnMut(&str),
 ) -> Result<(PathBuf, OwnedFd), MountError> {
     let base = cache_base(store, id);
     let cerr = |path: &Path| {
@@ -473,7 +476,7 @@ fn acquire_cache(
             } else {
                 FlockOperation::NonBlockingLockExclusive
             };
-            wait_lock(&lock, op, id, &lock_path, cancel)?;
+            wait_lock(&lock, op, id, &lock_path, cancel, on_wait)?;
             (dir, lock)
         }
         CacheSharing::Private => {
@@ -501,6 +504,7 @@ fn wait_lock(
     id: &str,
     path: &Path,
     cancel: &AtomicBool,
+    on_wait: &mut dyn FnMut(&str),
 ) -> Result<(), MountError> {
     let mut said = false;
     loop {
@@ -516,12 +520,15 @@ fn wait_lock(
                 });
             }
         }
-        if cancel.load(Ordering::SeqCst) {
-            return Err(MountError::Cancelled { id: id.to_string() });
-        }
         if !said {
             tracing::info!(id, "waiting for cache mount held by another step");
+            on_wait(&format!(
+                "kiln: waiting for cache mount `{id}`: another step holds it\n"
+            ));
             said = true;
+        }
+        if cancel.load(Ordering::SeqCst) {
+            return Err(MountError::Cancelled { id: id.to_string() });
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -785,7 +792,9 @@ mod tests {
         let (_d, st) = store();
         let no = AtomicBool::new(false);
         let none = Secrets::default();
-        let prep = |m: kiln_dag::Mount, c: &AtomicBool| prepare(&st, &[m], &[], &none, c);
+        let prep = |m: kiln_dag::Mount, c: &AtomicBool| {
+            prepare(&st, &[m], &[], &none, c, &mut |_: &str| {})
+        };
 
         // shared: two holders, one directory, under KILN_HOME
         let a = prep(cache("x", CacheSharing::Shared), &no).unwrap();
@@ -812,6 +821,22 @@ mod tests {
         let l = prep(cache("x", CacheSharing::Locked), &no).unwrap();
         let e = prep(cache("x", CacheSharing::Shared), &cancelled).unwrap_err();
         assert!(matches!(e, MountError::Cancelled { .. }), "{e}");
+        // the wait is announced once
+        let mut said = Vec::new();
+        let e = prepare(
+            &st,
+            &[cache("x", CacheSharing::Locked)],
+            &[],
+            &none,
+            &cancelled,
+            &mut |m: &str| said.push(m.to_string()),
+        )
+        .unwrap_err();
+        assert!(matches!(e, MountError::Cancelled { .. }), "{e}");
+        assert_eq!(
+            said,
+            ["kiln: waiting for cache mount `x`: another step holds it\n"]
+        );
         // another id is independent
         prep(cache("y", CacheSharing::Locked), &cancelled).unwrap();
         // a waiting step gets the lock when the holder is done
@@ -859,7 +884,7 @@ mod tests {
                 },
             ),
         ];
-        let p = prepare(&st, &mounts, &[], &s, &no).unwrap();
+        let p = prepare(&st, &mounts, &[], &s, &no, &mut |_: &str| {}).unwrap();
         assert_eq!(p.mounts.len(), 1, "an optional missing secret is absent");
         let f = source(&p, 0);
         assert_eq!(fs::read(&f).unwrap(), b"s3cr3t");
@@ -872,9 +897,16 @@ mod tests {
         drop(p);
         assert!(!f.exists() && !f.parent().unwrap().exists());
 
-        let e = prepare(&st, &mounts, &[], &Secrets::default(), &no)
-            .unwrap_err()
-            .to_string();
+        let e = prepare(
+            &st,
+            &mounts,
+            &[],
+            &Secrets::default(),
+            &no,
+            &mut |_: &str| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("secret `tok`") && e.contains("--secret id=tok,src=PATH"),
             "{e}"
