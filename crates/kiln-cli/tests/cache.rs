@@ -35,6 +35,11 @@ fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
 
 /// A busybox rootfs imported as `bb:1` into `home`.
 fn busybox_image(home: &Path, dir: &Path) {
+    make_rootfs(dir);
+    run(home, dir, &["import", "rootfs", "-t", "bb:1"]);
+}
+
+fn make_rootfs(dir: &Path) {
     let root = dir.join("rootfs");
     if !root.exists() {
         std::fs::create_dir_all(root.join("bin")).unwrap();
@@ -43,7 +48,15 @@ fn busybox_image(home: &Path, dir: &Path) {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
     }
-    run(home, dir, &["import", "rootfs", "-t", "bb:1"]);
+}
+
+fn chown_kilntest(path: &Path) {
+    let o = Command::new("chown")
+        .args(["-R", "kilntest:kilntest"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn context(dir: &Path) -> PathBuf {
@@ -292,4 +305,188 @@ fn check_drops_corrupt_blobs_and_dangling_records() {
     assert_eq!(rebuilt, reference);
     let (_, err) = run(&home, dir, &["cache", "check"]);
     assert!(err.contains("the store is consistent"), "{err}");
+}
+
+/// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`).
+fn kiln_as_kilntest(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
+    let o = Command::new("setpriv")
+        .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .env("KILN_HOME", home)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_LOG")
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "kiln {args:?} as kilntest failed:\n{err}"
+    );
+    (String::from_utf8(o.stdout).unwrap().trim().to_string(), err)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The blob digests of the cache layout's manifest (its layers).
+fn cache_layers(cache: &Path) -> Vec<String> {
+    let index = json(&cache.join("index.json"));
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = json(&blob_path(cache, m));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn blob_files(cache: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn cache_export_import_across_stores_paths_and_users() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    // the base image is the same for both users (its files' owners are
+    // part of it): imported from a tree kilntest owns
+    make_rootfs(dir);
+    chown_kilntest(dir);
+    let home1 = dir.join("home1");
+    busybox_image(&home1, dir);
+    let ctx = context(dir);
+    let cache = dir.join("cache");
+    let to = format!("type=local,dest={},mode=max", cache.display());
+
+    let (reference, _) = build_with(&home1, dir, &ctx, &["-t", "app:1", "--cache-to", &to]);
+    let layers = cache_layers(&cache);
+    assert!(cache.join("oci-layout").is_file());
+
+    // a re-export after a build that changed nothing writes no blob
+    let before = blob_files(&cache);
+    let (again, err) = run(
+        &home1,
+        dir,
+        &["build", ctx.to_str().unwrap(), "--cache-to", &to],
+    );
+    assert_eq!(again, reference);
+    assert!(err.contains("0 blob(s) written (0 bytes)"), "{err}");
+    assert_eq!(blob_files(&cache), before);
+
+    // The final image's layers; every other layer leaves the cache, so a
+    // build that reads anything else fails.
+    let tags = json(&home1.join("tags.json"));
+    let manifest = json(&blob_path(&home1, tags["tags"]["app:1"].as_str().unwrap()));
+    let final_layers: Vec<(String, u64)> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut removed = 0;
+    for l in &layers {
+        if !final_layers.iter().any(|(d, _)| d == l) {
+            std::fs::remove_file(blob_path(&cache, l)).unwrap();
+            removed += 1;
+        }
+    }
+    // the builder's own layers were exported (mode=max) and are gone now
+    assert!(removed >= 2, "{layers:?} vs {final_layers:?}");
+
+    // Another user, another store, the context at another path.
+    let elsewhere = dir.join("elsewhere/checkout");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let ctx2 = elsewhere.join("ctx");
+    std::fs::create_dir_all(&ctx2).unwrap();
+    for f in ["Kilnfile", "input.txt"] {
+        std::fs::copy(ctx.join(f), ctx2.join(f)).unwrap();
+    }
+    let home2 = dir.join("home2");
+    chown_kilntest(dir);
+    kiln_as_kilntest(&home2, dir, &["import", "rootfs", "-t", "bb:1"]);
+    let from = format!("type=local,src={}", cache.display());
+    let (digest, err) = kiln_as_kilntest(
+        &home2,
+        dir,
+        &[
+            "build",
+            ctx2.to_str().unwrap(),
+            "--progress",
+            "plain",
+            "--cache-from",
+            &from,
+        ],
+    );
+    assert_eq!(digest, reference, "{err}");
+    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with("=> ")).collect();
+    assert!(!steps.is_empty(), "{err}");
+    assert!(
+        steps.iter().all(|l| l.ends_with(" CACHED")),
+        "an imported build re-ran a step:\n{err}"
+    );
+    // what was read from the cache: at most the final image's layers
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("cache import:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let read: u64 = line
+        .split_once("blob(s) (")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let final_bytes: u64 = final_layers.iter().map(|(_, s)| s).sum();
+    assert!(
+        read > 0 && read <= final_bytes,
+        "{line}: final layers are {final_bytes} bytes"
+    );
+
+    // the store it built in is whole
+    let (_, err) = kiln_as_kilntest(&home2, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+
+    // min mode exports only the final stage's steps: a fresh store still
+    // runs the builder, and the final copy hits when its bytes match
+    let min = dir.join("cache-min");
+    let (_, _) = run(
+        &home1,
+        dir,
+        &[
+            "build",
+            ctx.to_str().unwrap(),
+            "--cache-to",
+            &format!("type=local,dest={}", min.display()),
+        ],
+    );
+    let home3 = dir.join("home3");
+    busybox_image(&home3, dir);
+    let (digest, steps) = build_with(
+        &home3,
+        dir,
+        &ctx2,
+        &["--cache-from", &format!("type=local,src={}", min.display())],
+    );
+    assert_eq!(digest, reference);
+    assert!(ran_the_run_step(&steps), "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|l| l.contains("copy build:/numbers") && l.ends_with(" CACHED")),
+        "{steps:?}"
+    );
 }

@@ -100,6 +100,18 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// where blobs missing here are fetched from on first read (an
+    /// imported build cache)
+    source: Option<std::sync::Arc<dyn BlobSource>>,
+}
+
+/// Blobs available elsewhere (an imported build cache), fetched into the
+/// store only when something reads them.
+pub trait BlobSource: Send + Sync + std::fmt::Debug {
+    /// Whether the source has the blob (cheap: no bytes read).
+    fn has(&self, digest: &Digest) -> bool;
+    /// The blob's bytes; the store verifies them against `digest`.
+    fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
 }
 
 /// The on-disk form of the tag index.
@@ -148,7 +160,43 @@ impl Store {
             fs::create_dir_all(&dir)
                 .map_err(|source| StoreError::CreateDir { path: dir, source })?;
         }
-        Ok(Self { root })
+        Ok(Self { root, source: None })
+    }
+
+    /// This store, with blobs it lacks fetched from `source` when read
+    /// ([`Store::open_blob`], [`Store::ensure_blob`]). [`Store::has_blob`]
+    /// still answers for the local blobs only.
+    pub fn with_blob_source(mut self, source: std::sync::Arc<dyn BlobSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Whether the blob is here or can be fetched from the blob source.
+    pub fn can_read_blob(&self, digest: &Digest) -> bool {
+        self.has_blob(digest) || self.source.as_ref().is_some_and(|s| s.has(digest))
+    }
+
+    /// Makes sure the blob is in the store, fetching it from the blob source
+    /// (verified against its digest) when it is not.
+    pub fn ensure_blob(&self, digest: &Digest) -> Result<()> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        let path = self.blob_path(digest);
+        let Some(src) = self.source.as_ref().filter(|s| s.has(digest)) else {
+            return Err(StoreError::BlobNotFound {
+                digest: digest.clone(),
+                path,
+            });
+        };
+        let mut rd = src.open(digest).map_err(|source| StoreError::ReadBlob {
+            digest: digest.clone(),
+            path,
+            source,
+        })?;
+        self.put_blob_from_reader(&mut rd, Some(digest))?;
+        tracing::debug!(%digest, "fetched a blob from the blob source");
+        Ok(())
     }
 
     /// The store's root directory.
@@ -191,11 +239,20 @@ impl Store {
         }
     }
 
-    /// Opens a stored blob for reading.
+    /// Opens a stored blob for reading (fetched from the blob source first
+    /// when it is only there).
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
         match File::open(&path) {
             Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.source.is_some() => {
+                self.ensure_blob(digest)?;
+                File::open(&path).map_err(|source| StoreError::ReadBlob {
+                    digest: digest.clone(),
+                    path,
+                    source,
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
                 digest: digest.clone(),
                 path,

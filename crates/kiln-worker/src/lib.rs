@@ -15,6 +15,7 @@
 //! every blob and directory they name is still there. [`assemble`] turns the
 //! final chain plus the definition's config into an image.
 
+pub mod cache_io;
 pub mod context;
 pub mod elfcheck;
 pub mod fileop;
@@ -119,6 +120,8 @@ struct Inner {
     opts: WorkerOptions,
     /// Source vertices resolved by `source_key`, for `execute` to reuse.
     resolved: Mutex<HashMap<Digest, Ref>>,
+    /// `--cache-from`: results looked up when the store has none
+    import: std::sync::OnceLock<Arc<cache_io::CacheImport>>,
 }
 
 const RECORD_KIND: &str = "build-cache";
@@ -133,12 +136,19 @@ impl LocalWorker {
                 store,
                 opts,
                 resolved: Mutex::new(HashMap::new()),
+                import: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Results from an imported cache (`--cache-from`) for the keys the
+    /// store has no record of. Set once, before solving.
+    pub fn set_cache_import(&self, import: Arc<cache_io::CacheImport>) {
+        let _ = self.inner.import.set(import);
     }
 
     /// The layer directories this worker reads and writes.
@@ -489,6 +499,18 @@ impl Inner {
     }
 }
 
+/// The `content-digest` record key of what `sel` selects in the chain `r`
+/// (also how exported caches name content digests).
+pub fn content_digest_key(r: &Ref, sel: &Selector) -> Digest {
+    let mut e = kiln_dag::canonical::Encoder::new();
+    e.tag("kiln-content-digest/v1");
+    e.str(&r.chain_id());
+    e.str(&sel.path);
+    e.strs(&sel.include);
+    e.strs(&sel.exclude);
+    Digest::of(&e.into_bytes())
+}
+
 fn set_env(env: &mut Vec<String>, k: &str, v: &str) {
     let kv = format!("{k}={v}");
     match env
@@ -551,13 +573,7 @@ impl kiln_solver::Worker for LocalWorker {
             blocking(move || {
                 // A chain is immutable, so what a selector selects in it is
                 // too: remember the digest instead of re-reading the bytes.
-                let mut e = kiln_dag::canonical::Encoder::new();
-                e.tag("kiln-content-digest/v1");
-                e.str(&r.chain_id());
-                e.str(&sel.path);
-                e.strs(&sel.include);
-                e.strs(&sel.exclude);
-                let rkey = Digest::of(&e.into_bytes());
+                let rkey = content_digest_key(&r, &sel);
                 if let Some(d) = inner
                     .store
                     .get_record("content-digest", rkey.as_bytes())
@@ -604,17 +620,17 @@ impl kiln_solver::Worker for LocalWorker {
         let key = *key;
         async move {
             blocking(move || {
-                let Some(bytes) = inner
+                let local = inner
                     .store
                     .get_record(RECORD_KIND, key.as_bytes())
                     .map_err(|e| Error::Store(e.to_string()))?
-                else {
-                    return Ok(None);
-                };
-                // A damaged or dangling record is a miss, not an error.
-                Ok(serde_json::from_slice::<Ref>(&bytes)
-                    .ok()
-                    .filter(|r| r.complete(&inner.store)))
+                    // A damaged or dangling record is a miss, not an error.
+                    .and_then(|bytes| serde_json::from_slice::<Ref>(&bytes).ok())
+                    .filter(|r| r.complete(&inner.store));
+                Ok(local.or_else(|| {
+                    let import = inner.import.get()?;
+                    import.lookup(&key, &inner.store)
+                }))
             })
             .await
         }

@@ -93,6 +93,19 @@ pub struct Args {
     /// cache hit and duration) as JSON to FILE
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+
+    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` writes
+    /// an OCI layout holding the cache records and the layers they need
+    /// (only what DIR lacks). `min` (default) keeps the final image's
+    /// steps, `max` every step of every stage. Repeatable
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+
+    /// Use a build cache exported with `--cache-to`: `type=local,src=DIR`.
+    /// Steps whose inputs are unchanged are CACHED; a layer is copied from
+    /// DIR only when a step needs it. Repeatable
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +149,30 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .wrap_err("invalid `-o/--output`")?;
     let def = compiled.definition;
     let store = super::images::open_store()?;
+    let cache_spec = |s: &String, export| {
+        kiln_worker::cache_io::CacheSpec::parse(s, export).map_err(|e| miette::miette!("{e}"))
+    };
+    let cache_to = (args.cache_to.iter())
+        .map(|s| cache_spec(s, true))
+        .collect::<miette::Result<Vec<_>>>()?;
+    let cache_from = (args.cache_from.iter())
+        .map(|s| cache_spec(s, false))
+        .collect::<miette::Result<Vec<_>>>()?;
+    let import = if cache_from.is_empty() {
+        None
+    } else {
+        let i = kiln_worker::cache_io::CacheImport::open(&cache_from)
+            .map_err(|e| miette::miette!("--cache-from: {e}"))?;
+        Some(Arc::new(i))
+    };
+    // Blobs only the imported cache has are fetched when first read.
+    let store = match &import {
+        Some(i) => {
+            i.install(&store);
+            store.with_blob_source(i.source())
+        }
+        None => store,
+    };
     let epoch = kiln_oci::source_date_epoch().into_diagnostic()?;
     let helper = std::env::current_exe()
         .into_diagnostic()
@@ -172,6 +209,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 .map_err(|e| miette::miette!("{e}"))?,
         },
     ));
+    if let Some(i) = &import {
+        worker.set_cache_import(i.clone());
+    }
     let mut solver_opts = kiln_solver::Options {
         no_cache: args.no_cache,
         ..kiln_solver::Options::default()
@@ -239,6 +279,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     // The final image's directory layers become blobs only now (builder
     // stages never do); the check reads the committed layers.
+    // Results imported from `--cache-from`: the final image's blobs (and
+    // only those) come into the store now.
+    kiln_worker::cache_io::fetch_ref(&store, &out.root)
+        .into_diagnostic()
+        .wrap_err("cannot copy the image's layers from the imported cache")?;
     let root = kiln_worker::commit(&store, &out.root)
         .into_diagnostic()
         .wrap_err("cannot commit the image's layers")?;
@@ -270,6 +315,33 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             spec.names = args.tags.iter().map(|t| super::tag::full_name(t)).collect();
         }
         super::save::write_output(&store, &image, &spec)?;
+    }
+    if let Some(i) = &import {
+        let (n, bytes) = i.source().fetched();
+        eprintln!(
+            "cache import: {} record(s), {n} blob(s) ({bytes} bytes) read from the cache",
+            i.len()
+        );
+    }
+    for spec in &cache_to {
+        let kiln_worker::cache_io::CacheSpec::Local { dir, mode } = spec;
+        let s = kiln_worker::cache_io::export_local(
+            &store,
+            &def,
+            &out.steps,
+            import.as_deref(),
+            dir,
+            *mode,
+        )
+        .map_err(|e| miette::miette!("--cache-to: {e}"))?;
+        eprintln!(
+            "cache export to `{}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
+            dir.display(),
+            s.records,
+            s.blobs_written,
+            s.bytes_written,
+            s.blobs_present
+        );
     }
     if let Some(p) = &args.metadata_file {
         let meta = serde_json::json!({

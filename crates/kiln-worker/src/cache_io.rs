@@ -1,0 +1,754 @@
+//! Build cache export and import (`--cache-to`, `--cache-from`).
+//!
+//! A cache is an OCI image layout directory (`oci-layout`, `index.json`,
+//! `blobs/sha256/`). `index.json` names one OCI image manifest (annotation
+//! `org.opencontainers.image.ref.name=kiln-cache`, artifact type
+//! [`CACHE_ARTIFACT`]) whose config blob is the list of cache records
+//! (solver key -> result as a chain of layer blobs, plus the content digests
+//! of what copies out of other stages select) and whose layers are every
+//! blob those results name. Keys are content-first (see `kiln-solver`), so
+//! they hold across checkouts, users and machines.
+//!
+//! Export writes only blobs the directory lacks: a re-export after a build
+//! that changed nothing writes no blob. Import reads the records up front
+//! and nothing else: a layer blob is copied into the store (and verified)
+//! only when a step needs its content, so a fully cached build reads only
+//! the blobs of the final image.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_dag::{Definition, Digest as DagDigest, Op};
+use kiln_oci::{Digest, Store};
+use kiln_solver::StepReport;
+use kiln_solver::{Dep, cache_map};
+use kiln_store::BlobSource;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::snapshot::{self, LayerRef, Ref, Snapshots};
+
+/// `artifactType` of the cache manifest.
+pub const CACHE_ARTIFACT: &str = "application/vnd.kiln.cache.v1";
+/// Media type of the records blob (the manifest's config).
+pub const RECORDS_MEDIA_TYPE: &str = "application/vnd.kiln.cache.records.v1+json";
+const REF_NAME: &str = "kiln-cache";
+const REF_NAME_KEY: &str = "org.opencontainers.image.ref.name";
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheIoError {
+    #[error("invalid cache spec `{spec}`: {reason}")]
+    Spec { spec: String, reason: String },
+    #[error("cache `{path}`: {reason}")]
+    Layout { path: PathBuf, reason: String },
+    #[error("cannot write the cache at `{path}`: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot export the result of step {key}: {reason}")]
+    Export { key: String, reason: String },
+}
+
+/// How much of the build an export keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// the steps of the final image
+    #[default]
+    Min,
+    /// every step of every stage (builder layers are committed for it)
+    Max,
+}
+
+/// A `--cache-to` / `--cache-from` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheSpec {
+    Local { dir: PathBuf, mode: Mode },
+}
+
+impl CacheSpec {
+    /// Parses `type=local,dest=DIR[,mode=min|max]` (`export`) or
+    /// `type=local,src=DIR`.
+    pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, CacheIoError> {
+        let bad = |reason: String| CacheIoError::Spec {
+            spec: spec.to_string(),
+            reason,
+        };
+        let mut kv = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not KEY=VALUE")))?;
+            kv.insert(k.trim(), v.trim());
+        }
+        let path_key = if export { "dest" } else { "src" };
+        let example = if export {
+            "type=local,dest=DIR[,mode=min|max]"
+        } else {
+            "type=local,src=DIR"
+        };
+        match kv.remove("type") {
+            Some("local") => {}
+            Some(t) => {
+                return Err(bad(format!("unknown cache type `{t}`: use `{example}`")));
+            }
+            None => return Err(bad(format!("no `type=`: use `{example}`"))),
+        }
+        let dir = kv
+            .remove(path_key)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| bad(format!("no `{path_key}=DIR`: use `{example}`")))?;
+        let mode = match kv.remove("mode") {
+            None | Some("min") => Mode::Min,
+            Some("max") => Mode::Max,
+            Some(m) => return Err(bad(format!("unknown mode `{m}`: use `min` or `max`"))),
+        };
+        if let Some(k) = kv.keys().next() {
+            return Err(bad(format!("unknown option `{k}`: use `{example}`")));
+        }
+        Ok(CacheSpec::Local {
+            dir: PathBuf::from(dir),
+            mode,
+        })
+    }
+}
+
+/// The records blob.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Records {
+    version: u32,
+    /// solver key -> result (blob layers only)
+    records: Vec<RecordEntry>,
+    /// `content-digest` record key -> the content digest
+    content: Vec<ContentEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordEntry {
+    key: String,
+    result: Ref,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct ContentEntry {
+    key: String,
+    digest: String,
+}
+
+fn layout_err(path: &Path, reason: impl Into<String>) -> CacheIoError {
+    CacheIoError::Layout {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn blob_file(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs").join("sha256").join(d.hex())
+}
+
+/// Reads a blob of the layout and checks its digest.
+fn read_verified(dir: &Path, d: &Digest) -> Result<Vec<u8>, CacheIoError> {
+    let path = blob_file(dir, d);
+    let bytes = fs::read(&path).map_err(|e| layout_err(&path, e.to_string()))?;
+    if Digest::of(&bytes) != *d {
+        return Err(layout_err(
+            &path,
+            format!("the blob does not match its digest {d}"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The digest of the cache manifest `index.json` names, if there is one.
+fn cache_manifest(dir: &Path) -> Result<Option<Digest>, CacheIoError> {
+    let path = dir.join("index.json");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(layout_err(&path, e.to_string())),
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| layout_err(&path, e.to_string()))?;
+    let found = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m["annotations"][REF_NAME_KEY].as_str() == Some(REF_NAME)
+                || m["artifactType"].as_str() == Some(CACHE_ARTIFACT)
+        });
+    let Some(m) = found else { return Ok(None) };
+    let d = m["digest"]
+        .as_str()
+        .and_then(|s| Digest::parse(s).ok())
+        .ok_or_else(|| layout_err(&path, "the cache manifest has no valid digest"))?;
+    Ok(Some(d))
+}
+
+/// The manifest and records of the cache in `dir`.
+fn read_cache(dir: &Path) -> Result<Option<(Digest, serde_json::Value, Records)>, CacheIoError> {
+    let Some(md) = cache_manifest(dir)? else {
+        return Ok(None);
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&read_verified(dir, &md)?)
+        .map_err(|e| layout_err(&blob_file(dir, &md), e.to_string()))?;
+    let cd = manifest["config"]["digest"]
+        .as_str()
+        .and_then(|s| Digest::parse(s).ok())
+        .ok_or_else(|| layout_err(&blob_file(dir, &md), "the manifest has no config"))?;
+    let records: Records = serde_json::from_slice(&read_verified(dir, &cd)?)
+        .map_err(|e| layout_err(&blob_file(dir, &cd), e.to_string()))?;
+    if records.version != 1 {
+        return Err(layout_err(
+            dir,
+            format!(
+                "cache format version {} is not supported (this kiln reads version 1)",
+                records.version
+            ),
+        ));
+    }
+    Ok(Some((md, manifest, records)))
+}
+
+/// Blobs of cache directories, read on demand; counts what it reads.
+#[derive(Debug, Default)]
+pub struct DirSource {
+    dirs: Vec<PathBuf>,
+    blobs: AtomicU64,
+    bytes: Arc<AtomicU64>,
+}
+
+impl DirSource {
+    /// Blobs fetched so far and their bytes.
+    pub fn fetched(&self) -> (u64, u64) {
+        (
+            self.blobs.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl BlobSource for DirSource {
+    fn has(&self, digest: &Digest) -> bool {
+        self.dirs.iter().any(|d| blob_file(d, digest).is_file())
+    }
+
+    fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        for d in &self.dirs {
+            match fs::File::open(blob_file(d, digest)) {
+                Ok(f) => {
+                    self.blobs.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Box::new(Counting {
+                        inner: f,
+                        bytes: self.bytes.clone(),
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("blob {digest} is in no cache directory"),
+        ))
+    }
+}
+
+/// Imported cache records (`--cache-from`).
+#[derive(Debug, Default)]
+pub struct CacheImport {
+    records: HashMap<String, Ref>,
+    content: Vec<ContentEntry>,
+    /// the blobs the caches' manifests list
+    listed: HashSet<Digest>,
+    source: Arc<DirSource>,
+}
+
+impl CacheImport {
+    /// Reads the records of the caches `specs` name. A directory without a
+    /// cache (a first CI run) imports nothing.
+    pub fn open(specs: &[CacheSpec]) -> Result<CacheImport, CacheIoError> {
+        let mut out = CacheImport::default();
+        let mut dirs = Vec::new();
+        for spec in specs {
+            let CacheSpec::Local { dir, .. } = spec;
+            let Some((_, manifest, recs)) = read_cache(dir)? else {
+                tracing::warn!(dir = %dir.display(), "no kiln cache to import there");
+                continue;
+            };
+            for e in recs.records {
+                out.records.entry(e.key).or_insert(e.result);
+            }
+            out.content.extend(recs.content);
+            for l in manifest["layers"].as_array().into_iter().flatten() {
+                if let Some(d) = l["digest"].as_str().and_then(|s| Digest::parse(s).ok()) {
+                    out.listed.insert(d);
+                }
+            }
+            dirs.push(dir.clone());
+        }
+        out.source = Arc::new(DirSource {
+            dirs,
+            ..DirSource::default()
+        });
+        Ok(out)
+    }
+
+    /// Number of imported records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Where missing blobs come from: give it to the store
+    /// ([`Store::with_blob_source`]).
+    pub fn source(&self) -> Arc<DirSource> {
+        self.source.clone()
+    }
+
+    /// Writes the imported content digests as local records (they name no
+    /// data), so copies out of an imported stage need not read it.
+    pub fn install(&self, store: &Store) {
+        for c in &self.content {
+            let (Ok(k), Ok(d)) = (c.key.parse::<DagDigest>(), c.digest.parse::<DagDigest>()) else {
+                continue;
+            };
+            if let Ok(None) = store.get_record("content-digest", k.as_bytes()) {
+                let _ = store.put_record("content-digest", k.as_bytes(), d.to_string().as_bytes());
+            }
+        }
+    }
+
+    /// The imported result of `key`, when every blob it names is in the
+    /// store or listed by the cache it came from. Nothing is read or even
+    /// looked at in the cache directory: a hit whose blobs no step reads
+    /// costs nothing.
+    pub fn lookup(&self, key: &DagDigest, store: &Store) -> Option<Ref> {
+        let r = self.records.get(&key.to_string())?;
+        let readable = |s: &str| {
+            Digest::parse(s).is_ok_and(|d| self.listed.contains(&d) || store.has_blob(&d))
+        };
+        let ok = r.config.as_deref().is_none_or(readable)
+            && r.layers
+                .iter()
+                .all(|l| l.dir.is_none() && readable(&l.digest));
+        ok.then(|| r.clone())
+    }
+}
+
+/// Copies every blob of `r` into the store (the final image's layers after
+/// a build that imported them).
+pub fn fetch_ref(store: &Store, r: &Ref) -> Result<(), kiln_store::StoreError> {
+    let blobs = r
+        .layers
+        .iter()
+        .filter(|l| l.has_blob())
+        .map(|l| l.digest.as_str())
+        .chain(r.config.as_deref());
+    for d in blobs.filter_map(|s| Digest::parse(s).ok()) {
+        store.ensure_blob(&d)?;
+    }
+    Ok(())
+}
+
+/// What an export did.
+#[derive(Debug, Clone, Default)]
+pub struct ExportStats {
+    pub records: usize,
+    pub blobs_written: usize,
+    pub bytes_written: u64,
+    pub blobs_present: usize,
+    pub blobs_removed: usize,
+}
+
+/// The vertices of the final image's own chain: from the root down its
+/// first input (the filesystem an exec or file op changes), through every
+/// input of a merge; not the stages copies read from.
+fn final_chain(def: &Definition) -> HashSet<DagDigest> {
+    let by: HashMap<DagDigest, &kiln_dag::Vertex> =
+        def.vertices.iter().map(|v| (v.digest, v)).collect();
+    let mut out = HashSet::new();
+    let mut todo = vec![def.root];
+    while let Some(d) = todo.pop() {
+        if !out.insert(d) {
+            continue;
+        }
+        let Some(v) = by.get(&d) else { continue };
+        match &v.op {
+            Op::Merge(_) => todo.extend(v.inputs.iter().copied()),
+            Op::Source(_) => {}
+            _ => todo.extend(v.inputs.first().copied()),
+        }
+    }
+    out
+}
+
+fn without_dirs(r: &Ref) -> Ref {
+    Ref {
+        layers: r
+            .layers
+            .iter()
+            .map(|l| LayerRef {
+                dir: None,
+                ..l.clone()
+            })
+            .collect(),
+        config: r.config.clone(),
+    }
+}
+
+/// A temp file next to `dest`, renamed over it by [`Tmp::persist`] and
+/// removed if dropped before. World-readable: a cache is shared between
+/// users and runners.
+struct Tmp {
+    path: PathBuf,
+    file: fs::File,
+    done: bool,
+}
+
+impl Tmp {
+    fn new(dest: &Path) -> io::Result<Tmp> {
+        use std::os::unix::fs::OpenOptionsExt;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            ".kiln-tmp-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = dest.with_file_name(name);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)?;
+        Ok(Tmp {
+            path,
+            file,
+            done: false,
+        })
+    }
+
+    fn persist(mut self, dest: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        fs::rename(&self.path, dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheIoError> {
+    let werr = |source| CacheIoError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = Tmp::new(path).map_err(werr)?;
+    tmp.file.write_all(bytes).map_err(werr)?;
+    tmp.persist(path).map_err(werr)
+}
+
+/// Copies a blob of the store into the layout unless it is there already.
+fn put_blob(
+    store: &Store,
+    dir: &Path,
+    d: &Digest,
+    stats: &mut ExportStats,
+) -> Result<(), CacheIoError> {
+    let dest = blob_file(dir, d);
+    if dest.is_file() {
+        stats.blobs_present += 1;
+        return Ok(());
+    }
+    let werr = |source| CacheIoError::Write {
+        path: dest.clone(),
+        source,
+    };
+    let mut src = store.open_blob(d).map_err(|e| CacheIoError::Export {
+        key: d.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut tmp = Tmp::new(&dest).map_err(werr)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = src.read(&mut buf).map_err(werr)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        tmp.file.write_all(&buf[..k]).map_err(werr)?;
+        n += k as u64;
+    }
+    if hex::encode(h.finalize()) != d.hex() {
+        return Err(CacheIoError::Export {
+            key: d.to_string(),
+            reason:
+                "the store's copy of the blob does not match its digest: run `kiln cache check`"
+                    .into(),
+        });
+    }
+    tmp.persist(&dest).map_err(werr)?;
+    stats.blobs_written += 1;
+    stats.bytes_written += n;
+    Ok(())
+}
+
+/// The descriptor of a blob already in the layout `dir`.
+fn descriptor(dir: &Path, d: &Digest, media_type: &str) -> serde_json::Value {
+    let size = fs::metadata(blob_file(dir, d))
+        .map(|m| m.len())
+        .unwrap_or_default();
+    serde_json::json!({ "mediaType": media_type, "digest": d.to_string(), "size": size })
+}
+
+/// Exports the cache of a finished build into the OCI layout `dir`.
+/// `steps` are the solver's reports (vertex and key of every step);
+/// results come from the store's records, else from `import`.
+pub fn export_local(
+    store: &Store,
+    def: &Definition,
+    steps: &[StepReport],
+    import: Option<&CacheImport>,
+    dir: &Path,
+    mode: Mode,
+) -> Result<ExportStats, CacheIoError> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CacheIoError::Write { path, source }
+    };
+    let blobs_dir = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs_dir).map_err(werr(&blobs_dir))?;
+    let snaps = Snapshots::new(store.clone(), std::env::current_exe().ok());
+    let keep: Option<HashSet<DagDigest>> = (mode == Mode::Min).then(|| final_chain(def));
+    let result_of = |key: &DagDigest| -> Option<Ref> {
+        store
+            .get_record("build-cache", key.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
+            .filter(|r| r.complete(store))
+            .or_else(|| import.and_then(|i| i.lookup(key, store)))
+    };
+    let mut stats = ExportStats::default();
+    let mut records: BTreeMap<String, Ref> = BTreeMap::new();
+    // blob -> media type
+    let mut blobs: BTreeMap<Digest, String> = BTreeMap::new();
+    // local (as solved) and exported (blob) form of each exported result
+    let mut forms: HashMap<DagDigest, (Ref, Ref)> = HashMap::new();
+    for s in steps {
+        if keep.as_ref().is_some_and(|k| !k.contains(&s.vertex)) {
+            continue;
+        }
+        let Some(local) = result_of(&s.key) else {
+            tracing::debug!(key = %s.key, "no result to export");
+            continue;
+        };
+        let committed = snapshot::commit_ref(&snaps, &local).map_err(|e| CacheIoError::Export {
+            key: s.key.to_string(),
+            reason: e.to_string(),
+        })?;
+        let exported = without_dirs(&committed);
+        for l in &exported.layers {
+            let d = Digest::parse(&l.digest).map_err(|e| CacheIoError::Export {
+                key: s.key.to_string(),
+                reason: e.to_string(),
+            })?;
+            blobs.insert(d, l.media_type.clone());
+        }
+        if let Some(c) = exported
+            .config
+            .as_deref()
+            .and_then(|c| Digest::parse(c).ok())
+        {
+            blobs
+                .entry(c)
+                .or_insert_with(|| CONFIG_MEDIA_TYPE.to_string());
+        }
+        records.insert(s.key.to_string(), exported.clone());
+        forms.insert(s.vertex, (local, exported));
+    }
+    // Content digests of what copies select from exported results, under
+    // the key the importer will compute (from the blob form of the chain).
+    let mut content = BTreeSet::new();
+    for v in &def.vertices {
+        for (i, dep) in cache_map(v).deps.iter().enumerate() {
+            let Dep::Content(sels) = dep else { continue };
+            let Some(input) = v.inputs.get(i) else {
+                continue;
+            };
+            let Some((local, exported)) = forms.get(input) else {
+                continue;
+            };
+            for sel in sels {
+                let known = [local, exported].into_iter().find_map(|r| {
+                    store
+                        .get_record(
+                            "content-digest",
+                            crate::content_digest_key(r, sel).as_bytes(),
+                        )
+                        .ok()
+                        .flatten()
+                        .and_then(|b| String::from_utf8(b).ok())
+                });
+                if let Some(d) = known {
+                    content.insert(ContentEntry {
+                        key: crate::content_digest_key(exported, sel).to_string(),
+                        digest: d.trim().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    for (d, _) in blobs.iter() {
+        put_blob(store, dir, d, &mut stats)?;
+    }
+    let recs = Records {
+        version: 1,
+        records: records
+            .into_iter()
+            .map(|(key, result)| RecordEntry { key, result })
+            .collect(),
+        content: content.into_iter().collect(),
+    };
+    stats.records = recs.records.len();
+    let rec_bytes = serde_json::to_vec(&recs).expect("records serialize");
+    let rec_digest = Digest::of(&rec_bytes);
+    let layers: Vec<serde_json::Value> =
+        blobs.iter().map(|(d, mt)| descriptor(dir, d, mt)).collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": CACHE_ARTIFACT,
+        "config": {
+            "mediaType": RECORDS_MEDIA_TYPE,
+            "digest": rec_digest.to_string(),
+            "size": rec_bytes.len(),
+        },
+        "layers": layers,
+    });
+    let man_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+    let man_digest = Digest::of(&man_bytes);
+    for (d, bytes) in [(&rec_digest, &rec_bytes), (&man_digest, &man_bytes)] {
+        let p = blob_file(dir, d);
+        if p.is_file() {
+            stats.blobs_present += 1;
+        } else {
+            write_atomic(&p, bytes)?;
+            stats.blobs_written += 1;
+            stats.bytes_written += bytes.len() as u64;
+        }
+    }
+    // What the previous cache named and this one does not, once the new
+    // index is in place (a killed export leaves the old index and extra
+    // blobs, never an index naming missing ones).
+    let previous = read_cache(dir).ok().flatten();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [{
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": CACHE_ARTIFACT,
+            "digest": man_digest.to_string(),
+            "size": man_bytes.len(),
+            "annotations": { REF_NAME_KEY: REF_NAME },
+        }],
+    });
+    let mut index_bytes = serde_json::to_vec_pretty(&index).expect("index serializes");
+    index_bytes.push(b'\n');
+    let layout = dir.join("oci-layout");
+    if !layout.is_file() {
+        write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    }
+    let index_path = dir.join("index.json");
+    if fs::read(&index_path).ok().as_deref() != Some(&index_bytes[..]) {
+        write_atomic(&index_path, &index_bytes)?;
+    }
+    if let Some((old_md, old_manifest, _)) = previous
+        && old_md != man_digest
+    {
+        let mut now: HashSet<Digest> = blobs.keys().cloned().collect();
+        now.insert(rec_digest);
+        now.insert(man_digest);
+        let mut old: Vec<Digest> = vec![old_md];
+        for x in std::iter::once(&old_manifest["config"])
+            .chain(old_manifest["layers"].as_array().into_iter().flatten())
+        {
+            if let Some(d) = x["digest"].as_str().and_then(|s| Digest::parse(s).ok()) {
+                old.push(d);
+            }
+        }
+        for d in old.into_iter().filter(|d| !now.contains(d)) {
+            if fs::remove_file(blob_file(dir, &d)).is_ok() {
+                stats.blobs_removed += 1;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(
+            CacheSpec::parse("type=local,dest=/c,mode=max", true).unwrap(),
+            CacheSpec::Local {
+                dir: "/c".into(),
+                mode: Mode::Max
+            }
+        );
+        assert_eq!(
+            CacheSpec::parse("type=local,src=c", false).unwrap(),
+            CacheSpec::Local {
+                dir: "c".into(),
+                mode: Mode::Min
+            }
+        );
+        for bad in [
+            "type=local",
+            "type=s3,dest=x",
+            "dest=x",
+            "type=local,dest=x,mode=mid",
+            "type=local,dest=x,color=red",
+            "type=local,src=x",
+        ] {
+            let e = CacheSpec::parse(bad, true).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}
