@@ -35,8 +35,10 @@ pub struct Args {
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<Platform>,
 
-    /// Output format: `text` (one vertex per line), `dot` (Graphviz) or
-    /// `json` (the full definition, for tools)
+    /// Output format: `text` (one vertex per line), `dot` (Graphviz),
+    /// `json` (the full definition, for tools) or `llb` (BuildKit's binary
+    /// `pb.Definition`, as `buildctl debug dump-llb` and `buildctl build`
+    /// read it on stdin)
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -50,6 +52,7 @@ pub enum Format {
     Text,
     Dot,
     Json,
+    Llb,
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
@@ -58,7 +61,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let opts = Options {
         target: args.target,
         build_args: parse_build_args(&args.build_args)?,
-        platform: args.platform,
+        platform: args.platform.clone(),
     };
     let compiled = match kiln_frontend::compile(&name, &text, &opts) {
         Ok(c) => c,
@@ -73,6 +76,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Format::Text => def.to_text(),
         Format::Dot => def.to_dot(),
         Format::Json => def.to_json(),
+        Format::Llb => return write_llb(def, &name, &text, args.platform),
     };
     if !out.ends_with('\n') {
         out.push('\n');
@@ -80,4 +84,39 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // A closed pipe (`kiln graph | head`) is not an error worth a report.
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `def` as BuildKit LLB: one marshalled `pb.Definition`, the form
+/// `llb.ReadFrom` (`buildctl debug dump-llb`, `buildctl build`) reads.
+fn write_llb(
+    def: &kiln_frontend::Definition,
+    name: &str,
+    text: &str,
+    platform: Option<Platform>,
+) -> miette::Result<ExitCode> {
+    let mut opts = kiln_llb::Options::new(platform.unwrap_or_else(host_platform));
+    opts.source = Some(kiln_llb::SourceFile {
+        name: name.to_string(),
+        text: text.to_string(),
+    });
+    let llb = kiln_llb::emit(def, &opts).map_err(|e| miette::miette!("{e}"))?;
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(&kiln_llb::encode(&llb.definition));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This machine's platform in OCI terms (`linux/amd64`, `linux/arm64`).
+fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: None,
+    }
 }
