@@ -3,9 +3,12 @@
 //! removed, check finds corrupt blobs and dangling records, drops them, and
 //! the next build still gives the reference digest.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn kiln(home: &Path, dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
@@ -489,4 +492,171 @@ fn cache_export_import_across_stores_paths_and_users() {
             .any(|l| l.contains("copy build:/numbers") && l.ends_with(" CACHED")),
         "{steps:?}"
     );
+}
+
+/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
+/// temp dir.
+struct Registry {
+    addr: String,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (.ci/setup)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut b = [0u8; 12];
+                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            addr,
+            _dir: dir,
+            child,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bytes_read(err: &str) -> u64 {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("cache import:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    line.split_once("blob(s) (")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[test]
+fn registry_cache_export_and_import() {
+    let registry = Registry::start();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let home1 = dir.join("home1");
+    busybox_image(&home1, dir);
+    let ctx = context(dir);
+    let cache_ref = format!("{}/cache/app:buildcache", registry.addr);
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+
+    let (reference, err) = run(
+        &home1,
+        dir,
+        &[
+            "build",
+            ctx.to_str().unwrap(),
+            "-t",
+            "app:1",
+            "--cache-to",
+            &to,
+        ],
+    );
+    assert!(!err.contains(" 0 blob(s) written"), "{err}");
+    // a no-op rebuild pushes nothing
+    let (again, err) = run(
+        &home1,
+        dir,
+        &["build", ctx.to_str().unwrap(), "--cache-to", &to],
+    );
+    assert_eq!(again, reference);
+    assert!(err.contains("0 blob(s) written (0 bytes)"), "{err}");
+
+    // the registry holds an OCI artifact manifest (skopeo reads it back)
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{cache_ref}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.kiln.cache.v1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.records.v1+json"
+    );
+
+    // a fresh store, the context elsewhere: every step hits and only the
+    // final image's layers come over the wire
+    let ctx2 = dir.join("other/place/ctx");
+    std::fs::create_dir_all(&ctx2).unwrap();
+    for f in ["Kilnfile", "input.txt"] {
+        std::fs::copy(ctx.join(f), ctx2.join(f)).unwrap();
+    }
+    let home2 = dir.join("home2");
+    busybox_image(&home2, dir);
+    let from = format!("type=registry,ref={cache_ref}");
+    let (digest, err) = run(
+        &home2,
+        dir,
+        &[
+            "build",
+            ctx2.to_str().unwrap(),
+            "--progress",
+            "plain",
+            "--cache-from",
+            &from,
+        ],
+    );
+    assert_eq!(digest, reference);
+    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with("=> ")).collect();
+    assert!(!steps.is_empty(), "{err}");
+    assert!(steps.iter().all(|l| l.ends_with(" CACHED")), "{err}");
+    let tags = json(&home1.join("tags.json"));
+    let app = json(&blob_path(&home1, tags["tags"]["app:1"].as_str().unwrap()));
+    let final_bytes: u64 = app["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    let read = bytes_read(&err);
+    assert!(
+        read > 0 && read <= final_bytes,
+        "{read} > {final_bytes}:\n{err}"
+    );
+    let (_, err) = run(&home2, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+
+    // a cache tag that does not exist yet is no error (a first CI run)
+    let home3 = dir.join("home3");
+    busybox_image(&home3, dir);
+    let missing = format!("type=registry,ref={}/cache/app:nothing-yet", registry.addr);
+    let (digest, _) = build_with(&home3, dir, &ctx, &["--cache-from", &missing]);
+    assert_eq!(digest, reference);
 }

@@ -1,9 +1,10 @@
 //! Build cache export and import (`--cache-to`, `--cache-from`).
 //!
-//! A cache is an OCI image layout directory (`oci-layout`, `index.json`,
-//! `blobs/sha256/`). `index.json` names one OCI image manifest (annotation
-//! `org.opencontainers.image.ref.name=kiln-cache`, artifact type
-//! [`CACHE_ARTIFACT`]) whose config blob is the list of cache records
+//! A cache is one OCI image manifest (artifact type [`CACHE_ARTIFACT`])
+//! kept either in an OCI image layout directory (`type=local`: `oci-layout`,
+//! `index.json` naming it with `org.opencontainers.image.ref.name=kiln-cache`,
+//! `blobs/sha256/`) or under a tag in a registry (`type=registry`). Its
+//! config blob is the list of cache records
 //! (solver key -> result as a chain of layer blobs, plus the content digests
 //! of what copies out of other stages select) and whose layers are every
 //! blob those results name. Keys are content-first (see `kiln-solver`), so
@@ -56,6 +57,8 @@ pub enum CacheIoError {
     },
     #[error("cannot export the result of step {key}: {reason}")]
     Export { key: String, reason: String },
+    #[error("registry cache `{reference}`: {reason}")]
+    Registry { reference: String, reason: String },
 }
 
 /// How much of the build an export keeps.
@@ -72,11 +75,12 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheSpec {
     Local { dir: PathBuf, mode: Mode },
+    Registry { reference: String, mode: Mode },
 }
 
 impl CacheSpec {
     /// Parses `type=local,dest=DIR[,mode=min|max]` (`export`) or
-    /// `type=local,src=DIR`.
+    /// `type=local,src=DIR`, and `type=registry,ref=REF[,mode=min|max]`.
     pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, CacheIoError> {
         let bad = |reason: String| CacheIoError::Spec {
             spec: spec.to_string(),
@@ -89,23 +93,23 @@ impl CacheSpec {
                 .ok_or_else(|| bad(format!("`{part}` is not KEY=VALUE")))?;
             kv.insert(k.trim(), v.trim());
         }
-        let path_key = if export { "dest" } else { "src" };
         let example = if export {
-            "type=local,dest=DIR[,mode=min|max]"
+            "type=local,dest=DIR[,mode=min|max]` or `type=registry,ref=REF[,mode=min|max]"
         } else {
-            "type=local,src=DIR"
+            "type=local,src=DIR` or `type=registry,ref=REF"
         };
-        match kv.remove("type") {
-            Some("local") => {}
+        let (registry, key, what) = match kv.remove("type") {
+            Some("local") => (false, if export { "dest" } else { "src" }, "DIR"),
+            Some("registry") => (true, "ref", "REF"),
             Some(t) => {
                 return Err(bad(format!("unknown cache type `{t}`: use `{example}`")));
             }
             None => return Err(bad(format!("no `type=`: use `{example}`"))),
-        }
-        let dir = kv
-            .remove(path_key)
+        };
+        let value = kv
+            .remove(key)
             .filter(|d| !d.is_empty())
-            .ok_or_else(|| bad(format!("no `{path_key}=DIR`: use `{example}`")))?;
+            .ok_or_else(|| bad(format!("no `{key}={what}`: use `{example}`")))?;
         let mode = match kv.remove("mode") {
             None | Some("min") => Mode::Min,
             Some("max") => Mode::Max,
@@ -114,8 +118,18 @@ impl CacheSpec {
         if let Some(k) = kv.keys().next() {
             return Err(bad(format!("unknown option `{k}`: use `{example}`")));
         }
+        if !export && mode != Mode::Min {
+            return Err(bad("`mode=` is an option of `--cache-to`".into()));
+        }
+        if registry {
+            kiln_registry::Reference::parse(value).map_err(|e| bad(e.to_string()))?;
+            return Ok(CacheSpec::Registry {
+                reference: value.to_string(),
+                mode,
+            });
+        }
         Ok(CacheSpec::Local {
-            dir: PathBuf::from(dir),
+            dir: PathBuf::from(value),
             mode,
         })
     }
@@ -218,15 +232,30 @@ fn read_cache(dir: &Path) -> Result<Option<(Digest, serde_json::Value, Records)>
     Ok(Some((md, manifest, records)))
 }
 
-/// Blobs of cache directories, read on demand; counts what it reads.
+/// Where an imported cache keeps its blobs.
+#[derive(Debug)]
+enum Remote {
+    Dir(PathBuf),
+    Registry {
+        client: Box<kiln_registry::Client>,
+        ep: kiln_registry::Endpoint,
+        reference: String,
+    },
+}
+
+/// The blobs of imported caches, read on demand; counts what it reads.
 #[derive(Debug, Default)]
-pub struct DirSource {
-    dirs: Vec<PathBuf>,
+pub struct ImportSource {
+    remotes: Vec<Remote>,
+    /// blob -> (remote, size, media type), from the caches' manifests
+    listed: HashMap<Digest, (usize, u64, String)>,
+    /// the store without a blob source: where registry blobs land
+    store: Option<Store>,
     blobs: AtomicU64,
     bytes: Arc<AtomicU64>,
 }
 
-impl DirSource {
+impl ImportSource {
     /// Blobs fetched so far and their bytes.
     pub fn fetched(&self) -> (u64, u64) {
         (
@@ -249,29 +278,63 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-impl BlobSource for DirSource {
+/// A runtime for one registry exchange, from synchronous code (never
+/// called from async code: the worker reads blobs on blocking threads).
+fn block_on<F: std::future::Future>(f: F) -> io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(f))
+}
+
+impl BlobSource for ImportSource {
     fn has(&self, digest: &Digest) -> bool {
-        self.dirs.iter().any(|d| blob_file(d, digest).is_file())
+        self.listed.contains_key(digest)
     }
 
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
-        for d in &self.dirs {
-            match fs::File::open(blob_file(d, digest)) {
-                Ok(f) => {
-                    self.blobs.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Box::new(Counting {
-                        inner: f,
-                        bytes: self.bytes.clone(),
-                    }));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+        let (i, size, media_type) = self.listed.get(digest).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("blob {digest} is in no imported cache"),
+            )
+        })?;
+        let file = match &self.remotes[*i] {
+            Remote::Dir(dir) => {
+                let path = blob_file(dir, digest);
+                fs::File::open(&path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the cache `{}` lists blob {digest} but `{}` cannot be read ({e}): export the cache again",
+                            dir.display(),
+                            path.display()
+                        ),
+                    )
+                })?
             }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("blob {digest} is in no cache directory"),
-        ))
+            Remote::Registry {
+                client,
+                ep,
+                reference,
+            } => {
+                let store = self.store.as_ref().expect("registry imports have a store");
+                let blob = kiln_registry::manifest::Blob {
+                    digest: digest.clone(),
+                    size: *size,
+                    media_type: media_type.clone(),
+                };
+                block_on(client.fetch_blob(ep, &blob, store))?
+                    .map_err(|e| io::Error::other(format!("registry cache `{reference}`: {e}")))?;
+                // fetched and verified into the store: read it from there
+                store.open_blob(digest).map_err(io::Error::other)?
+            }
+        };
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(Counting {
+            inner: file,
+            bytes: self.bytes.clone(),
+        }))
     }
 }
 
@@ -280,38 +343,137 @@ impl BlobSource for DirSource {
 pub struct CacheImport {
     records: HashMap<String, Ref>,
     content: Vec<ContentEntry>,
-    /// the blobs the caches' manifests list
-    listed: HashSet<Digest>,
-    source: Arc<DirSource>,
+    source: Arc<ImportSource>,
+}
+
+/// The cache manifest and records under a registry tag, if there is one.
+fn read_registry_cache(
+    client: &kiln_registry::Client,
+    ep: &kiln_registry::Endpoint,
+    reference: &kiln_registry::Reference,
+    store: &Store,
+) -> Result<Option<(serde_json::Value, Records)>, CacheIoError> {
+    let rerr = |reason: String| CacheIoError::Registry {
+        reference: reference.to_string(),
+        reason,
+    };
+    let tag = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let fetched = block_on(async {
+        let m = match client.get_manifest(ep, &tag, reference.digest()).await {
+            Ok(m) => m,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let manifest: serde_json::Value = match serde_json::from_slice(&m.bytes) {
+            Ok(v) => v,
+            Err(_) => return Ok(Some((serde_json::Value::Null, None))),
+        };
+        let config = &manifest["config"];
+        let Some(cd) = config["digest"]
+            .as_str()
+            .and_then(|s| Digest::parse(s).ok())
+        else {
+            return Ok(Some((manifest, None)));
+        };
+        let blob = kiln_registry::manifest::Blob {
+            digest: cd.clone(),
+            size: config["size"].as_u64().unwrap_or_default(),
+            media_type: config["mediaType"].as_str().unwrap_or_default().to_string(),
+        };
+        client.fetch_blob(ep, &blob, store).await?;
+        Ok(Some((manifest, Some(cd))))
+    })
+    .map_err(|e| rerr(e.to_string()))?
+    .map_err(|e| rerr(e.to_string()))?;
+    let Some((manifest, cd)) = fetched else {
+        return Ok(None);
+    };
+    if manifest["config"]["mediaType"].as_str() != Some(RECORDS_MEDIA_TYPE) {
+        return Err(rerr(
+            "the tag names something that is not a kiln cache: pick another tag for the cache"
+                .into(),
+        ));
+    }
+    let cd = cd.ok_or_else(|| rerr("the cache manifest has no config".into()))?;
+    let bytes = store.read_blob(&cd).map_err(|e| rerr(e.to_string()))?;
+    let records: Records = serde_json::from_slice(&bytes).map_err(|e| rerr(e.to_string()))?;
+    if records.version != 1 {
+        return Err(rerr(format!(
+            "cache format version {} is not supported (this kiln reads version 1)",
+            records.version
+        )));
+    }
+    Ok(Some((manifest, records)))
 }
 
 impl CacheImport {
-    /// Reads the records of the caches `specs` name. A directory without a
-    /// cache (a first CI run) imports nothing.
-    pub fn open(specs: &[CacheSpec]) -> Result<CacheImport, CacheIoError> {
+    /// Reads the records of the caches `specs` name (registry caches with
+    /// `settings`; their records blob lands in `store`). A cache that does
+    /// not exist yet (a first CI run) imports nothing.
+    pub fn open(
+        specs: &[CacheSpec],
+        settings: &kiln_registry::Settings,
+        store: &Store,
+    ) -> Result<CacheImport, CacheIoError> {
         let mut out = CacheImport::default();
-        let mut dirs = Vec::new();
+        let mut source = ImportSource {
+            store: Some(store.clone()),
+            ..ImportSource::default()
+        };
         for spec in specs {
-            let CacheSpec::Local { dir, .. } = spec;
-            let Some((_, manifest, recs)) = read_cache(dir)? else {
-                tracing::warn!(dir = %dir.display(), "no kiln cache to import there");
-                continue;
+            let (manifest, recs, remote) = match spec {
+                CacheSpec::Local { dir, .. } => {
+                    let Some((_, manifest, recs)) = read_cache(dir)? else {
+                        tracing::warn!(dir = %dir.display(), "no kiln cache to import there");
+                        continue;
+                    };
+                    (manifest, recs, Remote::Dir(dir.clone()))
+                }
+                CacheSpec::Registry { reference, .. } => {
+                    let rerr = |reason: String| CacheIoError::Registry {
+                        reference: reference.clone(),
+                        reason,
+                    };
+                    let parsed = kiln_registry::Reference::parse(reference)
+                        .map_err(|e| rerr(e.to_string()))?;
+                    let client = kiln_registry::Client::new(settings.clone())
+                        .map_err(|e| rerr(e.to_string()))?;
+                    let ep = settings.origin(parsed.registry(), parsed.repository());
+                    let Some((manifest, recs)) = read_registry_cache(&client, &ep, &parsed, store)?
+                    else {
+                        tracing::warn!(%reference, "no kiln cache to import there");
+                        continue;
+                    };
+                    (
+                        manifest,
+                        recs,
+                        Remote::Registry {
+                            client: Box::new(client),
+                            ep,
+                            reference: reference.clone(),
+                        },
+                    )
+                }
             };
+            let i = source.remotes.len();
+            source.remotes.push(remote);
             for e in recs.records {
                 out.records.entry(e.key).or_insert(e.result);
             }
             out.content.extend(recs.content);
             for l in manifest["layers"].as_array().into_iter().flatten() {
                 if let Some(d) = l["digest"].as_str().and_then(|s| Digest::parse(s).ok()) {
-                    out.listed.insert(d);
+                    let size = l["size"].as_u64().unwrap_or_default();
+                    let mt = l["mediaType"].as_str().unwrap_or_default().to_string();
+                    source.listed.entry(d).or_insert((i, size, mt));
                 }
             }
-            dirs.push(dir.clone());
         }
-        out.source = Arc::new(DirSource {
-            dirs,
-            ..DirSource::default()
-        });
+        out.source = Arc::new(source);
         Ok(out)
     }
 
@@ -326,7 +488,7 @@ impl CacheImport {
 
     /// Where missing blobs come from: give it to the store
     /// ([`Store::with_blob_source`]).
-    pub fn source(&self) -> Arc<DirSource> {
+    pub fn source(&self) -> Arc<ImportSource> {
         self.source.clone()
     }
 
@@ -345,12 +507,13 @@ impl CacheImport {
 
     /// The imported result of `key`, when every blob it names is in the
     /// store or listed by the cache it came from. Nothing is read or even
-    /// looked at in the cache directory: a hit whose blobs no step reads
-    /// costs nothing.
+    /// looked at in the cache: a hit whose blobs no step reads costs
+    /// nothing.
     pub fn lookup(&self, key: &DagDigest, store: &Store) -> Option<Ref> {
         let r = self.records.get(&key.to_string())?;
         let readable = |s: &str| {
-            Digest::parse(s).is_ok_and(|d| self.listed.contains(&d) || store.has_blob(&d))
+            Digest::parse(s)
+                .is_ok_and(|d| self.source.listed.contains_key(&d) || store.has_blob(&d))
         };
         let ok = r.config.as_deref().is_none_or(readable)
             && r.layers
@@ -526,31 +689,49 @@ fn put_blob(
     Ok(())
 }
 
-/// The descriptor of a blob already in the layout `dir`.
-fn descriptor(dir: &Path, d: &Digest, media_type: &str) -> serde_json::Value {
-    let size = fs::metadata(blob_file(dir, d))
-        .map(|m| m.len())
-        .unwrap_or_default();
-    serde_json::json!({ "mediaType": media_type, "digest": d.to_string(), "size": size })
+/// What an export writes: the records blob, the manifest naming it and
+/// every blob the records need (digest -> media type, size).
+struct Plan {
+    records: usize,
+    rec_bytes: Vec<u8>,
+    blobs: BTreeMap<Digest, (String, u64)>,
 }
 
-/// Exports the cache of a finished build into the OCI layout `dir`.
-/// `steps` are the solver's reports (vertex and key of every step);
-/// results come from the store's records, else from `import`.
-pub fn export_local(
+impl Plan {
+    fn manifest(&self) -> Vec<u8> {
+        let layers: Vec<serde_json::Value> = self
+            .blobs
+            .iter()
+            .map(|(d, (mt, size))| {
+                serde_json::json!({ "mediaType": mt, "digest": d.to_string(), "size": size })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": CACHE_ARTIFACT,
+            "config": {
+                "mediaType": RECORDS_MEDIA_TYPE,
+                "digest": Digest::of(&self.rec_bytes).to_string(),
+                "size": self.rec_bytes.len(),
+            },
+            "layers": layers,
+        });
+        serde_json::to_vec(&manifest).expect("manifest serializes")
+    }
+}
+
+/// Collects the records and blobs of a finished build. `steps` are the
+/// solver's reports (vertex and key of every step); results come from the
+/// store's records, else from `import`. In `max` mode, directory layers of
+/// builder stages are committed to blobs now.
+fn plan(
     store: &Store,
     def: &Definition,
     steps: &[StepReport],
     import: Option<&CacheImport>,
-    dir: &Path,
     mode: Mode,
-) -> Result<ExportStats, CacheIoError> {
-    let werr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CacheIoError::Write { path, source }
-    };
-    let blobs_dir = dir.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs_dir).map_err(werr(&blobs_dir))?;
+) -> Result<Plan, CacheIoError> {
     let snaps = Snapshots::new(store.clone(), std::env::current_exe().ok());
     let keep: Option<HashSet<DagDigest>> = (mode == Mode::Min).then(|| final_chain(def));
     let result_of = |key: &DagDigest| -> Option<Ref> {
@@ -562,10 +743,8 @@ pub fn export_local(
             .filter(|r| r.complete(store))
             .or_else(|| import.and_then(|i| i.lookup(key, store)))
     };
-    let mut stats = ExportStats::default();
     let mut records: BTreeMap<String, Ref> = BTreeMap::new();
-    // blob -> media type
-    let mut blobs: BTreeMap<Digest, String> = BTreeMap::new();
+    let mut blobs: BTreeMap<Digest, (String, u64)> = BTreeMap::new();
     // local (as solved) and exported (blob) form of each exported result
     let mut forms: HashMap<DagDigest, (Ref, Ref)> = HashMap::new();
     for s in steps {
@@ -576,26 +755,25 @@ pub fn export_local(
             tracing::debug!(key = %s.key, "no result to export");
             continue;
         };
-        let committed = snapshot::commit_ref(&snaps, &local).map_err(|e| CacheIoError::Export {
+        let eerr = |reason: String| CacheIoError::Export {
             key: s.key.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let committed = snapshot::commit_ref(&snaps, &local).map_err(|e| eerr(e.to_string()))?;
         let exported = without_dirs(&committed);
         for l in &exported.layers {
-            let d = Digest::parse(&l.digest).map_err(|e| CacheIoError::Export {
-                key: s.key.to_string(),
-                reason: e.to_string(),
-            })?;
-            blobs.insert(d, l.media_type.clone());
+            let d = Digest::parse(&l.digest).map_err(|e| eerr(e.to_string()))?;
+            blobs.insert(d, (l.media_type.clone(), l.size));
         }
         if let Some(c) = exported
             .config
             .as_deref()
             .and_then(|c| Digest::parse(c).ok())
         {
-            blobs
-                .entry(c)
-                .or_insert_with(|| CONFIG_MEDIA_TYPE.to_string());
+            // configs are small: have it here to know its size
+            store.ensure_blob(&c).map_err(|e| eerr(e.to_string()))?;
+            let size = store.blob_size(&c).map_err(|e| eerr(e.to_string()))?;
+            blobs.insert(c, (CONFIG_MEDIA_TYPE.to_string(), size));
         }
         records.insert(s.key.to_string(), exported.clone());
         forms.insert(s.vertex, (local, exported));
@@ -606,10 +784,7 @@ pub fn export_local(
     for v in &def.vertices {
         for (i, dep) in cache_map(v).deps.iter().enumerate() {
             let Dep::Content(sels) = dep else { continue };
-            let Some(input) = v.inputs.get(i) else {
-                continue;
-            };
-            let Some((local, exported)) = forms.get(input) else {
+            let Some((local, exported)) = v.inputs.get(i).and_then(|d| forms.get(d)) else {
                 continue;
             };
             for sel in sels {
@@ -632,9 +807,6 @@ pub fn export_local(
             }
         }
     }
-    for (d, _) in blobs.iter() {
-        put_blob(store, dir, d, &mut stats)?;
-    }
     let recs = Records {
         version: 1,
         records: records
@@ -643,37 +815,67 @@ pub fn export_local(
             .collect(),
         content: content.into_iter().collect(),
     };
-    stats.records = recs.records.len();
-    let rec_bytes = serde_json::to_vec(&recs).expect("records serialize");
-    let rec_digest = Digest::of(&rec_bytes);
-    let layers: Vec<serde_json::Value> =
-        blobs.iter().map(|(d, mt)| descriptor(dir, d, mt)).collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": CACHE_ARTIFACT,
-        "config": {
-            "mediaType": RECORDS_MEDIA_TYPE,
-            "digest": rec_digest.to_string(),
-            "size": rec_bytes.len(),
-        },
-        "layers": layers,
-    });
-    let man_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+    Ok(Plan {
+        records: recs.records.len(),
+        rec_bytes: serde_json::to_vec(&recs).expect("records serialize"),
+        blobs,
+    })
+}
+
+/// Exports the cache of a finished build to `spec` (a directory or a
+/// registry tag; `settings` reach the registry). `steps` are the solver's
+/// reports; results come from the store's records, else from `import`.
+pub fn export(
+    store: &Store,
+    def: &Definition,
+    steps: &[StepReport],
+    import: Option<&CacheImport>,
+    spec: &CacheSpec,
+    settings: &kiln_registry::Settings,
+) -> Result<ExportStats, CacheIoError> {
+    match spec {
+        CacheSpec::Local { dir, mode } => {
+            let p = plan(store, def, steps, import, *mode)?;
+            write_local(store, &p, dir)
+        }
+        CacheSpec::Registry { reference, mode } => {
+            let p = plan(store, def, steps, import, *mode)?;
+            write_registry(store, &p, reference, settings)
+        }
+    }
+}
+
+/// Writes the plan into the OCI layout `dir`: only the blobs it lacks, then
+/// `index.json`; then removes the blobs only the previous cache named.
+fn write_local(store: &Store, p: &Plan, dir: &Path) -> Result<ExportStats, CacheIoError> {
+    let blobs_dir = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs_dir).map_err(|source| CacheIoError::Write {
+        path: blobs_dir.clone(),
+        source,
+    })?;
+    let mut stats = ExportStats {
+        records: p.records,
+        ..ExportStats::default()
+    };
+    for d in p.blobs.keys() {
+        put_blob(store, dir, d, &mut stats)?;
+    }
+    let rec_digest = Digest::of(&p.rec_bytes);
+    let man_bytes = p.manifest();
     let man_digest = Digest::of(&man_bytes);
-    for (d, bytes) in [(&rec_digest, &rec_bytes), (&man_digest, &man_bytes)] {
-        let p = blob_file(dir, d);
-        if p.is_file() {
+    for (d, bytes) in [(&rec_digest, &p.rec_bytes), (&man_digest, &man_bytes)] {
+        let path = blob_file(dir, d);
+        if path.is_file() {
             stats.blobs_present += 1;
         } else {
-            write_atomic(&p, bytes)?;
+            write_atomic(&path, bytes)?;
             stats.blobs_written += 1;
             stats.bytes_written += bytes.len() as u64;
         }
     }
-    // What the previous cache named and this one does not, once the new
-    // index is in place (a killed export leaves the old index and extra
-    // blobs, never an index naming missing ones).
+    // What the previous cache named and this one does not goes once the
+    // new index is in place (a killed export leaves the old index and
+    // extra blobs, never an index naming missing ones).
     let previous = read_cache(dir).ok().flatten();
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -699,7 +901,7 @@ pub fn export_local(
     if let Some((old_md, old_manifest, _)) = previous
         && old_md != man_digest
     {
-        let mut now: HashSet<Digest> = blobs.keys().cloned().collect();
+        let mut now: HashSet<Digest> = p.blobs.keys().cloned().collect();
         now.insert(rec_digest);
         now.insert(man_digest);
         let mut old: Vec<Digest> = vec![old_md];
@@ -716,6 +918,66 @@ pub fn export_local(
             }
         }
     }
+    Ok(stats)
+}
+
+/// Pushes the plan under the tag `reference`: blobs the repository lacks
+/// (asked with HEAD first; only those are read, and fetched from an
+/// imported cache if need be), the records blob, then the manifest.
+fn write_registry(
+    store: &Store,
+    p: &Plan,
+    reference: &str,
+    settings: &kiln_registry::Settings,
+) -> Result<ExportStats, CacheIoError> {
+    let rerr = |reason: String| CacheIoError::Registry {
+        reference: reference.to_string(),
+        reason,
+    };
+    let parsed = kiln_registry::Reference::parse(reference).map_err(|e| rerr(e.to_string()))?;
+    let tag = parsed.tag().unwrap_or("latest").to_string();
+    let client = kiln_registry::Client::new(settings.clone()).map_err(|e| rerr(e.to_string()))?;
+    let ep = settings.origin(parsed.registry(), parsed.repository());
+    // the records blob goes through the store like every pushed blob
+    let rec_digest = store
+        .put_blob(&p.rec_bytes)
+        .map_err(|e| rerr(e.to_string()))?;
+    let mut all: Vec<Digest> = p.blobs.keys().cloned().collect();
+    all.push(rec_digest);
+    let missing = block_on(async {
+        let mut missing = Vec::new();
+        for d in &all {
+            if !client.blob_exists(&ep, d).await? {
+                missing.push(d.clone());
+            }
+        }
+        Ok::<_, kiln_registry::RegistryError>(missing)
+    })
+    .map_err(|e| rerr(e.to_string()))?
+    .map_err(|e| rerr(e.to_string()))?;
+    let mut stats = ExportStats {
+        records: p.records,
+        blobs_present: all.len() - missing.len(),
+        ..ExportStats::default()
+    };
+    // Outside any runtime: a blob only an imported cache has is fetched now.
+    for d in &missing {
+        store.ensure_blob(d).map_err(|e| rerr(e.to_string()))?;
+        stats.bytes_written += store.blob_size(d).unwrap_or_default();
+    }
+    let man_bytes = p.manifest();
+    block_on(async {
+        for d in &missing {
+            client.push_blob(&ep, store, d, &[]).await?;
+        }
+        client
+            .put_manifest(&ep, &tag, &man_bytes, MANIFEST_MEDIA_TYPE)
+            .await?;
+        Ok::<_, kiln_registry::RegistryError>(())
+    })
+    .map_err(|e| rerr(e.to_string()))?
+    .map_err(|e| rerr(e.to_string()))?;
+    stats.blobs_written = missing.len();
     Ok(stats)
 }
 
@@ -739,8 +1001,17 @@ mod tests {
                 mode: Mode::Min
             }
         );
+        assert_eq!(
+            CacheSpec::parse("type=registry,ref=127.0.0.1:5000/app:cache,mode=max", true).unwrap(),
+            CacheSpec::Registry {
+                reference: "127.0.0.1:5000/app:cache".into(),
+                mode: Mode::Max
+            }
+        );
         for bad in [
             "type=local",
+            "type=registry,dest=x",
+            "type=registry,ref=UPPER CASE",
             "type=s3,dest=x",
             "dest=x",
             "type=local,dest=x,mode=mid",

@@ -161,7 +161,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let import = if cache_from.is_empty() {
         None
     } else {
-        let i = kiln_worker::cache_io::CacheImport::open(&cache_from)
+        let settings = super::registry::settings()?;
+        let i = kiln_worker::cache_io::CacheImport::open(&cache_from, &settings, &store)
             .map_err(|e| miette::miette!("--cache-from: {e}"))?;
         Some(Arc::new(i))
     };
@@ -323,24 +324,20 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             i.len()
         );
     }
-    for spec in &cache_to {
-        let kiln_worker::cache_io::CacheSpec::Local { dir, mode } = spec;
-        let s = kiln_worker::cache_io::export_local(
+    for (spec, text) in cache_to.iter().zip(&args.cache_to) {
+        let settings = super::registry::settings()?;
+        let s = kiln_worker::cache_io::export(
             &store,
             &def,
             &out.steps,
             import.as_deref(),
-            dir,
-            *mode,
+            spec,
+            &settings,
         )
         .map_err(|e| miette::miette!("--cache-to: {e}"))?;
         eprintln!(
-            "cache export to `{}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
-            dir.display(),
-            s.records,
-            s.blobs_written,
-            s.bytes_written,
-            s.blobs_present
+            "cache export to `{text}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
+            s.records, s.blobs_written, s.bytes_written, s.blobs_present
         );
     }
     if let Some(p) = &args.metadata_file {
