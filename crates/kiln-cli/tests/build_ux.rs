@@ -441,6 +441,40 @@ fn platform_sets_the_config_and_refuses_foreign_run_steps() {
     assert_ne!(out, host_out);
     assert_ne!(config_of(&env.path("h.tar"))["architecture"], arch);
 
+    // A host binary in that image: caught before export, unless opted out.
+    env.gcc("stat", &["-static"]);
+    env.kilnfile(&elf_kilnfile("static_base()", "stat", ""));
+    let err = env.fails(&[
+        "build",
+        "ctx",
+        "--platform",
+        &platform,
+        "-o",
+        "type=oci,dest=s.tar",
+    ]);
+    let host = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    assert!(
+        err.contains(&format!("`/usr/local/bin/stat` is built for {host}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("the image is for {platform}")),
+        "{err}"
+    );
+    assert!(err.contains("exec format error"), "{err}");
+    assert!(err.contains(&format!("GOARCH={arch}")), "{err}");
+    assert!(!env.path("s.tar").exists());
+    env.kilnfile(&elf_kilnfile(
+        "static_base()",
+        "stat",
+        ", [allow_dynamic()]",
+    ));
+    env.ok(&["build", "ctx", "--platform", &platform]);
+
     // A run step for that platform: a clear error before anything runs.
     env.busybox_image();
     env.kilnfile("let app = image(\"bb:1\")\n    .run(\"echo hi\");\n");

@@ -4,7 +4,12 @@
 //! or directory" (the kernel cannot find its `PT_INTERP`). This module finds
 //! such binaries before the image is exported.
 //!
-//! [`linkage`] is a pure function over a file's bytes (parsed with goblin).
+//! The same walk catches the other trap of `--platform`: an executable of
+//! another architecture (an amd64 Go binary in a linux/arm64 image) would
+//! fail with "exec format error".
+//!
+//! [`linkage`] and [`goarch`] are pure functions over a file's bytes
+//! (parsed with goblin).
 //! [`check`] walks what the final image's copies brought in: each `copy`
 //! is one file op that adds exactly one layer, so the layers of the file ops
 //! on the final stage's chain are read back from the store and every ELF
@@ -46,33 +51,68 @@ pub fn is_elf(bytes: &[u8]) -> bool {
 
 /// How the ELF file in `bytes` is linked.
 pub fn linkage(bytes: &[u8]) -> Linkage {
+    examine(bytes).0
+}
+
+/// The GOARCH name (as in image configs) of the ELF file in `bytes`, when
+/// it is one kiln knows.
+pub fn goarch(bytes: &[u8]) -> Option<&'static str> {
+    examine(bytes).1
+}
+
+fn machine_goarch(elf: &Elf) -> Option<&'static str> {
+    use goblin::elf::header::{EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64};
+    Some(match elf.header.e_machine {
+        EM_X86_64 => "amd64",
+        EM_AARCH64 => "arm64",
+        EM_386 => "386",
+        EM_ARM => "arm",
+        EM_RISCV if elf.is_64 => "riscv64",
+        EM_PPC64 if elf.little_endian => "ppc64le",
+        EM_PPC64 => "ppc64",
+        EM_S390 if elf.is_64 => "s390x",
+        _ => return None,
+    })
+}
+
+/// Whether a program for `found` runs in an image for `image` (the kernel
+/// runs 32-bit x86 and, mostly, 32-bit arm programs on their 64-bit kin).
+pub fn arch_fits(found: &str, image: &str) -> bool {
+    found == image || matches!((found, image), ("386", "amd64") | ("arm", "arm64"))
+}
+
+fn examine(bytes: &[u8]) -> (Linkage, Option<&'static str>) {
     if !is_elf(bytes) {
-        return Linkage::NotElf;
+        return (Linkage::NotElf, None);
     }
     match Elf::parse(bytes) {
-        Err(e) => Linkage::Malformed(e.to_string()),
+        Err(e) => (Linkage::Malformed(e.to_string()), None),
         Ok(elf) => {
+            let arch = machine_goarch(&elf);
             let interpreter = elf.interpreter.map(str::to_string);
             let needed: Vec<String> = elf.libraries.iter().map(|s| s.to_string()).collect();
-            if interpreter.is_none() && needed.is_empty() {
+            let linkage = if interpreter.is_none() && needed.is_empty() {
                 Linkage::Static
             } else {
                 Linkage::Dynamic {
                     interpreter,
                     needed,
                 }
-            }
+            };
+            (linkage, arch)
         }
     }
 }
 
-/// A dynamically linked file a copy put into a static image.
+/// A file a copy put into a static image that would not run there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offender {
     /// Absolute path in the image.
     pub path: String,
     pub interpreter: Option<String>,
     pub needed: Vec<String>,
+    /// Its architecture (GOARCH), when known.
+    pub arch: Option<String>,
     /// The copy step's name and Kilnfile location.
     pub step: Option<String>,
     pub location: Option<Location>,
@@ -84,6 +124,12 @@ pub enum ElfCheckError {
     Dynamic {
         /// `static_base()` or `scratch()`.
         base: String,
+        offenders: Vec<Offender>,
+    },
+    #[error("{}", describe_arch(arch, offenders))]
+    Arch {
+        /// The image's architecture (GOARCH).
+        arch: String,
         offenders: Vec<Offender>,
     },
     #[error("cannot read layer {digest} of step `{step}` to check its binaries: {reason}")]
@@ -99,6 +145,13 @@ impl ElfCheckError {
     pub fn help(&self) -> Option<String> {
         match self {
             ElfCheckError::Dynamic { .. } => Some(FIX.to_string()),
+            ElfCheckError::Arch { arch, .. } => Some(format!(
+                "build it for linux/{arch}: Go `GOARCH={arch}`, Rust `--target {}`, C a cross \
+                 compiler (`gcc-{}` packages); or build the image for the binary's platform \
+                 (`--platform`); `allow_dynamic()` on the copy skips the check",
+                rust_target(arch),
+                gnu_triple(arch),
+            )),
             ElfCheckError::Layer { .. } => None,
         }
     }
@@ -108,6 +161,59 @@ impl ElfCheckError {
 pub const FIX: &str = "link it statically: Go `CGO_ENABLED=0 go build`, C/C++ `gcc -static`, \
 Rust `RUSTFLAGS=\"-C target-feature=+crt-static\"` (or a musl target); \
 or, when the image brings its own loader and libraries, mark the copy with `allow_dynamic()`";
+
+fn rust_target(arch: &str) -> String {
+    match arch {
+        "amd64" => "x86_64-unknown-linux-musl".into(),
+        "arm64" => "aarch64-unknown-linux-musl".into(),
+        "386" => "i686-unknown-linux-musl".into(),
+        "arm" => "armv7-unknown-linux-musleabihf".into(),
+        "riscv64" => "riscv64gc-unknown-linux-gnu".into(),
+        "ppc64le" => "powerpc64le-unknown-linux-gnu".into(),
+        "s390x" => "s390x-unknown-linux-gnu".into(),
+        other => format!("<{other} target>"),
+    }
+}
+
+fn gnu_triple(arch: &str) -> &'static str {
+    match arch {
+        "amd64" => "x86-64-linux-gnu",
+        "arm64" => "aarch64-linux-gnu",
+        "386" => "i686-linux-gnu",
+        "arm" => "arm-linux-gnueabihf",
+        "riscv64" => "riscv64-linux-gnu",
+        "ppc64le" => "powerpc64le-linux-gnu",
+        "s390x" => "s390x-linux-gnu",
+        _ => "<arch>-linux-gnu",
+    }
+}
+
+fn copied_by(s: &mut String, o: &Offender) {
+    if let Some(step) = &o.step {
+        s.push_str(&format!(", copied by `{step}`"));
+    }
+    if let Some(l) = &o.location {
+        s.push_str(&format!(" at {l}"));
+    }
+}
+
+fn describe_arch(arch: &str, offenders: &[Offender]) -> String {
+    let mut s = String::new();
+    for o in offenders {
+        s.push_str(&format!(
+            "`{}` is built for {}",
+            o.path,
+            o.arch.as_deref().unwrap_or("another architecture")
+        ));
+        copied_by(&mut s, o);
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "the image is for linux/{arch}: {} would fail with \"exec format error\"",
+        if offenders.len() == 1 { "it" } else { "they" }
+    ));
+    s
+}
 
 fn describe(base: &str, offenders: &[Offender]) -> String {
     let mut s = String::new();
@@ -124,12 +230,7 @@ fn describe(base: &str, offenders: &[Offender]) -> String {
             s.push_str(&format!(", needs {}", o.needed.join(", ")));
         }
         s.push(')');
-        if let Some(step) = &o.step {
-            s.push_str(&format!(", copied by `{step}`"));
-        }
-        if let Some(l) = &o.location {
-            s.push_str(&format!(" at {l}"));
-        }
+        copied_by(&mut s, o);
     }
     s.push_str(&format!(
         "\nthe image is rooted in `{base}`, which has no dynamic loader or libc: {} would not start",
@@ -158,10 +259,13 @@ fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, &SourceOp)> {
     }
 }
 
-/// Checks the final image (`root`, the solved result of `def`): when its
-/// stage starts from `static_base()` or `scratch()`, every ELF file a copy
-/// without `allow_dynamic()` brought in must be statically linked.
-pub fn check(store: &Store, def: &Definition, root: &Ref) -> Result<(), ElfCheckError> {
+/// Checks the final image (`root`, the solved result of `def`, for the
+/// architecture `arch`, a GOARCH name): when its stage starts from
+/// `static_base()` or `scratch()`, every ELF file a copy without
+/// `allow_dynamic()` brought in must be statically linked and built for
+/// `arch`. Dynamic linking is reported first: it is the fix that matters
+/// on any platform.
+pub fn check(store: &Store, def: &Definition, root: &Ref, arch: &str) -> Result<(), ElfCheckError> {
     let Some((chain, source)) = stage_chain(def) else {
         return Ok(());
     };
@@ -176,6 +280,7 @@ pub fn check(store: &Store, def: &Definition, root: &Ref) -> Result<(), ElfCheck
         return Ok(());
     }
     let mut offenders = Vec::new();
+    let mut foreign = Vec::new();
     for (v, layer) in chain.iter().zip(root.layers.iter().rev()) {
         let Op::File(f) = &v.op else { continue };
         let copies: Vec<bool> = f
@@ -190,40 +295,61 @@ pub fn check(store: &Store, def: &Definition, root: &Ref) -> Result<(), ElfCheck
             continue;
         }
         let step = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
-        for (path, interpreter, needed) in dynamic_in_layer_cached(store, layer, &step)? {
-            offenders.push(Offender {
-                path,
-                interpreter,
-                needed,
+        for f in elf_in_layer_cached(store, layer, &step)? {
+            let wrong_arch = f.arch.as_deref().is_some_and(|a| !arch_fits(a, arch));
+            let o = Offender {
+                path: f.path,
+                interpreter: f.interpreter,
+                needed: f.needed,
+                arch: f.arch,
                 step: v.meta.name.clone(),
                 location: v.meta.location.clone(),
-            });
+            };
+            if f.dynamic {
+                offenders.push(o);
+            } else if wrong_arch {
+                foreign.push(o);
+            }
         }
     }
     // Base-most copies first, as they appear in the Kilnfile.
     offenders.reverse();
-    if offenders.is_empty() {
-        Ok(())
-    } else {
-        Err(ElfCheckError::Dynamic {
+    foreign.reverse();
+    if !offenders.is_empty() {
+        return Err(ElfCheckError::Dynamic {
             base: base.to_string(),
             offenders,
-        })
+        });
     }
+    if !foreign.is_empty() {
+        return Err(ElfCheckError::Arch {
+            arch: arch.to_string(),
+            offenders: foreign,
+        });
+    }
+    Ok(())
 }
 
-type Found = (String, Option<String>, Vec<String>);
+/// An ELF file in a layer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Found {
+    path: String,
+    dynamic: bool,
+    interpreter: Option<String>,
+    needed: Vec<String>,
+    arch: Option<String>,
+}
 
 const RECORD_KIND: &str = "elf-check";
 
-/// [`dynamic_in_layer`], remembered per layer blob: a layer is immutable,
-/// and a no-op rebuild must not decompress the image's binaries again.
-fn dynamic_in_layer_cached(
+/// [`elf_in_layer`], remembered per layer blob: a layer is immutable, and
+/// a no-op rebuild must not decompress the image's binaries again.
+fn elf_in_layer_cached(
     store: &Store,
     layer: &LayerRef,
     step: &str,
 ) -> Result<Vec<Found>, ElfCheckError> {
-    let key = format!("elfcheck/v1/{}", layer.digest);
+    let key = format!("elfcheck/v2/{}", layer.digest);
     if let Some(found) = store
         .get_record(RECORD_KIND, key.as_bytes())
         .ok()
@@ -232,7 +358,7 @@ fn dynamic_in_layer_cached(
     {
         return Ok(found);
     }
-    let found = dynamic_in_layer(store, layer, step)?;
+    let found = elf_in_layer(store, layer, step)?;
     if let Ok(b) = serde_json::to_vec(&found) {
         // Losing the record only costs reading the layer again.
         let _ = store.put_record(RECORD_KIND, key.as_bytes(), &b);
@@ -240,12 +366,8 @@ fn dynamic_in_layer_cached(
     Ok(found)
 }
 
-/// The dynamically linked ELF files in one layer blob.
-fn dynamic_in_layer(
-    store: &Store,
-    layer: &LayerRef,
-    step: &str,
-) -> Result<Vec<Found>, ElfCheckError> {
+/// The ELF files in one layer blob, with their linkage and architecture.
+fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found>, ElfCheckError> {
     let lerr = |reason: String| ElfCheckError::Layer {
         digest: layer.digest.clone(),
         step: step.to_string(),
@@ -290,15 +412,30 @@ fn dynamic_in_layer(
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| lerr(e.to_string()))?;
-        match linkage(&bytes) {
+        let (linkage, arch) = examine(&bytes);
+        let arch = arch.map(String::from);
+        match linkage {
             Linkage::Dynamic {
                 interpreter,
                 needed,
-            } => found.push((path, interpreter, needed)),
+            } => found.push(Found {
+                path,
+                dynamic: true,
+                interpreter,
+                needed,
+                arch,
+            }),
+            Linkage::Static => found.push(Found {
+                path,
+                dynamic: false,
+                interpreter: None,
+                needed: Vec::new(),
+                arch,
+            }),
             Linkage::Malformed(reason) => {
                 tracing::debug!(%path, %reason, "not checking a malformed ELF file");
             }
-            Linkage::NotElf | Linkage::Static => {}
+            Linkage::NotElf => {}
         }
     }
     Ok(found)
@@ -339,6 +476,22 @@ mod tests {
         }
         let b = std::fs::read("/bin/busybox").unwrap();
         assert_eq!(linkage(&b), Linkage::Static);
+        let host = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        assert_eq!(goarch(&t), Some(host));
+        assert_eq!(goarch(&b), Some(host));
+        assert_eq!(goarch(b"#!/bin/sh\n"), None);
+    }
+
+    #[test]
+    fn arch_compatibility() {
+        assert!(arch_fits("amd64", "amd64"));
+        assert!(arch_fits("386", "amd64"));
+        assert!(!arch_fits("amd64", "arm64"));
+        assert!(!arch_fits("arm64", "amd64"));
     }
 
     #[test]
@@ -349,6 +502,7 @@ mod tests {
                 path: "/usr/local/bin/hello".into(),
                 interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
                 needed: vec!["libc.so.6".into()],
+                arch: Some("amd64".into()),
                 step: Some("app: copy".into()),
                 location: Some(Location {
                     file: "Kilnfile".into(),
@@ -364,6 +518,30 @@ mod tests {
         );
         let help = e.help().unwrap();
         for fix in ["CGO_ENABLED=0", "-static", "+crt-static", "allow_dynamic()"] {
+            assert!(help.contains(fix), "{help}");
+        }
+    }
+
+    #[test]
+    fn arch_message_names_binary_arch_and_fix() {
+        let e = ElfCheckError::Arch {
+            arch: "arm64".into(),
+            offenders: vec![Offender {
+                path: "/hello".into(),
+                interpreter: None,
+                needed: vec![],
+                arch: Some("amd64".into()),
+                step: Some("app: copy".into()),
+                location: None,
+            }],
+        };
+        assert_eq!(
+            e.to_string(),
+            "`/hello` is built for amd64, copied by `app: copy`\n\
+             the image is for linux/arm64: it would fail with \"exec format error\""
+        );
+        let help = e.help().unwrap();
+        for fix in ["GOARCH=arm64", "aarch64-unknown-linux-musl", "--platform"] {
             assert!(help.contains(fix), "{help}");
         }
     }

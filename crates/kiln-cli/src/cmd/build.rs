@@ -289,7 +289,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .into_diagnostic()
         .wrap_err("cannot commit the image's layers")?;
     // Before anything is stored under a name or exported.
-    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root) {
+    let arch = platform
+        .as_ref()
+        .map(|p| p.architecture.clone())
+        .unwrap_or_else(|| kiln_oci::host_arch().to_string());
+    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &arch) {
         elf_failure(e, &name, &text).print(progress);
         return Ok(ExitCode::FAILURE);
     }
@@ -499,7 +503,9 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
 fn elf_failure(e: kiln_worker::elfcheck::ElfCheckError, file: &str, text: &str) -> BuildFailure {
     let help = e.help();
     let mut f = BuildFailure::new(file, text, e.to_string());
-    if let kiln_worker::elfcheck::ElfCheckError::Dynamic { offenders, .. } = &e {
+    if let kiln_worker::elfcheck::ElfCheckError::Dynamic { offenders, .. }
+    | kiln_worker::elfcheck::ElfCheckError::Arch { offenders, .. } = &e
+    {
         for o in offenders {
             f = f.label(o.location.as_ref(), &format!("copies `{}`", o.path));
         }
