@@ -494,6 +494,19 @@ impl Store {
         }
     }
 
+    /// Marks the record as just used (its times become now), so that
+    /// pruning by age (`kiln cache prune --filter until=`) keeps what
+    /// builds still use. Best effort: a failure only makes it look older.
+    pub fn touch_record(&self, kind: &str, key: &[u8]) {
+        if check_kind(kind).is_err() {
+            return;
+        }
+        let path = self.record_path(kind, key);
+        if let Ok(f) = fs::OpenOptions::new().write(true).open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
     /// Removes the record; returns whether it existed.
     pub fn remove_record(&self, kind: &str, key: &[u8]) -> Result<bool> {
         check_kind(kind)?;

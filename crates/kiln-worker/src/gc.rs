@@ -435,7 +435,8 @@ pub struct PruneOptions {
     pub all: bool,
     /// stop once the store is this small, oldest first
     pub keep_storage: Option<u64>,
-    /// only what is older than this (by when it was last written)
+    /// only what was not used for this long (records: last written or
+    /// looked up by a build; other data: last written)
     pub until: Option<Duration>,
 }
 

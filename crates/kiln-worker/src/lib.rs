@@ -627,6 +627,10 @@ impl kiln_solver::Worker for LocalWorker {
                     // A damaged or dangling record is a miss, not an error.
                     .and_then(|bytes| serde_json::from_slice::<Ref>(&bytes).ok())
                     .filter(|r| r.complete(&inner.store));
+                if local.is_some() {
+                    // for `kiln cache prune --filter until=`: still in use
+                    inner.store.touch_record(RECORD_KIND, key.as_bytes());
+                }
                 Ok(local.or_else(|| {
                     let import = inner.import.get()?;
                     import.lookup(&key, &inner.store)

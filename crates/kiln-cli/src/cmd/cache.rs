@@ -52,8 +52,8 @@ pub struct PruneArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub keep_storage: Option<u64>,
 
-    /// `until=DURATION`: remove only what was written longer ago than
-    /// DURATION (e.g. `24h`, `90m`, `7d`)
+    /// `until=DURATION`: remove only cache no build used for DURATION
+    /// (e.g. `24h`, `90m`, `7d`)
     #[arg(long, value_name = "until=DURATION", value_parser = parse_filter)]
     pub filter: Vec<Duration>,
 }
