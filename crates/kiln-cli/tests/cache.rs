@@ -463,6 +463,23 @@ fn cache_export_import_across_stores_paths_and_users() {
     let (_, err) = kiln_as_kilntest(&home2, dir, &["cache", "check"]);
     assert!(err.contains("the store is consistent"), "{err}");
 
+    // rootless, a step's files are removed by prune too, and the build
+    // after it redoes the step
+    let ctx2_s = ctx2.to_str().unwrap();
+    kiln_as_kilntest(&home2, dir, &["build", ctx2_s, "--no-cache"]);
+    kiln_as_kilntest(&home2, dir, &["cache", "prune"]);
+    let (out, _) = kiln_as_kilntest(&home2, dir, &["cache", "du", "--format", "json"]);
+    let usage: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(usage["snapshots"]["count"], 0, "{usage:#}");
+    assert_eq!(usage["temp"]["count"], 0, "{usage:#}");
+    let (digest, err) = kiln_as_kilntest(&home2, dir, &["build", ctx2_s, "--progress", "plain"]);
+    assert_eq!(digest, reference);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("seq 1 3000") && !l.ends_with(" CACHED")),
+        "{err}"
+    );
+
     // min mode exports only the final stage's steps: a fresh store still
     // runs the builder, and the final copy hits when its bytes match
     let min = dir.join("cache-min");
