@@ -288,8 +288,13 @@ pub fn clean_stale_tmp(store: &Store, helper: Option<&Path>) -> Option<fs::File>
     let alone = lock
         .as_ref()
         .is_some_and(|f| flock(f, FlockOperation::NonBlockingLockExclusive).is_ok());
+    if !alone && let Some(f) = &lock {
+        // blocks while a starting worker that is alone still cleans up, so
+        // it never removes a sandbox directory of ours
+        let _ = flock(f, FlockOperation::LockShared);
+    }
     let Ok(rd) = fs::read_dir(&base) else {
-        if let Some(f) = &lock {
+        if alone && let Some(f) = &lock {
             let _ = flock(f, FlockOperation::LockShared);
         }
         return lock;
@@ -305,7 +310,7 @@ pub fn clean_stale_tmp(store: &Store, helper: Option<&Path>) -> Option<fs::File>
             remove_tree(&e.path(), helper);
         }
     }
-    if let Some(f) = &lock {
+    if alone && let Some(f) = &lock {
         // downgrade: others may clean only pid-named entries now
         let _ = flock(f, FlockOperation::LockShared);
     }
