@@ -299,3 +299,72 @@ fn digests_are_those_of_the_tar_per_step_worker_root_and_rootless() {
     // Rootless, from the very same base image: the same images.
     same_as_rootless(&env, &["fat", "build", "app"]);
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_a_later_build_trusts() {
+    let env = Env::new();
+    env.busybox();
+    env.kilnfile(
+        r#"
+let app = image("bb:1")
+    .run("echo started > /half && sleep 30 && echo done > /x")
+    .entrypoint(["/bin/cat", "/x"]);
+"#,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "ctx"])
+        .current_dir(env.dir.path())
+        .env("KILN_HOME", env.path("home"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the step's upper holds its first write, then SIGKILL kiln.
+    let wt = env.path("home/worker-tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let upper = loop {
+        let found = std::fs::read_dir(&wt).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.join("half").exists())
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let snaps_before = env.count("home/snapshots");
+
+    // The next build runs the step again (nothing of the killed one counts)
+    // and removes what the dead process left in the scratch area.
+    env.kilnfile(
+        r#"
+let app = image("bb:1")
+    .run("echo started > /half && echo done > /x")
+    .entrypoint(["/bin/cat", "/x"]);
+"#,
+    );
+    let (_, err) = env.ok(&["build", "ctx"]);
+    assert!(
+        steps(&err)
+            .iter()
+            .any(|(n, s)| n.contains("echo started") && s == "done"),
+        "{err}"
+    );
+    assert!(!upper.exists(), "the killed step's upper is still there");
+    let left: Vec<_> = std::fs::read_dir(&wt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "worker-tmp still holds {left:?}");
+    // Only the new step's layer was added.
+    assert_eq!(env.count("home/snapshots"), snaps_before + 1);
+}
