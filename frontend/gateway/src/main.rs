@@ -1,6 +1,7 @@
 //! `kiln-frontend`: the BuildKit gateway frontend binary (see the library
 //! docs). BuildKit runs it with the gateway connection on stdin/stdout.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use kiln_frontend_gateway::{Bridge, Env, Outcome, run};
@@ -15,6 +16,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
