@@ -93,6 +93,7 @@ pub fn emit(def: &Definition, opts: &Options) -> Result<Llb, EmitError> {
         locations: BTreeMap::new(),
         vertices: HashMap::new(),
         static_base: None,
+        platforms: HashMap::new(),
     };
     for v in &def.vertices {
         let out = e.vertex(v)?;
@@ -155,6 +156,8 @@ struct Emitter<'a> {
     locations: BTreeMap<String, pb::Locations>,
     vertices: HashMap<Digest, Option<String>>,
     static_base: Option<String>,
+    /// The platform of every op emitted so far.
+    platforms: HashMap<String, pb::Platform>,
 }
 
 /// An op's input list: equal inputs share one index.
@@ -203,10 +206,29 @@ impl Emitter<'_> {
     }
 
     fn op(&self, inputs: Inputs, kind: pb::op::Kind, platform: Option<&Platform>) -> pb::Op {
+        self.op_on(
+            inputs,
+            kind,
+            pb_platform(platform.unwrap_or(&self.opts.platform)),
+        )
+    }
+
+    /// An op that builds on `base`: it runs on `base`'s platform (a step on
+    /// an `arm64` image is an `arm64` step), the build's for scratch.
+    fn op_inheriting(&self, inputs: Inputs, kind: pb::op::Kind, base: &Option<String>) -> pb::Op {
+        let platform = base
+            .as_ref()
+            .and_then(|d| self.platforms.get(d))
+            .cloned()
+            .unwrap_or_else(|| pb_platform(&self.opts.platform));
+        self.op_on(inputs, kind, platform)
+    }
+
+    fn op_on(&self, inputs: Inputs, kind: pb::op::Kind, platform: pb::Platform) -> pb::Op {
         pb::Op {
             inputs: inputs.0,
             op: Some(kind),
-            platform: Some(pb_platform(platform.unwrap_or(&self.opts.platform))),
+            platform: Some(platform),
             constraints: Some(pb::WorkerConstraints::default()),
         }
     }
@@ -215,8 +237,10 @@ impl Emitter<'_> {
     fn push(&mut self, op: pb::Op, name: String, meta: &Meta, cap_list: &[&str]) -> String {
         let bytes = op.encode_to_vec();
         let digest = op_digest(&bytes);
-        if !self.ops.iter().any(|(d, _)| *d == digest) {
+        if !self.platforms.contains_key(&digest) {
             self.ops.push((digest.clone(), bytes));
+            self.platforms
+                .insert(digest.clone(), op.platform.clone().unwrap_or_default());
             let mut c = caps(cap_list);
             c.insert("constraints".into(), true);
             c.insert("platform".into(), true);
@@ -501,7 +525,7 @@ impl Emitter<'_> {
             security: pb::SecurityMode::Sandbox as i32,
             secretenv,
         };
-        let op = self.op(inputs, pb::op::Kind::Exec(exec), None);
+        let op = self.op_inheriting(inputs, pb::op::Kind::Exec(exec), &root);
         let name = v
             .meta
             .name
@@ -608,7 +632,7 @@ impl Emitter<'_> {
                 action: Some(action),
             });
         }
-        let op = self.op(inputs, pb::op::Kind::File(pb::FileOp { actions }), None);
+        let op = self.op_inheriting(inputs, pb::op::Kind::File(pb::FileOp { actions }), &base);
         let name = v.meta.name.clone().unwrap_or_else(|| file_name(f));
         Ok(Some(self.push(op, name, &v.meta, &cap_list)))
     }
@@ -634,7 +658,7 @@ impl Emitter<'_> {
                         })
                         .collect(),
                 };
-                let op = self.op(inputs, pb::op::Kind::Merge(merge), None);
+                let op = self.op_inheriting(inputs, pb::op::Kind::Merge(merge), &parts[0]);
                 let name = v.meta.name.clone().unwrap_or_else(|| "merge".into());
                 Ok(Some(self.push(op, name, &v.meta, &["mergeop"])))
             }

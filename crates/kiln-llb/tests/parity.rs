@@ -73,6 +73,8 @@ fn kiln_side(def: &Definition) -> (BTreeSet<String>, String) {
                             readonly,
                         } => format!("{} bind {} {selector} ro={readonly}", m.target, input(*i)),
                         MountKind::Cache { id, sharing } => {
+                            // An empty id is the target's cache (as in BuildKit).
+                            let id = if id.is_empty() { &m.target } else { id };
                             format!("{} cache {id} {sharing:?}", m.target)
                         }
                         MountKind::Secret {
@@ -334,51 +336,52 @@ fn llb_side(def: &pb::Definition) -> (BTreeSet<String>, String) {
                     .cloned()
                     .collect();
                 env.sort();
-                let mut mounts: Vec<String> = x.mounts[1..]
-                    .iter()
-                    .map(|m| {
-                        assert_eq!(m.output, -1, "only the root mount has an output");
-                        match pb::MountType::try_from(m.mount_type).unwrap() {
-                            pb::MountType::Bind => format!(
-                                "{} bind {} {} ro={}",
-                                m.dest,
-                                input(m.input),
-                                if m.selector.is_empty() {
-                                    "/"
-                                } else {
-                                    &m.selector
-                                },
-                                m.readonly
-                            ),
-                            pb::MountType::Cache => {
-                                let c = m.cache_opt.as_ref().unwrap();
-                                let sharing = match pb::CacheSharingOpt::try_from(c.sharing).unwrap()
-                                {
-                                    pb::CacheSharingOpt::Shared => "Shared",
-                                    pb::CacheSharingOpt::Private => "Private",
-                                    pb::CacheSharingOpt::Locked => "Locked",
-                                };
-                                format!("{} cache {} {sharing}", m.dest, c.id)
+                let mut mounts: Vec<String> =
+                    x.mounts[1..]
+                        .iter()
+                        .map(|m| {
+                            assert_eq!(m.output, -1, "only the root mount has an output");
+                            match pb::MountType::try_from(m.mount_type).unwrap() {
+                                pb::MountType::Bind => format!(
+                                    "{} bind {} {} ro={}",
+                                    m.dest,
+                                    input(m.input),
+                                    if m.selector.is_empty() {
+                                        "/"
+                                    } else {
+                                        &m.selector
+                                    },
+                                    m.readonly
+                                ),
+                                pb::MountType::Cache => {
+                                    let c = m.cache_opt.as_ref().unwrap();
+                                    let sharing =
+                                        match pb::CacheSharingOpt::try_from(c.sharing).unwrap() {
+                                            pb::CacheSharingOpt::Shared => "Shared",
+                                            pb::CacheSharingOpt::Private => "Private",
+                                            pb::CacheSharingOpt::Locked => "Locked",
+                                        };
+                                    format!("{} cache {} {sharing}", m.dest, c.id)
+                                }
+                                pb::MountType::Secret => {
+                                    let s = m.secret_opt.as_ref().unwrap();
+                                    format!(
+                                        "{} secret {} required={} {:o} {}:{}",
+                                        m.dest, s.id, !s.optional, s.mode, s.uid, s.gid
+                                    )
+                                }
+                                pb::MountType::Tmpfs => format!(
+                                    "{} tmpfs {}",
+                                    m.dest,
+                                    m.tmpfs_opt.as_ref().map_or(0, |t| t.size)
+                                ),
+                                pb::MountType::Ssh => panic!("kiln emits no ssh mounts"),
                             }
-                            pb::MountType::Secret => {
-                                let s = m.secret_opt.as_ref().unwrap();
-                                format!(
-                                    "{} secret {} required={} {:o} {}:{}",
-                                    m.dest, s.id, !s.optional, s.mode, s.uid, s.gid
-                                )
-                            }
-                            pb::MountType::Tmpfs => format!(
-                                "{} tmpfs {}",
-                                m.dest,
-                                m.tmpfs_opt.as_ref().map_or(0, |t| t.size)
-                            ),
-                            pb::MountType::Ssh => panic!("kiln emits no ssh mounts"),
-                        }
-                    })
-                    .chain(x.secretenv.iter().map(|s| {
-                        format!("{} secretenv {} required={}", s.name, s.id, !s.optional)
-                    }))
-                    .collect();
+                        })
+                        .chain(x.secretenv.iter().map(|s| {
+                            format!("{} secretenv {} required={}", s.name, s.id, !s.optional)
+                        }))
+                        .collect();
                 mounts.sort();
                 let net = match pb::NetMode::try_from(x.network).unwrap() {
                     pb::NetMode::Unset => "default",
@@ -467,4 +470,15 @@ fn parity_notices_a_difference() {
     let (kiln, _) = kiln_side(&def);
     let (bk, _) = llb_side(&llb.definition);
     assert_ne!(kiln, bk, "{name}");
+}
+
+#[test]
+fn every_feature_has_parity() {
+    let def = common::feature_graph();
+    let llb = emit(&def, &Options::new(common::amd64())).unwrap();
+    let (kiln, kiln_root) = kiln_side(&def);
+    let (bk, bk_root) = llb_side(&decode(&encode(&llb.definition)).unwrap());
+    assert_eq!(kiln, bk);
+    assert_eq!(kiln_root, bk_root);
+    assert!(kiln.iter().any(|l| l.contains("merge")), "{kiln:#?}");
 }

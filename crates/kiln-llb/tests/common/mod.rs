@@ -1,5 +1,7 @@
 //! Shared helpers: the examples, compiled the way `kiln graph` does.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::path::{Path, PathBuf};
 
 use kiln_dag::{Definition, Platform};
@@ -31,4 +33,82 @@ pub fn compile(name: &str, text: &str) -> Definition {
         Ok(c) => c.definition,
         Err(d) => panic!("example {name} does not compile: {d:?}"),
     }
+}
+
+/// A graph with every kind of op, mount and file action kiln has, built
+/// with the `State` API (the examples do not use them all).
+pub fn feature_graph() -> Definition {
+    use kiln_dag::{CacheSharing, Chown, CopyOptions, Exec, ExecMount, Network, State};
+    let ctx = State::context("context", vec!["src".into()], vec!["src/*.tmp".into()]);
+    let base = State::image(
+        format!("docker.io/library/alpine:3.20@sha256:{}", "a".repeat(64)),
+        Some("linux/arm64".parse().unwrap()),
+    );
+    let step = base.workdir("/w").user("builder").env("A", "1").run(
+        Exec::shell("make")
+            .mount(ExecMount::Bind {
+                target: "/src".into(),
+                from: ctx.clone(),
+                selector: "/src".into(),
+                readonly: true,
+            })
+            .mount(ExecMount::SecretEnv {
+                name: "TOKEN".into(),
+                id: "tok".into(),
+                required: false,
+            })
+            .mount(ExecMount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(1 << 20),
+            })
+            .mount(ExecMount::Cache {
+                target: "/root/.cache".into(),
+                id: String::new(),
+                sharing: CacheSharing::Private,
+            })
+            .mount(ExecMount::Secret {
+                target: "/run/secrets/npmrc".into(),
+                id: "npmrc".into(),
+                required: true,
+                mode: 0o440,
+                uid: 1000,
+                gid: 1000,
+            })
+            .network(Network::None),
+    );
+    let files = State::scratch()
+        .mkdir(
+            "/etc/app",
+            0o750,
+            true,
+            Some(Chown {
+                user: "app".into(),
+                group: Some("app".into()),
+            }),
+        )
+        .mkfile(
+            "/etc/app/conf",
+            b"x=1\n",
+            0o640,
+            Some(Chown {
+                user: "1000".into(),
+                group: None,
+            }),
+        )
+        .symlink("/etc/app/conf", "/conf")
+        .rm("/nothing", true)
+        .copy(
+            &step,
+            "/out",
+            "/usr/lib/",
+            CopyOptions {
+                include: vec!["*.so".into()],
+                exclude: vec!["test*".into()],
+                chmod: Some(0o644),
+                ..Default::default()
+            },
+        );
+    State::merge(&[State::static_base(), files, State::scratch()])
+        .cmd(vec!["/conf".into()])
+        .definition()
 }
