@@ -853,6 +853,31 @@ fn write_local(store: &Store, p: &Plan, dir: &Path) -> Result<ExportStats, Cache
         path: blobs_dir.clone(),
         source,
     })?;
+    // One export into a directory at a time: an export removes what only
+    // the previous index named, which a concurrent one may be reusing.
+    let lock_path = dir.join(".kiln-lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| CacheIoError::Write {
+            path: lock_path.clone(),
+            source,
+        })?;
+    // flock(2): released when the file closes (or kiln dies)
+    loop {
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(CacheIoError::Write {
+                    path: lock_path,
+                    source: e.into(),
+                });
+            }
+        }
+    }
     let mut stats = ExportStats {
         records: p.records,
         ..ExportStats::default()
@@ -918,6 +943,7 @@ fn write_local(store: &Store, p: &Plan, dir: &Path) -> Result<ExportStats, Cache
             }
         }
     }
+    drop(lock);
     Ok(stats)
 }
 
