@@ -96,14 +96,16 @@ pub struct Args {
 
     /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` writes
     /// an OCI layout holding the cache records and the layers they need
-    /// (only what DIR lacks). `min` (default) keeps the final image's
-    /// steps, `max` every step of every stage. Repeatable
+    /// (only what DIR lacks); `type=registry,ref=REF[,mode=min|max]` pushes
+    /// the same under a tag (only blobs the registry lacks). `min`
+    /// (default) keeps the final image's steps, `max` every step of every
+    /// stage. See docs/ci.md. Repeatable
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
 
-    /// Use a build cache exported with `--cache-to`: `type=local,src=DIR`.
-    /// Steps whose inputs are unchanged are CACHED; a layer is copied from
-    /// DIR only when a step needs it. Repeatable
+    /// Use a build cache exported with `--cache-to`: `type=local,src=DIR`
+    /// or `type=registry,ref=REF`. Steps whose inputs are unchanged are
+    /// CACHED; a layer is fetched only when a step needs it. Repeatable
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
 }
