@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 work=$(mktemp -d /var/tmp/kiln-bench-e2e.XXXXXX)
 reg_pid=
 cleanup() {
-  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null
+  if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; fi
   umount "$work/chroot/proc" 2>/dev/null || true
   buildah --root "$work/buildah" --runroot "$work/buildah-run" rm -a >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -84,19 +84,19 @@ chroot_cmd() {
 chroot_cold=$(chroot_cmd "apt-get update -qq && apt-get install -y -qq --no-install-recommends golang-go >/dev/null && cd /src && go build -trimpath -ldflags=\\\"-s -w\\\" -o /hello main.go")
 chroot_go=$(chroot_cmd "cd /src && go build -trimpath -ldflags=\\\"-s -w\\\" -o /hello main.go")
 
-# A real edit that alternates, so every run compiles something new.
-cat >"$work/edit.sh" <<EOF
+# A real edit, new every run (a fresh number in the greeting): flipping
+# between two versions would hit kiln's cache from the third run on.
+cat >"$work/edit.sh" <<'EOF'
 #!/bin/sh
-# flips the greeting in \$1/main.go between two versions
-f=\$1/main.go
-if grep -q 'hello from' "\$f"; then sed -i 's/hello from/hello again from/' "\$f"
-else sed -i 's/hello again from/hello from/' "\$f"; fi
+# sets the greeting of $1/main.go to "... built by kiln NANOSECONDS"
+sed -i "s/built by kiln[ 0-9]*\")/built by kiln $(date +%s%N)\")/" "$1/main.go"
+grep -q "built by kiln [0-9]" "$1/main.go" || { echo "edit.sh: no greeting in $1/main.go" >&2; exit 1; }
 EOF
 chmod +x "$work/edit.sh"
 
-echo "# warm-up: first kiln build and first buildah build"
+echo "# warm-up: first kiln build (and buildah build for 1)"
 $kiln_build >/dev/null 2>"$work/kiln-first.log"
-$buildah_bud >/dev/null 2>"$work/buildah-first.log"
+skip 1 || $buildah_bud >/dev/null 2>"$work/buildah-first.log"
 
 if ! skip 1; then
   echo "## 1. fully cached no-op rebuild"
@@ -107,7 +107,7 @@ fi
 
 if ! skip 2; then
   echo "## 2. cold build (builder image local, nothing cached)"
-  $chroot_reset
+  bash -c "$chroot_reset"
   hyperfine --runs "$RUNS_COLD" --export-json "$OUT/cold.json" \
     --prepare "$chroot_reset" \
     -n "chroot by hand" "$chroot_cold" \
@@ -118,8 +118,8 @@ if ! skip 3; then
   echo "## 3. rebuild after a real edit of main.go"
   # the chroot keeps golang-go from the cold run; make sure it has it
   if ! [ -x "$work/chroot/usr/bin/go" ]; then
-    $chroot_reset
-    eval "$chroot_cold"
+    bash -c "$chroot_reset"
+    bash -c "$chroot_cold"
   fi
   hyperfine --runs "$RUNS" --export-json "$OUT/edit.json" \
     -n "go build alone (chroot, empty GOCACHE)" \
@@ -130,7 +130,30 @@ fi
 
 if ! skip 4; then
   echo "## 4. peak RSS of a cold kiln build"
+  # time -v reports the largest of kiln and every descendant it waited for,
+  # which includes the sandboxed apt-get and go compiler: an upper bound
   /usr/bin/time -v $kiln_build --no-cache >/dev/null 2>"$work/time.log"
-  grep -E "Maximum resident|Elapsed" "$work/time.log"
+  grep -E "Maximum resident|Elapsed" "$work/time.log" | sed 's/^\s*/time -v (kiln and its steps): /'
+  # kiln's own high-water mark: VmHWM of the kiln process, read until it
+  # exits (monotonic, so the last reading is the peak up to ~0.1 s before exit)
+  $kiln_build --no-cache >/dev/null 2>&1 &
+  pid=$!
+  hwm=0
+  while kill -0 "$pid" 2>/dev/null; do
+    v=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v
+    sleep 0.1
+  done
+  wait "$pid"
+  echo "kiln process VmHWM: $hwm kB ($((hwm / 1024)) MiB)"
 fi
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+# hyperfine prints means; the medians are in its JSON
+if command -v python3 >/dev/null; then
+  python3 - "$OUT"/*.json <<'PY'
+import json, sys
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["results"]:
+        print(f"median {r['median']:.4f} s  {r['command']}")
+PY
+fi

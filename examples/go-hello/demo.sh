@@ -24,7 +24,10 @@ export KILN_HOME=${KILN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln-demo}
 work=$(mktemp -d)
 reg_pid=
 cleanup() {
-  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+  if [ -n "$reg_pid" ]; then
+    kill "$reg_pid" 2>/dev/null || true
+    wait "$reg_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
