@@ -564,3 +564,76 @@ fn copy_driver_keeps_mounts_out_and_honours_env_choice() {
         "copy_driver_keeps_mounts_out_and_honours_env_choice",
     );
 }
+
+/// `Runtime::chown` gives files to container IDs (rootless: to the matching
+/// subordinate IDs, which the calling user may not do itself) and keeps a
+/// set-user-ID bit; `Runtime::write_layer` then reads every file back as
+/// container IDs, also a private directory of another ID that the calling
+/// user cannot enter (apt's `_apt` 0700 `partial`), and removes the tree.
+#[test]
+fn chown_and_write_layer_inside_the_user_namespace() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = World::new();
+    let tree = w.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("private")).unwrap();
+    std::fs::write(tree.join("app"), b"#!/bin/sh\n").unwrap();
+    std::fs::write(tree.join("private/f"), b"secret-ish\n").unwrap();
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(tree.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode("app", 0o4755);
+    mode("private/f", 0o644);
+    mode("private", 0o700);
+    let rt = common::runtime();
+    rt.chown(
+        w.dir.path(),
+        &[
+            (tree.join("app"), 65532, 65532),
+            (tree.join("private/f"), 42, 42),
+            (tree.join("private"), 42, 42),
+        ],
+    )
+    .unwrap();
+    let (plan, _) = kiln_runtime::plan_mapping().unwrap();
+    let map = plan.mapping();
+    let app = std::fs::symlink_metadata(tree.join("app")).unwrap();
+    assert_eq!(app.uid(), map.uid_to_host(65532).unwrap());
+    assert_eq!(
+        app.mode() & 0o7777,
+        0o4755,
+        "chown kept the set-user-ID bit"
+    );
+
+    let mut tar = Vec::new();
+    let opts = kiln_layer::WriteOptions {
+        overlay_whiteouts: false,
+        id_map: Some(map),
+        source_date_epoch: Some(0),
+        xattrs: false,
+    };
+    let sum = rt.write_layer(&tree, &mut tar, &opts, true).unwrap();
+    assert_eq!(sum.entries, 3);
+    assert!(!tree.exists(), "write_layer with remove left the tree");
+    let mut got = Vec::new();
+    for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        got.push((
+            e.path().unwrap().to_string_lossy().into_owned(),
+            h.uid().unwrap(),
+            h.mode().unwrap() & 0o7777,
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            ("app".to_string(), 65532, 0o4755),
+            ("private/".into(), 42, 0o700),
+            ("private/f".into(), 42, 0o644),
+        ]
+    );
+    rerun_as(
+        "kilntest",
+        "chown_and_write_layer_inside_the_user_namespace",
+    );
+}
