@@ -512,7 +512,14 @@ impl Snapshots {
             path: target.to_path_buf(),
             reason: e.to_string(),
         })?;
-        fed.map_err(|e| berr(e.to_string()))
+        match fed {
+            // The child stops reading at the tar's end-of-archive block and
+            // the zero padding after it has nowhere to go: harmless once
+            // the layer was applied (the blob's digest was checked when
+            // it was stored).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            fed => fed.map_err(|e| berr(e.to_string())),
+        }
     }
 
     /// Makes the directory `tmp` (a step's upper or a file op's changes,
