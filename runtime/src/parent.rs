@@ -726,11 +726,17 @@ impl Runtime {
         if let Some(f) = d.failed.take() {
             return Err(classify_failure(f, "apply"));
         }
-        if let Err(source) = fed {
-            return Err(RuntimeError::Io {
-                what: "feeding the layer to the sandbox child",
-                source,
-            });
+        match fed {
+            // The child stops reading at the tar's end-of-archive block;
+            // padding after it meets a closed pipe (EPIPE), which does not
+            // matter once the child reported what it applied.
+            Err(source) if !(source.kind() == io::ErrorKind::BrokenPipe && d.applied.is_some()) => {
+                return Err(RuntimeError::Io {
+                    what: "feeding the layer to the sandbox child",
+                    source,
+                });
+            }
+            _ => {}
         }
         d.applied.ok_or_else(|| RuntimeError::Protocol {
             what: "the apply child ended without a summary".into(),
