@@ -1,5 +1,6 @@
-//! Crash safety (issue 6): builds and prunes SIGKILLed at random moments on
-//! one store never leave it inconsistent. Afterwards `kiln cache check`
+//! Crash safety (issue 6): builds, cache exports and prunes SIGKILLed at
+//! random moments on one store never leave it, or the exported cache,
+//! inconsistent. Afterwards `kiln cache check`
 //! finds nothing to drop but temp leftovers, and a build gives the digest a
 //! build on a store of its own gives.
 //!
@@ -95,6 +96,16 @@ let app = static_base()
     ctx
 }
 
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
 /// SIGKILL (what `Child::kill` sends on Unix): no destructor, no cleanup,
 /// like the OOM killer or a cancelled CI job.
 fn kill(child: &mut std::process::Child) {
@@ -142,12 +153,20 @@ fn sigkilled_builds_and_prunes_leave_the_store_consistent() {
 
     let home = dir.join("home");
     busybox_image(&home, dir);
+    let cache = dir.join("cache");
+    let cache_to = format!("type=local,dest={},mode=max", cache.display());
     let mut kills = 0;
     for round in 0..rounds {
         // every third round kills a prune of a full cache; the others a
         // build, half of them on an emptied cache so that the kill lands
         // while steps run, the rest on what the killed rounds left
         let pruning = round % 3 == 2;
+        // half the builds also export their cache, so kills land in
+        // exports too
+        let mut build: Vec<&str> = vec!["build", ctx_s];
+        if rng.below(2) == 0 {
+            build.extend(["--cache-to", &cache_to]);
+        }
         let (before, args, span): (Option<Vec<&str>>, Vec<&str>, Duration) = if pruning {
             (
                 Some(vec!["build", ctx_s]),
@@ -155,9 +174,9 @@ fn sigkilled_builds_and_prunes_leave_the_store_consistent() {
                 prune_time,
             )
         } else if rng.below(2) == 0 {
-            (Some(vec!["cache", "prune"]), vec!["build", ctx_s], full)
+            (Some(vec!["cache", "prune"]), build, full)
         } else {
-            (None, vec!["build", ctx_s], full)
+            (None, build, full)
         };
         if let Some(b) = &before {
             ok(kiln(&home, dir, b).output().unwrap(), &b.join(" "));
@@ -177,7 +196,9 @@ fn sigkilled_builds_and_prunes_leave_the_store_consistent() {
         let status = child.wait().unwrap();
         println!(
             "chaos: round {round}: `kiln {}` {} after {at:?}",
-            args.join(" ").replace(ctx_s, "ctx"),
+            args.join(" ")
+                .replace(ctx_s, "ctx")
+                .replace(&cache_to, "CACHE"),
             if killed {
                 "SIGKILLed".to_string()
             } else {
@@ -207,6 +228,47 @@ fn sigkilled_builds_and_prunes_leave_the_store_consistent() {
         "the build after the chaos",
     );
     assert_eq!(got, reference, "seed {seed}");
+
+    // The exported cache (if an export got that far) is whole: every blob
+    // its index names is there with the right bytes, and a fresh store
+    // builds the reference from it.
+    if cache.join("index.json").exists() {
+        let index = json(&cache.join("index.json"));
+        let m = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let manifest = json(&blob(&cache, &m));
+        let mut names = vec![
+            m,
+            manifest["config"]["digest"].as_str().unwrap().to_string(),
+        ];
+        for l in manifest["layers"].as_array().unwrap() {
+            names.push(l["digest"].as_str().unwrap().to_string());
+        }
+        for d in &names {
+            let o = Command::new("sha256sum")
+                .arg(blob(&cache, d))
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success() && out.starts_with(d.strip_prefix("sha256:").unwrap()),
+                "cache blob {d} is missing or damaged (seed {seed}): {out}"
+            );
+        }
+        let fresh = dir.join("fresh-home");
+        busybox_image(&fresh, dir);
+        let from = format!("type=local,src={}", cache.display());
+        let got = ok(
+            kiln(&fresh, dir, &["build", ctx_s, "--cache-from", &from])
+                .output()
+                .unwrap(),
+            "a build from the exported cache",
+        );
+        assert_eq!(got, reference, "seed {seed}");
+        println!("chaos: the exported cache ({} blobs) is whole", names.len());
+    }
     let o = kiln(&home, dir, &["cache", "check"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
