@@ -677,3 +677,49 @@ fn registry_cache_export_and_import() {
     let (digest, _) = build_with(&home3, dir, &ctx, &["--cache-from", &missing]);
     assert_eq!(digest, reference);
 }
+
+#[test]
+fn prune_waits_for_a_running_build() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let home = dir.join("home");
+    busybox_image(&home, dir);
+    let ctx = dir.join("slow");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Kilnfile"),
+        "let app = image(\"bb:1\").run(\"seq 1 10 > /ten && sleep 2\");\n",
+    )
+    .unwrap();
+    let build = kiln(&home, dir, &["build", ctx.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until its `run` step runs (its upper directory exists)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(home.join("worker-tmp")).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the build never started its step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, err) = run(&home, dir, &["cache", "prune", "--all"]);
+    assert!(
+        err.contains("waiting for the other kiln processes"),
+        "prune did not wait:\n{err}"
+    );
+    let out = build.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the build failed under a prune:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and then it did prune: nothing is left
+    let usage = du(&home, dir);
+    assert_eq!(usage["total"].as_u64(), Some(0), "{usage:#}");
+}
