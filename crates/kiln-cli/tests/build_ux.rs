@@ -645,6 +645,31 @@ fn platform_pulls_the_matching_manifest_of_an_index() {
         );
         assert_eq!(config_of(&env.path("app.tar"))["architecture"], arch);
     }
+
+    // One store, one platform after the other: the second build must not
+    // reuse the first one's base because the local name points at it.
+    let env = Env::new();
+    std::fs::write(env.path("ctx/app.txt"), "app\n").unwrap();
+    env.kilnfile(&format!(
+        "let app = image(\"{}/multi:1\")\n    .copy(context().path(\"app.txt\"), \"/app.txt\");\n",
+        reg.addr
+    ));
+    for arch in ["arm64", "amd64", "arm64"] {
+        let _ = std::fs::remove_dir_all(env.path("rootfs"));
+        env.ok(&[
+            "build",
+            "ctx",
+            "--platform",
+            &format!("linux/{arch}"),
+            "-o",
+            "type=local,dest=rootfs",
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(env.path("rootfs/arch.txt")).unwrap(),
+            format!("{arch}\n"),
+            "a build for {arch} after another platform's in the same store"
+        );
+    }
 }
 
 fn sha256_hex(b: &[u8]) -> String {

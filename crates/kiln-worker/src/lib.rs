@@ -314,7 +314,19 @@ impl Inner {
             (None, None) => format!("{}:latest", parsed.name()),
         };
         if self.opts.pull != PullPolicy::Always {
-            if let Ok(img) = Image::resolve(&self.store, reference) {
+            // a local name may point at another platform's manifest (an
+            // earlier `--platform` pull retagged it): only ours counts
+            let ours = |img: &Image| {
+                let (os, arch) = (
+                    img.config.os().to_string(),
+                    img.config.architecture().to_string(),
+                );
+                (os.is_empty() || os == self.opts.platform.os)
+                    && (arch.is_empty() || arch == self.opts.platform.architecture)
+            };
+            if let Ok(img) = Image::resolve(&self.store, reference)
+                && ours(&img)
+            {
                 return Ok(img);
             }
             // `kiln import -t bb:1` names it `bb:1`, the frontend's
@@ -323,13 +335,16 @@ impl Inner {
                 .strip_prefix("docker.io/library/")
                 .or_else(|| local.strip_prefix("docker.io/"));
             for name in std::iter::once(local.as_str()).chain(short) {
-                if let Ok(img) = Image::resolve(&self.store, name) {
+                if let Ok(img) = Image::resolve(&self.store, name)
+                    && ours(&img)
+                {
                     return Ok(img);
                 }
             }
             if let Some(d) = parsed.digest()
                 && let Ok(d) = kiln_oci::Digest::parse(&d.to_string())
                 && let Ok(img) = Image::load(&self.store, &d)
+                && ours(&img)
             {
                 return Ok(img);
             }
