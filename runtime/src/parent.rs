@@ -680,28 +680,11 @@ impl Runtime {
             source,
         })?;
         let mut cfg = ChildConfig {
-            probe: false,
-            write: None,
-            chown: None,
             apply: Some(crate::proto::ApplyJob {
                 target: target.clone(),
                 overlay,
             }),
-            lowers_top_first: Vec::new(),
-            upper: target.clone(),
-            work: PathBuf::new(),
-            rootfs: PathBuf::new(),
-            mounts: Vec::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            setgroups: false,
-            hostname: String::new(),
-            network: Network::Host,
-            driver: DriverChoice::Auto,
+            ..ChildConfig::job(target.clone())
         };
         let parent = target.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &parent, &target)?;
@@ -777,7 +760,6 @@ impl Runtime {
             source,
         })?;
         let mut cfg = ChildConfig {
-            probe: false,
             write: Some(crate::proto::WriteJob {
                 dir: dir.clone(),
                 overlay_whiteouts: opts.overlay_whiteouts,
@@ -785,23 +767,7 @@ impl Runtime {
                 xattrs: opts.xattrs,
                 remove,
             }),
-            apply: None,
-            chown: None,
-            lowers_top_first: Vec::new(),
-            upper: dir.clone(),
-            work: PathBuf::new(),
-            rootfs: PathBuf::new(),
-            mounts: Vec::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            setgroups: false,
-            hostname: String::new(),
-            network: Network::Host,
-            driver: DriverChoice::Auto,
+            ..ChildConfig::job(dir.clone())
         };
         let parent = dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &parent, &dir)?;
@@ -877,25 +843,8 @@ impl Runtime {
             return Ok(());
         };
         let mut cfg = ChildConfig {
-            probe: false,
-            write: None,
             chown: Some(list),
-            apply: None,
-            lowers_top_first: Vec::new(),
-            upper: first.clone(),
-            work: PathBuf::new(),
-            rootfs: PathBuf::new(),
-            mounts: Vec::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            setgroups: false,
-            hostname: String::new(),
-            network: Network::Host,
-            driver: DriverChoice::Auto,
+            ..ChildConfig::job(first.clone())
         };
         if plan == MapPlan::Identity {
             return chown_here(cfg.chown.as_deref().unwrap_or_default());

@@ -46,6 +46,35 @@ pub struct ChildConfig {
     pub driver: DriverChoice,
 }
 
+impl ChildConfig {
+    /// The config of a helper job (apply, write, chown) that runs no step:
+    /// only the user namespace and its mapping matter. `dir` is where the
+    /// job works.
+    pub fn job(dir: PathBuf) -> Self {
+        ChildConfig {
+            probe: false,
+            apply: None,
+            write: None,
+            chown: None,
+            lowers_top_first: Vec::new(),
+            upper: dir,
+            work: PathBuf::new(),
+            rootfs: PathBuf::new(),
+            mounts: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            setgroups: false,
+            hostname: String::new(),
+            network: Network::Host,
+            driver: DriverChoice::Auto,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyJob {
     pub target: PathBuf,
