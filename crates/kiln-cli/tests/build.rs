@@ -23,23 +23,12 @@ impl Env {
     }
 
     fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("KILN_HOME", self.path("home"))
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_LOG")
-            .output()
-            .expect("run kiln")
+        common::kiln_in(self.dir.path(), args)
     }
 
     /// Runs kiln; returns (stdout, stderr), failing with stderr when it fails.
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let o = self.kiln(args);
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "kiln {args:?} failed:\n{err}");
-        (String::from_utf8(o.stdout).unwrap(), err)
+        common::ok_in(self.dir.path(), args)
     }
 
     fn podman(&self) -> Command {

@@ -7,28 +7,12 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn kiln(home: &Path, dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.args(args)
-        .current_dir(dir)
-        .env("KILN_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("KILN_LOG");
-    c
-}
+mod common;
 
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
+use common::{expect_ok as ok, kiln_command as kiln};
 
 fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
     let o = kiln(home, dir, args).output().unwrap();

@@ -3,27 +3,11 @@
 //! all succeed with the digests a build on a store of its own gives.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 
-fn kiln(home: &Path, dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.args(args)
-        .current_dir(dir)
-        .env("KILN_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("KILN_LOG");
-    c
-}
+mod common;
 
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
+use common::{expect_ok as ok, kiln_command as kiln};
 
 /// A busybox rootfs imported as `bb:1` into `home`.
 fn busybox_image(home: &Path, dir: &Path) {

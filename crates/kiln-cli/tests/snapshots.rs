@@ -4,8 +4,10 @@
 //! digests are the ones the tar-per-step worker produced, as root and
 //! rootless.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 struct Env {
     dir: tempfile::TempDir,
@@ -22,23 +24,8 @@ impl Env {
         self.dir.path().join(p)
     }
 
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("KILN_HOME", self.path("home"))
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_LOG")
-            .output()
-            .expect("run kiln")
-    }
-
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let o = self.kiln(args);
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "kiln {args:?} failed:\n{err}");
-        (String::from_utf8(o.stdout).unwrap(), err)
+        common::ok_in(self.dir.path(), args)
     }
 
     fn count(&self, dir: &str) -> usize {

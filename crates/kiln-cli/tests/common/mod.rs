@@ -1,7 +1,48 @@
 //! Helpers shared by the end-to-end tests of the `kiln` binary.
 
+// every test binary includes this module and uses a part of it
+#![allow(dead_code)]
+
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// `kiln ARGS` in `dir` with the store `home`, no colours, and neither
+/// SOURCE_DATE_EPOCH nor KILN_LOG from the caller's environment.
+pub fn kiln_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.args(args)
+        .current_dir(dir)
+        .env("KILN_HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_LOG");
+    c
+}
+
+/// The trimmed stdout of a kiln run that must have succeeded.
+pub fn expect_ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// `kiln ARGS` in `dir` with the store `dir/home`.
+pub fn kiln_in(dir: &Path, args: &[&str]) -> Output {
+    kiln_command(&dir.join("home"), dir, args)
+        .output()
+        .expect("run kiln")
+}
+
+/// [`kiln_in`] that must succeed: (stdout, stderr).
+pub fn ok_in(dir: &Path, args: &[&str]) -> (String, String) {
+    let o = kiln_in(dir, args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "kiln {args:?} failed:\n{err}");
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
 
 /// Debian's podman as root, confined to `dir`: its own containers.conf
 /// (runtime runc, as ../shared/PEERS.md says: crun refuses this machine's
