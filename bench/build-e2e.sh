@@ -39,20 +39,8 @@ echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
 
 # The builder image, served as kiln's tests do.
 rootfs=$(bash "$repo/.ci/builder-image.sh")
-port=5000
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-  kill -0 "$reg_pid" || exit 1
-  sleep 0.05
-done
+source "$repo/.ci/local-registry.sh"
+start_local_registry "$work"
 export KILN_HOME=$work/kiln
 "$KILN" import "$rootfs" -t debian-builder:bookworm >/dev/null
 "$KILN" push -q debian-builder:bookworm "127.0.0.1:$port/library/debian:bookworm" >/dev/null

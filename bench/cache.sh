@@ -27,20 +27,8 @@ trap cleanup EXIT
 
 echo "# kiln $(git -C "$repo" rev-parse --short HEAD), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
 rootfs=$(bash "$repo/.ci/builder-image.sh")
-port=5000
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 200); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.05
-done
+source "$repo/.ci/local-registry.sh"
+start_local_registry "$work"
 mirror="--registry-mirror docker.io=127.0.0.1:$port"
 export KILN_HOME=$work/home-a
 "$KILN" import "$rootfs" -t debian-builder:bookworm >/dev/null

@@ -35,22 +35,8 @@ trap cleanup EXIT
 echo "== builder image (debootstrap --variant=minbase bookworm, cached)" >&2
 rootfs=$(bash "$repo/.ci/builder-image.sh")
 
-# A free port: the first one nothing answers on.
-port=5000
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 200); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  kill -0 "$reg_pid" 2>/dev/null || { cat "$work/registry.log" >&2; exit 1; }
-  sleep 0.05
-done
+source "$repo/.ci/local-registry.sh"
+start_local_registry "$work"
 
 "$KILN" import "$rootfs" -t debian-builder:bookworm >/dev/null
 "$KILN" push -q debian-builder:bookworm "127.0.0.1:$port/library/debian:bookworm" >/dev/null

@@ -16,21 +16,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-port=5000
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-cat >"$work/registry.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 200); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  kill -0 "$reg_pid" 2>/dev/null || { cat "$work/registry.log" >&2; exit 1; }
-  sleep 0.05
-done
+source "$here/../../.ci/local-registry.sh"
+start_local_registry "$work"
 export KILN_HOME=$work/home
 "$here/build-image.sh" "127.0.0.1:$port" "$@"
 version=$(cargo pkgid -p kiln-frontend-gateway | sed 's/.*[#@]//')

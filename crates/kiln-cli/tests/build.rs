@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::steps;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -64,23 +66,6 @@ impl Drop for Env {
             let _ = self.podman().args(["system", "reset", "--force"]).output();
         }
     }
-}
-
-/// Finished steps of the plain progress: (name, status) for the lines
-/// `=> NAME CACHED` and `=> NAME done 1.23s`.
-fn steps(stderr: &str) -> Vec<(String, String)> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("=> "))
-        .filter_map(|l| {
-            if let Some(name) = l.strip_suffix(" CACHED") {
-                return Some((name.to_string(), "CACHED".to_string()));
-            }
-            let (name, t) = l.rsplit_once(" done ")?;
-            t.strip_suffix('s')?.parse::<f64>().ok()?;
-            Some((name.to_string(), "done".to_string()))
-        })
-        .collect()
 }
 
 const APP: &str = r#"

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::steps;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -103,21 +105,6 @@ impl Env {
             .expect("run gcc");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-}
-
-/// Finished steps of the plain progress: (name, "CACHED" | "done").
-fn steps(stderr: &str) -> Vec<(String, String)> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("=> "))
-        .filter_map(|l| {
-            if let Some(name) = l.strip_suffix(" CACHED") {
-                return Some((name.to_string(), "CACHED".to_string()));
-            }
-            let (name, _) = l.rsplit_once(" done ")?;
-            Some((name.to_string(), "done".to_string()))
-        })
-        .collect()
 }
 
 fn status_of<'a>(steps: &'a [(String, String)], needle: &str) -> &'a str {

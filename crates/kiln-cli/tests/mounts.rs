@@ -5,6 +5,10 @@
 //! and every blob of an OCI archive and of the store is scanned, gzip
 //! layers decompressed, for secret bytes.
 
+mod common;
+
+use common::steps;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -164,21 +168,6 @@ fn file<'a>(fs: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
 
 fn names(fs: &[(String, Vec<u8>)]) -> Vec<&str> {
     fs.iter().map(|(n, _)| n.as_str()).collect()
-}
-
-/// Finished steps of the plain progress: (name, status).
-fn steps(stderr: &str) -> Vec<(String, String)> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("=> "))
-        .filter_map(|l| {
-            if let Some(name) = l.strip_suffix(" CACHED") {
-                return Some((name.to_string(), "CACHED".to_string()));
-            }
-            let (name, _) = l.rsplit_once(" done ")?;
-            Some((name.to_string(), "done".to_string()))
-        })
-        .collect()
 }
 
 /// Whether `needle` occurs in `data` or, when `data` is gzip or zstd, in its

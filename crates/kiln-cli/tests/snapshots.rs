@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::steps;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,22 +65,6 @@ impl Env {
         std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
         self.ok(&["import", "rootfs", "-t", "bb:1"]);
     }
-}
-
-/// Finished steps of the plain progress: (name, CACHED or done).
-fn steps(stderr: &str) -> Vec<(String, String)> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("=> "))
-        .filter_map(|l| {
-            if let Some(name) = l.strip_suffix(" CACHED") {
-                return Some((name.to_string(), "CACHED".to_string()));
-            }
-            let (name, t) = l.rsplit_once(" done ")?;
-            t.strip_suffix('s')?.parse::<f64>().ok()?;
-            Some((name.to_string(), "done".to_string()))
-        })
-        .collect()
 }
 
 const BUILDER: &str = r#"

@@ -70,3 +70,20 @@ pub fn podman(dir: &Path) -> Command {
         .args(["--storage-driver", "vfs"]);
     c
 }
+
+/// Finished steps of the plain progress: (name, status) for the lines
+/// `=> NAME CACHED` and `=> NAME done 1.23s`.
+pub fn steps(stderr: &str) -> Vec<(String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("=> "))
+        .filter_map(|l| {
+            if let Some(name) = l.strip_suffix(" CACHED") {
+                return Some((name.to_string(), "CACHED".to_string()));
+            }
+            let (name, t) = l.rsplit_once(" done ")?;
+            t.strip_suffix('s')?.parse::<f64>().ok()?;
+            Some((name.to_string(), "done".to_string()))
+        })
+        .collect()
+}
