@@ -24,6 +24,7 @@ struct ToyWorker {
     arrived: AtomicUsize,
     max_running: AtomicUsize,
     stopped_by_cancel: AtomicUsize,
+    blocking: AtomicUsize,
 }
 
 impl ToyWorker {
@@ -118,6 +119,18 @@ impl Worker for ToyWorker {
                         fs.insert(path.to_string(), text.join(" ").into_bytes());
                     }
                     ["fail"] => return Err("exit code 1".into()),
+                    ["fail", "after", "block"] => {
+                        // fail only once a `block` step runs, so that the
+                        // failure has something to cancel
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                        while self.blocking.load(Ordering::SeqCst) == 0 {
+                            if tokio::time::Instant::now() > deadline {
+                                return Err("no block step ever started".into());
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        return Err("exit code 1".into());
+                    }
                     ["rendezvous", n, ..] => {
                         let n: usize = n.parse().unwrap();
                         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -132,6 +145,7 @@ impl Worker for ToyWorker {
                         }
                     }
                     ["block"] => {
+                        self.blocking.fetch_add(1, Ordering::SeqCst);
                         cx.cancel.cancelled().await;
                         self.stopped_by_cancel.fetch_add(1, Ordering::SeqCst);
                         return Err("killed".into());
@@ -340,14 +354,16 @@ async fn first_failure_cancels_the_rest_and_is_reported() {
     let w = Arc::new(ToyWorker::default());
     let base = State::image("docker.io/library/alpine:3", None);
     let blocked = base.run(Exec::shell("block"));
-    let failing = base.run(Exec::shell("fail")).with_meta(kiln_dag::Meta {
-        name: Some("build: run fail".into()),
-        location: Some(kiln_dag::Location {
-            file: "Kilnfile".into(),
-            line: 7,
-            column: 5,
-        }),
-    });
+    let failing = base
+        .run(Exec::shell("fail after block"))
+        .with_meta(kiln_dag::Meta {
+            name: Some("build: run fail".into()),
+            location: Some(kiln_dag::Location {
+                file: "Kilnfile".into(),
+                line: 7,
+                column: 5,
+            }),
+        });
     let def = State::merge(&[blocked, failing]).definition();
     let err = solver(&w, 4)
         .solve(&def, CancellationToken::new())
