@@ -15,6 +15,15 @@
 //! and nothing else: a layer blob is copied into the store (and verified)
 //! only when a step needs its content, so a fully cached build reads only
 //! the blobs of the final image.
+//!
+//! With `cache-mounts=true` the export also holds the `run` cache mounts
+//! the build's steps name (by id): each mount's directory as a
+//! deterministic zstd tar layer, listed in the records (`mounts`) and
+//! annotated with its id in the manifest ([`MOUNT_ID_ANNOTATION`]). An
+//! unchanged mount gives the same blob, so it is not written again. Import
+//! extracts a mount only when a step that runs (not CACHED) uses it and the
+//! local one is empty (see `mounts.rs`); a mount no step of this build
+//! filled locally is exported again from the imported cache.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -31,6 +40,7 @@ use kiln_store::BlobSource;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::mounts::MountBlob;
 use crate::snapshot::{self, LayerRef, Ref, Snapshots};
 
 /// `artifactType` of the cache manifest.
@@ -42,6 +52,8 @@ const REF_NAME_KEY: &str = "org.opencontainers.image.ref.name";
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// Annotation of a cache mount's layer in the cache manifest: the mount's id.
+pub const MOUNT_ID_ANNOTATION: &str = "dev.kiln.cache-mount.id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheIoError {
@@ -71,16 +83,28 @@ pub enum Mode {
     Max,
 }
 
-/// A `--cache-to` / `--cache-from` value.
+/// A `--cache-to` / `--cache-from` value. `cache_mounts`: export the
+/// build's `run` cache mounts too (`cache-mounts=true`, off by default), or
+/// for an import, use the cache mounts it holds (on unless
+/// `cache-mounts=false`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheSpec {
-    Local { dir: PathBuf, mode: Mode },
-    Registry { reference: String, mode: Mode },
+    Local {
+        dir: PathBuf,
+        mode: Mode,
+        cache_mounts: bool,
+    },
+    Registry {
+        reference: String,
+        mode: Mode,
+        cache_mounts: bool,
+    },
 }
 
 impl CacheSpec {
-    /// Parses `type=local,dest=DIR[,mode=min|max]` (`export`) or
-    /// `type=local,src=DIR`, and `type=registry,ref=REF[,mode=min|max]`.
+    /// Parses `type=local,dest=DIR[,mode=min|max][,cache-mounts=true|false]`
+    /// (`export`) or `type=local,src=DIR[,cache-mounts=true|false]`, and
+    /// `type=registry,ref=REF[,mode=min|max][,cache-mounts=true|false]`.
     pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, CacheIoError> {
         let bad = |reason: String| CacheIoError::Spec {
             spec: spec.to_string(),
@@ -94,7 +118,7 @@ impl CacheSpec {
             kv.insert(k.trim(), v.trim());
         }
         let example = if export {
-            "type=local,dest=DIR[,mode=min|max]` or `type=registry,ref=REF[,mode=min|max]"
+            "type=local,dest=DIR[,mode=min|max][,cache-mounts=true]` or `type=registry,ref=REF[,mode=min|max][,cache-mounts=true]"
         } else {
             "type=local,src=DIR` or `type=registry,ref=REF"
         };
@@ -115,6 +139,17 @@ impl CacheSpec {
             Some("max") => Mode::Max,
             Some(m) => return Err(bad(format!("unknown mode `{m}`: use `min` or `max`"))),
         };
+        let cache_mounts = match kv.remove("cache-mounts") {
+            None => !export,
+            Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                return Err(bad(format!(
+                    "`cache-mounts={v}` is not `true` or `false`: write `cache-mounts=true` to {} the `run` cache mounts with the cache",
+                    if export { "export" } else { "import" }
+                )));
+            }
+        };
         if let Some(k) = kv.keys().next() {
             return Err(bad(format!("unknown option `{k}`: use `{example}`")));
         }
@@ -126,11 +161,13 @@ impl CacheSpec {
             return Ok(CacheSpec::Registry {
                 reference: value.to_string(),
                 mode,
+                cache_mounts,
             });
         }
         Ok(CacheSpec::Local {
             dir: PathBuf::from(value),
             mode,
+            cache_mounts,
         })
     }
 }
@@ -143,6 +180,10 @@ struct Records {
     records: Vec<RecordEntry>,
     /// `content-digest` record key -> the content digest
     content: Vec<ContentEntry>,
+    /// `run` cache mounts (`cache-mounts=true`), by id; absent otherwise,
+    /// so caches without them read as before
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<MountBlob>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -326,8 +367,13 @@ impl BlobSource for ImportSource {
                 };
                 block_on(client.fetch_blob(ep, &blob, store))?
                     .map_err(|e| io::Error::other(format!("registry cache `{reference}`: {e}")))?;
-                // fetched and verified into the store: read it from there
-                store.open_blob(digest).map_err(io::Error::other)?
+                // Fetched and verified into the store: counted now, as the
+                // store may keep what is there and never read the reader.
+                let file = store.open_blob(digest).map_err(io::Error::other)?;
+                let n = file.metadata().map(|m| m.len()).unwrap_or(*size);
+                self.blobs.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(n, Ordering::Relaxed);
+                return Ok(Box::new(file));
             }
         };
         self.blobs.fetch_add(1, Ordering::Relaxed);
@@ -343,6 +389,8 @@ impl BlobSource for ImportSource {
 pub struct CacheImport {
     records: HashMap<String, Ref>,
     content: Vec<ContentEntry>,
+    /// cache mounts by id (the first cache that has one wins)
+    mounts: HashMap<String, MountBlob>,
     source: Arc<ImportSource>,
 }
 
@@ -425,6 +473,10 @@ impl CacheImport {
             ..ImportSource::default()
         };
         for spec in specs {
+            let use_mounts = match spec {
+                CacheSpec::Local { cache_mounts, .. }
+                | CacheSpec::Registry { cache_mounts, .. } => *cache_mounts,
+            };
             let (manifest, recs, remote) = match spec {
                 CacheSpec::Local { dir, .. } => {
                     let Some((_, manifest, recs)) = read_cache(dir)? else {
@@ -465,6 +517,11 @@ impl CacheImport {
                 out.records.entry(e.key).or_insert(e.result);
             }
             out.content.extend(recs.content);
+            if use_mounts {
+                for m in recs.mounts {
+                    out.mounts.entry(m.id.clone()).or_insert(m);
+                }
+            }
             for l in manifest["layers"].as_array().into_iter().flatten() {
                 if let Some(d) = l["digest"].as_str().and_then(|s| Digest::parse(s).ok()) {
                     let size = l["size"].as_u64().unwrap_or_default();
@@ -475,6 +532,17 @@ impl CacheImport {
         }
         out.source = Arc::new(source);
         Ok(out)
+    }
+
+    /// The blob of cache mount `id`, when an imported cache holds it.
+    pub fn mount(&self, id: &str) -> Option<&MountBlob> {
+        self.mounts.get(id)
+    }
+
+    /// Reads a blob the imported caches list (counted like every read from
+    /// the cache); the caller verifies it.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        self.source.open(digest)
     }
 
     /// Number of imported records.
@@ -513,13 +581,34 @@ impl CacheImport {
         let r = self.records.get(&key.to_string())?;
         let readable = |s: &str| {
             Digest::parse(s)
-                .is_ok_and(|d| self.source.listed.contains_key(&d) || store.has_blob(&d))
+                .is_ok_and(|d| self.source.listed.contains_key(&d) || store.can_read_blob(&d))
         };
         let ok = r.config.as_deref().is_none_or(readable)
             && r.layers
                 .iter()
                 .all(|l| l.dir.is_none() && readable(&l.digest));
         ok.then(|| r.clone())
+    }
+}
+
+#[cfg(test)]
+impl CacheImport {
+    /// An import whose only content is `mounts`, their blobs in the OCI
+    /// layout `dir`.
+    pub(crate) fn of_mounts(dir: &Path, mounts: Vec<MountBlob>) -> CacheImport {
+        let mut source = ImportSource {
+            remotes: vec![Remote::Dir(dir.to_path_buf())],
+            ..ImportSource::default()
+        };
+        for m in &mounts {
+            let d = Digest::parse(&m.digest).expect("a digest");
+            source.listed.insert(d, (0, m.size, m.media_type.clone()));
+        }
+        CacheImport {
+            mounts: mounts.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            source: Arc::new(source),
+            ..CacheImport::default()
+        }
     }
 }
 
@@ -695,6 +784,8 @@ struct Plan {
     records: usize,
     rec_bytes: Vec<u8>,
     blobs: BTreeMap<Digest, (String, u64)>,
+    /// cache mount blobs -> the mount id, for the manifest's annotation
+    mount_ids: BTreeMap<Digest, String>,
 }
 
 impl Plan {
@@ -702,8 +793,16 @@ impl Plan {
         let layers: Vec<serde_json::Value> = self
             .blobs
             .iter()
-            .map(|(d, (mt, size))| {
-                serde_json::json!({ "mediaType": mt, "digest": d.to_string(), "size": size })
+            .map(|(d, (mt, size))| match self.mount_ids.get(d) {
+                Some(id) => serde_json::json!({
+                    "mediaType": mt,
+                    "digest": d.to_string(),
+                    "size": size,
+                    "annotations": { MOUNT_ID_ANNOTATION: id },
+                }),
+                None => {
+                    serde_json::json!({ "mediaType": mt, "digest": d.to_string(), "size": size })
+                }
             })
             .collect();
         let manifest = serde_json::json!({
@@ -731,6 +830,7 @@ fn plan(
     steps: &[StepReport],
     import: Option<&CacheImport>,
     mode: Mode,
+    cache_mounts: bool,
 ) -> Result<Plan, CacheIoError> {
     let snaps = Snapshots::new(store.clone(), std::env::current_exe().ok());
     let keep: Option<HashSet<DagDigest>> = (mode == Mode::Min).then(|| final_chain(def));
@@ -807,6 +907,18 @@ fn plan(
             }
         }
     }
+    let mounts = if cache_mounts {
+        export_mounts(store, def, import)
+    } else {
+        Vec::new()
+    };
+    let mut mount_ids = BTreeMap::new();
+    for m in &mounts {
+        if let Ok(d) = Digest::parse(&m.digest) {
+            blobs.insert(d.clone(), (m.media_type.clone(), m.size));
+            mount_ids.entry(d).or_insert_with(|| m.id.clone());
+        }
+    }
     let recs = Records {
         version: 1,
         records: records
@@ -814,12 +926,55 @@ fn plan(
             .map(|(key, result)| RecordEntry { key, result })
             .collect(),
         content: content.into_iter().collect(),
+        mounts,
     };
     Ok(Plan {
         records: recs.records.len(),
         rec_bytes: serde_json::to_vec(&recs).expect("records serialize"),
         blobs,
+        mount_ids,
     })
+}
+
+/// The ids of the cache mounts the `run` steps of `def` use, sorted.
+fn mount_ids(def: &Definition) -> BTreeSet<String> {
+    def.vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.mounts.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|m| match &m.kind {
+            kiln_dag::MountKind::Cache { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The cache mounts the build's steps use, as blobs in the store: the
+/// local mount when it has content, else the imported cache's copy (a
+/// build whose steps were all CACHED never filled it here). A mount that
+/// cannot be read is left out with a warning: a cache is an optimisation.
+fn export_mounts(store: &Store, def: &Definition, import: Option<&CacheImport>) -> Vec<MountBlob> {
+    let mut out = Vec::new();
+    for id in mount_ids(def) {
+        match crate::mounts::export_mount(store, &id) {
+            Ok(Some(b)) => {
+                out.push(b);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}; the imported copy is exported instead, if there is one"),
+        }
+        if let Some(b) = import.and_then(|i| i.mount(&id)) {
+            tracing::debug!(%id, "cache mount not filled here: exporting the imported one");
+            out.push(b.clone());
+        } else {
+            tracing::debug!(%id, "cache mount is empty: nothing to export");
+        }
+    }
+    out
 }
 
 /// Exports the cache of a finished build to `spec` (a directory or a
@@ -834,12 +989,20 @@ pub fn export(
     settings: &kiln_registry::Settings,
 ) -> Result<ExportStats, CacheIoError> {
     match spec {
-        CacheSpec::Local { dir, mode } => {
-            let p = plan(store, def, steps, import, *mode)?;
+        CacheSpec::Local {
+            dir,
+            mode,
+            cache_mounts,
+        } => {
+            let p = plan(store, def, steps, import, *mode, *cache_mounts)?;
             write_local(store, &p, dir)
         }
-        CacheSpec::Registry { reference, mode } => {
-            let p = plan(store, def, steps, import, *mode)?;
+        CacheSpec::Registry {
+            reference,
+            mode,
+            cache_mounts,
+        } => {
+            let p = plan(store, def, steps, import, *mode, *cache_mounts)?;
             write_registry(store, &p, reference, settings)
         }
     }
@@ -1017,21 +1180,36 @@ mod tests {
             CacheSpec::parse("type=local,dest=/c,mode=max", true).unwrap(),
             CacheSpec::Local {
                 dir: "/c".into(),
-                mode: Mode::Max
+                mode: Mode::Max,
+                cache_mounts: false,
             }
         );
         assert_eq!(
             CacheSpec::parse("type=local,src=c", false).unwrap(),
             CacheSpec::Local {
                 dir: "c".into(),
-                mode: Mode::Min
+                mode: Mode::Min,
+                cache_mounts: true,
             }
         );
         assert_eq!(
-            CacheSpec::parse("type=registry,ref=127.0.0.1:5000/app:cache,mode=max", true).unwrap(),
+            CacheSpec::parse("type=local,src=c,cache-mounts=false", false).unwrap(),
+            CacheSpec::Local {
+                dir: "c".into(),
+                mode: Mode::Min,
+                cache_mounts: false,
+            }
+        );
+        assert_eq!(
+            CacheSpec::parse(
+                "type=registry,ref=127.0.0.1:5000/app:cache,mode=max,cache-mounts=true",
+                true
+            )
+            .unwrap(),
             CacheSpec::Registry {
                 reference: "127.0.0.1:5000/app:cache".into(),
-                mode: Mode::Max
+                mode: Mode::Max,
+                cache_mounts: true,
             }
         );
         for bad in [
@@ -1043,9 +1221,26 @@ mod tests {
             "type=local,dest=x,mode=mid",
             "type=local,dest=x,color=red",
             "type=local,src=x",
+            "type=local,dest=x,cache-mounts=yes",
         ] {
             let e = CacheSpec::parse(bad, true).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
+        let e = CacheSpec::parse("type=local,dest=x,cache-mounts=1", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`cache-mounts=1` is not `true` or `false`")
+                && e.contains("write `cache-mounts=true`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn records_without_mounts_read_and_write_as_before() {
+        let old = br#"{"version":1,"records":[],"content":[]}"#;
+        let r: Records = serde_json::from_slice(old).unwrap();
+        assert!(r.mounts.is_empty());
+        assert_eq!(serde_json::to_vec(&r).unwrap(), old);
     }
 }

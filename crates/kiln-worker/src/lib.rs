@@ -417,6 +417,7 @@ impl Inner {
             &op.mounts,
             inputs,
             &self.opts.secrets,
+            self.import.get().map(|i| i.as_ref()),
             cancel,
             &mut on_wait,
         )

@@ -7,7 +7,12 @@
 //!   is root inside a rootless step's user namespace. `shared` steps hold a
 //!   shared flock on it, `locked` steps an exclusive one (others wait),
 //!   `private` steps take the first instance nobody holds and create one
-//!   when all are busy. Never part of a layer or a cache key.
+//!   when all are busy. Never part of a layer or a cache key. With
+//!   `--cache-to ...,cache-mounts=true` instance 0 is exported as a
+//!   deterministic tar ([`export_mount`]); an imported cache's copy is
+//!   extracted into an empty instance when a step that runs mounts it
+//!   (`import_mount`, under the instance's exclusive lock, through a temp
+//!   directory renamed into place, so a step never sees a partial cache).
 //! - secret: the bytes given with `--secret` are written to a private file
 //!   (0700 directory on a tmpfs when there is one, so they never touch the
 //!   store's disk), bind-mounted read-only and deleted after the step.
@@ -26,10 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kiln_dag::{CacheSharing, MountKind};
-use kiln_oci::Store;
+use kiln_oci::{Compression, Digest as BlobDigest, LayerWriter, Store};
 use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::cache_io::CacheImport;
 use crate::snapshot::{self, Ref, SnapshotError};
 
 /// The secrets of a build by id, as given with `--secret`. Never printed:
@@ -225,6 +232,18 @@ pub enum MountError {
     Snapshot(#[from] SnapshotError),
     #[error("the step was cancelled while waiting for cache mount `{id}`")]
     Cancelled { id: String },
+    #[error("cache mount `{id}`: cannot export `{path}`: {reason}")]
+    CacheExport {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cache mount `{id}`: cannot import blob {digest} from the cache: {reason}")]
+    CacheImport {
+        id: String,
+        digest: String,
+        reason: String,
+    },
 }
 
 /// The runtime mounts and extra environment of one step. Dropping it
@@ -274,14 +293,16 @@ fn cache_base(store: &Store, id: &str) -> PathBuf {
 }
 
 /// Prepares the mounts of one step. `inputs` are the step's inputs (bind
-/// sources refer to them by index); waiting for a cache lock gives up when
-/// `cancel` is set, and is announced once through `on_wait` (a line for the
-/// step's output).
+/// sources refer to them by index); an empty cache mount that `import`
+/// (`--cache-from`) holds is filled from it first; waiting for a cache lock
+/// gives up when `cancel` is set, and is announced once through `on_wait`
+/// (a line for the step's output).
 pub fn prepare(
     store: &Store,
     mounts: &[kiln_dag::Mount],
     inputs: &[Ref],
     secrets: &Secrets,
+    import: Option<&CacheImport>,
     cancel: &AtomicBool,
     on_wait: &mut dyn FnMut(&str),
 ) -> Result<Prepared, MountError> {
@@ -299,7 +320,7 @@ pub fn prepare(
     caches.sort_by_key(|(_, id, _)| cache_base(store, id));
     let mut cache_sources: HashMap<usize, PathBuf> = HashMap::new();
     for (i, id, sharing) in caches {
-        let (dir, lock) = acquire_cache(store, id, sharing, cancel, on_wait)?;
+        let (dir, lock) = acquire_cache(store, id, sharing, import, cancel, on_wait)?;
         out._locks.push(lock);
         cache_sources.insert(i, dir);
     }
@@ -432,6 +453,7 @@ fn acquire_cache(
     store: &Store,
     id: &str,
     sharing: CacheSharing,
+    import: Option<&CacheImport>,
     cancel: &AtomicBool,
     on_wait: &mut dyn FnMut(&str),
 ) -> Result<(PathBuf, OwnedFd), MountError> {
@@ -467,10 +489,35 @@ fn acquire_cache(
             .map_err(cerr(path))?;
         Ok(f.into())
     };
+    // `--cache-from` holds this mount: fill instance 0 if it is empty and
+    // nobody uses it (an exclusive lock taken without waiting: a step that
+    // holds it may be writing into the empty directory right now).
+    let imported = import.and_then(|i| i.mount(id).map(|b| (i, b)));
     let (dir, lock) = match sharing {
         CacheSharing::Shared | CacheSharing::Locked => {
             let (dir, lock_path) = instance(0);
             let lock = open_lock(&lock_path)?;
+            if let Some((import, blob)) = imported {
+                if is_empty_dir(&dir) {
+                    match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                        Ok(()) => {
+                            if is_empty_dir(&dir) {
+                                import_mount(store, &base, &dir, blob, import);
+                            }
+                        }
+                        Err(e) => tracing::debug!(
+                            id,
+                            error = %e,
+                            "cache mount in use by another step: not importing it"
+                        ),
+                    }
+                } else {
+                    tracing::debug!(
+                        id,
+                        "the local cache mount is not empty: keeping it, not importing the cached one"
+                    );
+                }
+            }
             let op = if sharing == CacheSharing::Shared {
                 FlockOperation::NonBlockingLockShared
             } else {
@@ -485,7 +532,20 @@ fn acquire_cache(
                 let (dir, lock_path) = instance(n);
                 let lock = open_lock(&lock_path)?;
                 match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-                    Ok(()) => break (dir, lock),
+                    Ok(()) => {
+                        if let Some((import, blob)) = imported {
+                            if is_empty_dir(&dir) {
+                                import_mount(store, &base, &dir, blob, import);
+                            } else {
+                                tracing::debug!(
+                                    id,
+                                    dir = %dir.display(),
+                                    "the local cache mount is not empty: keeping it, not importing the cached one"
+                                );
+                            }
+                        }
+                        break (dir, lock);
+                    }
                     Err(rustix::io::Errno::WOULDBLOCK) => n += 1,
                     Err(e) => return Err(cerr(&lock_path)(e.into())),
                 }
@@ -494,6 +554,313 @@ fn acquire_cache(
     };
     fs::create_dir_all(&dir).map_err(cerr(&dir))?;
     Ok((dir, lock))
+}
+
+/// A cache mount as an exported cache holds it: the deterministic layer
+/// tar of its directory, compressed, as a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountBlob {
+    /// the mount's id (`cache(..).id(..)`)
+    pub id: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// What the last export of a mount wrote: the blob, and a fingerprint of
+/// the directory's metadata then, so an unchanged mount is not tarred again.
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportNote {
+    fingerprint: String,
+    blob: MountBlob,
+}
+
+/// Whether `dir` is missing or has no entries (what a fresh cache mount
+/// looks like).
+fn is_empty_dir(dir: &Path) -> bool {
+    match fs::read_dir(dir) {
+        Ok(mut rd) => rd.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// The sandbox helper for rootless tar reads and writes: this executable
+/// (the kiln binary).
+fn helper() -> Option<PathBuf> {
+    std::env::current_exe().ok()
+}
+
+/// Whether this process maps a subordinate ID range in its user
+/// namespaces: then files of a cache mount may belong to IDs it can only
+/// read and create inside one.
+fn rootless_with_range() -> bool {
+    matches!(
+        kiln_runtime::plan_mapping().map(|(p, _)| p),
+        Ok(kiln_runtime::MapPlan::Subordinate { .. })
+    )
+}
+
+/// Fills the empty cache mount directory `dir` (of `base`) with the blob an
+/// imported cache holds for it. The caller holds the instance's exclusive
+/// lock. A cache is an optimisation: any failure (a missing or corrupt
+/// blob, a tar that does not apply) is a warning and leaves `dir` empty,
+/// never partly filled (extraction goes to a temp directory renamed in).
+fn import_mount(store: &Store, base: &Path, dir: &Path, blob: &MountBlob, import: &CacheImport) {
+    remove_stale_imports(base);
+    match import_mount_inner(store, base, dir, blob, import) {
+        Ok(bytes) => tracing::info!(
+            id = %blob.id,
+            digest = %blob.digest,
+            bytes,
+            "imported the cache mount from the cache"
+        ),
+        Err(e) => tracing::warn!("{e}; the step runs with an empty cache mount"),
+    }
+}
+
+fn import_mount_inner(
+    store: &Store,
+    base: &Path,
+    dir: &Path,
+    blob: &MountBlob,
+    import: &CacheImport,
+) -> Result<u64, MountError> {
+    let ierr = |reason: String| MountError::CacheImport {
+        id: blob.id.clone(),
+        digest: blob.digest.clone(),
+        reason,
+    };
+    let digest = BlobDigest::parse(&blob.digest).map_err(|e| ierr(e.to_string()))?;
+    let comp = Compression::from_media_type(&blob.media_type).map_err(|e| ierr(e.to_string()))?;
+    if !store.has_blob(&digest) {
+        // verified against its digest while it is written into the store
+        let mut rd = import.open_blob(&digest).map_err(|e| ierr(e.to_string()))?;
+        store
+            .put_blob_from_reader(&mut rd, Some(&digest))
+            .map_err(|e| ierr(e.to_string()))?;
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = base.join(format!(
+        "import-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&tmp)
+        .map_err(|e| ierr(format!("cannot create `{}`: {e}", tmp.display())))?;
+    let applied = (|| -> Result<u64, String> {
+        let f = store.open_blob(&digest).map_err(|e| e.to_string())?;
+        if rootless_with_range() {
+            // Files of subordinate IDs are created inside the user
+            // namespace (the runtime), as the step would have made them.
+            let helper = helper().ok_or("rootless extraction needs the kiln executable")?;
+            let (mut pr, mut pw) = std::io::pipe().map_err(|e| e.to_string())?;
+            let feeder = std::thread::spawn(move || -> std::io::Result<()> {
+                let mut rd = comp.decoder(f)?;
+                std::io::copy(&mut rd, &mut pw)?;
+                Ok(())
+            });
+            let r = kiln_runtime::Runtime::new(&helper).apply_layer(&mut pr, &tmp, false);
+            drop(pr);
+            let fed = feeder.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other("the decompressing thread panicked"))
+            });
+            let sum = r.map_err(|e| e.to_string())?;
+            match fed {
+                // the child stops reading at the end-of-archive block
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                fed => fed.map_err(|e| format!("cannot decompress the blob: {e}"))?,
+            }
+            return Ok(sum.bytes);
+        }
+        let rd = comp.decoder(f).map_err(|e| e.to_string())?;
+        let opts = kiln_layer::ApplyOptions {
+            whiteouts: kiln_layer::WhiteoutMode::Delete,
+            ownership: kiln_layer::Ownership::auto(),
+            id_map: None,
+            xattrs: false,
+        };
+        let sum = kiln_layer::apply_tar(rd, &tmp, &opts).map_err(|e| {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            s
+        })?;
+        Ok(sum.bytes)
+    })();
+    // rename(2) replaces the empty directory; a directory a concurrent step
+    // filled in the meantime is not empty and stays (ENOTEMPTY).
+    let done = applied.map_err(ierr).and_then(|bytes| {
+        fs::rename(&tmp, dir)
+            .map(|()| bytes)
+            .map_err(|e| ierr(format!("cannot move it to `{}`: {e}", dir.display())))
+    });
+    if done.is_err() {
+        snapshot::remove_tree(&tmp, helper().as_deref());
+    }
+    done
+}
+
+/// Removes import temp directories of kiln processes that died mid-import.
+fn remove_stale_imports(base: &Path) {
+    let Ok(rd) = fs::read_dir(base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("import-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = rustix::process::Pid::from_raw(pid)
+            .is_none_or(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
+        if !alive {
+            snapshot::remove_tree(&e.path(), helper().as_deref());
+        }
+    }
+}
+
+/// A digest of the metadata of everything under `dir` (names, types,
+/// modes, owners, sizes, mtimes, ctimes, inodes): when it matches the last
+/// export's, the tree is what that export tarred. `None` when some part
+/// cannot be read (rootless, a directory of another ID): then it is tarred.
+fn fingerprint(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    fn walk(dir: &Path, rel: &str, h: &mut Sha256) -> std::io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let m = e.metadata()?;
+            let name = format!("{rel}/{}", e.file_name().to_string_lossy());
+            h.update(name.as_bytes());
+            h.update([0]);
+            for v in [
+                m.mode() as i64,
+                m.uid() as i64,
+                m.gid() as i64,
+                m.size() as i64,
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino() as i64,
+                m.rdev() as i64,
+            ] {
+                h.update(v.to_le_bytes());
+            }
+            if m.is_dir() {
+                walk(&e.path(), &name, h)?;
+            }
+        }
+        Ok(())
+    }
+    let mut h = Sha256::new();
+    h.update(b"kiln-cache-mount-fingerprint/v1\0");
+    walk(dir, "", &mut h).ok()?;
+    Some(hex::encode(h.finalize()))
+}
+
+/// Exports cache mount `id` (instance 0) as a blob in the store: a
+/// deterministic tar (sorted entries, the files' own mtimes, owners as the
+/// steps see them), zstd. `None` when the mount is missing or empty. The
+/// same tree gives the same digest, and a tree whose metadata did not
+/// change since the last export is not read again. Only the mount's own
+/// directory is read: secrets and tmpfs mounts of a step are mounted over
+/// it inside the sandbox and never written to it.
+pub fn export_mount(store: &Store, id: &str) -> Result<Option<MountBlob>, MountError> {
+    let base = cache_base(store, id);
+    let dir = base.join("data");
+    if is_empty_dir(&dir) {
+        return Ok(None);
+    }
+    let eerr = |reason: String| MountError::CacheExport {
+        id: id.to_string(),
+        path: dir.clone(),
+        reason,
+    };
+    // No `locked` step writes into it while it is read (shared steps of
+    // other builds still may: a file that changes size fails the export
+    // of this mount, which the caller reports).
+    let lock_path = base.join("lock");
+    let lock: OwnedFd = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| eerr(format!("cannot open `{}`: {e}", lock_path.display())))?
+        .into();
+    let never = AtomicBool::new(false);
+    wait_lock(
+        &lock,
+        FlockOperation::NonBlockingLockShared,
+        id,
+        &lock_path,
+        &never,
+        &mut |_: &str| {},
+    )
+    .map_err(|e| eerr(e.to_string()))?;
+    let note_path = base.join("exported.json");
+    let print = fingerprint(&dir);
+    if let Some(print) = &print
+        && let Some(note) = fs::read(&note_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExportNote>(&b).ok())
+        && &note.fingerprint == print
+        && note.blob.id == id
+        && BlobDigest::parse(&note.blob.digest).is_ok_and(|d| store.has_blob(&d))
+    {
+        tracing::debug!(id, digest = %note.blob.digest, "cache mount unchanged since its last export");
+        return Ok(Some(note.blob));
+    }
+    let mut w = LayerWriter::new(store, Compression::Zstd).map_err(|e| eerr(e.to_string()))?;
+    let opts = kiln_layer::WriteOptions {
+        overlay_whiteouts: false,
+        id_map: None,
+        // the files' own mtimes: build tools compare them
+        source_date_epoch: None,
+        xattrs: false,
+    };
+    if rustix::process::geteuid().is_root() {
+        kiln_layer::write_tar(&dir, &mut w, &opts).map_err(|e| eerr(e.to_string()))?;
+    } else {
+        // inside the user namespace, where files of subordinate IDs read
+        // as the IDs the steps gave them, whatever their modes
+        let helper = helper().ok_or_else(|| eerr("cannot find the kiln executable".into()))?;
+        kiln_runtime::Runtime::new(&helper)
+            .write_layer(&dir, &mut w, &opts, false)
+            .map_err(|e| eerr(e.to_string()))?;
+    }
+    let info = w.finish().map_err(|e| eerr(e.to_string()))?;
+    let blob = MountBlob {
+        id: id.to_string(),
+        digest: info.digest.to_string(),
+        media_type: info.media_type,
+        size: info.size,
+    };
+    if let Some(fingerprint) = print {
+        let note = ExportNote {
+            fingerprint,
+            blob: blob.clone(),
+        };
+        let tmp = base.join(format!(".exported-{}", std::process::id()));
+        let bytes = serde_json::to_vec(&note).expect("note serializes");
+        if fs::write(&tmp, bytes)
+            .and_then(|()| fs::rename(&tmp, &note_path))
+            .is_err()
+        {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    drop(lock);
+    Ok(Some(blob))
 }
 
 /// Polls a non-blocking flock so a cancelled build stops waiting (a blocking
@@ -793,7 +1160,7 @@ mod tests {
         let no = AtomicBool::new(false);
         let none = Secrets::default();
         let prep = |m: kiln_dag::Mount, c: &AtomicBool| {
-            prepare(&st, &[m], &[], &none, c, &mut |_: &str| {})
+            prepare(&st, &[m], &[], &none, None, c, &mut |_: &str| {})
         };
 
         // shared: two holders, one directory, under KILN_HOME
@@ -828,6 +1195,7 @@ mod tests {
             &[cache("x", CacheSharing::Locked)],
             &[],
             &none,
+            None,
             &cancelled,
             &mut |m: &str| said.push(m.to_string()),
         )
@@ -847,6 +1215,97 @@ mod tests {
             drop(l);
             t.join().unwrap().unwrap();
         });
+    }
+
+    /// A cache mount exported from one store fills an empty one of another
+    /// (through an OCI layout, as `--cache-from type=local` reads it), keeps
+    /// a non-empty one, and a corrupt blob leaves it empty.
+    #[test]
+    fn cache_mounts_export_deterministically_and_import_into_empty_mounts() {
+        let (_d1, st1) = store();
+        assert!(export_mount(&st1, "go").unwrap().is_none(), "no mount yet");
+        let data = cache_dir(&st1, "go");
+        fs::create_dir_all(data.join("sub")).unwrap();
+        fs::write(data.join("sub/obj"), "object code").unwrap();
+        fs::write(cache_base(&st1, "go").join("lock"), "").unwrap();
+        let a = export_mount(&st1, "go").unwrap().unwrap();
+        assert_eq!(a.id, "go");
+        // unchanged: the same blob, from the note, and also when re-tarred
+        assert_eq!(export_mount(&st1, "go").unwrap().unwrap(), a);
+        fs::remove_file(cache_base(&st1, "go").join("exported.json")).unwrap();
+        assert_eq!(export_mount(&st1, "go").unwrap().unwrap(), a);
+        // changed: another blob
+        fs::write(data.join("sub/obj"), "other code!").unwrap();
+        let b = export_mount(&st1, "go").unwrap().unwrap();
+        assert_ne!(b.digest, a.digest);
+
+        let layout = tempfile::tempdir().unwrap();
+        let blobs = layout.path().join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let d = BlobDigest::parse(&b.digest).unwrap();
+        fs::write(blobs.join(d.hex()), st1.read_blob(&d).unwrap()).unwrap();
+        let import = CacheImport::of_mounts(layout.path(), vec![b.clone()]);
+        let no = AtomicBool::new(false);
+        let none = Secrets::default();
+        for sharing in [
+            CacheSharing::Shared,
+            CacheSharing::Locked,
+            CacheSharing::Private,
+        ] {
+            let (_d2, st2) = store();
+            let p = prepare(
+                &st2,
+                &[cache("go", sharing)],
+                &[],
+                &none,
+                Some(&import),
+                &no,
+                &mut |_: &str| {},
+            )
+            .unwrap();
+            assert_eq!(
+                fs::read_to_string(source(&p, 0).join("sub/obj")).unwrap(),
+                "other code!",
+                "{sharing:?}"
+            );
+        }
+
+        // a non-empty local mount is kept
+        let (_d3, st3) = store();
+        fs::create_dir_all(cache_dir(&st3, "go")).unwrap();
+        fs::write(cache_dir(&st3, "go").join("mine"), "local").unwrap();
+        let p = prepare(
+            &st3,
+            &[cache("go", CacheSharing::Shared)],
+            &[],
+            &none,
+            Some(&import),
+            &no,
+            &mut |_: &str| {},
+        )
+        .unwrap();
+        assert!(source(&p, 0).join("mine").is_file());
+        assert!(!source(&p, 0).join("sub").exists());
+
+        // a corrupt blob: an empty mount, no temp directory left
+        fs::write(blobs.join(d.hex()), b"garbage").unwrap();
+        let (_d4, st4) = store();
+        let p = prepare(
+            &st4,
+            &[cache("go", CacheSharing::Shared)],
+            &[],
+            &none,
+            Some(&import),
+            &no,
+            &mut |_: &str| {},
+        )
+        .unwrap();
+        assert!(is_empty_dir(&source(&p, 0)));
+        let names: Vec<String> = fs::read_dir(cache_base(&st4, "go"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with("import-")), "{names:?}");
     }
 
     #[test]
@@ -884,7 +1343,7 @@ mod tests {
                 },
             ),
         ];
-        let p = prepare(&st, &mounts, &[], &s, &no, &mut |_: &str| {}).unwrap();
+        let p = prepare(&st, &mounts, &[], &s, None, &no, &mut |_: &str| {}).unwrap();
         assert_eq!(p.mounts.len(), 1, "an optional missing secret is absent");
         let f = source(&p, 0);
         assert_eq!(fs::read(&f).unwrap(), b"s3cr3t");
@@ -902,6 +1361,7 @@ mod tests {
             &mounts,
             &[],
             &Secrets::default(),
+            None,
             &no,
             &mut |_: &str| {},
         )

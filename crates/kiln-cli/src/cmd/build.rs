@@ -99,13 +99,16 @@ pub struct Args {
     /// (only what DIR lacks); `type=registry,ref=REF[,mode=min|max]` pushes
     /// the same under a tag (only blobs the registry lacks). `min`
     /// (default) keeps the final image's steps, `max` every step of every
-    /// stage. See docs/ci.md. Repeatable
+    /// stage. `cache-mounts=true` also exports the `run` cache mounts the
+    /// build's steps use. See docs/ci.md. Repeatable
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
 
     /// Use a build cache exported with `--cache-to`: `type=local,src=DIR`
     /// or `type=registry,ref=REF`. Steps whose inputs are unchanged are
-    /// CACHED; a layer is fetched only when a step needs it. Repeatable
+    /// CACHED; a layer is fetched only when a step needs it. Cache mounts
+    /// the cache holds fill empty local ones when a step that runs uses
+    /// them (`cache-mounts=false` to ignore them). Repeatable
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
 }
