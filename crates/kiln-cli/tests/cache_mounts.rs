@@ -312,6 +312,10 @@ fn cache_mounts_travel_through_a_local_cache() {
     let (seen, err) = b.build(&["--cache-from", &from, "--log-level", "info"]);
     assert_eq!(seen, "hit:compiled-v1:42", "{err}");
     assert!(err.contains("imported the cache mount"), "{err}");
+    assert!(
+        err.contains("kiln: cache mount `compiler` restored from the imported cache ("),
+        "the step's output says so: {err}"
+    );
 
     // a non-empty local mount is kept, not overwritten by the cache
     let c = Env::new(false);

@@ -502,7 +502,7 @@ fn acquire_cache(
                     match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
                         Ok(()) => {
                             if is_empty_dir(&dir) {
-                                import_mount(store, &base, &dir, blob, import);
+                                import_mount(store, &base, &dir, blob, import, on_wait);
                             }
                         }
                         Err(e) => tracing::debug!(
@@ -535,7 +535,7 @@ fn acquire_cache(
                     Ok(()) => {
                         if let Some((import, blob)) = imported {
                             if is_empty_dir(&dir) {
-                                import_mount(store, &base, &dir, blob, import);
+                                import_mount(store, &base, &dir, blob, import, on_wait);
                             } else {
                                 tracing::debug!(
                                     id,
@@ -605,15 +605,29 @@ fn rootless_with_range() -> bool {
 /// lock. A cache is an optimisation: any failure (a missing or corrupt
 /// blob, a tar that does not apply) is a warning and leaves `dir` empty,
 /// never partly filled (extraction goes to a temp directory renamed in).
-fn import_mount(store: &Store, base: &Path, dir: &Path, blob: &MountBlob, import: &CacheImport) {
+/// Success is a line of the step's output (`say`).
+fn import_mount(
+    store: &Store,
+    base: &Path,
+    dir: &Path,
+    blob: &MountBlob,
+    import: &CacheImport,
+    say: &mut dyn FnMut(&str),
+) {
     remove_stale_imports(base);
     match import_mount_inner(store, base, dir, blob, import) {
-        Ok(bytes) => tracing::info!(
-            id = %blob.id,
-            digest = %blob.digest,
-            bytes,
-            "imported the cache mount from the cache"
-        ),
+        Ok(bytes) => {
+            tracing::info!(
+                id = %blob.id,
+                digest = %blob.digest,
+                bytes,
+                "imported the cache mount from the cache"
+            );
+            say(&format!(
+                "kiln: cache mount `{}` restored from the imported cache ({bytes} bytes)\n",
+                blob.id
+            ));
+        }
         Err(e) => tracing::warn!("{e}; the step runs with an empty cache mount"),
     }
 }
