@@ -27,6 +27,9 @@
 //!   [`Client::put_manifest`], [`Client::list_tags`]).
 //! - [`BlobStore`] / [`BlobSink`]: where pulled blobs go and pushed blobs
 //!   come from; implemented for [`kiln_store::Store`] and [`MemoryStore`].
+//! - Lazy pulls ([`Client::pull_lazy`]): manifest and config now, each
+//!   layer registered in the store with a [`Locator`] and downloaded by
+//!   [`RegistrySource`] (the store's blob source) when first read.
 //!
 //! Plain http is used for `localhost`, `127.0.0.0/8`, `::1` and hosts listed
 //! in [`Settings::insecure_registries`]; https otherwise.
@@ -37,6 +40,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod lazy;
 pub mod manifest;
 pub mod platform;
 pub mod pull;
@@ -47,6 +51,7 @@ pub mod store;
 
 pub use auth::{AuthConfig, AuthFileError, Challenge, Credential};
 pub use client::{Client, Context, RegistryError};
+pub use lazy::{LazyError, Locator, RegistrySource};
 pub use platform::{Platform, PlatformError};
 pub use pull::{FetchedManifest, Pulled};
 pub use push::{BlobPush, PushOptions, PushReport};

@@ -40,6 +40,8 @@ pub struct Pulled {
     /// Blobs downloaded and blobs the store already had.
     pub fetched: usize,
     pub skipped: usize,
+    /// Layers left in the registry as lazy blobs ([`Client::pull_lazy`]).
+    pub lazy: usize,
     pub bytes_fetched: u64,
 }
 
@@ -52,13 +54,37 @@ impl Client {
         platform: &Platform,
         store: &dyn BlobStore,
     ) -> Result<Pulled, RegistryError> {
+        self.pull_with(reference, platform, store, false).await
+    }
+
+    /// Like [`Client::pull`], but fetches only the manifest and the config:
+    /// each layer the store lacks is registered as a lazy blob
+    /// ([`BlobStore::register_remote`], with a [`crate::lazy::Locator`])
+    /// and fetched by [`crate::lazy::RegistrySource`] when something first
+    /// reads it. Stores that cannot keep lazy blobs get every layer now.
+    pub async fn pull_lazy(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        store: &dyn BlobStore,
+    ) -> Result<Pulled, RegistryError> {
+        self.pull_with(reference, platform, store, true).await
+    }
+
+    async fn pull_with(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+        store: &dyn BlobStore,
+        lazy: bool,
+    ) -> Result<Pulled, RegistryError> {
         let endpoints = self
             .settings
             .pull_endpoints(reference.registry(), reference.repository());
         let mut errors = Vec::new();
         let n = endpoints.len();
         for (i, ep) in endpoints.iter().enumerate() {
-            match self.pull_from(ep, reference, platform, store).await {
+            match self.pull_from(ep, reference, platform, store, lazy).await {
                 Ok(p) => return Ok(p),
                 Err(e) if ep.mirror && i + 1 < n => {
                     tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
@@ -83,6 +109,7 @@ impl Client {
         reference: &Reference,
         platform: &Platform,
         store: &dyn BlobStore,
+        lazy: bool,
     ) -> Result<Pulled, RegistryError> {
         let top = self
             .get_manifest(ep, &reference.manifest_reference(), reference.digest())
@@ -156,10 +183,36 @@ impl Client {
         };
 
         let mut blobs = vec![config.clone()];
+        let mut seen = vec![&config.digest];
+        let mut lazy_blobs = 0;
         for l in &layers {
-            if !blobs.iter().any(|b| b.digest == l.digest) {
-                blobs.push(l.clone());
+            if seen.contains(&&l.digest) {
+                continue;
             }
+            seen.push(&l.digest);
+            if store.has_blob(&l.digest) {
+                continue;
+            }
+            if lazy {
+                let locator = crate::lazy::Locator {
+                    image: reference.to_string(),
+                    registry: reference.registry().to_string(),
+                    repository: reference.repository().to_string(),
+                    media_type: l.media_type.clone(),
+                    size: l.size,
+                };
+                let registered = store
+                    .register_remote(&l.digest, &locator.to_bytes())
+                    .map_err(|source| RegistryError::Store {
+                        ctx: self.ctx(ep, format!("lazy blob {}", l.digest)),
+                        source,
+                    })?;
+                if registered {
+                    lazy_blobs += 1;
+                    continue;
+                }
+            }
+            blobs.push(l.clone());
         }
         let results: Vec<Option<u64>> = stream::iter(blobs.iter())
             .map(|b| self.fetch_blob(ep, b, store))
@@ -167,6 +220,7 @@ impl Client {
             .try_collect()
             .await?;
         let fetched = results.iter().filter(|r| r.is_some()).count();
+        let seen = seen.len();
         let bytes_fetched = results.iter().flatten().sum();
 
         // Manifests last: a stored manifest never points at missing blobs.
@@ -182,8 +236,9 @@ impl Client {
             index_digest: index.map(|i| i.digest),
             config_digest: config.digest,
             layers: layers.into_iter().map(|l| l.digest).collect(),
+            skipped: seen - fetched - lazy_blobs,
+            lazy: lazy_blobs,
             fetched,
-            skipped: results.len() - fetched,
             bytes_fetched,
         })
     }

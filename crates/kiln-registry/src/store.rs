@@ -28,6 +28,13 @@ pub trait BlobStore: Send + Sync {
         r.read_to_end(&mut out)?;
         Ok(out)
     }
+    /// Records that `digest` is fetched later as `locator` says (a lazy
+    /// pull); returns `false` when this store cannot keep lazy blobs, and
+    /// the pull then fetches the blob at once.
+    fn register_remote(&self, digest: &Digest, locator: &[u8]) -> Result<bool, BoxError> {
+        let _ = (digest, locator);
+        Ok(false)
+    }
 }
 
 /// A blob being written. Dropping it without [`BlobSink::commit`] stores
@@ -57,6 +64,11 @@ impl BlobStore for kiln_store::Store {
 
     fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, BoxError> {
         Ok(kiln_store::Store::read_blob(self, digest)?)
+    }
+
+    fn register_remote(&self, digest: &Digest, locator: &[u8]) -> Result<bool, BoxError> {
+        self.put_remote_blob(digest, locator)?;
+        Ok(true)
     }
 }
 

@@ -8,6 +8,7 @@
 //! tmp/                      temp files of writes in flight (same filesystem)
 //! tags.json                 local image names -> manifest digest
 //! records/<kind>/<hex>      small atomic records (cache keys -> results, ...)
+//! remote/sha256/<hex>       lazy blobs: where a blob not fetched yet comes from
 //! locks/<name>.lock         flock(2) files
 //! ```
 //!
@@ -41,6 +42,10 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: io::Error },
     #[error("blob {digest} is not in the store (looked for `{path}`)")]
     BlobNotFound { digest: Digest, path: PathBuf },
+    #[error(
+        "blob {digest} is a lazily pulled layer that was not fetched yet and this command has no registry to fetch it from; run `kiln pull` for its image"
+    )]
+    RemoteNotFetched { digest: Digest },
     #[error("cannot read blob {digest} at `{path}`: {source}")]
     ReadBlob {
         digest: Digest,
@@ -101,16 +106,19 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     root: PathBuf,
     /// where blobs missing here are fetched from on first read (an
-    /// imported build cache)
-    source: Option<std::sync::Arc<dyn BlobSource>>,
+    /// imported build cache, the registry of a lazily pulled image), in
+    /// the order they were added
+    sources: Vec<std::sync::Arc<dyn BlobSource>>,
 }
 
-/// Blobs available elsewhere (an imported build cache), fetched into the
-/// store only when something reads them.
+/// Blobs available elsewhere (an imported build cache, a registry), fetched
+/// into the store only when something reads them.
 pub trait BlobSource: Send + Sync + std::fmt::Debug {
     /// Whether the source has the blob (cheap: no bytes read).
     fn has(&self, digest: &Digest) -> bool;
-    /// The blob's bytes; the store verifies them against `digest`.
+    /// The blob's bytes; the store verifies them against `digest`. A source
+    /// may instead put the blob into the store itself (verified) and return
+    /// any reader: the store then keeps what is there.
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
 }
 
@@ -160,30 +168,50 @@ impl Store {
             fs::create_dir_all(&dir)
                 .map_err(|source| StoreError::CreateDir { path: dir, source })?;
         }
-        Ok(Self { root, source: None })
+        Ok(Self {
+            root,
+            sources: Vec::new(),
+        })
     }
 
     /// This store, with blobs it lacks fetched from `source` when read
-    /// ([`Store::open_blob`], [`Store::ensure_blob`]). [`Store::has_blob`]
-    /// still answers for the local blobs only.
+    /// ([`Store::open_blob`], [`Store::ensure_blob`]); sources added
+    /// earlier are asked first. [`Store::has_blob`] still answers for the
+    /// local blobs only.
     pub fn with_blob_source(mut self, source: std::sync::Arc<dyn BlobSource>) -> Self {
-        self.source = Some(source);
+        self.sources.push(source);
         self
     }
 
-    /// Whether the blob is here or can be fetched from the blob source.
-    pub fn can_read_blob(&self, digest: &Digest) -> bool {
-        self.has_blob(digest) || self.source.as_ref().is_some_and(|s| s.has(digest))
+    /// This store without its blob sources: reads see local blobs only.
+    pub fn without_blob_sources(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            sources: Vec::new(),
+        }
     }
 
-    /// Makes sure the blob is in the store, fetching it from the blob source
-    /// (verified against its digest) when it is not.
+    /// Whether the blob is here, is a lazy blob ([`Store::put_remote_blob`])
+    /// or can be fetched from a blob source.
+    pub fn can_read_blob(&self, digest: &Digest) -> bool {
+        self.has_blob(digest)
+            || self.is_remote_blob(digest)
+            || self.sources.iter().any(|s| s.has(digest))
+    }
+
+    /// Makes sure the blob is in the store, fetching it from the first blob
+    /// source that has it (verified against its digest) when it is not.
     pub fn ensure_blob(&self, digest: &Digest) -> Result<()> {
         if self.has_blob(digest) {
             return Ok(());
         }
         let path = self.blob_path(digest);
-        let Some(src) = self.source.as_ref().filter(|s| s.has(digest)) else {
+        let Some(src) = self.sources.iter().find(|s| s.has(digest)) else {
+            if self.is_remote_blob(digest) {
+                return Err(StoreError::RemoteNotFetched {
+                    digest: digest.clone(),
+                });
+            }
             return Err(StoreError::BlobNotFound {
                 digest: digest.clone(),
                 path,
@@ -194,9 +222,81 @@ impl Store {
             path,
             source,
         })?;
-        self.put_blob_from_reader(&mut rd, Some(digest))?;
-        tracing::debug!(%digest, "fetched a blob from the blob source");
+        // a source that stored the blob itself (verified) needs no copy
+        if !self.has_blob(digest) {
+            self.put_blob_from_reader(&mut rd, Some(digest))?;
+        }
+        tracing::debug!(%digest, "fetched a blob from a blob source");
         Ok(())
+    }
+
+    // ----- lazy blobs -----------------------------------------------------
+
+    fn remote_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("remote").join("sha256").join(digest.hex())
+    }
+
+    /// Records that the blob `digest`, not in the store, can be fetched as
+    /// `locator` says (opaque here: the blob source that fetches it reads
+    /// it). Images whose layers are lazy count as complete
+    /// ([`Store::can_read_blob`]); reading such a blob needs a blob source
+    /// that knows the locator. Atomic like every record.
+    pub fn put_remote_blob(&self, digest: &Digest, locator: &[u8]) -> Result<()> {
+        let path = self.remote_path(digest);
+        let dir = path.parent().expect("remote path has a parent");
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        self.write_atomic(&path, locator)
+    }
+
+    /// The locator of a lazy blob, if `digest` is one.
+    pub fn remote_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.remote_path(digest);
+        match fs::read(&path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Read { path, source }),
+        }
+    }
+
+    /// Whether `digest` is a lazy blob (recorded, whether or not it was
+    /// fetched since).
+    pub fn is_remote_blob(&self, digest: &Digest) -> bool {
+        self.remote_path(digest).is_file()
+    }
+
+    /// Every lazy blob's digest, sorted.
+    pub fn list_remote_blobs(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("remote").join("sha256");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreError::List { path: dir, source }),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|source| StoreError::List {
+                path: dir.clone(),
+                source,
+            })?;
+            if let Ok(d) = Digest::from_hex(&e.file_name().to_string_lossy()) {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Forgets a lazy blob's locator; returns whether there was one.
+    pub fn remove_remote_blob(&self, digest: &Digest) -> Result<bool> {
+        let path = self.remote_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Remove { path, source }),
+        }
     }
 
     /// The store's root directory.
@@ -222,11 +322,27 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
-    /// Size in bytes of a stored blob.
+    /// Size in bytes of a stored blob (fetched from a blob source first
+    /// when it is only there: its reader comes next).
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let path = self.blob_path(digest);
         match fs::metadata(&path) {
             Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.sources.is_empty() => {
+                self.ensure_blob(digest)?;
+                fs::metadata(&path)
+                    .map(|m| m.len())
+                    .map_err(|source| StoreError::ReadBlob {
+                        digest: digest.clone(),
+                        path,
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_remote_blob(digest) => {
+                Err(StoreError::RemoteNotFetched {
+                    digest: digest.clone(),
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
                 digest: digest.clone(),
                 path,
@@ -245,12 +361,17 @@ impl Store {
         let path = self.blob_path(digest);
         match File::open(&path) {
             Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.source.is_some() => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.sources.is_empty() => {
                 self.ensure_blob(digest)?;
                 File::open(&path).map_err(|source| StoreError::ReadBlob {
                     digest: digest.clone(),
                     path,
                     source,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_remote_blob(digest) => {
+                Err(StoreError::RemoteNotFetched {
+                    digest: digest.clone(),
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {

@@ -63,6 +63,8 @@ pub enum GcError {
     Remove { path: PathBuf, reason: String },
     #[error("cannot read the tag index of the store at `{path}`: {reason}")]
     Tags { path: PathBuf, reason: String },
+    #[error("cannot list the lazy blobs of the store at `{path}`: {reason}")]
+    Remote { path: PathBuf, reason: String },
 }
 
 /// Takes the `gc` lock shared, for a process that uses the store.
@@ -680,6 +682,14 @@ pub fn prune(
             Err(e) => note(&mut out, e),
         }
     }
+    // lazy blobs nothing kept names any more: only their locators go
+    for d in store.list_remote_blobs().unwrap_or_default() {
+        if !kept.blobs.contains(&d)
+            && let Err(e) = store.remove_remote_blob(&d)
+        {
+            out.notes.push(format!("lazy blob {d}: {e}"));
+        }
+    }
     Ok(out)
 }
 
@@ -748,7 +758,33 @@ pub fn check(store: &Store, helper: Option<&Path>) -> Result<Removed, GcError> {
             }
         }
     }
-    let has_blob = |d: &Digest| store.has_blob(d) && !bad_blobs.contains(d);
+    // A lazy blob (a base image layer left in its registry) counts as
+    // present: it is fetched, verified, when something reads it. Its
+    // locator must be readable though.
+    let mut lazy = HashSet::new();
+    for d in store.list_remote_blobs().map_err(|e| GcError::Remote {
+        path: store.root().to_path_buf(),
+        reason: e.to_string(),
+    })? {
+        let ok = store
+            .remote_blob(&d)
+            .ok()
+            .flatten()
+            .is_some_and(|b| kiln_registry::Locator::from_bytes(&b).is_ok());
+        if ok {
+            lazy.insert(d);
+            continue;
+        }
+        match store.remove_remote_blob(&d) {
+            Ok(_) => out
+                .notes
+                .push(format!("lazy blob {d}: unreadable locator: removed")),
+            Err(e) => out
+                .notes
+                .push(format!("lazy blob {d}: unreadable locator: {e}")),
+        }
+    }
+    let has_blob = |d: &Digest| (store.has_blob(d) && !bad_blobs.contains(d)) || lazy.contains(d);
     let manifest_ok = |m: &Digest| -> Result<(), String> {
         let mut all = HashSet::new();
         manifest_closure(store, m, &mut all);

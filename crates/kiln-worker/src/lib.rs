@@ -360,9 +360,19 @@ impl Inner {
             .enable_all()
             .build()
             .map_err(|e| ierr(e.to_string()))?;
+        // Manifest and config only: every key below a base needs just the
+        // manifest digest, and a fully cached build never reads its layers.
+        // They are lazy blobs, fetched (verified) by the store's
+        // `RegistrySource` when a step first reads one.
         let pulled = rt
-            .block_on(client.pull(&parsed, &self.opts.platform, &self.store))
+            .block_on(client.pull_lazy(&parsed, &self.opts.platform, &self.store))
             .map_err(|e| ierr(e.to_string()))?;
+        tracing::debug!(
+            reference,
+            fetched = pulled.fetched,
+            lazy = pulled.lazy,
+            "pulled a base image lazily"
+        );
         let d = kiln_oci::Digest::parse(&pulled.manifest_digest.to_string())
             .map_err(|e| ierr(e.to_string()))?;
         self.store

@@ -165,12 +165,14 @@ impl Ref {
     }
 
     /// Whether everything the ref names is still there: the config blob,
-    /// every blob layer's blob, and every directory layer's directory (or
-    /// its committed blob). Anything else makes a cache record a miss.
+    /// every blob layer's blob (in the store, a lazy blob of a base image
+    /// or in an attached blob source: readable on demand), and every
+    /// directory layer's directory (or its committed blob). Anything else
+    /// makes a cache record a miss.
     pub fn complete(&self, store: &Store) -> bool {
         let has = |s: &str| {
             kiln_oci::Digest::parse(s)
-                .map(|d| store.has_blob(&d))
+                .map(|d| store.can_read_blob(&d))
                 .unwrap_or(false)
         };
         self.config.as_deref().is_none_or(has)

@@ -56,7 +56,17 @@ pub(crate) fn open_store() -> miette::Result<Store> {
         let lock = kiln_worker::gc::hold_shared(&store).into_diagnostic()?;
         let _ = GC_LOCK.set(lock);
     }
-    Ok(store)
+    // Layers of lazily pulled base images are fetched on first read,
+    // whichever command reads them.
+    let lazy = kiln_registry::RegistrySource::new(&store, || {
+        super::registry::settings().map_err(|e| {
+            e.chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+    });
+    Ok(store.with_blob_source(lazy))
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {

@@ -1,0 +1,350 @@
+//! Lazy base-image pulls (issue 6, fresh runner): a build whose steps on a
+//! registry image are all cache hits fetches that image's manifest and
+//! config only; its layers stay in the registry until a step reads them.
+//! Against Debian's docker-registry on 127.0.0.1, whose access log counts
+//! the blob downloads.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{expect_ok as ok, kiln_command as kiln};
+
+fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
+    let o = kiln(home, dir, args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (ok(o, &args.join(" ")), err)
+}
+
+/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
+/// temp dir, its access log in a file.
+struct Registry {
+    addr: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = format!(
+            "version: 0.1\nlog: {{level: info, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (.ci/setup)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut b = [0u8; 12];
+                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            addr,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// How many times the registry served `GET` of the blob `digest`.
+    fn blob_gets(&self, digest: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap();
+        let needle = format!("/blobs/{digest} ");
+        log.lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(&needle))
+            .count()
+    }
+
+    /// The file the registry serves the blob `digest` from.
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn make_rootfs(dir: &Path) {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "seq", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// A context whose builder stage runs `command` on the registry image
+/// `base`; the final image is the static base plus the step's output.
+fn context(dir: &Path, name: &str, base: &str, command: &str) -> PathBuf {
+    let ctx = dir.join(name);
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("input.txt"), "input\n").unwrap();
+    std::fs::write(
+        ctx.join("Kilnfile"),
+        format!(
+            r#"
+let build = image("{base}")
+    .copy(context().path("input.txt"), "/input.txt")
+    .run("{command}");
+let app = static_base().copy(build.path("/numbers"), "/numbers");
+"#
+        ),
+    )
+    .unwrap();
+    ctx
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob_path(home: &Path, digest: &str) -> PathBuf {
+    home.join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// The layer digests of the image the store knows as `name`.
+fn layers_of(home: &Path, name: &str) -> Vec<String> {
+    let tags = json(&home.join("tags.json"));
+    let m = tags["tags"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no tag {name} in {tags}"));
+    json(&blob_path(home, m))["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn steps(err: &str) -> Vec<&str> {
+    err.lines().filter(|l| l.starts_with("=> ")).collect()
+}
+
+fn build_args<'a>(ctx: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["build", ctx.to_str().unwrap(), "--progress", "plain"];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// A first runner exports a max cache of a build on `REGISTRY/lazy/bb:1`;
+/// returns (registry, base reference, cache dir, reference digest).
+fn first_runner(dir: &Path) -> (Registry, String, PathBuf, String) {
+    let registry = Registry::start();
+    make_rootfs(dir);
+    let base = format!("{}/lazy/bb:1", registry.addr);
+    let seed = dir.join("home-seed");
+    run(&seed, dir, &["import", "rootfs", "-t", "bb:1"]);
+    run(&seed, dir, &["push", "-q", "bb:1", &base]);
+    let ctx = context(
+        dir,
+        "ctx-a",
+        &base,
+        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
+    );
+    let cache = dir.join("cache");
+    let to = format!("type=local,dest={},mode=max", cache.display());
+    let (digest, _) = run(
+        &dir.join("home-a"),
+        dir,
+        &build_args(&ctx, &["--cache-to", &to]),
+    );
+    (registry, base, cache, digest)
+}
+
+#[test]
+fn cached_steps_leave_base_layers_in_the_registry_until_a_step_reads_them() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let (registry, base, cache, reference) = first_runner(dir);
+    let from = format!("type=local,src={}", cache.display());
+
+    // a fresh runner at another path: every step CACHED, the base's
+    // manifest and config fetched, its layers not
+    let home = dir.join("home-b");
+    let ctx = context(
+        dir,
+        "elsewhere/ctx-b",
+        &base,
+        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
+    );
+    let (digest, err) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert_eq!(digest, reference);
+    assert!(!steps(&err).is_empty(), "{err}");
+    assert!(steps(&err).iter().all(|l| l.ends_with(" CACHED")), "{err}");
+    let layers = layers_of(&home, &base);
+    assert!(!layers.is_empty());
+    let gets_before: Vec<usize> = layers.iter().map(|l| registry.blob_gets(l)).collect();
+    for l in &layers {
+        assert!(
+            !blob_path(&home, l).exists(),
+            "layer {l} was fetched:\n{err}"
+        );
+        let hex = l.strip_prefix("sha256:").unwrap();
+        assert!(
+            home.join("remote/sha256").join(hex).is_file(),
+            "{l} is not lazy"
+        );
+    }
+    // `kiln cache check` takes lazy layers for what they are
+    let (_, err) = run(&home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+    assert!(
+        !err.contains("dropped") && !err.contains("removed"),
+        "{err}"
+    );
+    // and so does a second fresh-runner build: still nothing fetched
+    let (again, err) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert_eq!(again, reference);
+    assert!(steps(&err).iter().all(|l| l.ends_with(" CACHED")), "{err}");
+    for (l, n) in layers.iter().zip(&gets_before) {
+        assert_eq!(registry.blob_gets(l), *n, "layer {l} was downloaded");
+        assert!(!blob_path(&home, l).exists());
+    }
+
+    // a step that runs on the base: its layers come now, verified, and the
+    // result matches a build on an eagerly pulled base
+    let cmd = "seq 1 400 > /numbers && cat /input.txt >> /numbers";
+    let ctx2 = context(dir, "ctx-c", &base, cmd);
+    let (lazy_digest, err) = run(&home, dir, &build_args(&ctx2, &[]));
+    assert!(
+        steps(&err)
+            .iter()
+            .any(|l| l.contains("seq 1 400") && !l.ends_with(" CACHED")),
+        "{err}"
+    );
+    for (l, n) in layers.iter().zip(&gets_before) {
+        assert!(blob_path(&home, l).is_file(), "layer {l} was not fetched");
+        assert!(registry.blob_gets(l) > *n, "layer {l} was not downloaded");
+    }
+    let eager = dir.join("home-eager");
+    run(&eager, dir, &["pull", "-q", &base]);
+    for l in &layers {
+        assert!(blob_path(&eager, l).is_file(), "`kiln pull` left {l} lazy");
+    }
+    let (eager_digest, _) = run(&eager, dir, &build_args(&ctx2, &[]));
+    assert_eq!(lazy_digest, eager_digest);
+    let (_, err) = run(&home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+
+    // `kiln save` of the lazily pulled image reads its layers: fetched too
+    let home_d = dir.join("home-d");
+    run(&home_d, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert!(layers.iter().all(|l| !blob_path(&home_d, l).exists()));
+    let archive = dir.join("bb.tar");
+    run(
+        &home_d,
+        dir,
+        &["save", &base, "-o", archive.to_str().unwrap()],
+    );
+    assert!(layers.iter().all(|l| blob_path(&home_d, l).is_file()));
+    let o = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn registry_faults_at_lazy_fetch_time_are_clear_errors_and_leave_the_store_sound() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let (mut registry, base, cache, reference) = first_runner(dir);
+    let from = format!("type=local,src={}", cache.display());
+    let ctx = context(
+        dir,
+        "ctx-b",
+        &base,
+        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
+    );
+    let ctx2 = context(
+        dir,
+        "ctx-c",
+        &base,
+        "seq 1 400 > /numbers && cat /input.txt >> /numbers",
+    );
+
+    // a corrupted blob in the registry: the digest check refuses it
+    let home = dir.join("home-corrupt");
+    let (digest, _) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert_eq!(digest, reference);
+    let layers = layers_of(&home, &base);
+    let data = registry.blob_data(&layers[0]);
+    let good = std::fs::read(&data).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&data, &bad).unwrap();
+    let o = kiln(&home, dir, &build_args(&ctx2, &[])).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a corrupt layer was accepted:\n{err}");
+    assert!(err.contains(&layers[0]) && err.contains(&base), "{err}");
+    assert!(err.contains("digest"), "{err}");
+    assert!(!blob_path(&home, &layers[0]).exists());
+    let (_, err) = run(&home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+    // repaired, the same store builds
+    std::fs::write(&data, &good).unwrap();
+    let (fixed, _) = run(&home, dir, &build_args(&ctx2, &[]));
+
+    // a registry that is gone: the error names the image and the layer
+    let home = dir.join("home-gone");
+    run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
+    registry.stop();
+    let o = kiln(&home, dir, &build_args(&ctx2, &[])).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(&base) && err.contains(&layers[0]), "{err}");
+    assert!(err.contains("pulled lazily"), "{err}");
+    assert!(layers.iter().all(|l| !blob_path(&home, l).exists()));
+    // the fully cached build still works with the registry gone
+    let (digest, _) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert_eq!(digest, reference);
+    let (_, err) = run(&home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+    assert!(!fixed.is_empty());
+}
