@@ -24,4 +24,4 @@ pub use whiteout::{
     EntryClass, Facts, OPAQUE_MARKER, OverlayXattr, WHITEOUT_PREFIX, classify, is_opaque_xattr,
     keep_xattr,
 };
-pub use write::{WriteError, WriteOptions, WriteSummary, write_tar};
+pub use write::{ChunkSink, WriteError, WriteOptions, WriteSummary, write_tar, write_tar_chunks};

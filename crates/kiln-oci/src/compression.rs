@@ -6,9 +6,9 @@ use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use kiln_store::{BlobWriter, Digest, Store, StoreError};
-use sha2::{Digest as _, Sha256};
 
-use crate::parallel::{Codec, ParallelEncoder};
+use crate::parallel::{CHUNK, Codec};
+use crate::pipeline::Pipeline;
 
 /// OCI and Docker media types for layers.
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -127,11 +127,6 @@ const GZIP_LEVEL: u32 = 6;
 /// layer export goal asks for
 const ZSTD_LEVEL: i32 = 1;
 
-enum Encoder {
-    Compressed(ParallelEncoder<BlobWriter>),
-    None(BlobWriter),
-}
-
 /// A finished layer blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerInfo {
@@ -146,59 +141,60 @@ pub struct LayerInfo {
 }
 
 /// Receives an uncompressed layer tar, compresses it into the store and
-/// computes its diff ID on the way.
+/// computes its diff ID on the way. Hashing, compression and the blob write
+/// run on threads of their own ([`crate::pipeline`]), overlapping with
+/// whatever produces the tar; [`LayerWriter::write_tree`] feeds kiln-layer's
+/// walker into it without copying.
 pub struct LayerWriter {
-    enc: Encoder,
-    diff: Sha256,
+    pipe: Pipeline<BlobWriter>,
     compression: Compression,
-    uncompressed: u64,
 }
 
 impl LayerWriter {
     /// Starts a layer blob in `store`.
     pub fn new(store: &Store, compression: Compression) -> Result<Self, CompressionError> {
         let blob = store.blob_writer().map_err(CompressionError::Store)?;
-        let enc = match compression {
-            Compression::Gzip => Encoder::Compressed(ParallelEncoder::new(
-                blob,
-                Codec::Gzip { level: GZIP_LEVEL },
-            )),
-            Compression::Zstd => Encoder::Compressed(ParallelEncoder::new(
-                blob,
-                Codec::Zstd { level: ZSTD_LEVEL },
-            )),
-            Compression::None => Encoder::None(blob),
+        let pipe = match compression {
+            Compression::Gzip => Pipeline::new(blob, Some(Codec::Gzip { level: GZIP_LEVEL }), true),
+            Compression::Zstd => Pipeline::new(blob, Some(Codec::Zstd { level: ZSTD_LEVEL }), true),
+            // Uncompressed, the blob is the tar: the store's hash serves both.
+            Compression::None => Pipeline::new(blob, None, false),
         };
-        Ok(Self {
-            enc,
-            diff: Sha256::new(),
-            compression,
-            uncompressed: 0,
-        })
+        Ok(Self { pipe, compression })
     }
 
-    /// Bytes of uncompressed tar received so far.
+    /// Bytes of uncompressed tar handed to the pipeline so far (whole
+    /// chunks; the rest is counted by [`LayerWriter::finish`]).
     pub fn uncompressed_size(&self) -> u64 {
-        self.uncompressed
+        self.pipe.bytes()
+    }
+
+    /// Writes the tree under `dir` into the layer with kiln-layer's
+    /// deterministic writer, chunk buffers passed on without a copy. The
+    /// same bytes as `kiln_layer::write_tar(dir, &mut layer_writer, opts)`.
+    pub fn write_tree(
+        &mut self,
+        dir: &std::path::Path,
+        opts: &kiln_layer::WriteOptions,
+    ) -> Result<kiln_layer::WriteSummary, kiln_layer::WriteError> {
+        kiln_layer::write_tar_chunks(dir, self, CHUNK, opts)
     }
 
     /// Flushes the compressor and commits the blob.
     pub fn finish(self) -> Result<LayerInfo, CompressionError> {
         let compression = self.compression;
-        let eerr = |source| CompressionError::Encode {
-            compression,
-            source,
-        };
-        let blob = match self.enc {
-            Encoder::Compressed(e) => e.finish().map_err(eerr)?,
-            Encoder::None(b) => b,
-        };
+        let (blob, diff) = self
+            .pipe
+            .finish()
+            .map_err(|source| CompressionError::Encode {
+                compression,
+                source,
+            })?;
         let size = blob.size();
         let digest = blob.commit(None).map_err(CompressionError::Store)?;
-        // Uncompressed, the blob is the tar: one hash serves both.
-        let diff_id = match compression {
-            Compression::None => digest.clone(),
-            _ => Digest::from_hasher(self.diff),
+        let diff_id = match diff {
+            Some(h) => Digest::from_hasher(h),
+            None => digest.clone(),
         };
         Ok(LayerInfo {
             digest,
@@ -211,22 +207,17 @@ impl LayerWriter {
 
 impl Write for LayerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = match &mut self.enc {
-            Encoder::Compressed(e) => e.write(buf)?,
-            Encoder::None(b) => b.write(buf)?,
-        };
-        if self.compression != Compression::None {
-            self.diff.update(&buf[..n]);
-        }
-        self.uncompressed += n as u64;
-        Ok(n)
+        self.pipe.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.enc {
-            Encoder::Compressed(e) => e.flush(),
-            Encoder::None(b) => b.flush(),
-        }
+        Ok(())
+    }
+}
+
+impl kiln_layer::ChunkSink for LayerWriter {
+    fn put(&mut self, chunk: &mut Vec<u8>) -> io::Result<()> {
+        self.pipe.put(chunk)
     }
 }
 

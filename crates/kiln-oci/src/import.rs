@@ -428,10 +428,12 @@ pub fn rootfs_dir_layer(
         xattrs: true,
         ..Default::default()
     };
-    kiln_layer::write_tar(dir, &mut writer, &opts).map_err(|source| ImportError::Walk {
-        path: dir.to_owned(),
-        source,
-    })?;
+    writer
+        .write_tree(dir, &opts)
+        .map_err(|source| ImportError::Walk {
+            path: dir.to_owned(),
+            source,
+        })?;
     writer.finish().map_err(lerr)
 }
 

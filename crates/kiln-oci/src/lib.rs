@@ -16,6 +16,7 @@ pub mod import;
 pub mod json;
 pub mod output;
 mod parallel;
+mod pipeline;
 pub mod reference;
 pub mod static_base;
 
