@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Runtime benchmarks (issue 3), side by side with the peers, medians by
-# hyperfine. Run as root from the repository root:
-#   bench/runtime.sh            # results on stdout, markdown in target-bench/
+# hyperfine. Run as root from the repository root, unattended:
+#   bash bench/runtime.sh       # results on stdout, markdown in $CARGO_TARGET_DIR
+#   RUNS=100 bash bench/runtime.sh
+#   SKIP_DIFF=1 bash bench/runtime.sh   # only the start-up part
 # 1. start a sandbox on a busybox-static rootfs, run /bin/true, tear down:
-#    kiln-runtime (as root, and as the unprivileged user kilntest) vs
-#    `runc run` of the same rootfs as an OCI bundle
+#    kiln-runtime as root and as the unprivileged user kilntest, with the
+#    kiln binary as the re-executed child when KILN=path/to/kiln is given
+#    (built from this same checkout: the child speaks the runtime's
+#    protocol), and with --wait-cleanup (also waits
+#    until the supervisor removed the state directory, which the runtime
+#    does not wait for), next to `runc run` of the same rootfs as an OCI
+#    bundle and `unshare -Urmpf --mount-proc true`
 # 2. an upper directory of 10,000 small files into a layer tar, piped to
 #    sha256sum, vs `tar --sort=name -cf - DIR | sha256sum`
 set -euo pipefail
@@ -16,6 +23,7 @@ RUNS=${RUNS:-200}
 
 cargo build --release -q -p kiln-runtime --bin kiln-runtime-helper
 HELPER=$CARGO_TARGET_DIR/release/kiln-runtime-helper
+KILN=${KILN:-}
 
 W=$(mktemp -d /tmp/kiln-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
@@ -31,7 +39,7 @@ mk_rootfs() {
   printf 'root:x:0:\n' > "$d/etc/group"
 }
 mk_rootfs "$W/lower"
-mkdir -p "$W/upper" "$W/user"
+mkdir -p "$W/upper" "$W/upper2" "$W/upper3" "$W/user"
 mk_rootfs "$W/user/lower"
 mkdir -p "$W/user/upper"
 chown -R "$USER_RL:" "$W/user"
@@ -48,20 +56,55 @@ json.dump(c, open("config.json", "w"))
 PY
 )
 
-echo "## sandbox start + /bin/true + teardown"
-hyperfine -N --warmup 20 --runs "$RUNS" --export-markdown "$W/start.md" --export-json "$W/start.json" \
+# every sandbox must work before it is timed
+"$HELPER" run "$W/lower" "$W/upper" -- /bin/true
+setpriv --reuid="$USER_RL" --regid="$USER_RL" --init-groups "$HELPER" run "$W/user/lower" "$W/user/upper" -- /bin/true
+KILN_LINE=()
+if [ -n "$KILN" ] && "$HELPER" run "$W/lower" "$W/upper3" --helper "$KILN" -- /bin/true; then
+  KILN_LINE=(-n "kiln-runtime (root, kiln binary as the child)" "$HELPER run $W/lower $W/upper3 --helper $KILN -- /bin/true")
+fi
+
+median_table() {
+  python3 - "$1" "$2" <<'PY'
+import json, statistics, sys
+res = json.load(open(sys.argv[1]))["results"]
+ref = sys.argv[2]
+med = {r["command"]: statistics.median(r["times"]) * 1000 for r in res}
+base = med.get(ref)
+print("| command | median | user+sys (mean) | %s / this |" % (ref[:24]))
+print("|---|---:|---:|---:|")
+for r in res:
+    m = med[r["command"]]
+    cpu = (r.get("user", 0) + r.get("system", 0)) * 1000
+    ratio = "%.1fx" % (base / m) if base else "-"
+    print("| %s | %.1f ms | %.1f ms | %s |" % (r["command"], m, cpu, ratio))
+PY
+}
+
+echo "## sandbox start + /bin/true + teardown (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$W/start.json" \
   -n "kiln-runtime (root)" "$HELPER run $W/lower $W/upper -- /bin/true" \
+  "${KILN_LINE[@]}" \
   -n "kiln-runtime (rootless, $USER_RL)" "setpriv --reuid=$USER_RL --regid=$USER_RL --init-groups $HELPER run $W/user/lower $W/user/upper -- /bin/true" \
+  -n "kiln-runtime (root, --wait-cleanup)" "$HELPER run $W/lower $W/upper2 --wait-cleanup -- /bin/true" \
   -n "runc run (root)" "runc --root $W/runc-state run --bundle $W/bundle kiln-bench-$$" \
   -n "setpriv alone (overhead of the rootless line)" "setpriv --reuid=$USER_RL --regid=$USER_RL --init-groups /bin/true" \
-  -n "reference: unshare -Urmpf --mount-proc true" "unshare -Urmpf --mount-proc true"
-cat "$W/start.md"
-medians() {
-  python3 -c 'import json,statistics,sys
-for r in json.load(open(sys.argv[1]))["results"]:
-    print("median %7.1f ms  %s" % (statistics.median(r["times"]) * 1000, r["command"]))' "$1"
-}
-medians "$W/start.json"
+  -n "reference: unshare -Urmpf --mount-proc true" "unshare -Urmpf --mount-proc true" \
+  >/dev/null
+median_table "$W/start.json" "runc run (root)" | tee "$W/start.md"
+# nothing may be left behind by any of the runs
+sleep 1
+left=$(find "$W" -maxdepth 2 -name '.kiln-sandbox-*' | wc -l)
+echo "state directories left after $RUNS+ runs each: $left"
+for u in upper upper2 upper3 user/upper; do
+  [ -z "$(ls -A "$W/$u" 2>/dev/null)" ] || echo "WARNING: $W/$u is not empty"
+done
+
+if [ -n "${SKIP_DIFF:-}" ]; then
+  mkdir -p "$CARGO_TARGET_DIR"
+  cp "$W/start.md" "$CARGO_TARGET_DIR/runtime-bench.md"
+  exit 0
+fi
 
 echo "## 10,000 small files: layer tar | sha256sum"
 D=$W/files
@@ -69,10 +112,10 @@ for i in $(seq 0 99); do
   mkdir -p "$D/d$i"
   for j in $(seq 0 99); do printf 'file %d %d\n' "$i" "$j" > "$D/d$i/f$j"; done
 done
-hyperfine --warmup 3 --runs 30 --export-markdown "$W/diff.md" --export-json "$W/diff.json" \
+hyperfine --warmup 3 --runs 30 --export-json "$W/diff.json" \
   -n "kiln-layer write_tar | sha256sum" "$HELPER diff $D | sha256sum" \
-  -n "tar --sort=name | sha256sum" "tar --sort=name -cf - -C $D . | sha256sum"
-cat "$W/diff.md"
-medians "$W/diff.json"
+  -n "tar --sort=name | sha256sum" "tar --sort=name -cf - -C $D . | sha256sum" \
+  >/dev/null
+median_table "$W/diff.json" "tar --sort=name | sha256sum" | tee "$W/diff.md"
 mkdir -p "$CARGO_TARGET_DIR"
 cat "$W/start.md" "$W/diff.md" > "$CARGO_TARGET_DIR/runtime-bench.md"

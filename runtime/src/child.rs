@@ -96,10 +96,13 @@ fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {
 fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     let cfg = recv_config(sock)?;
     let job_only = cfg.apply.is_some() || cfg.write.is_some() || cfg.chown.is_some();
+    // no mount namespace here: the init makes its own, so that it dies with
+    // the init and takes every mount of the step with it before the init's
+    // exit is reported (exit_task_namespaces runs before exit_notify)
     let mut flags = if job_only {
         0
     } else {
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
+        libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
     };
     flags |= libc::CLONE_NEWUSER;
     if !job_only && (cfg.network == Network::None || cfg.probe) {
@@ -182,16 +185,30 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     };
     if let Some((dest, manifest)) = copied {
         // a killed step (timeout, cancel) leaves nothing anyone will read
-        let diffed = if signal == Some(libc::SIGKILL) {
-            Ok(())
-        } else {
-            crate::copy::diff(&dest, &manifest, &cfg.upper).map(|_| ())
-        };
-        // files of subordinate IDs: only this namespace's root can remove them
-        let _ = std::fs::remove_dir_all(&dest);
-        diffed.map_err(fail("move the step's changes to the upper directory"))?;
+        if signal != Some(libc::SIGKILL) {
+            let diffed = crate::copy::diff(&dest, &manifest, &cfg.upper).map(|_| ());
+            if let Err(e) = diffed {
+                // files of subordinate IDs: only this namespace's root can remove them
+                if let Some(state) = &cfg.cleanup {
+                    crate::parent::force_remove(state);
+                }
+                return Err(fail("move the step's changes to the upper directory")(e));
+            }
+        }
     }
-    send(sock, &ToParent::Exited { code, signal });
+    if let Some(state) = &cfg.cleanup {
+        // The step and its mounts are gone; what is left is the state
+        // directory on the upper's filesystem, whose rmdirs can cost a
+        // synchronous discard each (ext4 `-o discard`). The parent returns
+        // as soon as it has the status; this process removes the directory
+        // (as the namespace's root, which may remove files of subordinate
+        // IDs) and must not die with the parent while doing so.
+        let _ = rustix::process::set_parent_process_death_signal(None);
+        send(sock, &ToParent::Exited { code, signal });
+        crate::parent::force_remove(state);
+    } else {
+        send(sock, &ToParent::Exited { code, signal });
+    }
     Ok(0)
 }
 
@@ -339,6 +356,103 @@ fn escape_overlay(p: &Path) -> String {
     s
 }
 
+/// A detached tmpfs (fsopen(2)/fsmount(2): no mount point needed) holding
+/// every mount target of the step plus `/dev`, `/proc` and, for the host
+/// network, `/etc/resolv.conf` and `/etc/hosts`. It is the bottom lower of
+/// the kernel overlay, under the image: a target the image lacks then
+/// exists without being created in the upper directory, so nothing has to
+/// be removed from the upper afterwards (removing the parent directories a
+/// stub copied up costs an rmdir each, a synchronous discard on ext4 with
+/// `-o discard`). The image's own entries win; a target it shadows (a
+/// symlink, an opaque directory) is still created in the rootfs by
+/// `target_in_root` and removed by the parent, as before. Best effort: a
+/// target that cannot be made here is simply made later.
+fn stub_layer(cfg: &ChildConfig) -> R<OwnedFd> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    let fs = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(errno_fail("open a tmpfs for the mount targets"))?;
+    rustix::mount::fsconfig_set_string(&fs, "mode", "755")
+        .and_then(|()| rustix::mount::fsconfig_set_string(&fs, "size", "1m"))
+        .and_then(|()| rustix::mount::fsconfig_create(&fs))
+        .map_err(errno_fail("create a tmpfs for the mount targets"))?;
+    let layer = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(errno_fail("mount a tmpfs for the mount targets"))?;
+    let add = |path: &str, want: Want| {
+        let mut comps = Vec::new();
+        norm_push(&mut comps, path);
+        for i in 1..=comps.len() {
+            // only our own directories and files in there: no symlink to follow
+            let rel = comps[..i].join("/");
+            let r = if i == comps.len() && want == Want::File {
+                rustix::fs::openat(
+                    &layer,
+                    rel.as_str(),
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            } else {
+                rustix::fs::mkdirat(&layer, rel.as_str(), Mode::from_raw_mode(0o755))
+            };
+            match r {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    // exact modes (0755, 0644): the parent recognizes copied-up directories
+    // of this layer by them
+    let umask = rustix::process::umask(Mode::empty());
+    for (path, file) in stub_targets(&cfg.mounts, cfg.network) {
+        add(&path, if file { Want::File } else { Want::Dir });
+    }
+    rustix::process::umask(umask);
+    Ok(layer)
+}
+
+/// What [`stub_layer`] holds: (absolute path, is a file). The parent uses
+/// it too, to recognize directories copied up from that layer.
+pub(crate) fn stub_targets(mounts: &[crate::spec::Mount], network: Network) -> Vec<(String, bool)> {
+    let mut out = vec![("/dev".to_string(), false), ("/proc".to_string(), false)];
+    if network == Network::Host {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            if Path::new(f).exists() {
+                out.push((f.to_string(), true));
+            }
+        }
+    }
+    for m in mounts {
+        let file = match &m.kind {
+            MountKind::Bind { source, .. } => !source.is_dir(),
+            MountKind::Secret { .. } => true,
+            _ => false,
+        };
+        out.push((m.target.clone(), file));
+    }
+    out
+}
+
+/// The directories [`stub_layer`] makes, relative and normalized.
+pub(crate) fn stub_dirs(mounts: &[crate::spec::Mount], network: Network) -> Vec<String> {
+    let mut dirs = Vec::new();
+    for (path, file) in stub_targets(mounts, network) {
+        let mut comps = Vec::new();
+        norm_push(&mut comps, &path);
+        let n = if file {
+            comps.len().saturating_sub(1)
+        } else {
+            comps.len()
+        };
+        for i in 1..=n {
+            let d = comps[..i].join("/");
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    dirs
+}
+
 /// Mounts the rootfs; returns the driver and where the rootfs is mounted.
 fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
     if cfg.driver == DriverChoice::Copy {
@@ -346,22 +460,6 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
         if cfg.probe {
             return Ok((Driver::Copy, dest));
         }
-        // an own mount namespace: pivot_root(2) would otherwise move the
-        // supervisor's root too, and it still has to diff the copy
-        // SAFETY: plain syscall; this process is single-threaded
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-            return Err(fail("unshare the init's mount namespace")(
-                io::Error::last_os_error(),
-            ));
-        }
-        mount(
-            "make mounts private",
-            None,
-            Path::new("/"),
-            None,
-            (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
-            None,
-        )?;
         // pivot_root wants a mount point
         mount(
             "bind the copied rootfs",
@@ -379,12 +477,23 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
         .map(|p| escape_overlay(p))
         .collect::<Vec<_>>()
         .join(":");
+    // the mount targets as the bottom layer (kernel overlay only: the
+    // fuse-overlayfs daemon could not see this process's descriptors)
+    let stubs = if cfg.driver == DriverChoice::FuseOverlayfs {
+        None
+    } else {
+        Some(stub_layer(cfg)?)
+    };
+    let kernel_lower = match &stubs {
+        Some(fd) => format!("{lower}:/proc/self/fd/{}", fd.as_raw_fd()),
+        None => lower.clone(),
+    };
     // volatile: no sync of the upper filesystem at unmount (overlayfs.rst,
     // "Volatile mount"); that sync (an ext4 journal commit) was most of the
     // teardown time, and a step's upper directory is disposable until the
     // store has written its layer, which the store makes durable itself
     let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={},userxattr,volatile",
+        "lowerdir={kernel_lower},upperdir={},workdir={},userxattr,volatile",
         escape_overlay(&cfg.upper),
         escape_overlay(&cfg.work)
     );
@@ -413,6 +522,7 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
             Err(f) => Some(f),
         }
     };
+    drop(stubs);
     if cfg.driver == DriverChoice::Overlay {
         return Err(kernel.expect("overlay was tried"));
     }
@@ -557,7 +667,9 @@ fn target_in_root(
                 rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755))
             };
             match r {
-                Ok(()) => stubs.push(rel.clone()),
+                // where it really is: a symlink on the way (`/var/run` ->
+                // `/run`) was followed
+                Ok(()) => stubs.push(real_rel(root, &parent, name).unwrap_or_else(|| rel.clone())),
                 Err(Errno::EXIST) => {
                     // a dangling symlink: continue from its target, inside the root
                     let link = rustix::fs::readlinkat(&parent, name, Vec::new())
@@ -585,6 +697,16 @@ fn target_in_root(
         }
         return open("").map_err(errno_fail("open the rootfs"));
     }
+}
+
+/// The path of `name` in `dir` relative to the rootfs `root`, from the
+/// kernel's name of both descriptors.
+fn real_rel(root: BorrowedFd<'_>, dir: &OwnedFd, name: &str) -> Option<String> {
+    let path =
+        |fd: BorrowedFd<'_>| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok();
+    let (r, d) = (path(root)?, path(dir.as_fd())?);
+    let rel = d.strip_prefix(&r).ok()?.join(name);
+    Some(rel.to_string_lossy().into_owned())
 }
 
 fn fd_path(fd: &OwnedFd) -> std::path::PathBuf {
@@ -732,6 +854,16 @@ fn loopback_up() -> R<()> {
 fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(errno_fail("set the parent death signal"))?;
+    // the init's own mount namespace: its only member (with a fuse-overlayfs
+    // daemon, which dies with the pid namespace), so every mount of the step
+    // is gone when the init's exit reaches the supervisor; pivot_root(2)
+    // also leaves the supervisor's root alone
+    // SAFETY: plain syscall; this process is single-threaded
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(fail("unshare the init's mount namespace")(
+            io::Error::last_os_error(),
+        ));
+    }
     mount(
         "make mounts private",
         None,

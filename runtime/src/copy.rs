@@ -227,7 +227,35 @@ pub fn populate(lowers_top_first: &[PathBuf], dest: &Path) -> io::Result<Manifes
     }
     let mut manifest = Manifest::default();
     record(dest, dest, &mut manifest)?;
+    settle_clock(dest, &manifest)?;
     Ok(manifest)
+}
+
+/// Waits until a new inode on `dest`'s filesystem gets a ctime newer than
+/// every recorded one. Timestamps are coarse (a clock tick, inode(7)
+/// "Timestamp granularity"), and a step that removes an entry and makes a
+/// new one may get the same inode number back: without this, a directory
+/// replaced within the tick of the copy would look untouched (seen: a
+/// whiteout per child instead of an opaque directory).
+fn settle_clock(dest: &Path, manifest: &Manifest) -> io::Result<()> {
+    let newest = manifest
+        .entries
+        .values()
+        .map(|s| s.ctime)
+        .max()
+        .unwrap_or((0, 0));
+    let probe = dest.with_file_name(".kiln-ctime-probe");
+    for _ in 0..1000 {
+        let f = fs::File::create(&probe).map_err(ctx("create", &probe))?;
+        let m = f.metadata().map_err(ctx("inspect", &probe))?;
+        drop(f);
+        fs::remove_file(&probe).map_err(ctx("remove", &probe))?;
+        if (m.ctime(), m.ctime_nsec()) > newest {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 fn merge_dir(

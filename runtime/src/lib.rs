@@ -23,6 +23,7 @@ pub use child::child_main;
 pub use hints::{UsernsSettings, userns_hint};
 pub use parent::{
     CHILD_SUBCOMMAND, ExitStatus, HostReport, Outcome, Runtime, RuntimeError, Stream, plan_mapping,
+    wait_for_cleanup,
 };
 pub use spec::{Driver, DriverChoice, Mount, MountKind, Network, SandboxSpec};
 pub use subid::MapPlan;

@@ -302,8 +302,16 @@ fn step_env(spec: &SandboxSpec, user: &ResolvedUser) -> Vec<String> {
 /// the same: a mount target is not a change of the step). Creating a stub
 /// also copied its parent directories up; such a copy that is still empty
 /// and has the mode and owner of the lower directory is dropped too, so only
-/// its mtime, which the stub itself changed, is lost.
-fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[String]) {
+/// its mtime, which the stub itself changed, is lost. A directory copied up
+/// from the mount-target layer (`stub_dirs`, made by `owner`, mode 0755)
+/// counts as unchanged the same way.
+fn remove_stubs(
+    upper: &Path,
+    lowers: &[PathBuf],
+    stubs: &[String],
+    stub_dirs: &[String],
+    owner: (u32, u32),
+) {
     use std::os::unix::fs::MetadataExt;
     let mut ancestors: Vec<PathBuf> = Vec::new();
     for s in stubs.iter().rev() {
@@ -348,13 +356,20 @@ fn remove_stubs(upper: &Path, lowers: &[PathBuf], stubs: &[String]) {
             .iter()
             .rev()
             .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok());
-        if let Some(lm) = lower
-            && !opaque
-            && lm.is_dir()
-            && lm.mode() == um.mode()
-            && lm.uid() == um.uid()
-            && lm.gid() == um.gid()
-        {
+        let unchanged = match lower {
+            Some(lm) => {
+                lm.is_dir()
+                    && lm.mode() == um.mode()
+                    && lm.uid() == um.uid()
+                    && lm.gid() == um.gid()
+            }
+            None => {
+                stub_dirs.iter().any(|d| Path::new(d) == rel)
+                    && um.mode() & 0o7777 == 0o755
+                    && (um.uid(), um.gid()) == owner
+            }
+        };
+        if unchanged && !opaque {
             let _ = std::fs::remove_dir(&up);
         }
     }
@@ -372,7 +387,64 @@ pub struct Runtime {
 struct Started {
     child: std::process::Child,
     sock: OwnedFd,
-    _state: StateDir,
+    /// none for helper jobs (apply, write, chown), which mount nothing
+    state: Option<StateDir>,
+}
+
+/// How many supervisors of finished steps are still removing their state
+/// directory (see [`Runtime::run`]); each has a thread that reaps it.
+static CLEANUPS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// Waits until the supervisors of finished steps have removed their state
+/// directories. [`Runtime::run`] returns as soon as the step's status is
+/// known and its namespaces and mounts are gone; the state directory beside
+/// the upper directory is removed after that by the sandbox's supervisor
+/// process, which survives the caller if need be (so a caller that exits
+/// right away does not leave it behind). Call this to be sure it is gone
+/// (tests, benchmarks of the full teardown).
+pub fn wait_for_cleanup() {
+    let (count, done) = &CLEANUPS;
+    let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *n > 0 {
+        n = done.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+impl Started {
+    /// Leaves the state directory to the supervisor, which removes it after
+    /// reporting the exit; a thread reaps it and removes whatever a dying
+    /// supervisor left.
+    fn hand_off(self) {
+        let Started {
+            mut child, state, ..
+        } = self;
+        let (count, done) = &CLEANUPS;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        let reap = move || {
+            let _ = child.wait();
+            drop(state);
+            *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            done.notify_all();
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("kiln-sandbox-reaper".into())
+            .spawn(reap)
+        {
+            // the closure was dropped: the state directory was removed
+            // here (racing the supervisor, harmlessly); the supervisor stays
+            // a zombie until this process exits
+            tracing::warn!("cannot start a thread to reap the sandbox supervisor: {e}");
+            *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        }
+    }
+
+    /// Kills the supervisor (a no-op once it is gone), reaps it and removes
+    /// the state directory here and now.
+    fn finish(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The sandbox's state directory (overlay workdir, mountpoint), removed on
@@ -381,7 +453,7 @@ struct Started {
 /// unprivileged user: directories are opened up first.
 struct StateDir(PathBuf);
 
-fn force_remove(p: &Path) {
+pub(crate) fn force_remove(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::symlink_metadata(p)
         && m.is_dir()
@@ -431,22 +503,13 @@ impl Runtime {
             upper: upper.to_path_buf(),
             source,
         };
-        // overlay wants workdir on the upper's filesystem: keep state beside it
-        let state = tempfile::Builder::new()
-            .prefix(".kiln-sandbox-")
-            .tempdir_in(state_parent)
-            .map_err(state_err)?;
-        // (each directory costs a mkdir and an rmdir: only what is needed)
-        // the overlay is mounted on the state directory itself (its workdir,
-        // inside, was resolved before): one directory less to make and remove
-        std::fs::create_dir(state.path().join("work")).map_err(state_err)?;
-        cfg.work = state.path().join("work");
-        cfg.rootfs = state.path().to_path_buf();
-        if cfg.lowers_top_first.is_empty() {
-            // overlay needs a lower: an empty one
-            std::fs::create_dir(state.path().join("empty")).map_err(state_err)?;
-            cfg.lowers_top_first.push(state.path().join("empty"));
-        }
+        let job = cfg.apply.is_some() || cfg.write.is_some() || cfg.chown.is_some();
+        let state = if job {
+            // helper jobs mount nothing: no state directory
+            None
+        } else {
+            Some(self.state_dir(cfg, state_parent).map_err(state_err)?)
+        };
         let (ours, theirs) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -499,8 +562,35 @@ impl Runtime {
         Ok(Started {
             child,
             sock: ours,
-            _state: StateDir(state.keep()),
+            state,
         })
+    }
+
+    /// Makes the state directory beside the upper directory (overlay wants
+    /// its workdir on the upper's filesystem) and points `cfg` at it.
+    /// (Each directory costs a mkdir here and an rmdir later: only what is
+    /// needed.)
+    fn state_dir(&self, cfg: &mut ChildConfig, parent: &Path) -> io::Result<StateDir> {
+        let state = StateDir(
+            tempfile::Builder::new()
+                .prefix(".kiln-sandbox-")
+                .tempdir_in(parent)?
+                .keep(),
+        );
+        // the overlay is mounted on the state directory itself (its workdir,
+        // inside, was resolved before): one directory less to make and remove
+        std::fs::create_dir(state.0.join("work"))?;
+        cfg.work = state.0.join("work");
+        cfg.rootfs = state.0.clone();
+        if cfg.lowers_top_first.is_empty() {
+            // overlay needs a lower: an empty one
+            std::fs::create_dir(state.0.join("empty"))?;
+            cfg.lowers_top_first.push(state.0.join("empty"));
+        }
+        if !cfg.probe {
+            cfg.cleanup = Some(state.0.clone());
+        }
+        Ok(state)
     }
 
     /// Runs one step. `output` receives stdout and stderr as they come;
@@ -611,15 +701,30 @@ impl Runtime {
             hostname: spec.hostname.clone(),
             network: spec.network,
             driver,
+            cleanup: None,
         };
         let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &state_parent, &upper)?;
         let deadline = spec.timeout.map(|t| t0 + t);
         let r = drive(&mut st, &plan, output, cancel, deadline);
-        let _ = st.child.kill();
-        let _ = st.child.wait();
+        if matches!(&r, Ok(d) if d.exited) {
+            // the step's mounts died with its mount namespace before the
+            // supervisor reported; it now removes the state directory
+            st.hand_off();
+        } else {
+            st.finish();
+        }
         let mut d = r?;
-        remove_stubs(&upper, &spec.lowers, &d.stubs);
+        if !d.stubs.is_empty() {
+            let owner = match &plan {
+                MapPlan::Identity => (0, 0),
+                MapPlan::Single { uid, gid } | MapPlan::Subordinate { uid, gid, .. } => {
+                    (*uid, *gid)
+                }
+            };
+            let stub_dirs = crate::child::stub_dirs(&spec.mounts, spec.network);
+            remove_stubs(&upper, &spec.lowers, &d.stubs, &stub_dirs, owner);
+        }
         if let Some(f) = d.failed.take() {
             return Err(classify_failure(f, &cfg.args[0]));
         }
@@ -920,6 +1025,7 @@ impl Runtime {
             hostname: "kiln".into(),
             network: Network::None,
             driver: DriverChoice::Auto,
+            cleanup: None,
         };
         let result = self.start(&mut cfg, dir.path(), &upper).and_then(|mut st| {
             let r = drive(
@@ -1029,6 +1135,8 @@ struct Driven {
     stubs: Vec<String>,
     warnings: Vec<String>,
     failed: Option<Failure>,
+    /// the supervisor reported the step's exit
+    exited: bool,
     timed_out: bool,
     cancelled: bool,
     applied: Option<kiln_layer::ApplySummary>,
@@ -1051,7 +1159,10 @@ fn drive(
     let mut buf = vec![0u8; 64 * 1024];
     let pid = st.child.id();
     let mut killed = false;
-    while sock_open || out.is_some() || err.is_some() {
+    // until the socket closes, or, once the exit is reported (the
+    // supervisor then removes its state directory), until the step's
+    // output is drained
+    while (sock_open && !d.exited) || out.is_some() || err.is_some() {
         let now = Instant::now();
         let expired = deadline.is_some_and(|dl| now >= dl);
         let cancelled = cancel.is_some_and(|c| c.load(Ordering::Relaxed));
@@ -1196,6 +1307,7 @@ fn drive(
                             }
                         }
                         ToParent::Exited { code, signal } => {
+                            d.exited = true;
                             d.status = Some(match (code, signal) {
                                 (Some(c), _) => ExitStatus::Code(c),
                                 (None, Some(s)) => ExitStatus::Signal(s),

@@ -44,6 +44,10 @@ pub struct ChildConfig {
     pub hostname: String,
     pub network: Network,
     pub driver: DriverChoice,
+    /// the state directory, removed by the supervisor after it reported the
+    /// step's exit (the parent does not wait for that)
+    #[serde(default)]
+    pub cleanup: Option<PathBuf>,
 }
 
 impl ChildConfig {
@@ -71,6 +75,7 @@ impl ChildConfig {
             hostname: String::new(),
             network: Network::Host,
             driver: DriverChoice::Auto,
+            cleanup: None,
         }
     }
 }

@@ -510,6 +510,7 @@ fn copy_driver_gives_the_same_layer_as_overlay() {
     }
     assert!(!names.contains(&"etc/group"), "a read file is no change");
     // the copy is gone, only the upper and the lower remain
+    kiln_runtime::wait_for_cleanup();
     let left: Vec<_> = std::fs::read_dir(w2.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -636,4 +637,77 @@ fn chown_and_write_layer_inside_the_user_namespace() {
         "kilntest",
         "chown_and_write_layer_inside_the_user_namespace",
     );
+}
+
+#[test]
+fn mount_targets_leave_no_stubs_in_the_upper() {
+    let w = World::new();
+    // a relative symlink in the image: a target below it is made through it,
+    // in the rootfs, and removed again afterwards
+    std::os::unix::fs::symlink("../run", w.lower.join("var/run")).unwrap();
+    let cache = w.dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let secret = w.dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    let mut spec = w.spec(
+        "test -s /etc/resolv.conf && test -s /etc/hosts && test -d /root/.cache/go/build \
+         && test -f /run/secrets/a/b && test -d /var/run/lock/x && test -d /new/tmp && echo ok",
+    );
+    spec.mounts = vec![
+        Mount {
+            target: "/root/.cache/go/build".into(),
+            kind: MountKind::Cache {
+                source: cache.clone(),
+            },
+        },
+        Mount {
+            target: "/run/secrets/a/b".into(),
+            kind: MountKind::Secret { source: secret },
+        },
+        Mount {
+            target: "/var/run/lock/x".into(),
+            kind: MountKind::Cache { source: cache },
+        },
+        Mount {
+            target: "/new/tmp".into(),
+            kind: MountKind::Tmpfs { size: None },
+        },
+    ];
+    // the image has neither /etc/resolv.conf nor /etc/hosts: the host's
+    // are bound there (host network) all the same
+    assert!(!w.lower.join("etc/hosts").exists());
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.success(), "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "ok\n");
+    // nothing at all: no mount point, no directory copied up for one
+    let left: Vec<_> = std::fs::read_dir(&w.upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "upper directory not empty: {left:?} {:?}",
+        std::process::Command::new("ls")
+            .arg("-laR")
+            .arg(&w.upper)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    );
+    rerun_as("kilntest", "mount_targets_leave_no_stubs_in_the_upper");
+}
+
+#[test]
+fn a_killed_step_leaves_no_state_behind() {
+    let w = World::new();
+    let mut spec = w.spec("echo started; touch /f; sleep 1000");
+    spec.timeout = Some(Duration::from_millis(500));
+    // run() waits for the supervisors' cleanup and checks that no state
+    // directory is left beside the upper
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.timed_out);
+    assert_eq!(r.stdout, "started\n");
+    // the step's changes up to the kill stay in the upper
+    assert!(w.upper.join("f").exists());
+    assert!(common::state_dirs(&w.upper).is_empty());
+    rerun_as("kilntest", "a_killed_step_leaves_no_state_behind");
 }

@@ -2,8 +2,12 @@
 //! `kiln-runtime-helper __sandbox-child` is the same code path as
 //! `kiln __sandbox-child`. Two more modes serve bench/runtime.sh:
 //!
-//! - `run LOWER UPPER [--net none] -- ARGS...`: one sandbox, output passed
-//!   through, its exit code returned;
+//! - `run LOWER UPPER [--net none] [--wait-cleanup] [--helper EXE] -- ARGS...`:
+//!   one sandbox, output passed through, its exit code returned; with
+//!   `--wait-cleanup` it also waits until the sandbox's state directory is
+//!   removed (the runtime returns before that, see `wait_for_cleanup`);
+//!   `--helper` re-executes EXE (e.g. the kiln binary) as the sandbox child
+//!   instead of this program;
 //! - `diff DIR`: DIR as an overlay upper directory, written as a layer tar
 //!   to stdout.
 
@@ -14,7 +18,7 @@ use kiln_runtime::{ExitStatus, Network, Runtime, SandboxSpec, Stream};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none] -- ARGS... | diff DIR",
+        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none] [--wait-cleanup] [--helper EXE] -- ARGS... | diff DIR",
         kiln_runtime::CHILD_SUBCOMMAND
     );
     ExitCode::from(2)
@@ -33,7 +37,12 @@ fn main() -> ExitCode {
             if args[3..sep].iter().any(|a| a == "none") {
                 spec.network = Network::None;
             }
-            let exe = std::env::current_exe().expect("own path");
+            let wait_cleanup = args[3..sep].iter().any(|a| a == "--wait-cleanup");
+            let exe = match args[3..sep].iter().position(|a| a == "--helper") {
+                Some(i) if 3 + i + 1 < sep => std::path::PathBuf::from(&args[3 + i + 1]),
+                Some(_) => return usage(),
+                None => std::env::current_exe().expect("own path"),
+            };
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
             let r = Runtime::new(exe).run(
                 &spec,
@@ -45,6 +54,9 @@ fn main() -> ExitCode {
                 },
                 None,
             );
+            if wait_cleanup {
+                kiln_runtime::wait_for_cleanup();
+            }
             match r {
                 Ok(o) => match o.status {
                     ExitStatus::Code(c) => ExitCode::from(c as u8),

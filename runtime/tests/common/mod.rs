@@ -144,6 +144,9 @@ impl Drop for World {
     /// Unprivileged, the step's files owned by subordinate IDs cannot be
     /// removed from outside: remove them from inside a sandbox.
     fn drop(&mut self) {
+        // the supervisors of this world's steps may still be removing their
+        // state directories
+        kiln_runtime::wait_for_cleanup();
         if is_root() {
             return;
         }
@@ -187,11 +190,26 @@ pub fn run(spec: &SandboxSpec) -> Result<Ran, RuntimeError> {
         },
         None,
     )?;
+    // the runtime returns before the supervisor removed the state
+    // directory; once it has, nothing of the sandbox is left beside the upper
+    kiln_runtime::wait_for_cleanup();
+    let left = state_dirs(&spec.upper);
+    assert!(left.is_empty(), "sandbox state left on disk: {left:?}");
     Ok(Ran {
         outcome,
         stdout: String::from_utf8_lossy(&o).into_owned(),
         stderr: String::from_utf8_lossy(&e).into_owned(),
     })
+}
+
+/// Sandbox state directories (`.kiln-sandbox-*`) beside `upper`.
+pub fn state_dirs(upper: &Path) -> Vec<String> {
+    let parent = upper.parent().unwrap();
+    fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".kiln-sandbox-"))
+        .collect()
 }
 
 /// The upper directory as a layer: (name, uid, gid, type, content) per entry.
