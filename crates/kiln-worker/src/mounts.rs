@@ -649,9 +649,12 @@ fn import_mount_inner(
     if !store.has_blob(&digest) {
         // verified against its digest while it is written into the store
         let mut rd = import.open_blob(&digest).map_err(|e| ierr(e.to_string()))?;
-        store
-            .put_blob_from_reader(&mut rd, Some(&digest))
-            .map_err(|e| ierr(e.to_string()))?;
+        // a registry cache fetches (and verifies) into the store itself
+        if !store.has_blob(&digest) {
+            store
+                .put_blob_from_reader(&mut rd, Some(&digest))
+                .map_err(|e| ierr(e.to_string()))?;
+        }
     }
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = base.join(format!(
