@@ -429,13 +429,21 @@ pub fn new_image(
     compression: Compression,
 ) -> Result<NewImage, StaticBaseError> {
     let layer = store_layer(store, epoch, compression)?;
+    Ok(image_with_layer(layer, epoch))
+}
+
+/// The static base as a new image description around its `layer` as
+/// stored before (by this kiln, or by another whose build cache names it):
+/// committing it writes the config and manifest only, so a build that has
+/// the layer's description need not synthesize and compress it again.
+pub fn image_with_layer(layer: impl Into<crate::Layer>, epoch: i64) -> NewImage {
     let mut img = NewImage::scratch(epoch);
     img.config = config();
     img.push_layer(
         layer,
         "kiln static base (passwd, group, ca-certificates, zoneinfo)",
     );
-    Ok(img)
+    img
 }
 
 /// Synthesizes the static base into `store` and returns it as an image.

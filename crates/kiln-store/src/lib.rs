@@ -19,6 +19,9 @@
 //! processes can use one store at once: blob and record writes are
 //! rename-atomic (two writers of the same blob rename identical bytes), and
 //! read-modify-write updates (the tag index) hold an exclusive `flock`.
+//! The directory is synced after the rename of blobs, lazy-blob locators and
+//! the tag index, whose names others rely on; not after records, which
+//! nothing points at (a power cut may lose a record, never corrupt one).
 
 mod digest;
 mod lock;
@@ -248,7 +251,8 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        self.write_atomic(&path, locator)
+        // the rename must last: a manifest stored next relies on it
+        self.write_atomic(&path, locator, true)
     }
 
     /// The locator of a lazy blob, if `digest` is one.
@@ -578,7 +582,7 @@ impl Store {
         let out = f(&mut file.tags);
         let mut bytes = serde_json::to_vec_pretty(&file).expect("tag index serializes");
         bytes.push(b'\n');
-        self.write_atomic(&self.tags_path(), &bytes)?;
+        self.write_atomic(&self.tags_path(), &bytes, true)?;
         Ok(out)
     }
 
@@ -602,7 +606,11 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        self.write_atomic(&path, value)
+        // Nothing refers to a record: a power cut that loses its rename
+        // only loses a cache entry (the old value or none), never leaves
+        // a partial one, so the directory is not synced (a third of a
+        // fully cached build's fsyncs).
+        self.write_atomic(&path, value, false)
     }
 
     /// The value stored under (`kind`, `key`), if any.
@@ -667,7 +675,10 @@ impl Store {
     }
 
     /// Writes `bytes` to `path` through a synced temp file and a rename.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// Writes `bytes` to a temp file, syncs it and renames it to `path`;
+    /// with `durable_name` the rename itself is synced too (fsync of the
+    /// directory), for files something else points at or users rely on.
+    fn write_atomic(&self, path: &Path, bytes: &[u8], durable_name: bool) -> Result<()> {
         let dir = self.tmp_dir();
         let werr = |source| StoreError::WriteTemp {
             dir: dir.clone(),
@@ -688,7 +699,10 @@ impl Store {
             to: path.to_owned(),
             source: e.error,
         })?;
-        sync_dir(path.parent().expect("store paths have parents"))
+        if durable_name {
+            sync_dir(path.parent().expect("store paths have parents"))?;
+        }
+        Ok(())
     }
 }
 
@@ -731,6 +745,7 @@ impl BlobWriter {
         };
         self.writeback_from = written;
     }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size

@@ -174,6 +174,20 @@ fn dag_digest(d: &kiln_oci::Digest) -> Result<Digest, Error> {
         .map_err(|e| Error::Internal(format!("digest {d}: {e}")))
 }
 
+/// The cache key of the static base: what its content is a function of
+/// (the DAG's `revision` changes with the content, see `SourceOp`), so the
+/// key needs no synthesis: a build whose steps on the base are all hits
+/// (a fresh runner importing a cache) never compresses it.
+fn static_base_key(revision: u32, epoch: i64) -> Digest {
+    Digest::of(
+        format!(
+            "kiln static base/r{revision}/epoch {epoch}/gzip/kiln {}",
+            env!("CARGO_PKG_VERSION")
+        )
+        .as_bytes(),
+    )
+}
+
 fn image_ref(img: &Image) -> Ref {
     Ref {
         layers: img.layers.iter().map(LayerRef::from_layer).collect(),
@@ -199,8 +213,9 @@ impl Inner {
                     .and_then(|s| kiln_oci::Digest::parse(&s).ok())
                     .and_then(|d| Image::load(&self.store, &d).ok())
                     .filter(|img| image_ref(img).complete(&self.store));
+                let key = static_base_key(*revision, self.opts.epoch);
                 if let Some(img) = known {
-                    return Ok((dag_digest(&img.digest)?, image_ref(&img)));
+                    return Ok((key, image_ref(&img)));
                 }
                 let img = kiln_oci::static_base(
                     &self.store,
@@ -215,7 +230,7 @@ impl Inner {
                         img.digest.to_string().as_bytes(),
                     )
                     .map_err(|e| Error::Store(e.to_string()))?;
-                Ok((dag_digest(&img.digest)?, image_ref(&img)))
+                Ok((key, image_ref(&img)))
             }
             SourceOp::Image { reference, .. } => {
                 let img = self.image(reference)?;
@@ -241,29 +256,9 @@ impl Inner {
                 })?;
                 Ok((dag_digest(&img.digest)?, image_ref(&img)))
             }
-            SourceOp::Context {
-                include, exclude, ..
-            } => {
+            SourceOp::Context { .. } => {
                 let root = &self.opts.context;
-                let sel = context::Selection::new(root, include, exclude)?;
-                let entries = context::select(root, &sel)?;
-                // The stat cache is per checkout path; the key is not.
-                let skey = Digest::of(root.as_os_str().as_encoded_bytes());
-                let before = self
-                    .store
-                    .get_record("context-stat", skey.as_bytes())
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                let mut stats: context::StatCache =
-                    serde_json::from_slice(&before).unwrap_or_default();
-                let key = context::digest_cached(root, &entries, &mut stats)?;
-                if let Ok(b) = serde_json::to_vec(&stats)
-                    && b != before
-                {
-                    // Losing the stat cache only costs re-reading files.
-                    let _ = self.store.put_record("context-stat", skey.as_bytes(), &b);
-                }
+                let (key, entries) = self.context_key(src)?;
                 // The layer is written once per distinct content.
                 let rec = self
                     .store
@@ -291,6 +286,83 @@ impl Inner {
                 Ok((key, r))
             }
         }
+    }
+
+    /// The key of a context source (the content of the files it selects,
+    /// read through the stat cache) and those files; no layer is written.
+    fn context_key(&self, src: &SourceOp) -> Result<(Digest, Vec<context::Entry>), Error> {
+        let SourceOp::Context {
+            include, exclude, ..
+        } = src
+        else {
+            return Err(Error::Internal("context_key of another source".into()));
+        };
+        let root = &self.opts.context;
+        let sel = context::Selection::new(root, include, exclude)?;
+        let entries = context::select(root, &sel)?;
+        // The stat cache is per checkout path; the key is not.
+        let skey = Digest::of(root.as_os_str().as_encoded_bytes());
+        let before = self
+            .store
+            .get_record("context-stat", skey.as_bytes())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut stats: context::StatCache = serde_json::from_slice(&before).unwrap_or_default();
+        let key = context::digest_cached(root, &entries, &mut stats)?;
+        if let Ok(b) = serde_json::to_vec(&stats)
+            && b != before
+        {
+            // Losing the stat cache only costs re-reading files.
+            let _ = self.store.put_record("context-stat", skey.as_bytes(), &b);
+        }
+        Ok((key, entries))
+    }
+
+    /// The solver's lookup, for keys without special cases.
+    fn lookup_key(&self, key: &Digest) -> Result<Option<Ref>, Error> {
+        let local = self
+            .store
+            .get_record(RECORD_KIND, key.as_bytes())
+            .map_err(|e| Error::Store(e.to_string()))?
+            // A damaged or dangling record is a miss, not an error.
+            .and_then(|bytes| serde_json::from_slice::<Ref>(&bytes).ok())
+            .filter(|r| r.complete(&self.store));
+        if local.is_some() {
+            // for `kiln cache prune --filter until=`: still in use
+            self.store.touch_record(RECORD_KIND, key.as_bytes());
+        }
+        Ok(local.or_else(|| self.import.get()?.lookup(key, &self.store)))
+    }
+
+    /// The static base's lookup: a hit whose config blob is not here (an
+    /// imported cache) gets it written from the layer's description, as
+    /// the base's synthesis would, so assembling the final image reads no
+    /// more than its layers from the cache (the config is only read from
+    /// the cache if this kiln would write another one).
+    fn lookup_static_base(&self, key: &Digest) -> Result<Option<Ref>, Error> {
+        let Some(r) = self.lookup_key(key)? else {
+            return Ok(None);
+        };
+        let config = r
+            .config
+            .as_deref()
+            .and_then(|c| kiln_oci::Digest::parse(c).ok());
+        if let (Some(c), [layer]) = (config, r.layers.as_slice())
+            && !self.store.has_blob(&c)
+            && let Ok(layer) = layer.to_layer()
+        {
+            let img = kiln_oci::static_base::image_with_layer(layer, self.opts.epoch);
+            match img.commit(&self.store.without_blob_sources()) {
+                Ok(img) if img.config_digest == c => {}
+                Ok(img) => tracing::debug!(
+                    wanted = %c, wrote = %img.config_digest,
+                    "the cached static base has another config: reading it from the cache"
+                ),
+                Err(e) => tracing::debug!(error = %e, "cannot write the static base config"),
+            }
+        }
+        Ok(Some(r))
     }
 
     fn put_record(&self, kind: &str, key: &Digest, r: &Ref) -> Result<(), Error> {
@@ -575,6 +647,16 @@ impl kiln_solver::Worker for LocalWorker {
                 let Op::Source(src) = &v.op else {
                     return Err(Error::Internal("source_key of a non-source".into()));
                 };
+                // The static base is synthesized and the context's layer
+                // written by `execute`, on a miss only: a fully cached build
+                // (a fresh runner importing a cache) compresses neither.
+                match src {
+                    SourceOp::StaticBase { revision } => {
+                        return Ok(static_base_key(*revision, inner.opts.epoch));
+                    }
+                    SourceOp::Context { .. } => return Ok(inner.context_key(src)?.0),
+                    _ => {}
+                }
                 let (key, r) = inner.resolve_source(src)?;
                 inner
                     .resolved
@@ -639,28 +721,18 @@ impl kiln_solver::Worker for LocalWorker {
 
     fn lookup(
         &self,
-        _vertex: &Vertex,
+        vertex: &Vertex,
         key: &Digest,
     ) -> impl Future<Output = Result<Option<Ref>, WorkerError>> + Send {
         let inner = self.inner.clone();
         let key = *key;
+        let static_base = matches!(vertex.op, Op::Source(SourceOp::StaticBase { .. }));
         async move {
             blocking(move || {
-                let local = inner
-                    .store
-                    .get_record(RECORD_KIND, key.as_bytes())
-                    .map_err(|e| Error::Store(e.to_string()))?
-                    // A damaged or dangling record is a miss, not an error.
-                    .and_then(|bytes| serde_json::from_slice::<Ref>(&bytes).ok())
-                    .filter(|r| r.complete(&inner.store));
-                if local.is_some() {
-                    // for `kiln cache prune --filter until=`: still in use
-                    inner.store.touch_record(RECORD_KIND, key.as_bytes());
+                if static_base {
+                    return inner.lookup_static_base(&key);
                 }
-                Ok(local.or_else(|| {
-                    let import = inner.import.get()?;
-                    import.lookup(&key, &inner.store)
-                }))
+                inner.lookup_key(&key)
             })
             .await
         }
