@@ -510,15 +510,19 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
             )),
         })
     } else {
+        // mounted on the upper directory itself (in this private mount
+        // namespace; overlay holds the layers it resolved, the covered path
+        // is never looked up again): the state directory is only the
+        // workdir, one directory less to make and remove per step
         match mount(
             "mount the overlay rootfs",
             Some(OsStr::new("overlay")),
-            &cfg.rootfs,
+            &cfg.upper,
             Some("overlay"),
             libc::MS_NOSUID as libc::c_ulong,
             Some(&opts),
         ) {
-            Ok(()) => return Ok((Driver::Overlay, cfg.rootfs.clone())),
+            Ok(()) => return Ok((Driver::Overlay, cfg.upper.clone())),
             Err(f) => Some(f),
         }
     };
@@ -534,10 +538,13 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
     // own paths through its own mount and deadlock. So the daemon is chrooted
     // into a recursive bind of `/` (another mount, same files), which
     // pivot_root leaves alone; its mount then appears under that bind.
+    // (the kernel may have left its `work` in cfg.work: a workdir of our own)
+    let fuse_work = cfg.rootfs.join("fuse-work");
+    std::fs::create_dir(&fuse_work).map_err(fail("create the fuse workdir"))?;
     let fuse_opts = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         escape_overlay(&cfg.upper),
-        escape_overlay(&cfg.work)
+        escape_overlay(&fuse_work)
     );
     // cfg.rootfs is the state directory; the fuse mount gets its own
     // mountpoint below it

@@ -40,6 +40,10 @@ fn errno(what: &str, path: &Path) -> impl FnOnce(rustix::io::Errno) -> io::Error
 struct Stamp {
     ino: u64,
     ctime: (i64, i64),
+    /// birth time (statx), where the filesystem has one: an entry removed
+    /// and made anew may get the same inode number back, but not the same
+    /// birth time once the clock moved on (`settle_clock`)
+    born: Option<std::time::SystemTime>,
     is_dir: bool,
 }
 
@@ -48,8 +52,14 @@ impl Stamp {
         Stamp {
             ino: m.ino(),
             ctime: (m.ctime(), m.ctime_nsec()),
+            born: m.created().ok(),
             is_dir: m.is_dir(),
         }
+    }
+
+    /// The same inode as recorded (not a new one with a reused number).
+    fn same_inode(&self, m: &fs::Metadata) -> bool {
+        self.ino == m.ino() && self.born == m.created().ok()
     }
 }
 
@@ -234,9 +244,10 @@ pub fn populate(lowers_top_first: &[PathBuf], dest: &Path) -> io::Result<Manifes
 /// Waits until a new inode on `dest`'s filesystem gets a ctime newer than
 /// every recorded one. Timestamps are coarse (a clock tick, inode(7)
 /// "Timestamp granularity"), and a step that removes an entry and makes a
-/// new one may get the same inode number back: without this, a directory
-/// replaced within the tick of the copy would look untouched (seen: a
-/// whiteout per child instead of an opaque directory).
+/// new one may get the same inode number back: only its birth time (or, on
+/// filesystems without one, its ctime) then tells it apart, and only once
+/// the clock moved on (seen: a whiteout per child instead of an opaque
+/// directory).
 fn settle_clock(dest: &Path, manifest: &Manifest) -> io::Result<()> {
     let newest = manifest
         .entries
@@ -411,7 +422,7 @@ fn replaced(rootfs: &Path, rel: &Path, manifest: &Manifest) -> bool {
         manifest.entries.get(rel),
         fs::symlink_metadata(rootfs.join(rel)),
     ) {
-        (Some(s), Ok(m)) => s.ino != m.ino(),
+        (Some(s), Ok(m)) => !s.same_inode(&m),
         _ => true,
     }
 }
@@ -432,7 +443,7 @@ fn scan(
         let before = manifest.entries.get(&rel);
         seen.insert(rel.clone());
         match before {
-            Some(b) if b.ino == now.ino => {
+            Some(b) if b.same_inode(&m) => {
                 if m.is_dir() {
                     if b.ctime != now.ctime {
                         changes.push(Change::Dir(rel));

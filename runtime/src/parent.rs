@@ -577,10 +577,10 @@ impl Runtime {
                 .tempdir_in(parent)?
                 .keep(),
         );
-        // the overlay is mounted on the state directory itself (its workdir,
-        // inside, was resolved before): one directory less to make and remove
-        std::fs::create_dir(state.0.join("work"))?;
-        cfg.work = state.0.join("work");
+        // the state directory is the kernel overlay's workdir (the overlay
+        // is mounted on the upper directory); fuse-overlayfs and the copying
+        // driver make what they need below it
+        cfg.work = state.0.clone();
         cfg.rootfs = state.0.clone();
         if cfg.lowers_top_first.is_empty() {
             // overlay needs a lower: an empty one

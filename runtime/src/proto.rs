@@ -29,8 +29,9 @@ pub struct ChildConfig {
     pub lowers_top_first: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
-    /// the state directory: the kernel overlay is mounted on it; fuse-overlayfs
-    /// gets `rootfs/` below it
+    /// the state directory (the kernel overlay's workdir; the overlay is
+    /// mounted on the upper directory): fuse-overlayfs gets `rootfs/`,
+    /// `host/` and `fuse-work/` below it, the copying driver `copy/`
     pub rootfs: PathBuf,
     pub mounts: Vec<Mount>,
     pub args: Vec<String>,
