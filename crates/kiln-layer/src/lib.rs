@@ -4,7 +4,9 @@
 //! to a directory without ever writing outside it.
 //!
 //! Compression and digests are the caller's job: [`write_tar`] writes to any
-//! [`std::io::Write`] and [`apply_tar`] reads from any [`std::io::Read`].
+//! [`std::io::Write`], [`write_tar_chunks`] hands whole chunk buffers to a
+//! [`ChunkSink`] (a compression pipeline takes them without a copy), and
+//! [`apply_tar`] reads from any [`std::io::Read`].
 //!
 //! Confinement is enforced by the kernel, not by string checks: every path of
 //! an entry is resolved with openat2(2) `RESOLVE_IN_ROOT |

@@ -8,6 +8,13 @@
 //! are fixed, config `created` and history come from SOURCE_DATE_EPOCH, and
 //! archive members have fixed owners, modes and mtimes. The same input gives
 //! the same manifest digest on any machine of the same architecture.
+//!
+//! Layer export (`compression.rs`, `pipeline.rs`, `parallel.rs`): a
+//! [`LayerWriter`] runs the diff ID hash, chunked parallel compression and
+//! the blob write on threads of their own, so they overlap with the tree
+//! walk that feeds it ([`LayerWriter::write_tree`] passes kiln-layer's chunk
+//! buffers on without copying). Chunks are cut at fixed offsets, so the
+//! bytes never depend on the thread count.
 
 pub mod compression;
 pub mod flatten;
