@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::steps;
+use common::{Busybox, chown_kilntest, steps};
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -163,14 +163,9 @@ fn compile_errors_are_rendered_with_location() {
 }
 
 fn busybox_image(env: &Env) {
-    let root = env.path("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "false"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    env.ok(&["import", "rootfs", "-t", "bb:1"]);
+    Busybox::new(&["sh", "echo", "cat", "false"])
+        .dir("tmp")
+        .import(&env.path("home"), env.dir.path());
 }
 
 #[test]
@@ -221,16 +216,7 @@ fn run_steps_add_a_layer_and_failures_point_at_the_kilnfile() {
 /// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`, with a
 /// subordinate ID range) in `env`'s directory with its own KILN_HOME.
 fn kiln_as_kilntest(env: &Env, args: &[&str]) -> (String, String) {
-    let o = Command::new("setpriv")
-        .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(env.dir.path())
-        .env("KILN_HOME", env.path("home-kilntest"))
-        .env("HOME", env.path("home-kilntest"))
-        .env("NO_COLOR", "1")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("KILN_LOG")
+    let o = common::kilntest_command(&env.path("home-kilntest"), env.dir.path(), args)
         .output()
         .expect("run setpriv");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -239,15 +225,6 @@ fn kiln_as_kilntest(env: &Env, args: &[&str]) -> (String, String) {
         "kiln {args:?} as kilntest failed:\n{err}"
     );
     (String::from_utf8(o.stdout).unwrap(), err)
-}
-
-fn chown_kilntest(path: &std::path::Path) {
-    let o = Command::new("chown")
-        .args(["-R", "kilntest:kilntest"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -264,12 +241,7 @@ fn rootless_builds_match_root_and_run_steps() {
         "let app = image(\"bb:1\")\n    .run(\"echo rootless > /x\")\n    .entrypoint([\"/bin/cat\", \"/x\"]);\n",
     )
     .unwrap();
-    let root = env.path("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    Busybox::new(&["sh", "cat"]).write(&env.path("rootfs"));
     chown_kilntest(env.dir.path());
 
     // The same Kilnfile and context give the same image as root.

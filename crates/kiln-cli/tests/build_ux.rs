@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::steps;
+use common::{Busybox, Registry, steps};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -56,13 +56,9 @@ impl Env {
 
     /// `rootfs/`: busybox and a few applets.
     fn busybox_rootfs(&self) {
-        let root = self.path("rootfs");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "cat", "sleep", "seq", "true"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
+        Busybox::new(&["sh", "echo", "cat", "sleep", "seq", "true"])
+            .dir("tmp")
+            .write(&self.path("rootfs"));
     }
 
     /// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`, with
@@ -74,16 +70,7 @@ impl Env {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        Command::new("setpriv")
-            .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
-            .arg(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("KILN_HOME", self.path("home-kilntest"))
-            .env("HOME", self.path("home-kilntest"))
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_LOG")
+        common::kilntest_command(&self.path("home-kilntest"), self.dir.path(), args)
             .output()
             .expect("run setpriv")
     }
@@ -466,97 +453,6 @@ fn platform_sets_the_config_and_refuses_foreign_run_steps() {
 
     let err = env.fails(&["build", "ctx", "--platform", "linux"]);
     assert!(err.contains("invalid platform `linux`"), "{err}");
-}
-
-/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
-/// temp dir; killed on drop.
-struct Registry {
-    addr: String,
-    _dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Registry {
-    fn start() -> Self {
-        use std::io::{Read as _, Write as _};
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        std::fs::write(
-            dir.path().join("config.yml"),
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (.ci/setup)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut b = [0u8; 12];
-                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
-                    break;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "registry did not start on {addr}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Registry {
-            addr,
-            _dir: dir,
-            child,
-        }
-    }
-
-    /// The raw manifest bytes of `name` (skopeo).
-    fn raw(&self, name: &str) -> Vec<u8> {
-        let o = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{}/{name}", self.addr))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        o.stdout
-    }
-
-    /// Puts an image index under `name`.
-    fn put_index(&self, name: &str, tag: &str, index: &serde_json::Value) {
-        use std::io::{Read as _, Write as _};
-        let bytes = serde_json::to_vec(index).unwrap();
-        let mut sock = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            sock,
-            "PUT /v2/{name}/manifests/{tag} HTTP/1.0\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n",
-            bytes.len()
-        )
-        .unwrap();
-        sock.write_all(&bytes).unwrap();
-        let mut answer = String::new();
-        sock.read_to_string(&mut answer).unwrap();
-        assert!(answer.contains(" 201 "), "{answer}");
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

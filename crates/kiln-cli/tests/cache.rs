@@ -3,16 +3,14 @@
 //! removed, check finds corrupt blobs and dangling records, drops them, and
 //! the next build still gives the reference digest.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{expect_ok as ok, kiln_command as kiln};
+use common::{Busybox, Registry, chown_kilntest, expect_ok as ok, kiln_command as kiln};
 
 fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
     let o = kiln(home, dir, args).output().unwrap();
@@ -20,30 +18,12 @@ fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
     (ok(o, &args.join(" ")), err)
 }
 
+/// The busybox tree of these tests: `seq` and `cat` for the run step.
+const BUSYBOX: &[&str] = &["sh", "seq", "cat"];
+
 /// A busybox rootfs imported as `bb:1` into `home`.
 fn busybox_image(home: &Path, dir: &Path) {
-    make_rootfs(dir);
-    run(home, dir, &["import", "rootfs", "-t", "bb:1"]);
-}
-
-fn make_rootfs(dir: &Path) {
-    let root = dir.join("rootfs");
-    if !root.exists() {
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "seq", "cat"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-}
-
-fn chown_kilntest(path: &Path) {
-    let o = Command::new("chown")
-        .args(["-R", "kilntest:kilntest"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Busybox::new(BUSYBOX).import(home, dir);
 }
 
 fn context(dir: &Path) -> PathBuf {
@@ -296,16 +276,7 @@ fn check_drops_corrupt_blobs_and_dangling_records() {
 
 /// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`).
 fn kiln_as_kilntest(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
-    let o = Command::new("setpriv")
-        .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env("KILN_HOME", home)
-        .env("HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("KILN_LOG")
+    let o = common::kilntest_command(home, dir, args)
         .output()
         .expect("run setpriv");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -342,13 +313,88 @@ fn blob_files(cache: &Path) -> Vec<String> {
     v
 }
 
+/// The (digest, size) of each layer of the image tagged `tag` in `home`.
+fn image_layers(home: &Path, tag: &str) -> Vec<(String, u64)> {
+    let tags = json(&home.join("tags.json"));
+    let manifest = json(&blob_path(home, tags["tags"][tag].as_str().unwrap()));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Who runs kiln in a cache import.
+#[derive(Clone, Copy)]
+enum User {
+    Root,
+    /// the unprivileged `kilntest`, through setpriv
+    Kilntest,
+}
+
+fn kiln_as(user: User, home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
+    match user {
+        User::Root => run(home, dir, args),
+        User::Kilntest => kiln_as_kilntest(home, dir, args),
+    }
+}
+
+/// A cache import somewhere else: `user` copies the context `ctx` to `ctx2`,
+/// imports the busybox image into the fresh store `home` and builds `ctx2`
+/// with `--cache-from FROM`. Every step hits, the image is `reference`, what
+/// comes from the cache is more than nothing and at most the final image's
+/// `final_bytes`, and the store is whole after it.
+fn build_elsewhere_from_cache(
+    user: User,
+    home: &Path,
+    dir: &Path,
+    (ctx, ctx2): (&Path, &Path),
+    from: &str,
+    (reference, final_bytes): (&str, u64),
+) {
+    std::fs::create_dir_all(ctx2).unwrap();
+    for f in ["Kilnfile", "input.txt"] {
+        std::fs::copy(ctx.join(f), ctx2.join(f)).unwrap();
+    }
+    match user {
+        User::Root => busybox_image(home, dir),
+        User::Kilntest => {
+            chown_kilntest(dir);
+            kiln_as_kilntest(home, dir, &["import", "rootfs", "-t", "bb:1"]);
+        }
+    }
+    let ctx2 = ctx2.to_str().unwrap();
+    let args = ["build", ctx2, "--progress", "plain", "--cache-from", from];
+    let (digest, err) = kiln_as(user, home, dir, &args);
+    assert_eq!(digest, reference, "{err}");
+    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with("=> ")).collect();
+    assert!(!steps.is_empty(), "{err}");
+    assert!(
+        steps.iter().all(|l| l.ends_with(" CACHED")),
+        "an imported build re-ran a step:\n{err}"
+    );
+    let read = bytes_read(&err);
+    assert!(
+        read > 0 && read <= final_bytes,
+        "{read} bytes read, the final layers are {final_bytes} bytes:\n{err}"
+    );
+    let (_, err) = kiln_as(user, home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+}
+
 #[test]
 fn cache_export_import_across_stores_paths_and_users() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     // the base image is the same for both users (its files' owners are
     // part of it): imported from a tree kilntest owns
-    make_rootfs(dir);
+    Busybox::new(BUSYBOX).write_once(&dir.join("rootfs"));
     chown_kilntest(dir);
     let home1 = dir.join("home1");
     busybox_image(&home1, dir);
@@ -373,19 +419,7 @@ fn cache_export_import_across_stores_paths_and_users() {
 
     // The final image's layers; every other layer leaves the cache, so a
     // build that reads anything else fails.
-    let tags = json(&home1.join("tags.json"));
-    let manifest = json(&blob_path(&home1, tags["tags"]["app:1"].as_str().unwrap()));
-    let final_layers: Vec<(String, u64)> = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["digest"].as_str().unwrap().to_string(),
-                l["size"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let final_layers = image_layers(&home1, "app:1");
     let mut removed = 0;
     for l in &layers {
         if !final_layers.iter().any(|(d, _)| d == l) {
@@ -397,55 +431,18 @@ fn cache_export_import_across_stores_paths_and_users() {
     assert!(removed >= 2, "{layers:?} vs {final_layers:?}");
 
     // Another user, another store, the context at another path.
-    let elsewhere = dir.join("elsewhere/checkout");
-    std::fs::create_dir_all(&elsewhere).unwrap();
-    let ctx2 = elsewhere.join("ctx");
-    std::fs::create_dir_all(&ctx2).unwrap();
-    for f in ["Kilnfile", "input.txt"] {
-        std::fs::copy(ctx.join(f), ctx2.join(f)).unwrap();
-    }
+    let ctx2 = dir.join("elsewhere/checkout/ctx");
     let home2 = dir.join("home2");
-    chown_kilntest(dir);
-    kiln_as_kilntest(&home2, dir, &["import", "rootfs", "-t", "bb:1"]);
     let from = format!("type=local,src={}", cache.display());
-    let (digest, err) = kiln_as_kilntest(
+    let final_bytes = final_layers.iter().map(|(_, s)| s).sum();
+    build_elsewhere_from_cache(
+        User::Kilntest,
         &home2,
         dir,
-        &[
-            "build",
-            ctx2.to_str().unwrap(),
-            "--progress",
-            "plain",
-            "--cache-from",
-            &from,
-        ],
+        (&ctx, &ctx2),
+        &from,
+        (&reference, final_bytes),
     );
-    assert_eq!(digest, reference, "{err}");
-    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with("=> ")).collect();
-    assert!(!steps.is_empty(), "{err}");
-    assert!(
-        steps.iter().all(|l| l.ends_with(" CACHED")),
-        "an imported build re-ran a step:\n{err}"
-    );
-    // what was read from the cache: at most the final image's layers
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("cache import:"))
-        .unwrap_or_else(|| panic!("{err}"));
-    let read: u64 = line
-        .split_once("blob(s) (")
-        .and_then(|(_, rest)| rest.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
-    let final_bytes: u64 = final_layers.iter().map(|(_, s)| s).sum();
-    assert!(
-        read > 0 && read <= final_bytes,
-        "{line}: final layers are {final_bytes} bytes"
-    );
-
-    // the store it built in is whole
-    let (_, err) = kiln_as_kilntest(&home2, dir, &["cache", "check"]);
-    assert!(err.contains("the store is consistent"), "{err}");
 
     // rootless, a step's files are removed by prune too, and the build
     // after it redoes the step
@@ -495,65 +492,6 @@ fn cache_export_import_across_stores_paths_and_users() {
     );
 }
 
-/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
-/// temp dir.
-struct Registry {
-    addr: String,
-    _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (.ci/setup)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut b = [0u8; 12];
-                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            addr,
-            _dir: dir,
-            child,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn bytes_read(err: &str) -> u64 {
     let line = err
         .lines()
@@ -599,13 +537,8 @@ fn registry_cache_export_and_import() {
     assert!(err.contains("0 blob(s) written (0 bytes)"), "{err}");
 
     // the registry holds an OCI artifact manifest (skopeo reads it back)
-    let o = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{cache_ref}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let manifest: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&registry.raw("cache/app:buildcache")).unwrap();
     assert_eq!(manifest["artifactType"], "application/vnd.kiln.cache.v1");
     assert_eq!(
         manifest["config"]["mediaType"],
@@ -614,45 +547,16 @@ fn registry_cache_export_and_import() {
 
     // a fresh store, the context elsewhere: every step hits and only the
     // final image's layers come over the wire
-    let ctx2 = dir.join("other/place/ctx");
-    std::fs::create_dir_all(&ctx2).unwrap();
-    for f in ["Kilnfile", "input.txt"] {
-        std::fs::copy(ctx.join(f), ctx2.join(f)).unwrap();
-    }
-    let home2 = dir.join("home2");
-    busybox_image(&home2, dir);
     let from = format!("type=registry,ref={cache_ref}");
-    let (digest, err) = run(
-        &home2,
+    let final_bytes = image_layers(&home1, "app:1").iter().map(|(_, s)| s).sum();
+    build_elsewhere_from_cache(
+        User::Root,
+        &dir.join("home2"),
         dir,
-        &[
-            "build",
-            ctx2.to_str().unwrap(),
-            "--progress",
-            "plain",
-            "--cache-from",
-            &from,
-        ],
+        (&ctx, &dir.join("other/place/ctx")),
+        &from,
+        (&reference, final_bytes),
     );
-    assert_eq!(digest, reference);
-    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with("=> ")).collect();
-    assert!(!steps.is_empty(), "{err}");
-    assert!(steps.iter().all(|l| l.ends_with(" CACHED")), "{err}");
-    let tags = json(&home1.join("tags.json"));
-    let app = json(&blob_path(&home1, tags["tags"]["app:1"].as_str().unwrap()));
-    let final_bytes: u64 = app["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["size"].as_u64().unwrap())
-        .sum();
-    let read = bytes_read(&err);
-    assert!(
-        read > 0 && read <= final_bytes,
-        "{read} > {final_bytes}:\n{err}"
-    );
-    let (_, err) = run(&home2, dir, &["cache", "check"]);
-    assert!(err.contains("the store is consistent"), "{err}");
 
     // a cache tag that does not exist yet is no error (a first CI run)
     let home3 = dir.join("home3");

@@ -11,11 +11,11 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+
+use common::{Busybox, GROUP_WITH_NOGROUP, PASSWD_WITH_APT, Registry, chown_kilntest};
 
 /// A step using cache mount `compiler`; `version` changes its command so
 /// that it re-runs.
@@ -70,20 +70,12 @@ impl Env {
 
     fn kiln(&self, args: &[&str]) -> Output {
         let mut c = if self.rootless {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
-                .arg(env!("CARGO_BIN_EXE_kiln"))
-                .env("HOME", self.path(""));
+            let mut c = common::kilntest_command(&self.home(), self.dir.path(), args);
+            c.env("HOME", self.path(""));
             c
         } else {
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
+            common::kiln_command(&self.home(), self.dir.path(), args)
         };
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("KILN_HOME", self.home())
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_LOG");
         c.output().expect("run kiln")
     }
 
@@ -129,34 +121,17 @@ impl Env {
     }
 }
 
+/// busybox with what the step needs, and `_apt` (uid 42) in /etc/passwd.
 fn busybox_rootfs(root: &Path) {
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n_apt:x:42:65534::/nonexistent:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in [
+    Busybox::new(&[
         "sh", "echo", "cat", "test", "mkdir", "chown", "chmod", "stat", "ls",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    ])
+    .dir("tmp")
+    .file("etc/passwd", PASSWD_WITH_APT)
+    .file("etc/group", GROUP_WITH_NOGROUP)
+    .write(root);
 }
 
-fn chown_kilntest(path: &Path) {
-    let o = Command::new("chown")
-        .args(["-R", "kilntest:kilntest"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-/// A regular file of a tar (`-o type=tar`).
 fn tar_file(tar: &[u8], name: &str) -> Option<String> {
     let mut a = tar::Archive::new(tar);
     for e in a.entries().unwrap() {
@@ -473,65 +448,6 @@ let app = image("bb:1")
         for needle in [SECRET, TMPFS] {
             assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()));
         }
-    }
-}
-
-/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
-/// temp dir.
-struct Registry {
-    addr: String,
-    _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (.ci/setup)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut b = [0u8; 12];
-                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            addr,
-            _dir: dir,
-            child,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{expect_ok as ok, kiln_command as kiln};
+use common::{Busybox, expect_ok as ok, kiln_command as kiln};
 
 /// splitmix64: a seeded sequence, enough to pick kill moments.
 struct Rng(u64);
@@ -34,21 +34,9 @@ impl Rng {
 }
 
 fn busybox_image(home: &Path, dir: &Path) {
-    let root = dir.join("rootfs");
-    if !root.exists() {
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "seq", "cat", "sleep", "mkdir"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    ok(
-        kiln(home, dir, &["import", "rootfs", "-t", "bb:1"])
-            .output()
-            .unwrap(),
-        "kiln import",
-    );
+    Busybox::new(&["sh", "seq", "cat", "sleep", "mkdir"])
+        .dir("tmp")
+        .import(home, dir);
 }
 
 /// A build with every kind of step: context copy, run steps in two stages,

@@ -7,25 +7,13 @@ use std::process::{Child, Stdio};
 
 mod common;
 
-use common::{expect_ok as ok, kiln_command as kiln};
+use common::{Busybox, expect_ok as ok, kiln_command as kiln};
 
 /// A busybox rootfs imported as `bb:1` into `home`.
 fn busybox_image(home: &Path, dir: &Path) {
-    let root = dir.join("rootfs");
-    if !root.exists() {
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "cat", "sleep", "seq"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    ok(
-        kiln(home, dir, &["import", "rootfs", "-t", "bb:1"])
-            .output()
-            .unwrap(),
-        "kiln import",
-    );
+    Busybox::new(&["sh", "echo", "cat", "sleep", "seq"])
+        .dir("tmp")
+        .import(home, dir);
 }
 
 /// Two builds sharing their base and first step, differing after it.

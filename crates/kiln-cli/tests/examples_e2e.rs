@@ -18,11 +18,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Registry;
 
 const GO_LINE: &str = "hello from a static Go binary built by kiln\n";
 const C_LINE: &str = "hello from a static C binary built by kiln\n";
@@ -35,74 +36,6 @@ fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the effective user
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
-/// temp dir; killed on drop.
-struct Registry {
-    addr: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (.ci/setup)");
-        let mut reg = Registry {
-            addr,
-            child,
-            _dir: dir,
-        };
-        // Poll /v2/ until it answers (the registry has no readiness signal).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&reg.addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut b = [0u8; 12];
-                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
-                    return reg;
-                }
-            }
-            if let Ok(Some(st)) = reg.child.try_wait() {
-                panic!("docker-registry exited before serving {}: {st}", reg.addr);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer on {} within 30 s",
-                reg.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The Debian builder as `REGISTRY/library/debian:bookworm`: the cached

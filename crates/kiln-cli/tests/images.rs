@@ -7,6 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::Busybox;
+
 struct Env {
     dir: tempfile::TempDir,
 }
@@ -27,13 +29,7 @@ impl Env {
     }
 
     fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("KILN_HOME", self.path("home"))
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_LOG");
+        let mut c = common::kiln_command(&self.path("home"), self.dir.path(), args);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -80,12 +76,9 @@ fn check(cmd: &mut Command) -> String {
 }
 
 fn busybox_rootfs(root: &Path) {
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "id", "ls"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    Busybox::new(&["sh", "echo", "id", "ls"])
+        .dir("tmp")
+        .write(root);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{expect_ok as ok, kiln_command as kiln};
+use common::{Busybox, expect_ok as ok, kiln_command as kiln};
 
 /// Pids of processes whose command line contains `token`.
 fn processes_with(token: &str) -> Vec<String> {
@@ -27,19 +27,9 @@ fn processes_with(token: &str) -> Vec<String> {
 }
 
 fn busybox_image(home: &Path, dir: &Path) {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "echo"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    ok(
-        kiln(home, dir, &["import", "rootfs", "-t", "bb:1"])
-            .output()
-            .unwrap(),
-        "kiln import",
-    );
+    Busybox::new(&["sh", "sleep", "echo"])
+        .dir("tmp")
+        .import(home, dir);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::steps;
+use common::{Busybox, GROUP_WITH_NOGROUP, PASSWD_WITH_APT, chown_kilntest, steps};
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -50,20 +50,12 @@ impl Env {
 
     fn kiln(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let mut c = if self.rootless {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
-                .arg(env!("CARGO_BIN_EXE_kiln"))
-                .env("HOME", self.path(""));
+            let mut c = common::kilntest_command(&self.home(), self.dir.path(), args);
+            c.env("HOME", self.path(""));
             c
         } else {
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
+            common::kiln_command(&self.home(), self.dir.path(), args)
         };
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("KILN_HOME", self.home())
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("KILN_LOG");
         for (k, v) in envs {
             c.env(k, v);
         }
@@ -108,37 +100,17 @@ impl Env {
     }
 }
 
+/// busybox with what the steps need, a sticky /tmp, and `_apt` (uid 42)
+/// in /etc/passwd.
 fn busybox_rootfs(root: &Path) {
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::set_permissions(
-        root.join("tmp"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\n_apt:x:42:65534::/nonexistent:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in [
+    Busybox::new(&[
         "sh", "echo", "cat", "ls", "sleep", "test", "wc", "tr", "mkdir", "chown", "chmod", "stat",
         "touch", "head", "rm", "env", "grep", "id", "cut",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-}
-
-fn chown_kilntest(path: &Path) {
-    let o = Command::new("chown")
-        .args(["-R", "kilntest:kilntest"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ])
+    .dir_mode("tmp", 0o1777)
+    .file("etc/passwd", PASSWD_WITH_APT)
+    .file("etc/group", GROUP_WITH_NOGROUP)
+    .write(root);
 }
 
 fn tar_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {

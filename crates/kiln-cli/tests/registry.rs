@@ -2,80 +2,16 @@
 //! `KILN_HOME`, Debian's `docker-registry` on 127.0.0.1, and skopeo to seed
 //! and check the registry.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use base64::Engine as _;
 use kiln_store::{Digest, Store};
 use serde_json::json;
 
-struct Registry {
-    addr: String,
-    _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Registry {
-    fn start(htpasswd: Option<(&str, &str)>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cfg = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((u, p)) = htpasswd {
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap())).unwrap();
-            cfg.push_str(&format!(
-                "auth: {{htpasswd: {{realm: kiln, path: {}}}}}\n",
-                file.display()
-            ));
-        }
-        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (.ci/setup)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut b = [0u8; 12];
-                if s.read_exact(&mut b).is_ok() && (&b[9..12] == b"200" || &b[9..12] == b"401") {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            addr,
-            _dir: dir,
-            child,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Registry;
 
 /// The kiln binary with a private store and no ambient credentials.
 fn kiln(home: &Path) -> Command {
@@ -180,7 +116,7 @@ fn inspect(reg: &Registry, name: &str, creds: Option<&str>) -> serde_json::Value
 
 #[test]
 fn pull_then_push_elsewhere_with_mount() {
-    let reg = Registry::start(None);
+    let reg = Registry::start();
     let home = tempfile::tempdir().unwrap();
     let lay = tempfile::tempdir().unwrap();
     layout(lay.path(), "amd64", 3);
@@ -222,7 +158,7 @@ fn pull_then_push_elsewhere_with_mount() {
 
 #[test]
 fn mirror_flag_and_env_keep_the_original_name() {
-    let reg = Registry::start(None);
+    let reg = Registry::start();
     let lay = tempfile::tempdir().unwrap();
     layout(lay.path(), "amd64", 5);
     let digest = seed(&reg, lay.path(), "library/debian:bookworm", None);
@@ -249,7 +185,7 @@ fn mirror_flag_and_env_keep_the_original_name() {
 
 #[test]
 fn platform_selection_and_auth_file() {
-    let reg = Registry::start(Some(("bob", "hunter2")));
+    let reg = Registry::with_htpasswd("bob", "hunter2");
     let (amd, arm) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     layout(amd.path(), "amd64", 7);
     layout(arm.path(), "arm64", 9);
@@ -257,41 +193,14 @@ fn platform_selection_and_auth_file() {
     let amd_digest = seed(&reg, amd.path(), "multi/app:amd64", creds);
     let arm_digest = seed(&reg, arm.path(), "multi/app:arm64", creds);
     // An index over both, pushed as raw bytes with skopeo's credentials.
-    let size = |t: &str| {
-        let out = Command::new("skopeo")
-            .args([
-                "inspect",
-                "--raw",
-                "--tls-verify=false",
-                "--creds",
-                "bob:hunter2",
-            ])
-            .arg(format!("docker://{}/multi/app:{t}", reg.addr))
-            .output()
-            .unwrap();
-        out.stdout.len()
-    };
+    let size = |t: &str| reg.raw(&format!("multi/app:{t}")).len();
     let idx = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd_digest, "size": size("amd64"),
          "platform": {"os": "linux", "architecture": "amd64"}},
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm_digest, "size": size("arm64"),
          "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]});
-    let idx_bytes = serde_json::to_vec(&idx).unwrap();
+    reg.put_index("multi/app", "1", &idx);
     let auth = base64::engine::general_purpose::STANDARD.encode("bob:hunter2");
-    let mut sock = TcpStream::connect(&reg.addr).unwrap();
-    write!(
-        sock,
-        "PUT /v2/multi/app/manifests/1 HTTP/1.0\r\nAuthorization: Basic {auth}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n",
-        idx_bytes.len()
-    )
-    .unwrap();
-    sock.write_all(&idx_bytes).unwrap();
-    let mut answer = String::new();
-    sock.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.0 201") || answer.starts_with("HTTP/1.1 201"),
-        "{answer}"
-    );
 
     let home = tempfile::tempdir().unwrap();
     let name = format!("{}/multi/app:1", reg.addr);
@@ -355,7 +264,7 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn registry_output_pushes_and_image_output_only_names() {
-    let reg = Registry::start(None);
+    let reg = Registry::start();
     let home = tempfile::tempdir().unwrap();
     let dest = format!("{}/kiln/static:1", reg.addr);
     let local = format!("{}/kiln/static:local", reg.addr);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::steps;
+use common::{Busybox, steps};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,18 +51,13 @@ impl Env {
 
     /// A busybox root filesystem (`rootfs/`) imported as `bb:1`.
     fn busybox(&self) {
-        let root = self.path("rootfs");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for a in [
+        Busybox::new(&[
             "sh", "echo", "cat", "false", "rm", "mkdir", "ls", "touch", "chmod",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+        ])
+        .dir("tmp")
+        .file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+        .file("etc/group", "root:x:0:\n")
+        .write(&self.path("rootfs"));
         self.ok(&["import", "rootfs", "-t", "bb:1"]);
     }
 }
@@ -185,16 +180,7 @@ fn sha256_file(p: &Path) -> String {
 }
 
 fn as_kilntest(env: &Env, args: &[&str]) -> String {
-    let o = Command::new("setpriv")
-        .args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
-        .arg(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(env.dir.path())
-        .env("KILN_HOME", env.path("home-kilntest"))
-        .env("HOME", env.path("home-kilntest"))
-        .env("NO_COLOR", "1")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("KILN_LOG")
+    let o = common::kilntest_command(&env.path("home-kilntest"), env.dir.path(), args)
         .output()
         .expect("run setpriv");
     let err = String::from_utf8_lossy(&o.stderr);

@@ -6,6 +6,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod registry;
+mod rootfs;
+
+// each test binary uses some of these
+#[allow(unused_imports)]
+pub use registry::Registry;
+#[allow(unused_imports)]
+pub use rootfs::{Busybox, GROUP_WITH_NOGROUP, PASSWD_WITH_APT, chown_kilntest};
+
 /// `kiln ARGS` in `dir` with the store `home`, no colours, and neither
 /// SOURCE_DATE_EPOCH nor KILN_LOG from the caller's environment.
 pub fn kiln_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
@@ -13,6 +22,22 @@ pub fn kiln_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
     c.args(args)
         .current_dir(dir)
         .env("KILN_HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KILN_LOG");
+    c
+}
+
+/// [`kiln_command`] as the unprivileged `kilntest` (made by `.ci/setup`,
+/// with a subordinate ID range) through setpriv; HOME is the store too.
+pub fn kilntest_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=kilntest", "--regid=kilntest", "--init-groups"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .env("KILN_HOME", home)
+        .env("HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("KILN_LOG");
