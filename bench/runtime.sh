@@ -71,13 +71,14 @@ res = json.load(open(sys.argv[1]))["results"]
 ref = sys.argv[2]
 med = {r["command"]: statistics.median(r["times"]) * 1000 for r in res}
 base = med.get(ref)
-print("| command | median | user+sys (mean) | %s / this |" % (ref[:24]))
+print("| command | median | user+sys (mean) | %s / this |" % ref.replace("|", "\\|"))
 print("|---|---:|---:|---:|")
 for r in res:
     m = med[r["command"]]
     cpu = (r.get("user", 0) + r.get("system", 0)) * 1000
     ratio = "%.1fx" % (base / m) if base else "-"
-    print("| %s | %.1f ms | %.1f ms | %s |" % (r["command"], m, cpu, ratio))
+    name = r["command"].replace("|", "\\|")
+    print("| %s | %.1f ms | %.1f ms | %s |" % (name, m, cpu, ratio))
 PY
 }
 

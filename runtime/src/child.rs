@@ -880,8 +880,8 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
         None,
     )?;
     let (driver, rootfs) = mount_rootfs(cfg)?;
-    send(sock, &ToParent::Driver(driver));
     if cfg.probe {
+        send(sock, &ToParent::Driver(driver));
         return Ok(0);
     }
     let root = rustix::fs::open(
@@ -958,6 +958,8 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
             }
         }
     }
+    // both just before the exec: the parent wakes once for them
+    send(sock, &ToParent::Driver(driver));
     send(sock, &ToParent::Stubs(stubs));
     rustix::system::sethostname(cfg.hostname.as_bytes()).map_err(errno_fail("set the hostname"))?;
     if cfg.network == Network::None {
