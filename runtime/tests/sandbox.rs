@@ -119,9 +119,11 @@ fn network_none_cannot_reach_the_host_and_host_can() {
     // loopback is up inside: a listener of its own answers
     // Connect only once the listener is in LISTEN state (port 8080 is 1F90,
     // state 0A; busybox nc listens on tcp6): retrying a refused connect
-    // raced with a slow listener start under load.
+    // raced with a slow listener start under load. The listener's stdin
+    // stays open (a background job's is /dev/null): busybox nc closes the
+    // connection at EOF on stdin, which raced with the client's "hi".
     let mut spec = w.spec(
-        "nc -l -p 8080 > /tmp/got & \
+        "sleep 3 | nc -l -p 8080 > /tmp/got & \
          i=0; until grep -qs ':1F90 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6; do \
            i=$((i+1)); [ $i -lt 200 ] || exit 9; sleep 0.05; done; \
          echo hi | nc -w 2 127.0.0.1 8080; wait; cat /tmp/got; ip link show lo",
