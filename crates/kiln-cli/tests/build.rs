@@ -39,18 +39,7 @@ impl Env {
 
     fn podman_run(&self, archive: &str) -> String {
         let _one = PODMAN.lock().unwrap_or_else(|e| e.into_inner());
-        let o = self
-            .podman()
-            .args(["run", "--rm", "--network", "none"])
-            .arg(format!("oci-archive:{}", self.path(archive).display()))
-            .output()
-            .expect("run podman");
-        assert!(
-            o.status.success(),
-            "podman failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        common::podman_run(&self.path(""), &self.path(archive))
     }
 }
 

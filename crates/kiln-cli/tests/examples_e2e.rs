@@ -41,15 +41,7 @@ fn is_root() -> bool {
 /// The Debian builder as `REGISTRY/library/debian:bookworm`: the cached
 /// debootstrap rootfs, `kiln import`ed into a scratch store and `kiln push`ed.
 fn serve_builder(reg: &Registry, scratch: &Path) {
-    let script = repo().join(".ci/builder-image.sh");
-    let o = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        o.status.success(),
-        "`{}` failed (it needs root and, on a cold cache, deb.debian.org):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let rootfs = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let rootfs = common::debian_builder_rootfs();
     assert!(
         Path::new(&rootfs).join("usr/bin/apt-get").exists(),
         "{rootfs}"
@@ -264,17 +256,7 @@ impl Builds {
     fn run(&self, archive: &str) -> String {
         let podman_dir = self.path("podman");
         std::fs::create_dir_all(&podman_dir).unwrap();
-        let o = common::podman(&podman_dir)
-            .args(["run", "--rm", "--network", "none"])
-            .arg(format!("oci-archive:{}", self.path(archive).display()))
-            .output()
-            .expect("run podman");
-        assert!(
-            o.status.success(),
-            "podman run {archive} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        common::podman_run(&podman_dir, &self.path(archive))
     }
 }
 

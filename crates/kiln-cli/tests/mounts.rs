@@ -524,15 +524,7 @@ let app = image("bb:1")
 /// the apt cache mounts keep the downloaded packages between builds and
 /// out of every layer, the secret reaches the step and nothing else.
 fn cache_secret_example(rootless: bool) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/builder-image.sh");
-    let o = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        o.status.success(),
-        "`{}` failed (it needs root and, on a cold cache, deb.debian.org):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let rootfs = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let rootfs = common::debian_builder_rootfs();
     let env = Env::new(rootless);
     // The builder under the example's own name (a local tag wins with
     // `--pull=missing`, so no registry is needed). Rootless kiln cannot

@@ -96,6 +96,37 @@ pub fn podman(dir: &Path) -> Command {
     c
 }
 
+/// `podman run --rm --network none` of the OCI archive `archive` with the
+/// storage of [`podman`] in `dir`; what the container printed.
+pub fn podman_run(dir: &Path, archive: &Path) -> String {
+    let o = podman(dir)
+        .args(["run", "--rm", "--network", "none"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .expect("run podman");
+    assert!(
+        o.status.success(),
+        "podman run {} failed:\n{}",
+        archive.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The rootfs of the Debian bookworm builder made by
+/// `.ci/builder-image.sh` (debootstrap, cached under /var/cache/kiln-ci).
+pub fn debian_builder_rootfs() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/builder-image.sh");
+    let o = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "`{}` failed (it needs root and, on a cold cache, deb.debian.org):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
 /// Finished steps of the plain progress: (name, status) for the lines
 /// `=> NAME CACHED` and `=> NAME done 1.23s`.
 pub fn steps(stderr: &str) -> Vec<(String, String)> {
