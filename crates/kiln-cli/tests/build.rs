@@ -205,15 +205,7 @@ fn run_steps_add_a_layer_and_failures_point_at_the_kilnfile() {
 /// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`, with a
 /// subordinate ID range) in `env`'s directory with its own KILN_HOME.
 fn kiln_as_kilntest(env: &Env, args: &[&str]) -> (String, String) {
-    let o = common::kilntest_command(&env.path("home-kilntest"), env.dir.path(), args)
-        .output()
-        .expect("run setpriv");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        o.status.success(),
-        "kiln {args:?} as kilntest failed:\n{err}"
-    );
-    (String::from_utf8(o.stdout).unwrap(), err)
+    common::kilntest_ok(&env.path("home-kilntest"), env.dir.path(), args)
 }
 
 #[test]

@@ -276,15 +276,8 @@ fn check_drops_corrupt_blobs_and_dangling_records() {
 
 /// Runs kiln as the unprivileged `kilntest` (made by `.ci/setup`).
 fn kiln_as_kilntest(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
-    let o = common::kilntest_command(home, dir, args)
-        .output()
-        .expect("run setpriv");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        o.status.success(),
-        "kiln {args:?} as kilntest failed:\n{err}"
-    );
-    (String::from_utf8(o.stdout).unwrap().trim().to_string(), err)
+    let (out, err) = common::kilntest_ok(home, dir, args);
+    (out.trim().to_string(), err)
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -180,12 +180,7 @@ fn sha256_file(p: &Path) -> String {
 }
 
 fn as_kilntest(env: &Env, args: &[&str]) -> String {
-    let o = common::kilntest_command(&env.path("home-kilntest"), env.dir.path(), args)
-        .output()
-        .expect("run setpriv");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "kiln {args:?} as kilntest:\n{err}");
-    String::from_utf8(o.stdout).unwrap()
+    common::kilntest_ok(&env.path("home-kilntest"), env.dir.path(), args).0
 }
 
 /// Root's builds of `targets`, then the same as kilntest from the same base

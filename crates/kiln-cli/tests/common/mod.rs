@@ -44,6 +44,19 @@ pub fn kilntest_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// [`kilntest_command`] that must succeed: (stdout, stderr).
+pub fn kilntest_ok(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
+    let o = kilntest_command(home, dir, args)
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "kiln {args:?} as kilntest failed:\n{err}"
+    );
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
+
 /// The trimmed stdout of a kiln run that must have succeeded.
 pub fn expect_ok(o: Output, what: &str) -> String {
     assert!(
