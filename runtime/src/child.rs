@@ -485,6 +485,7 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
         Some(stub_layer(cfg)?)
     };
     let kernel_lower = match &stubs {
+        Some(fd) if lower.is_empty() => format!("/proc/self/fd/{}", fd.as_raw_fd()),
         Some(fd) => format!("{lower}:/proc/self/fd/{}", fd.as_raw_fd()),
         None => lower.clone(),
     };
@@ -541,6 +542,14 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
     // (the kernel may have left its `work` in cfg.work: a workdir of our own)
     let fuse_work = cfg.rootfs.join("fuse-work");
     std::fs::create_dir(&fuse_work).map_err(fail("create the fuse workdir"))?;
+    let lower = if lower.is_empty() {
+        // overlay needs a lower: an empty one
+        let empty = cfg.rootfs.join("fuse-empty");
+        std::fs::create_dir(&empty).map_err(fail("create an empty lower"))?;
+        escape_overlay(&empty)
+    } else {
+        lower
+    };
     let fuse_opts = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         escape_overlay(&cfg.upper),

@@ -580,13 +580,11 @@ impl Runtime {
         // the state directory is the kernel overlay's workdir (the overlay
         // is mounted on the upper directory); fuse-overlayfs and the copying
         // driver make what they need below it
+        // (no lower at all: the kernel overlay has the mount-target layer,
+        // fuse-overlayfs gets an empty directory; never one inside the
+        // workdir, which overlay refuses as overlapping)
         cfg.work = state.0.clone();
         cfg.rootfs = state.0.clone();
-        if cfg.lowers_top_first.is_empty() {
-            // overlay needs a lower: an empty one
-            std::fs::create_dir(state.0.join("empty"))?;
-            cfg.lowers_top_first.push(state.0.join("empty"));
-        }
         if !cfg.probe {
             cfg.cleanup = Some(state.0.clone());
         }
