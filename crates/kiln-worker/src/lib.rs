@@ -86,6 +86,8 @@ pub enum Error {
     Local { path: String, reason: String },
     #[error("the static base: {0}")]
     StaticBase(String),
+    #[error("the build context `{path}` changed while the build read it: build again")]
+    ContextChanged { path: String },
     #[error("`{command}` exited with {status}\n{tail}")]
     ExecFailed {
         command: String,
@@ -120,6 +122,9 @@ struct Inner {
     opts: WorkerOptions,
     /// Source vertices resolved by `source_key`, for `execute` to reuse.
     resolved: Mutex<HashMap<Digest, Ref>>,
+    /// Keys `source_key` computed without resolving (the context), for
+    /// `execute` to check that what it writes is what was keyed.
+    source_keys: Mutex<HashMap<Digest, Digest>>,
     /// `--cache-from`: results looked up when the store has none
     import: std::sync::OnceLock<Arc<cache_io::CacheImport>>,
 }
@@ -136,6 +141,7 @@ impl LocalWorker {
                 store,
                 opts,
                 resolved: Mutex::new(HashMap::new()),
+                source_keys: Mutex::new(HashMap::new()),
                 import: std::sync::OnceLock::new(),
             }),
         }
@@ -654,7 +660,15 @@ impl kiln_solver::Worker for LocalWorker {
                     SourceOp::StaticBase { revision } => {
                         return Ok(static_base_key(*revision, inner.opts.epoch));
                     }
-                    SourceOp::Context { .. } => return Ok(inner.context_key(src)?.0),
+                    SourceOp::Context { .. } => {
+                        let key = inner.context_key(src)?.0;
+                        inner
+                            .source_keys
+                            .lock()
+                            .map_err(|_| Error::Internal("source keys lock".into()))?
+                            .insert(v.digest, key);
+                        return Ok(key);
+                    }
                     _ => {}
                 }
                 let (key, r) = inner.resolve_source(src)?;
@@ -769,7 +783,21 @@ impl kiln_solver::Worker for LocalWorker {
                             .remove(&v.digest);
                         match pre {
                             Some(r) => r,
-                            None => inner.resolve_source(src)?.1,
+                            None => {
+                                let (k, r) = inner.resolve_source(src)?;
+                                let keyed = inner
+                                    .source_keys
+                                    .lock()
+                                    .map_err(|_| Error::Internal("source keys lock".into()))?
+                                    .remove(&v.digest);
+                                // the layer must hold what the key says
+                                if keyed.is_some_and(|keyed| keyed != k) {
+                                    return Err(Error::ContextChanged {
+                                        path: inner.opts.context.display().to_string(),
+                                    });
+                                }
+                                r
+                            }
                         }
                     }
                     Op::File(f) => fileop::run(&inner.snaps, f, &inputs, inner.opts.epoch)?,
