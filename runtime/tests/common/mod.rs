@@ -171,6 +171,8 @@ impl Drop for World {
             },
         }];
         let _ = runtime().run(&spec, &mut |_, _| {}, None);
+        // and that step's state directory too, before the temp dir goes
+        kiln_runtime::wait_for_cleanup();
     }
 }
 
