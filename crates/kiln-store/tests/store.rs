@@ -264,3 +264,81 @@ fn exclusive_lock_excludes() {
     rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     t.join().unwrap();
 }
+
+/// Serves blobs from memory, optionally with the wrong bytes.
+#[derive(Debug)]
+struct MemSource {
+    blobs: std::collections::HashMap<Digest, Vec<u8>>,
+}
+
+impl kiln_store::BlobSource for MemSource {
+    fn has(&self, digest: &Digest) -> bool {
+        self.blobs.contains_key(digest)
+    }
+
+    fn open(&self, digest: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.blobs[digest].clone())))
+    }
+}
+
+#[test]
+fn lazy_blobs_count_as_readable_and_are_fetched_verified_through_sources() {
+    let (_d, store) = store();
+    let good = b"layer bytes".to_vec();
+    let d = Digest::of(&good);
+    let other = Digest::of(b"another layer");
+
+    // a locator alone: readable in principle, not here, and a clear error
+    // without a source that can fetch it
+    store
+        .put_remote_blob(&d, b"{\"where\":\"registry\"}")
+        .unwrap();
+    assert!(store.is_remote_blob(&d) && !store.has_blob(&d));
+    assert!(store.can_read_blob(&d) && !store.can_read_blob(&other));
+    assert_eq!(store.list_remote_blobs().unwrap(), vec![d.clone()]);
+    assert_eq!(
+        store.remote_blob(&d).unwrap().unwrap(),
+        b"{\"where\":\"registry\"}"
+    );
+    assert!(matches!(
+        store.open_blob(&d),
+        Err(StoreError::RemoteNotFetched { .. })
+    ));
+    assert!(matches!(
+        store.blob_size(&d),
+        Err(StoreError::RemoteNotFetched { .. })
+    ));
+
+    // a source with the wrong bytes: nothing lands
+    let bad = MemSource {
+        blobs: [(d.clone(), b"tampered!!!".to_vec())].into(),
+    };
+    let s = store.clone().with_blob_source(std::sync::Arc::new(bad));
+    assert!(matches!(
+        s.ensure_blob(&d),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(!store.has_blob(&d));
+
+    // sources are asked in order; the first that has the blob serves it,
+    // and `blob_size` fetches as `open_blob` does
+    let empty = MemSource {
+        blobs: Default::default(),
+    };
+    let right = MemSource {
+        blobs: [(d.clone(), good.clone())].into(),
+    };
+    let s = store
+        .clone()
+        .with_blob_source(std::sync::Arc::new(empty))
+        .with_blob_source(std::sync::Arc::new(right));
+    assert_eq!(s.blob_size(&d).unwrap(), good.len() as u64);
+    assert!(store.has_blob(&d));
+    assert_eq!(store.read_blob(&d).unwrap(), good);
+    // a source-less copy of the handle reads local blobs only
+    assert!(!s.without_blob_sources().can_read_blob(&other));
+
+    assert!(store.remove_remote_blob(&d).unwrap());
+    assert!(!store.remove_remote_blob(&d).unwrap());
+    assert!(store.list_remote_blobs().unwrap().is_empty());
+}
