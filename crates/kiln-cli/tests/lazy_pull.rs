@@ -287,6 +287,24 @@ fn cached_steps_leave_base_layers_in_the_registry_until_a_step_reads_them() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // prune keeps the locators of a named image, `--all` drops them, and
+    // the next build pulls lazily again
+    let home_p = dir.join("home-p");
+    let locator = |l: &String| {
+        home_p
+            .join("remote/sha256")
+            .join(l.strip_prefix("sha256:").unwrap())
+    };
+    run(&home_p, dir, &build_args(&ctx, &["--cache-from", &from]));
+    run(&home_p, dir, &["cache", "prune"]);
+    assert!(layers.iter().all(|l| locator(l).is_file()));
+    run(&home_p, dir, &["cache", "prune", "--all"]);
+    assert!(layers.iter().all(|l| !locator(l).exists()));
+    let (again, _) = run(&home_p, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert_eq!(again, reference);
+    assert!(layers.iter().all(|l| locator(l).is_file()));
+    assert!(layers.iter().all(|l| !blob_path(&home_p, l).exists()));
 }
 
 #[test]
