@@ -81,10 +81,11 @@ pub trait ChunkSink {
     fn put(&mut self, chunk: &mut Vec<u8>) -> io::Result<()>;
 }
 
-/// Chunk size of [`write_tar`]'s writes: one pipe's worth twice over, small
-/// enough that a reader of a pipe starts early, large enough that big files
-/// need few syscalls.
-const WRITE_CHUNK: usize = 128 * 1024;
+/// Chunk size of [`write_tar`]'s writes: a quarter of a pipe's buffer, so
+/// a reader at the other end of a pipe (`| sha256sum`) works while the tree
+/// is still walked. 128 KiB made the writer block on a full pipe and the two
+/// take turns: 25% slower for 10,000 small files (`bench/diff.sh`).
+const WRITE_CHUNK: usize = 16 * 1024;
 
 struct WriteSink<W>(W);
 
