@@ -4,15 +4,12 @@
 //! Against Debian's docker-registry on 127.0.0.1, whose access log counts
 //! the blob downloads.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 mod common;
 
-use common::{expect_ok as ok, kiln_command as kiln};
+use common::{Busybox, Registry, expect_ok as ok, kiln_command as kiln};
 
 fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
     let o = kiln(home, dir, args).output().unwrap();
@@ -20,100 +17,8 @@ fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
     (ok(o, &args.join(" ")), err)
 }
 
-/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
-/// temp dir, its access log in a file.
-struct Registry {
-    addr: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = format!(
-            "version: 0.1\nlog: {{level: info, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (.ci/setup)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut b = [0u8; 12];
-                if s.read_exact(&mut b).is_ok() && &b[9..12] == b"200" {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            addr,
-            dir,
-            child: Some(child),
-        }
-    }
-
-    /// How many times the registry served `GET` of the blob `digest`.
-    fn blob_gets(&self, digest: &str) -> usize {
-        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap();
-        let needle = format!("/blobs/{digest} ");
-        log.lines()
-            .filter(|l| l.contains("\"GET ") && l.contains(&needle))
-            .count()
-    }
-
-    /// The file the registry serves the blob `digest` from.
-    fn blob_data(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn make_rootfs(dir: &Path) {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "seq", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    Busybox::new(&["sh", "seq", "cat"]).write(&dir.join("rootfs"));
 }
 
 /// A context whose builder stage runs `command` on the registry image

@@ -2,18 +2,19 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage in a
-/// temp dir; killed and waited for on drop.
+/// Debian's `docker-registry` on 127.0.0.1 and a free port, storage and
+/// its access log in a temp dir; killed and waited for on drop.
 pub struct Registry {
     /// `127.0.0.1:PORT`
     pub addr: String,
     /// `user:password` of the htpasswd user, if any
     creds: Option<String>,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl Registry {
@@ -36,7 +37,7 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut cfg = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
+            "version: 0.1\nlog: {{level: info, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
             dir.path().join("data").display()
         );
         if let Some((u, p)) = htpasswd {
@@ -50,18 +51,20 @@ impl Registry {
         }
         let config = dir.path().join("config.yml");
         std::fs::write(&config, cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("docker-registry is installed (.ci/setup)");
         let mut reg = Registry {
             addr,
             creds: htpasswd.map(|(u, p)| format!("{u}:{p}")),
-            child,
-            _dir: dir,
+            child: Some(child),
+            dir,
         };
         // Poll /v2/ until it answers (the registry has no readiness signal);
         // 401 is the answer of one that wants credentials.
@@ -74,7 +77,7 @@ impl Registry {
                     return reg;
                 }
             }
-            if let Ok(Some(st)) = reg.child.try_wait() {
+            if let Some(Ok(Some(st))) = reg.child.as_mut().map(Child::try_wait) {
                 panic!("docker-registry exited before serving {}: {st}", reg.addr);
             }
             assert!(
@@ -131,9 +134,39 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// How many times the registry served `GET` of the blob `digest`
+    /// (its access log).
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap();
+        let needle = format!("/blobs/{digest} ");
+        log.lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(&needle))
+            .count()
+    }
+
+    /// The file the registry serves the blob `digest` from.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Stops the registry now (a registry that went away).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
