@@ -175,26 +175,10 @@ async fn fetch_from_endpoints(
     store: &Store,
 ) -> Result<Option<u64>, RegistryError> {
     let endpoints = settings.pull_endpoints(&loc.registry, &loc.repository);
-    let n = endpoints.len();
-    let mut errors = Vec::new();
-    for (i, ep) in endpoints.iter().enumerate() {
-        match client.fetch_blob(ep, blob, store).await {
-            Ok(n) => return Ok(n),
-            Err(e) if ep.mirror && i + 1 < n => {
-                tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
-                errors.push(e);
-            }
-            Err(e) if errors.is_empty() => return Err(e),
-            Err(e) => {
-                errors.push(e);
-                return Err(RegistryError::AllEndpoints {
-                    reference: loc.image.clone(),
-                    errors,
-                });
-            }
-        }
-    }
-    unreachable!("pull_endpoints always ends with the registry itself")
+    crate::pull::first_endpoint(&endpoints, &loc.image, async |ep| {
+        client.fetch_blob(ep, blob, store).await
+    })
+    .await
 }
 
 impl BlobSource for RegistrySource {

@@ -81,26 +81,10 @@ impl Client {
         let endpoints = self
             .settings
             .pull_endpoints(reference.registry(), reference.repository());
-        let mut errors = Vec::new();
-        let n = endpoints.len();
-        for (i, ep) in endpoints.iter().enumerate() {
-            match self.pull_from(ep, reference, platform, store, lazy).await {
-                Ok(p) => return Ok(p),
-                Err(e) if ep.mirror && i + 1 < n => {
-                    tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
-                    errors.push(e);
-                }
-                Err(e) if errors.is_empty() => return Err(e),
-                Err(e) => {
-                    errors.push(e);
-                    return Err(RegistryError::AllEndpoints {
-                        reference: reference.to_string(),
-                        errors,
-                    });
-                }
-            }
-        }
-        unreachable!("pull_endpoints always ends with the registry itself")
+        first_endpoint(&endpoints, &reference.to_string(), async |ep| {
+            self.pull_from(ep, reference, platform, store, lazy).await
+        })
+        .await
     }
 
     async fn pull_from(
@@ -444,4 +428,34 @@ impl Client {
             return Ok(Some(size));
         }
     }
+}
+
+/// Runs `f` against the mirrors in order, then the registry itself: the
+/// first success wins; a failing mirror is logged and the next one tried.
+/// When every endpoint failed, all their errors are returned together.
+pub(crate) async fn first_endpoint<T>(
+    endpoints: &[Endpoint],
+    reference: &str,
+    mut f: impl AsyncFnMut(&Endpoint) -> Result<T, RegistryError>,
+) -> Result<T, RegistryError> {
+    let n = endpoints.len();
+    let mut errors = Vec::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        match f(ep).await {
+            Ok(v) => return Ok(v),
+            Err(e) if ep.mirror && i + 1 < n => {
+                tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
+                errors.push(e);
+            }
+            Err(e) if errors.is_empty() => return Err(e),
+            Err(e) => {
+                errors.push(e);
+                return Err(RegistryError::AllEndpoints {
+                    reference: reference.to_string(),
+                    errors,
+                });
+            }
+        }
+    }
+    unreachable!("pull_endpoints always ends with the registry itself")
 }

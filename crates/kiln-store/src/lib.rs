@@ -295,12 +295,7 @@ impl Store {
 
     /// Forgets a lazy blob's locator; returns whether there was one.
     pub fn remove_remote_blob(&self, digest: &Digest) -> Result<bool> {
-        let path = self.remote_path(digest);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StoreError::Remove { path, source }),
-        }
+        remove_if_there(self.remote_path(digest))
     }
 
     /// The store's root directory.
@@ -504,12 +499,7 @@ impl Store {
     /// Removes a blob. Callers must make sure nothing references it (GC
     /// holds the `gc` lock exclusively while it deletes).
     pub fn remove_blob(&self, digest: &Digest) -> Result<bool> {
-        let path = self.blob_path(digest);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StoreError::Remove { path, source }),
-        }
+        remove_if_there(self.blob_path(digest))
     }
 
     // ----- locks -----------------------------------------------------------
@@ -640,12 +630,7 @@ impl Store {
     /// Removes the record; returns whether it existed.
     pub fn remove_record(&self, kind: &str, key: &[u8]) -> Result<bool> {
         check_kind(kind)?;
-        let path = self.record_path(kind, key);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StoreError::Remove { path, source }),
-        }
+        remove_if_there(self.record_path(kind, key))
     }
 
     // ----- maintenance -----------------------------------------------------
@@ -855,5 +840,13 @@ fn check_tag(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(StoreError::BadTag(name.to_owned()))
+    }
+}
+/// Removes the file at `path`; whether it was there.
+fn remove_if_there(path: PathBuf) -> Result<bool> {
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StoreError::Remove { path, source }),
     }
 }

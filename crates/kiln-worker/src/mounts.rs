@@ -727,21 +727,24 @@ fn import_mount_inner(
 fn remove_stale_imports(base: &Path) {
     let Ok(rd) = fs::read_dir(base) else { return };
     for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("import-"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = rustix::process::Pid::from_raw(pid)
-            .is_none_or(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
-        if !alive {
+        if owner_is_gone(&e.file_name(), "import-") {
             snapshot::remove_tree(&e.path(), helper().as_deref());
         }
     }
+}
+
+/// Whether `name` is `PREFIX<pid>-...` of a process that no longer exists.
+fn owner_is_gone(name: &std::ffi::OsStr, prefix: &str) -> bool {
+    let Some(pid) = name
+        .to_str()
+        .and_then(|n| n.strip_prefix(prefix))
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH))
 }
 
 /// A digest of the metadata of everything under `dir` (names, types,
@@ -967,18 +970,9 @@ fn remove_stale_secrets(base: &Path) {
     };
     let me = rustix::process::geteuid().as_raw();
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("kiln-secrets-"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = rustix::process::Pid::from_raw(pid)
-            .is_none_or(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
-        if !alive && e.metadata().is_ok_and(|m| m.uid() == me) {
+        if owner_is_gone(&e.file_name(), "kiln-secrets-")
+            && e.metadata().is_ok_and(|m| m.uid() == me)
+        {
             let _ = fs::remove_dir_all(e.path());
         }
     }
