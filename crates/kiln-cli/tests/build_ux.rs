@@ -544,6 +544,29 @@ fn platform_pulls_the_matching_manifest_of_an_index() {
             "a build for {arch} after another platform's in the same store"
         );
     }
+
+    // A source's own platform wins over the build's: an arm64 stage copied
+    // from in a build for the host platform, in the same store as above.
+    env.kilnfile(&format!(
+        "let arm = image(\"{}/multi:1\", [platform(\"linux/arm64\")]);\nlet app = static_base()\n    .copy(arm.path(\"/arch.txt\"), \"/arch.txt\");\n",
+        reg.addr
+    ));
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let _ = std::fs::remove_dir_all(env.path("rootfs"));
+        env.ok(&[
+            "build",
+            "ctx",
+            "--platform",
+            platform,
+            "-o",
+            "type=local,dest=rootfs",
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(env.path("rootfs/arch.txt")).unwrap(),
+            "arm64\n",
+            "image(.., [platform(\"linux/arm64\")]) in a build for {platform}"
+        );
+    }
 }
 
 fn sha256_hex(b: &[u8]) -> String {

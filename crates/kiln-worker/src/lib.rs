@@ -238,8 +238,11 @@ impl Inner {
                     .map_err(|e| Error::Store(e.to_string()))?;
                 Ok((key, image_ref(&img)))
             }
-            SourceOp::Image { reference, .. } => {
-                let img = self.image(reference)?;
+            SourceOp::Image {
+                reference,
+                platform,
+            } => {
+                let img = self.image(reference, platform.as_ref())?;
                 Ok((dag_digest(&img.digest)?, image_ref(&img)))
             }
             SourceOp::OciLayout { path, tag } => {
@@ -378,12 +381,21 @@ impl Inner {
             .map_err(|e| Error::Store(e.to_string()))
     }
 
-    /// An image by reference: the local tag first (unless `--pull=always`),
-    /// else the registry.
-    fn image(&self, reference: &str) -> Result<Image, Error> {
+    /// An image by reference for `platform` (the source's own, else
+    /// `--platform`'s): the local tag first (unless `--pull=always`), else
+    /// the registry.
+    fn image(
+        &self,
+        reference: &str,
+        platform: Option<&kiln_dag::Platform>,
+    ) -> Result<Image, Error> {
         let ierr = |reason: String| Error::Image {
             reference: reference.to_string(),
             reason,
+        };
+        let platform = match platform {
+            Some(p) => kiln_registry::Platform::new(&p.os, &p.architecture, p.variant.as_deref()),
+            None => self.opts.platform.clone(),
         };
         let parsed = kiln_registry::Reference::parse(reference).map_err(|e| ierr(e.to_string()))?;
         let local = match (parsed.tag(), parsed.digest()) {
@@ -393,14 +405,14 @@ impl Inner {
         };
         if self.opts.pull != PullPolicy::Always {
             // a local name may point at another platform's manifest (an
-            // earlier `--platform` pull retagged it): only ours counts
+            // earlier pull for another platform retagged it): only ours counts
             let ours = |img: &Image| {
                 let (os, arch) = (
                     img.config.os().to_string(),
                     img.config.architecture().to_string(),
                 );
-                (os.is_empty() || os == self.opts.platform.os)
-                    && (arch.is_empty() || arch == self.opts.platform.architecture)
+                (os.is_empty() || os == platform.os)
+                    && (arch.is_empty() || arch == platform.architecture)
             };
             if let Ok(img) = Image::resolve(&self.store, reference)
                 && ours(&img)
@@ -443,7 +455,7 @@ impl Inner {
         // They are lazy blobs, fetched (verified) by the store's
         // `RegistrySource` when a step first reads one.
         let pulled = rt
-            .block_on(client.pull_lazy(&parsed, &self.opts.platform, &self.store))
+            .block_on(client.pull_lazy(&parsed, &platform, &self.store))
             .map_err(|e| ierr(e.to_string()))?;
         tracing::debug!(
             reference,
