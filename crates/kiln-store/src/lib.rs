@@ -324,34 +324,14 @@ impl Store {
     /// Size in bytes of a stored blob (fetched from a blob source first
     /// when it is only there: its reader comes next).
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
-        let path = self.blob_path(digest);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.sources.is_empty() => {
-                self.ensure_blob(digest)?;
-                fs::metadata(&path)
-                    .map(|m| m.len())
-                    .map_err(|source| StoreError::ReadBlob {
-                        digest: digest.clone(),
-                        path,
-                        source,
-                    })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_remote_blob(digest) => {
-                Err(StoreError::RemoteNotFetched {
-                    digest: digest.clone(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+        let f = self.open_blob(digest)?;
+        f.metadata()
+            .map(|m| m.len())
+            .map_err(|source| StoreError::ReadBlob {
                 digest: digest.clone(),
-                path,
-            }),
-            Err(source) => Err(StoreError::ReadBlob {
-                digest: digest.clone(),
-                path,
+                path: self.blob_path(digest),
                 source,
-            }),
-        }
+            })
     }
 
     /// Opens a stored blob for reading (fetched from the blob source first
