@@ -1005,25 +1005,11 @@ impl Runtime {
         let _ = std::fs::create_dir(&lower);
         let mut cfg = ChildConfig {
             probe: true,
-            write: None,
-            chown: None,
-            apply: None,
             lowers_top_first: vec![lower],
-            upper: upper.clone(),
-            work: PathBuf::new(),
-            rootfs: PathBuf::new(),
-            mounts: Vec::new(),
             args: vec!["true".into()],
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            setgroups: false,
             hostname: "kiln".into(),
             network: Network::None,
-            driver: DriverChoice::Auto,
-            cleanup: None,
+            ..ChildConfig::job(upper.clone())
         };
         let result = self.start(&mut cfg, dir.path(), &upper).and_then(|mut st| {
             let r = drive(
