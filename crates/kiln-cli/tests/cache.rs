@@ -310,17 +310,7 @@ fn blob_files(cache: &Path) -> Vec<String> {
 fn image_layers(home: &Path, tag: &str) -> Vec<(String, u64)> {
     let tags = json(&home.join("tags.json"));
     let manifest = json(&blob_path(home, tags["tags"][tag].as_str().unwrap()));
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["digest"].as_str().unwrap().to_string(),
-                l["size"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    common::manifest_layers(&manifest)
 }
 
 /// Who runs kiln in a cache import.

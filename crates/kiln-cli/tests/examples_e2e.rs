@@ -300,17 +300,7 @@ impl Archive {
         let index: serde_json::Value = serde_json::from_slice(&index.expect("index.json")).unwrap();
         let m = index["manifests"][0]["digest"].as_str().unwrap();
         let manifest: serde_json::Value = serde_json::from_slice(&blobs[m]).unwrap();
-        let layers = manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (
-                    l["digest"].as_str().unwrap().to_string(),
-                    l["size"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let layers = common::manifest_layers(&manifest);
         Archive { blobs, layers }
     }
 

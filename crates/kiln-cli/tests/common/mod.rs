@@ -156,3 +156,18 @@ pub fn steps(stderr: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The (digest, size) of each layer an image manifest lists.
+pub fn manifest_layers(manifest: &serde_json::Value) -> Vec<(String, u64)> {
+    manifest["layers"]
+        .as_array()
+        .expect("a manifest with layers")
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
