@@ -10,17 +10,11 @@ KILN=${1:-$(cd "$(dirname "$0")/../../.." && pwd)/target/release/kiln}
 LAYERS=${LAYERS:-5}
 MB=${MB:-100}
 work=$(mktemp -d)
+reg_pid=
 trap 'kill $reg_pid 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/config.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/data}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/config.yml" >/dev/null 2>&1 &
-reg_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+# shellcheck source=../../../.ci/local-registry.sh
+source "$(dirname "$0")/../../../.ci/local-registry.sh"
+start_local_registry "$work"
 
 # An OCI layout with LAYERS random layers, marked gzip so skopeo pushes them as they are.
 lay=$work/layout
