@@ -74,7 +74,13 @@ manifest=$KILN_HOME/blobs/sha256/${digest#sha256:}
 layers=$(python3 -c 'import json,sys; print(" ".join(l["digest"][7:] for l in json.load(open(sys.argv[1]))["layers"]))' "$manifest")
 final=0
 for l in $layers; do final=$((final + $(stat -c %s "$cache/blobs/sha256/$l"))); done
-echo "bytes read from the cache: $bytes; the final image's layers: $final"
+# the base image's config comes from the cache too when it holds it (one
+# registry round trip less)
+base_config=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["digest"][7:])' \
+  "$work/home-b/blobs/sha256/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tags"]["docker.io/library/debian:bookworm"][7:])' "$work/home-b/tags.json")")
+config_bytes=0
+[ -e "$cache/blobs/sha256/$base_config" ] && config_bytes=$(stat -c %s "$cache/blobs/sha256/$base_config")
+echo "bytes read from the cache: $bytes; the final image's layers: $final, the base image's config: $config_bytes"
 
 echo "== timings"
 # the cold build above left ~300 MB of dirty pages: flush them so their

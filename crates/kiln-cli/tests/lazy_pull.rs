@@ -271,3 +271,98 @@ fn registry_faults_at_lazy_fetch_time_are_clear_errors_and_leave_the_store_sound
     assert!(err.contains("the store is consistent"), "{err}");
     assert!(!fixed.is_empty());
 }
+
+/// The config of the image the store knows as `name`.
+fn config_of(home: &Path, name: &str) -> String {
+    let tags = json(&home.join("tags.json"));
+    let m = tags["tags"][name].as_str().unwrap();
+    json(&blob_path(home, m))["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Stores `bytes` in the OCI layout `cache`; returns their digest.
+fn put_cache_blob(cache: &Path, bytes: &[u8]) -> String {
+    let mut c = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    c.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
+    let hex = out.split_whitespace().next().unwrap().to_string();
+    std::fs::write(cache.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn a_fresh_runner_takes_the_base_config_and_the_elf_verdict_from_the_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let (registry, base, cache, reference) = first_runner(dir);
+    let from = format!("type=local,src={}", cache.display());
+    // the first runner checked its final image (static base) and pulled
+    // the base's config from the registry
+    let checked = |home: &Path| home.join("records/elf-check").is_dir();
+    assert!(checked(&dir.join("home-a")));
+    let config = config_of(&dir.join("home-a"), &base);
+    let config_gets = registry.blob_gets(&config);
+    assert!(config_gets >= 1);
+
+    let ctx = context(
+        dir,
+        "elsewhere/ctx-b",
+        &base,
+        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
+    );
+    let home = dir.join("home-b");
+    let (digest, err) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
+    assert_eq!(digest, reference);
+    assert!(steps(&err).iter().all(|l| l.ends_with(" CACHED")), "{err}");
+    // the config came out of the cache, the check's verdict too: nothing
+    // was scanned or recorded here
+    assert_eq!(registry.blob_gets(&config), config_gets);
+    assert!(blob_path(&home, &config).is_file());
+    assert!(
+        !checked(&home),
+        "the fresh runner scanned the final image again"
+    );
+    let (_, err) = run(&home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+
+    // The verdict counts: a cache that claims `/numbers` is a dynamic
+    // binary fails the fresh runner's check, naming it.
+    let index = json(&cache.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let mut manifest = json(&blob_path(&cache, manifest_digest));
+    let records_digest = manifest["config"]["digest"].as_str().unwrap();
+    let mut records = json(&blob_path(&cache, records_digest));
+    let checks = records["checks"]
+        .as_array_mut()
+        .expect("the cache has checks");
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    checks[0]["value"] = serde_json::json!(
+        r#"[{"path":"/numbers","dynamic":true,"interpreter":"/lib64/ld-linux-x86-64.so.2","needed":["libc.so.6"],"arch":"amd64"}]"#
+    );
+    let bytes = serde_json::to_vec(&records).unwrap();
+    manifest["config"]["digest"] = put_cache_blob(&cache, &bytes).into();
+    manifest["config"]["size"] = bytes.len().into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let mut index = index;
+    index["manifests"][0]["digest"] = put_cache_blob(&cache, &bytes).into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    std::fs::write(
+        cache.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let home = dir.join("home-c");
+    let o = kiln(&home, dir, &build_args(&ctx, &["--cache-from", &from]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("`/numbers` is dynamically linked"), "{err}");
+}

@@ -166,7 +166,20 @@ impl Client {
             ));
         };
 
-        let mut blobs = vec![config.clone()];
+        // A fresh CI runner's imported cache often holds the config: one
+        // registry round trip less on the way to a fully cached build.
+        let config_here =
+            store
+                .fill_locally(&config.digest)
+                .map_err(|source| RegistryError::Store {
+                    ctx: self.ctx(ep, format!("config {}", config.digest)),
+                    source,
+                })?;
+        let mut blobs = if config_here {
+            Vec::new()
+        } else {
+            vec![config.clone()]
+        };
         let mut seen = vec![&config.digest];
         let mut lazy_blobs = 0;
         for l in &layers {

@@ -35,6 +35,13 @@ pub trait BlobStore: Send + Sync {
         let _ = (digest, locator);
         Ok(false)
     }
+    /// Stores the blob from somewhere nearer than the registry, when this
+    /// store knows such a place (an imported build cache), verified like a
+    /// download; returns whether it did. Blocking: for small blobs.
+    fn fill_locally(&self, digest: &Digest) -> Result<bool, BoxError> {
+        let _ = digest;
+        Ok(false)
+    }
 }
 
 /// A blob being written. Dropping it without [`BlobSink::commit`] stores
@@ -69,6 +76,10 @@ impl BlobStore for kiln_store::Store {
     fn register_remote(&self, digest: &Digest, locator: &[u8]) -> Result<bool, BoxError> {
         self.put_remote_blob(digest, locator)?;
         Ok(true)
+    }
+
+    fn fill_locally(&self, digest: &Digest) -> Result<bool, BoxError> {
+        Ok(self.fill_from_source(digest)?)
     }
 }
 

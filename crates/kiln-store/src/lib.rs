@@ -233,6 +233,17 @@ impl Store {
         Ok(())
     }
 
+    /// Copies the blob in from a blob source that has it (verified, as
+    /// [`Store::ensure_blob`] does); `Ok(false)` when it is here already or
+    /// no source has it. For callers that would otherwise download it.
+    pub fn fill_from_source(&self, digest: &Digest) -> Result<bool> {
+        if self.has_blob(digest) || !self.sources.iter().any(|s| s.has(digest)) {
+            return Ok(false);
+        }
+        self.ensure_blob(digest)?;
+        Ok(true)
+    }
+
     // ----- lazy blobs -----------------------------------------------------
 
     fn remote_path(&self, digest: &Digest) -> PathBuf {

@@ -184,6 +184,18 @@ struct Records {
     /// so caches without them read as before
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     mounts: Vec<MountBlob>,
+    /// what the image checks found in the exported layers (the ELF scan
+    /// of `elfcheck`), under their local record keys, so a fresh runner
+    /// does not decompress the final image to check it again; absent in
+    /// caches without them
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<CheckEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct CheckEntry {
+    key: String,
+    value: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -319,13 +331,26 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// A runtime for one registry exchange, from synchronous code (never
-/// called from async code: the worker reads blobs on blocking threads).
-fn block_on<F: std::future::Future>(f: F) -> io::Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(rt.block_on(f))
+/// A runtime for one registry exchange, from synchronous code. Called
+/// from within a runtime (a base image pull asking the cache for its
+/// config), it runs on a thread of its own: tokio refuses to start a
+/// runtime inside another.
+fn block_on<F>(f: F) -> io::Result<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let run = |f: F| -> io::Result<F::Output> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(rt.block_on(f))
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run(f);
+    }
+    std::thread::scope(|s| s.spawn(|| run(f)).join())
+        .map_err(|_| io::Error::other("the registry thread panicked"))?
 }
 
 impl BlobSource for ImportSource {
@@ -388,9 +413,12 @@ impl BlobSource for ImportSource {
 #[derive(Debug, Default)]
 pub struct CacheImport {
     records: HashMap<String, Ref>,
-    content: Vec<ContentEntry>,
+    /// content-digest key -> digest (the first cache wins)
+    content: HashMap<DagDigest, DagDigest>,
     /// cache mounts by id (the first cache that has one wins)
     mounts: HashMap<String, MountBlob>,
+    /// layer check results by record key (the first cache wins)
+    checks: HashMap<String, String>,
     source: Arc<ImportSource>,
 }
 
@@ -516,7 +544,14 @@ impl CacheImport {
             for e in recs.records {
                 out.records.entry(e.key).or_insert(e.result);
             }
-            out.content.extend(recs.content);
+            for c in recs.content {
+                if let (Ok(k), Ok(d)) = (c.key.parse(), c.digest.parse()) {
+                    out.content.entry(k).or_insert(d);
+                }
+            }
+            for c in recs.checks {
+                out.checks.entry(c.key).or_insert(c.value);
+            }
             if use_mounts {
                 for m in recs.mounts {
                     out.mounts.entry(m.id.clone()).or_insert(m);
@@ -532,6 +567,12 @@ impl CacheImport {
         }
         out.source = Arc::new(source);
         Ok(out)
+    }
+
+    /// A layer check's result the imported caches carry (see
+    /// [`crate::elfcheck`]), by its record key.
+    pub fn check_record(&self, key: &str) -> Option<&str> {
+        self.checks.get(key).map(String::as_str)
     }
 
     /// The blob of cache mount `id`, when an imported cache holds it.
@@ -560,17 +601,12 @@ impl CacheImport {
         self.source.clone()
     }
 
-    /// Writes the imported content digests as local records (they name no
-    /// data), so copies out of an imported stage need not read it.
-    pub fn install(&self, store: &Store) {
-        for c in &self.content {
-            let (Ok(k), Ok(d)) = (c.key.parse::<DagDigest>(), c.digest.parse::<DagDigest>()) else {
-                continue;
-            };
-            if let Ok(None) = store.get_record("content-digest", k.as_bytes()) {
-                let _ = store.put_record("content-digest", k.as_bytes(), d.to_string().as_bytes());
-            }
-        }
+    /// The imported content digest of what a copy selects (they name no
+    /// data), so copies out of an imported stage need not read it. Kept in
+    /// memory: writing them as local records would put fsyncs on a fresh
+    /// runner's path for results the next import brings again.
+    pub fn content_digest(&self, key: &DagDigest) -> Option<DagDigest> {
+        self.content.get(key).copied()
     }
 
     /// The imported result of `key`, when every blob it names is in the
@@ -613,16 +649,28 @@ impl CacheImport {
 }
 
 /// Copies every blob of `r` into the store (the final image's layers after
-/// a build that imported them).
+/// a build that imported them), a few at a time: each copy ends in fsyncs
+/// the others can overlap.
 pub fn fetch_ref(store: &Store, r: &Ref) -> Result<(), kiln_store::StoreError> {
-    let blobs = r
+    let missing: Vec<Digest> = r
         .layers
         .iter()
         .filter(|l| l.has_blob())
         .map(|l| l.digest.as_str())
-        .chain(r.config.as_deref());
-    for d in blobs.filter_map(|s| Digest::parse(s).ok()) {
-        store.ensure_blob(&d)?;
+        .chain(r.config.as_deref())
+        .filter_map(|s| Digest::parse(s).ok())
+        .filter(|d| !store.has_blob(d))
+        .collect();
+    for group in missing.chunks(4) {
+        std::thread::scope(|s| {
+            let copies: Vec<_> = group
+                .iter()
+                .map(|d| s.spawn(move || store.ensure_blob(d)))
+                .collect();
+            copies
+                .into_iter()
+                .try_for_each(|c| c.join().expect("a blob copy panicked"))
+        })?;
     }
     Ok(())
 }
@@ -847,6 +895,7 @@ fn plan(
     let mut blobs: BTreeMap<Digest, (String, u64)> = BTreeMap::new();
     // local (as solved) and exported (blob) form of each exported result
     let mut forms: HashMap<DagDigest, (Ref, Ref)> = HashMap::new();
+    let mut checks = BTreeSet::new();
     for s in steps {
         if keep.as_ref().is_some_and(|k| !k.contains(&s.vertex)) {
             continue;
@@ -864,6 +913,14 @@ fn plan(
         for l in &exported.layers {
             let d = Digest::parse(&l.digest).map_err(|e| eerr(e.to_string()))?;
             blobs.insert(d, (l.media_type.clone(), l.size));
+            // checked here, or carried over from the cache a fresh runner
+            // imported (a re-export must not drop it)
+            let key = crate::elfcheck::record_key(&l.digest);
+            let value = crate::elfcheck::local_record(store, &key)
+                .or_else(|| import.and_then(|i| i.check_record(&key).map(str::to_string)));
+            if let Some(value) = value {
+                checks.insert(CheckEntry { key, value });
+            }
         }
         if let Some(c) = exported
             .config
@@ -898,6 +955,11 @@ fn plan(
                         .flatten()
                         .and_then(|b| String::from_utf8(b).ok())
                 });
+                // a fresh runner keeps what it imported in memory only
+                let known = known.or_else(|| {
+                    let key = crate::content_digest_key(exported, sel);
+                    Some(import?.content_digest(&key)?.to_string())
+                });
                 if let Some(d) = known {
                     content.insert(ContentEntry {
                         key: crate::content_digest_key(exported, sel).to_string(),
@@ -927,6 +989,7 @@ fn plan(
             .collect(),
         content: content.into_iter().collect(),
         mounts,
+        checks: checks.into_iter().collect(),
     };
     Ok(Plan {
         records: recs.records.len(),

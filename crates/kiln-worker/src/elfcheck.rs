@@ -22,6 +22,7 @@ use goblin::elf::Elf;
 use kiln_dag::{Definition, Digest, FileAction, Location, Op, SourceOp, Vertex};
 use kiln_oci::{Compression, Store};
 
+use crate::cache_io::CacheImport;
 use crate::snapshot::{LayerRef, Ref};
 
 /// How an ELF file is linked.
@@ -265,7 +266,13 @@ fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, &SourceOp)> {
 /// `allow_dynamic()` brought in must be statically linked and built for
 /// `arch`. Dynamic linking is reported first: it is the fix that matters
 /// on any platform.
-pub fn check(store: &Store, def: &Definition, root: &Ref, arch: &str) -> Result<(), ElfCheckError> {
+pub fn check(
+    store: &Store,
+    def: &Definition,
+    root: &Ref,
+    arch: &str,
+    imported: Option<&CacheImport>,
+) -> Result<(), ElfCheckError> {
     let Some((chain, source)) = stage_chain(def) else {
         return Ok(());
     };
@@ -295,7 +302,7 @@ pub fn check(store: &Store, def: &Definition, root: &Ref, arch: &str) -> Result<
             continue;
         }
         let step = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
-        for f in elf_in_layer_cached(store, layer, &step)? {
+        for f in elf_in_layer_cached(store, imported, layer, &step)? {
             let wrong_arch = f.arch.as_deref().is_some_and(|a| !arch_fits(a, arch));
             let o = Offender {
                 path: f.path,
@@ -342,20 +349,36 @@ struct Found {
 
 const RECORD_KIND: &str = "elf-check";
 
+/// The record key of a layer blob's scan (the version names the format of
+/// [`Found`]: a new one ignores old records and caches).
+pub(crate) fn record_key(layer_digest: &str) -> String {
+    format!("elfcheck/v2/{layer_digest}")
+}
+
+/// The scan recorded in this store under `key`, as the build cache
+/// carries it.
+pub(crate) fn local_record(store: &Store, key: &str) -> Option<String> {
+    let bytes = store.get_record(RECORD_KIND, key.as_bytes()).ok()??;
+    String::from_utf8(bytes).ok()
+}
+
 /// [`elf_in_layer`], remembered per layer blob: a layer is immutable, and
-/// a no-op rebuild must not decompress the image's binaries again.
+/// a no-op rebuild must not decompress the image's binaries again. A scan
+/// an imported build cache carries counts like a local one (the cache is
+/// trusted for the layers themselves already); it is not written here, so
+/// a fresh runner writes nothing for it.
 fn elf_in_layer_cached(
     store: &Store,
+    imported: Option<&CacheImport>,
     layer: &LayerRef,
     step: &str,
 ) -> Result<Vec<Found>, ElfCheckError> {
-    let key = format!("elfcheck/v2/{}", layer.digest);
-    if let Some(found) = store
-        .get_record(RECORD_KIND, key.as_bytes())
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<Vec<Found>>(&b).ok())
-    {
+    let key = record_key(&layer.digest);
+    let parse = |s: &str| serde_json::from_str::<Vec<Found>>(s).ok();
+    if let Some(found) = local_record(store, &key).and_then(|s| parse(&s)) {
+        return Ok(found);
+    }
+    if let Some(found) = imported.and_then(|i| i.check_record(&key)).and_then(parse) {
         return Ok(found);
     }
     let found = elf_in_layer(store, layer, step)?;

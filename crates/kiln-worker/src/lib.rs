@@ -718,6 +718,9 @@ impl kiln_solver::Worker for LocalWorker {
                 {
                     return Ok(d);
                 }
+                if let Some(d) = inner.import.get().and_then(|i| i.content_digest(&rkey)) {
+                    return Ok(d);
+                }
                 let digest = |merged| -> Result<Digest, Error> {
                     let root = fileop::view(&inner.snaps, &r, merged)?;
                     Ok(fileop::content_digest(

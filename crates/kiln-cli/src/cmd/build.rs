@@ -173,10 +173,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     // Blobs only the imported cache has are fetched when first read.
     let store = match &import {
-        Some(i) => {
-            i.install(&store);
-            store.with_blob_source(i.source())
-        }
+        Some(i) => store.with_blob_source(i.source()),
         None => store,
     };
     let epoch = kiln_oci::source_date_epoch().into_diagnostic()?;
@@ -298,7 +295,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .as_ref()
         .map(|p| p.architecture.clone())
         .unwrap_or_else(|| kiln_oci::host_arch().to_string());
-    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &arch) {
+    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &arch, import.as_deref()) {
         elf_failure(e, &name, &text).print(progress);
         return Ok(ExitCode::FAILURE);
     }
