@@ -82,6 +82,9 @@ for r in res:
 PY
 }
 
+# the copies above left dirty pages: their writeback must not land in the
+# first lines' timings
+sync
 echo "## sandbox start + /bin/true + teardown (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$W/start.json" \
   -n "kiln-runtime (root)" "$HELPER run $W/lower $W/upper -- /bin/true" \

@@ -23,7 +23,7 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::proto::{ChildConfig, FD_ENV, GO, ToParent};
+use crate::proto::{ChildConfig, FD_ENV, GO, PARENT_ENV, ToParent};
 use crate::spec::{Driver, DriverChoice, MountKind, Network};
 
 struct Fail {
@@ -69,9 +69,40 @@ pub fn child_main() -> ! {
             std::process::exit(125);
         }
     };
+    // What the parent's spawn leaves to us (it has no fork hook, see
+    // parent.rs): a session of our own, so terminal signals go to kiln,
+    // which decides; and death with the thread that started us, once we
+    // know that parent is still there (prctl(2): a parent gone before the
+    // prctl would never send the signal).
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let parent = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if parent.is_some_and(|p| p != ppid) {
+        std::process::exit(125);
+    }
     // SAFETY: the parent passed this descriptor for us to own
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd == 0 {
+        // the socket came as stdin: off fd 0, and the step reads /dev/null
+        match take_stdin_socket(sock) {
+            Ok(s) => sock = s,
+            Err(_) => std::process::exit(125),
+        }
+    }
     let _ = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC);
+    // Descriptors kiln inherited without close-on-exec (from a CI runner,
+    // a shell) must not reach the step: a sandbox sees only what it was
+    // given. The socket is close-on-exec already; stdio is the step's.
+    if let Err(e) = cloexec_from(3) {
+        report(
+            sock.as_fd(),
+            &fail("mark inherited descriptors close-on-exec")(e),
+        );
+        std::process::exit(125);
+    }
     let code = match supervise(sock.as_fd()) {
         Ok(code) => code,
         Err(f) => {
@@ -80,6 +111,45 @@ pub fn child_main() -> ! {
         }
     };
     std::process::exit(code)
+}
+
+/// Sets close-on-exec on every descriptor from `first` up:
+/// close_range(2) `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else one fcntl per
+/// descriptor listed in /proc/self/fd.
+fn cloexec_from(first: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; a closed one (the
+        // directory's own) fails with EBADF, which is fine
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Moves the control socket from stdin to a descriptor of its own and
+/// puts /dev/null on stdin.
+fn take_stdin_socket(stdin: OwnedFd) -> io::Result<OwnedFd> {
+    let sock = rustix::io::fcntl_dupfd_cloexec(&stdin, 3)?;
+    let null = std::fs::File::open("/dev/null")?;
+    // replaces fd 0 (our copy of the socket) atomically
+    rustix::stdio::dup2_stdin(&null)?;
+    std::mem::forget(stdin);
+    Ok(sock)
 }
 
 fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {

@@ -1,13 +1,11 @@
-//! The parent side: prepares a step, starts the sandbox child (fork+exec of
+//! The parent side: prepares a step, starts the sandbox child (spawn of
 //! the helper executable through std::process), writes its ID maps, streams
 //! its output, enforces the timeout and cleans up.
 //!
 //! This is blocking code. Call it from a plain thread (in tokio:
-//! `spawn_blocking`), never from inside an async task: the fork in
-//! `std::process::Command::spawn` is immediately followed by exec, but the
-//! child is killed (PR_SET_PDEATHSIG) when the *thread* that started it
-//! exits, so that thread must outlive the sandbox, which a blocking call
-//! guarantees.
+//! `spawn_blocking`), never from inside an async task: the child is killed
+//! (PR_SET_PDEATHSIG) when the *thread* that started it exits, so that
+//! thread must outlive the sandbox, which a blocking call guarantees.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -24,7 +22,7 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 use crate::hints::{UsernsSettings, userns_hint};
 use crate::passwd::{self, ResolvedUser, UserError};
-use crate::proto::{ChildConfig, FD_ENV, GO, ToParent};
+use crate::proto::{ChildConfig, FD_ENV, GO, PARENT_ENV, ToParent};
 use crate::spec::{Driver, DriverChoice, Network, SandboxSpec};
 use crate::subid::{MapPlan, find_range, single_id_warning};
 
@@ -525,32 +523,41 @@ impl Runtime {
         cmd.args(&self.helper_args)
             .arg(CHILD_SUBCOMMAND)
             .env_clear()
-            .env(FD_ENV, theirs_raw.to_string())
-            .stdin(if cfg.apply.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .env(PARENT_ENV, std::process::id().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls between fork and exec
-        unsafe {
-            cmd.pre_exec(move || {
-                // keep the child's socket across exec
-                if libc::fcntl(theirs_raw, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // a session of its own: terminal signals go to kiln, which
-                // decides; and die with the thread that started us
-                libc::setsid();
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        // The child makes its own session and asks to die with this thread
+        // (child.rs). Without a pre_exec hook std spawns it with
+        // posix_spawn(3), a vfork-like clone that shares our memory until
+        // the exec, instead of fork(2) copying the page tables of a
+        // many-threaded kiln: the socket then travels as the child's stdin.
+        if cfg.apply.is_some() {
+            // the layer's bytes come on stdin: the socket goes by number
+            cmd.env(FD_ENV, theirs_raw.to_string())
+                .stdin(Stdio::piped());
+            // SAFETY: only an async-signal-safe call between fork and exec
+            unsafe {
+                cmd.pre_exec(move || {
+                    // keep the child's socket across exec
+                    if libc::fcntl(theirs_raw, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        } else {
+            let theirs = theirs.try_clone().map_err(|e| RuntimeError::Io {
+                what: "passing the control socket",
+                source: e,
+            })?;
+            cmd.env(FD_ENV, "0").stdin(Stdio::from(theirs));
         }
         let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             helper: self.helper.clone(),
             source,
         })?;
+        // our copies of the child's end: the socket must see the child go
+        drop(cmd);
         drop(theirs);
         let bytes = serde_json::to_vec(&*cfg).map_err(|e| RuntimeError::Protocol {
             what: e.to_string(),

@@ -9,6 +9,9 @@ use crate::spec::{DriverChoice, Mount, Network};
 
 /// The environment variable naming the child's end of the socket.
 pub const FD_ENV: &str = "KILN_SANDBOX_FD";
+/// The environment variable holding the parent's pid, for the child to
+/// check it was not orphaned before it asked to die with its parent.
+pub const PARENT_ENV: &str = "KILN_SANDBOX_PARENT";
 
 /// Everything the child needs, resolved by the parent.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -151,12 +151,17 @@ fn the_step_cannot_see_host_paths() {
     let w = World::new();
     let secret = w.dir.path().join("host-only");
     std::fs::write(&secret, "host").unwrap();
+    // a descriptor the runtime's caller holds without close-on-exec (as a
+    // CI runner's shell may pass one down) stays outside too
+    let held = std::fs::File::open(&secret).unwrap();
+    rustix::io::fcntl_setfd(&held, rustix::io::FdFlags::empty()).unwrap();
     let script = format!(
-        "test -e {s} && echo visible; test -e {d} && echo dir-visible; ls / | tr '\\n' ' '; echo; ps -o pid,args | wc -l",
+        "test -e {s} && echo visible; test -e {d} && echo dir-visible; ls / | tr '\\n' ' '; echo; ps -o pid,args | wc -l; ls /proc/self/fd | tr '\\n' ' '; echo",
         s = secret.display(),
         d = w.dir.path().display()
     );
     let r = run(&w.spec(&script)).unwrap();
+    drop(held);
     assert!(r.outcome.success(), "{}", r.stderr);
     assert!(!r.stdout.contains("visible"), "{}", r.stdout);
     let lines: Vec<&str> = r.stdout.lines().collect();
@@ -164,6 +169,8 @@ fn the_step_cannot_see_host_paths() {
     // ps sees only the step's own processes: header, sh, ps, wc
     let procs: usize = lines[1].trim().parse().unwrap();
     assert!(procs <= 5, "pid namespace shows {procs} lines");
+    // stdio and the descriptor `ls` opens to list the directory
+    assert_eq!(lines[2].trim(), "0 1 2 3", "{}", r.stdout);
     rerun_as("kilntest", "the_step_cannot_see_host_paths");
 }
 
