@@ -39,7 +39,7 @@ mk_rootfs() {
   printf 'root:x:0:\n' > "$d/etc/group"
 }
 mk_rootfs "$W/lower"
-mkdir -p "$W/upper" "$W/upper2" "$W/upper3" "$W/user"
+mkdir -p "$W/upper" "$W/upper2" "$W/upper3" "$W/upper4" "$W/user"
 mk_rootfs "$W/user/lower"
 mkdir -p "$W/user/upper"
 chown -R "$USER_RL:" "$W/user"
@@ -61,7 +61,8 @@ PY
 setpriv --reuid="$USER_RL" --regid="$USER_RL" --init-groups "$HELPER" run "$W/user/lower" "$W/user/upper" -- /bin/true
 KILN_LINE=()
 if [ -n "$KILN" ] && "$HELPER" run "$W/lower" "$W/upper3" --helper "$KILN" -- /bin/true; then
-  KILN_LINE=(-n "kiln-runtime (root, kiln binary as the child)" "$HELPER run $W/lower $W/upper3 --helper $KILN -- /bin/true")
+  KILN_LINE=(-n "kiln-runtime (root, kiln binary as the child)" "$HELPER run $W/lower $W/upper3 --helper $KILN -- /bin/true"
+    -n "kiln-runtime (root, kiln binary as the child, --wait-cleanup)" "$HELPER run $W/lower $W/upper4 --helper $KILN --wait-cleanup -- /bin/true")
 fi
 
 median_table() {
@@ -96,17 +97,51 @@ hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$W/start.json" \
   -n "reference: unshare -Urmpf --mount-proc true" "unshare -Urmpf --mount-proc true" \
   >/dev/null
 median_table "$W/start.json" "runc run (root)" | tee "$W/start.md"
+
+# The same commands interleaved (one run of each per round), so a host that
+# speeds up or slows down during the run (this VM's does, see
+# docs/benchmarks.md) hits every line alike; wall from spawn to reaped
+# exit (Python's spawn overhead is in every line), medians.
+echo "## interleaved, $RUNS rounds (medians)"
+INTER=("kiln-runtime (root)" "$HELPER run $W/lower $W/upper -- /bin/true")
+[ ${#KILN_LINE[@]} -gt 0 ] && INTER+=("kiln-runtime (root, kiln binary as the child)" "$HELPER run $W/lower $W/upper3 --helper $KILN -- /bin/true"
+  "kiln-runtime (root, kiln binary as the child, --wait-cleanup)" "$HELPER run $W/lower $W/upper4 --helper $KILN --wait-cleanup -- /bin/true")
+INTER+=("kiln-runtime (root, --wait-cleanup)" "$HELPER run $W/lower $W/upper2 --wait-cleanup -- /bin/true"
+  "runc run (root)" "runc --root $W/runc-state run --bundle $W/bundle kiln-bench-$$"
+  "reference: unshare -Urmpf --mount-proc true" "unshare -Urmpf --mount-proc true")
+python3 - "$RUNS" "${INTER[@]}" <<'PY' | tee "$W/inter.md"
+import os, shlex, statistics, subprocess, sys, time
+runs = int(sys.argv[1]); pairs = list(zip(sys.argv[2::2], sys.argv[3::2]))
+wall = {n: [] for n, _ in pairs}
+for i in range(runs + 10):
+    for name, cmd in pairs:
+        t = time.perf_counter()
+        p = subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, _ = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t
+        assert status == 0, cmd
+        if i >= 10:  # warm-up rounds
+            wall[name].append(dt)
+runc = statistics.median(wall["runc run (root)"])
+# per-round ratios cancel what the host does between rounds
+print("| command (interleaved) | median | runc run (root) / this | median of per-round ratios |")
+print("|---|---:|---:|---:|")
+for name, _ in pairs:
+    m = statistics.median(wall[name])
+    r = statistics.median(a / b for a, b in zip(wall["runc run (root)"], wall[name]))
+    print("| %s | %.1f ms | %.1fx | %.1fx |" % (name, m * 1000, runc / m, r))
+PY
 # nothing may be left behind by any of the runs
 sleep 1
 left=$(find "$W" -maxdepth 2 -name '.kiln-sandbox-*' | wc -l)
 echo "state directories left after $RUNS+ runs each: $left"
-for u in upper upper2 upper3 user/upper; do
+for u in upper upper2 upper3 upper4 user/upper; do
   [ -z "$(ls -A "$W/$u" 2>/dev/null)" ] || echo "WARNING: $W/$u is not empty"
 done
 
 if [ -n "${SKIP_DIFF:-}" ]; then
   mkdir -p "$CARGO_TARGET_DIR"
-  cp "$W/start.md" "$CARGO_TARGET_DIR/runtime-bench.md"
+  cat "$W/start.md" "$W/inter.md" > "$CARGO_TARGET_DIR/runtime-bench.md"
   exit 0
 fi
 
@@ -122,4 +157,4 @@ hyperfine --warmup 3 --runs 30 --export-json "$W/diff.json" \
   >/dev/null
 median_table "$W/diff.json" "tar --sort=name | sha256sum" | tee "$W/diff.md"
 mkdir -p "$CARGO_TARGET_DIR"
-cat "$W/start.md" "$W/diff.md" > "$CARGO_TARGET_DIR/runtime-bench.md"
+cat "$W/start.md" "$W/inter.md" "$W/diff.md" > "$CARGO_TARGET_DIR/runtime-bench.md"
