@@ -366,3 +366,58 @@ fn a_fresh_runner_takes_the_base_config_and_the_elf_verdict_from_the_cache() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("`/numbers` is dynamically linked"), "{err}");
 }
+
+#[test]
+fn a_registry_cache_gives_a_fresh_runner_the_base_config_too() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let (registry, base, _, reference) = first_runner(dir);
+    let ctx = context(
+        dir,
+        "ctx-a",
+        &base,
+        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
+    );
+    let cache_ref = format!("{}/cache/app:buildcache", registry.addr);
+    run(
+        &dir.join("home-a"),
+        dir,
+        &build_args(
+            &ctx,
+            &[
+                "--cache-to",
+                &format!("type=registry,ref={cache_ref},mode=max"),
+            ],
+        ),
+    );
+    let config = config_of(&dir.join("home-a"), &base);
+    let from_base = registry.blob_gets_from("lazy/bb", &config);
+    let from_cache = registry.blob_gets_from("cache/app", &config);
+
+    // the pull asks the cache for the config from inside the pull's own
+    // runtime: the registry source fetches it on a thread of its own
+    let home = dir.join("home-r");
+    let ctx_b = context(
+        dir,
+        "elsewhere/ctx-r",
+        &base,
+        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
+    );
+    let (digest, err) = run(
+        &home,
+        dir,
+        &build_args(
+            &ctx_b,
+            &["--cache-from", &format!("type=registry,ref={cache_ref}")],
+        ),
+    );
+    assert_eq!(digest, reference);
+    assert!(steps(&err).iter().all(|l| l.ends_with(" CACHED")), "{err}");
+    assert_eq!(registry.blob_gets_from("lazy/bb", &config), from_base);
+    assert_eq!(
+        registry.blob_gets_from("cache/app", &config),
+        from_cache + 1
+    );
+    let (_, err) = run(&home, dir, &["cache", "check"]);
+    assert!(err.contains("the store is consistent"), "{err}");
+}

@@ -138,10 +138,18 @@ impl Registry {
     /// How many times the registry served `GET` of the blob `digest`
     /// (its access log).
     pub fn blob_gets(&self, digest: &str) -> usize {
+        self.gets(&format!("/blobs/{digest} "))
+    }
+
+    /// GETs of `digest` from the repository `repo`.
+    pub fn blob_gets_from(&self, repo: &str, digest: &str) -> usize {
+        self.gets(&format!("/v2/{repo}/blobs/{digest} "))
+    }
+
+    fn gets(&self, needle: &str) -> usize {
         let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap();
-        let needle = format!("/blobs/{digest} ");
         log.lines()
-            .filter(|l| l.contains("\"GET ") && l.contains(&needle))
+            .filter(|l| l.contains("\"GET ") && l.contains(needle))
             .count()
     }
 
