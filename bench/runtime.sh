@@ -131,6 +131,43 @@ for name, _ in pairs:
     r = statistics.median(a / b for a, b in zip(wall["runc run (root)"], wall[name]))
     print("| %s | %.1f ms | %.1fx | %.1fx |" % (name, m * 1000, runc / m, r))
 PY
+# A build runs its steps through one Runtime in one kiln process: the same,
+# N starts per process (`--repeat`, each start timed inside, start to
+# return), in rounds alternating with blocks of `runc run`, as BuildKit
+# runs one `runc run` process per step.
+echo "## in one process, as a build runs its steps (about $RUNS starts each, 20 per process)"
+INPROC=("kiln-runtime" "$HELPER run $W/lower $W/upper --repeat 22 -- /bin/true"
+  "kiln-runtime, --wait-cleanup" "$HELPER run $W/lower $W/upper2 --wait-cleanup --repeat 22 -- /bin/true"
+  "kiln-runtime, rootless ($USER_RL)" "setpriv --reuid=$USER_RL --regid=$USER_RL --init-groups $HELPER run $W/user/lower $W/user/upper --repeat 22 -- /bin/true")
+[ ${#KILN_LINE[@]} -gt 0 ] && INPROC+=("kiln binary as the child" "$HELPER run $W/lower $W/upper3 --helper $KILN --repeat 22 -- /bin/true"
+  "kiln binary as the child, --wait-cleanup" "$HELPER run $W/lower $W/upper4 --helper $KILN --wait-cleanup --repeat 22 -- /bin/true")
+python3 - "$RUNS" "runc --root $W/runc-state run --bundle $W/bundle kiln-bench-$$" "${INPROC[@]}" <<'PY' | tee "$W/inproc.md"
+import os, shlex, statistics, subprocess, sys, time
+runs = int(sys.argv[1]); runc_cmd = sys.argv[2]; pairs = list(zip(sys.argv[3::2], sys.argv[4::2]))
+per = 20
+times = {n: [] for n, _ in pairs}; runc = []
+for rnd in range(max(runs // per, 1)):
+    for name, cmd in pairs:
+        # 23 starts per process: the first three (the runtime's probes,
+        # cold caches) are dropped
+        cmd = cmd.replace("--repeat 22", "--repeat %d" % (per + 3))
+        p = subprocess.run(shlex.split(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert p.returncode == 0, (cmd, p.stderr)
+        us = [int(l.split()[1]) for l in p.stderr.splitlines() if l.startswith("run-us ")]
+        times[name] += [u / 1000 for u in us[3:]]
+    for _ in range(per):
+        t = time.perf_counter()
+        q = subprocess.Popen(shlex.split(runc_cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, _ = os.wait4(q.pid, 0)
+        assert status == 0, runc_cmd
+        runc.append((time.perf_counter() - t) * 1000)
+r = statistics.median(runc)
+print("| start in one process | median | runc run (%.1f ms, its own process per start) / this |" % r)
+print("|---|---:|---:|")
+for name, _ in pairs:
+    m = statistics.median(times[name])
+    print("| %s | %.1f ms | %.1fx |" % (name, m, r / m))
+PY
 # nothing may be left behind by any of the runs
 sleep 1
 left=$(find "$W" -maxdepth 2 -name '.kiln-sandbox-*' | wc -l)
@@ -141,7 +178,7 @@ done
 
 if [ -n "${SKIP_DIFF:-}" ]; then
   mkdir -p "$CARGO_TARGET_DIR"
-  cat "$W/start.md" "$W/inter.md" > "$CARGO_TARGET_DIR/runtime-bench.md"
+  cat "$W/start.md" "$W/inter.md" "$W/inproc.md" > "$CARGO_TARGET_DIR/runtime-bench.md"
   exit 0
 fi
 
@@ -157,4 +194,4 @@ hyperfine --warmup 3 --runs 30 --export-json "$W/diff.json" \
   >/dev/null
 median_table "$W/diff.json" "tar --sort=name | sha256sum" | tee "$W/diff.md"
 mkdir -p "$CARGO_TARGET_DIR"
-cat "$W/start.md" "$W/inter.md" "$W/diff.md" > "$CARGO_TARGET_DIR/runtime-bench.md"
+cat "$W/start.md" "$W/inter.md" "$W/inproc.md" "$W/diff.md" > "$CARGO_TARGET_DIR/runtime-bench.md"

@@ -7,7 +7,10 @@
 //!   `--wait-cleanup` it also waits until the sandbox's state directory is
 //!   removed (the runtime returns before that, see `wait_for_cleanup`);
 //!   `--helper` re-executes EXE (e.g. the kiln binary) as the sandbox child
-//!   instead of this program;
+//!   instead of this program; `--repeat N` runs it N times with one
+//!   `Runtime`, as a build runs its steps, and prints each run's wall time
+//!   (microseconds, start to return, with `--wait-cleanup` to the state
+//!   directory's removal) to stderr as `run-us T`;
 //! - `diff DIR`: DIR as an overlay upper directory, written as a layer tar
 //!   to stdout.
 
@@ -18,7 +21,7 @@ use kiln_runtime::{ExitStatus, Network, Runtime, SandboxSpec, Stream};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none] [--wait-cleanup] [--helper EXE] -- ARGS... | diff DIR",
+        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none] [--wait-cleanup] [--helper EXE] [--repeat N] -- ARGS... | diff DIR",
         kiln_runtime::CHILD_SUBCOMMAND
     );
     ExitCode::from(2)
@@ -43,21 +46,41 @@ fn main() -> ExitCode {
                 Some(_) => return usage(),
                 None => std::env::current_exe().expect("own path"),
             };
-            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-            let r = Runtime::new(exe).run(
-                &spec,
-                &mut |s, b| {
-                    let _ = match s {
-                        Stream::Stdout => out.write_all(b),
-                        Stream::Stderr => err.write_all(b),
-                    };
+            let repeat = match args[3..sep].iter().position(|a| a == "--repeat") {
+                Some(i) => match args.get(3 + i + 1).and_then(|n| n.parse::<u32>().ok()) {
+                    Some(n) if n > 0 && 3 + i + 1 < sep => n,
+                    _ => return usage(),
                 },
-                None,
-            );
-            if wait_cleanup {
-                kiln_runtime::wait_for_cleanup();
+                None => 1,
+            };
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let runtime = Runtime::new(exe);
+            let mut r = None;
+            for _ in 0..repeat {
+                let t = std::time::Instant::now();
+                let ran = runtime.run(
+                    &spec,
+                    &mut |s, b| {
+                        let _ = match s {
+                            Stream::Stdout => out.write_all(b),
+                            Stream::Stderr => err.write_all(b),
+                        };
+                    },
+                    None,
+                );
+                if wait_cleanup {
+                    kiln_runtime::wait_for_cleanup();
+                }
+                if repeat > 1 {
+                    eprintln!("run-us {}", t.elapsed().as_micros());
+                }
+                let failed = !matches!(&ran, Ok(o) if o.success());
+                r = Some(ran);
+                if failed {
+                    break;
+                }
             }
-            match r {
+            match r.expect("at least one run") {
                 Ok(o) => match o.status {
                     ExitStatus::Code(c) => ExitCode::from(c as u8),
                     ExitStatus::Signal(s) => ExitCode::from(128 + s as u8),
