@@ -74,6 +74,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(report) => {
             eprintln!("{report:?}");
+            if cmd::disk_full(report.chain()) {
+                eprintln!("  help: {}", cmd::disk_full_help());
+            }
             ExitCode::FAILURE
         }
     }

@@ -157,7 +157,7 @@ impl CacheSpec {
             return Err(bad("`mode=` is an option of `--cache-to`".into()));
         }
         if registry {
-            kiln_registry::Reference::parse(value).map_err(|e| bad(e.to_string()))?;
+            kiln_registry::Reference::parse(value).map_err(|e| bad(crate::chain(&e)))?;
             return Ok(CacheSpec::Registry {
                 reference: value.to_string(),
                 mode,
@@ -463,8 +463,8 @@ fn read_registry_cache(
         client.fetch_blob(ep, &blob, store).await?;
         Ok(Some((manifest, Some(cd))))
     })
-    .map_err(|e| rerr(e.to_string()))?
-    .map_err(|e| rerr(e.to_string()))?;
+    .map_err(|e| rerr(crate::chain(&e)))?
+    .map_err(|e| rerr(crate::chain(&e)))?;
     let Some((manifest, cd)) = fetched else {
         return Ok(None);
     };
@@ -475,8 +475,8 @@ fn read_registry_cache(
         ));
     }
     let cd = cd.ok_or_else(|| rerr("the cache manifest has no config".into()))?;
-    let bytes = store.read_blob(&cd).map_err(|e| rerr(e.to_string()))?;
-    let records: Records = serde_json::from_slice(&bytes).map_err(|e| rerr(e.to_string()))?;
+    let bytes = store.read_blob(&cd).map_err(|e| rerr(crate::chain(&e)))?;
+    let records: Records = serde_json::from_slice(&bytes).map_err(|e| rerr(crate::chain(&e)))?;
     if records.version != 1 {
         return Err(rerr(format!(
             "cache format version {} is not supported (this kiln reads version 1)",
@@ -519,9 +519,9 @@ impl CacheImport {
                         reason,
                     };
                     let parsed = kiln_registry::Reference::parse(reference)
-                        .map_err(|e| rerr(e.to_string()))?;
+                        .map_err(|e| rerr(crate::chain(&e)))?;
                     let client = kiln_registry::Client::new(settings.clone())
-                        .map_err(|e| rerr(e.to_string()))?;
+                        .map_err(|e| rerr(crate::chain(&e)))?;
                     let ep = settings.origin(parsed.registry(), parsed.repository());
                     let Some((manifest, recs)) = read_registry_cache(&client, &ep, &parsed, store)?
                     else {
@@ -908,10 +908,10 @@ fn plan(
             key: s.key.to_string(),
             reason,
         };
-        let committed = snapshot::commit_ref(&snaps, &local).map_err(|e| eerr(e.to_string()))?;
+        let committed = snapshot::commit_ref(&snaps, &local).map_err(|e| eerr(crate::chain(&e)))?;
         let exported = without_dirs(&committed);
         for l in &exported.layers {
-            let d = Digest::parse(&l.digest).map_err(|e| eerr(e.to_string()))?;
+            let d = Digest::parse(&l.digest).map_err(|e| eerr(crate::chain(&e)))?;
             blobs.insert(d, (l.media_type.clone(), l.size));
             // checked here, or carried over from the cache a fresh runner
             // imported (a re-export must not drop it)
@@ -928,8 +928,8 @@ fn plan(
             .and_then(|c| Digest::parse(c).ok())
         {
             // configs are small: have it here to know its size
-            store.ensure_blob(&c).map_err(|e| eerr(e.to_string()))?;
-            let size = store.blob_size(&c).map_err(|e| eerr(e.to_string()))?;
+            store.ensure_blob(&c).map_err(|e| eerr(crate::chain(&e)))?;
+            let size = store.blob_size(&c).map_err(|e| eerr(crate::chain(&e)))?;
             blobs.insert(c, (CONFIG_MEDIA_TYPE.to_string(), size));
         }
         records.insert(s.key.to_string(), exported.clone());
@@ -1186,14 +1186,15 @@ fn write_registry(
         reference: reference.to_string(),
         reason,
     };
-    let parsed = kiln_registry::Reference::parse(reference).map_err(|e| rerr(e.to_string()))?;
+    let parsed = kiln_registry::Reference::parse(reference).map_err(|e| rerr(crate::chain(&e)))?;
     let tag = parsed.tag().unwrap_or("latest").to_string();
-    let client = kiln_registry::Client::new(settings.clone()).map_err(|e| rerr(e.to_string()))?;
+    let client =
+        kiln_registry::Client::new(settings.clone()).map_err(|e| rerr(crate::chain(&e)))?;
     let ep = settings.origin(parsed.registry(), parsed.repository());
     // the records blob goes through the store like every pushed blob
     let rec_digest = store
         .put_blob(&p.rec_bytes)
-        .map_err(|e| rerr(e.to_string()))?;
+        .map_err(|e| rerr(crate::chain(&e)))?;
     let mut all: Vec<Digest> = p.blobs.keys().cloned().collect();
     all.push(rec_digest);
     let missing = block_on(async {
@@ -1205,8 +1206,8 @@ fn write_registry(
         }
         Ok::<_, kiln_registry::RegistryError>(missing)
     })
-    .map_err(|e| rerr(e.to_string()))?
-    .map_err(|e| rerr(e.to_string()))?;
+    .map_err(|e| rerr(crate::chain(&e)))?
+    .map_err(|e| rerr(crate::chain(&e)))?;
     let mut stats = ExportStats {
         records: p.records,
         blobs_present: all.len() - missing.len(),
@@ -1214,7 +1215,7 @@ fn write_registry(
     };
     // Outside any runtime: a blob only an imported cache has is fetched now.
     for d in &missing {
-        store.ensure_blob(d).map_err(|e| rerr(e.to_string()))?;
+        store.ensure_blob(d).map_err(|e| rerr(crate::chain(&e)))?;
         stats.bytes_written += store.blob_size(d).unwrap_or_default();
     }
     let man_bytes = p.manifest();
@@ -1227,8 +1228,8 @@ fn write_registry(
             .await?;
         Ok::<_, kiln_registry::RegistryError>(())
     })
-    .map_err(|e| rerr(e.to_string()))?
-    .map_err(|e| rerr(e.to_string()))?;
+    .map_err(|e| rerr(crate::chain(&e)))?
+    .map_err(|e| rerr(crate::chain(&e)))?;
     stats.blobs_written = missing.len();
     Ok(stats)
 }

@@ -87,7 +87,7 @@ fn examine(bytes: &[u8]) -> (Linkage, Option<&'static str>) {
         return (Linkage::NotElf, None);
     }
     match Elf::parse(bytes) {
-        Err(e) => (Linkage::Malformed(e.to_string()), None),
+        Err(e) => (Linkage::Malformed(crate::chain(&e)), None),
         Ok(elf) => {
             let arch = machine_goarch(&elf);
             let interpreter = elf.interpreter.map(str::to_string);
@@ -396,20 +396,21 @@ fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found
         step: step.to_string(),
         reason,
     };
-    let l = layer.to_layer().map_err(|e| lerr(e.to_string()))?;
+    let l = layer.to_layer().map_err(|e| lerr(crate::chain(&e)))?;
     let f = store
         .open_blob(&l.digest)
-        .map_err(|e| lerr(e.to_string()))?;
-    let comp = Compression::from_media_type(&layer.media_type).map_err(|e| lerr(e.to_string()))?;
-    let rd = comp.decoder(f).map_err(|e| lerr(e.to_string()))?;
+        .map_err(|e| lerr(crate::chain(&e)))?;
+    let comp =
+        Compression::from_media_type(&layer.media_type).map_err(|e| lerr(crate::chain(&e)))?;
+    let rd = comp.decoder(f).map_err(|e| lerr(crate::chain(&e)))?;
     let mut ar = tar::Archive::new(rd);
     let mut found = Vec::new();
-    for entry in ar.entries().map_err(|e| lerr(e.to_string()))? {
-        let mut entry = entry.map_err(|e| lerr(e.to_string()))?;
+    for entry in ar.entries().map_err(|e| lerr(crate::chain(&e)))? {
+        let mut entry = entry.map_err(|e| lerr(crate::chain(&e)))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry.path().map_err(|e| lerr(e.to_string()))?;
+        let path = entry.path().map_err(|e| lerr(crate::chain(&e)))?;
         let path = format!(
             "/{}",
             path.to_string_lossy()
@@ -421,7 +422,7 @@ fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found
         while n < magic.len() {
             match entry
                 .read(&mut magic[n..])
-                .map_err(|e| lerr(e.to_string()))?
+                .map_err(|e| lerr(crate::chain(&e)))?
             {
                 0 => break,
                 k => n += k,
@@ -434,7 +435,7 @@ fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found
         let mut bytes = magic[..n].to_vec();
         entry
             .read_to_end(&mut bytes)
-            .map_err(|e| lerr(e.to_string()))?;
+            .map_err(|e| lerr(crate::chain(&e)))?;
         let (linkage, arch) = examine(&bytes);
         let arch = arch.map(String::from);
         match linkage {

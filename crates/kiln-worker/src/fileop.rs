@@ -381,7 +381,7 @@ fn chown_deferred(snaps: &Snapshots, change: &Path) -> Result<(), FileOpError> {
         .map_err(|e| FileOpError::Io {
             what: "change the owner of",
             path: list[0].0.clone(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(crate::chain(&e)),
         })
 }
 

@@ -622,7 +622,7 @@ pub fn prune(
         }
     };
     let mut out = Removed::default();
-    let note = |out: &mut Removed, e: GcError| out.notes.push(e.to_string());
+    let note = |out: &mut Removed, e: GcError| out.notes.push(crate::chain(&e));
     if opts.all {
         let names: Vec<String> = inv.tags.keys().cloned().collect();
         for n in names {

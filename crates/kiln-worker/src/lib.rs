@@ -24,6 +24,24 @@ pub mod mounts;
 pub mod snapshot;
 pub mod union;
 
+/// An error and its sources on one line, for errors kept as text (the
+/// solver's `WorkerError`, cache and check messages): a full disk then
+/// reads "cannot write the layer tar (at `...`): No space left on device",
+/// not just its first part.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,7 +232,7 @@ impl Inner {
                 let known = self
                     .store
                     .get_record("static-base", rkey.as_bytes())
-                    .map_err(|e| Error::Store(e.to_string()))?
+                    .map_err(|e| Error::Store(crate::chain(&e)))?
                     .and_then(|b| String::from_utf8(b).ok())
                     .and_then(|s| kiln_oci::Digest::parse(&s).ok())
                     .and_then(|d| Image::load(&self.store, &d).ok())
@@ -228,14 +246,14 @@ impl Inner {
                     self.opts.epoch,
                     kiln_oci::Compression::Gzip,
                 )
-                .map_err(|e| Error::StaticBase(e.to_string()))?;
+                .map_err(|e| Error::StaticBase(crate::chain(&e)))?;
                 self.store
                     .put_record(
                         "static-base",
                         rkey.as_bytes(),
                         img.digest.to_string().as_bytes(),
                     )
-                    .map_err(|e| Error::Store(e.to_string()))?;
+                    .map_err(|e| Error::Store(crate::chain(&e)))?;
                 Ok((key, image_ref(&img)))
             }
             SourceOp::Image {
@@ -272,7 +290,7 @@ impl Inner {
                 let rec = self
                     .store
                     .get_record("context-layer", key.as_bytes())
-                    .map_err(|e| Error::Store(e.to_string()))?
+                    .map_err(|e| Error::Store(crate::chain(&e)))?
                     .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
                     .filter(|r| r.complete(&self.store));
                 if let Some(r) = rec {
@@ -284,9 +302,9 @@ impl Inner {
                     reason,
                 };
                 let w = kiln_oci::LayerWriter::new(store, kiln_oci::Compression::Gzip)
-                    .map_err(|e| werr(e.to_string()))?;
+                    .map_err(|e| werr(crate::chain(&e)))?;
                 let w = context::write_tar(root, &entries, self.opts.epoch.max(0) as u64, w)?;
-                let info = w.finish().map_err(|e| werr(e.to_string()))?;
+                let info = w.finish().map_err(|e| werr(crate::chain(&e)))?;
                 let r = Ref {
                     layers: vec![LayerRef::from_layer(&info.into())],
                     config: None,
@@ -333,7 +351,7 @@ impl Inner {
         let local = self
             .store
             .get_record(RECORD_KIND, key.as_bytes())
-            .map_err(|e| Error::Store(e.to_string()))?
+            .map_err(|e| Error::Store(crate::chain(&e)))?
             // A damaged or dangling record is a miss, not an error.
             .and_then(|bytes| serde_json::from_slice::<Ref>(&bytes).ok())
             .filter(|r| r.complete(&self.store));
@@ -375,10 +393,10 @@ impl Inner {
     }
 
     fn put_record(&self, kind: &str, key: &Digest, r: &Ref) -> Result<(), Error> {
-        let bytes = serde_json::to_vec(r).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(r).map_err(|e| Error::Internal(crate::chain(&e)))?;
         self.store
             .put_record(kind, key.as_bytes(), &bytes)
-            .map_err(|e| Error::Store(e.to_string()))
+            .map_err(|e| Error::Store(crate::chain(&e)))
     }
 
     /// An image by reference for `platform` (the source's own, else
@@ -397,7 +415,8 @@ impl Inner {
             Some(p) => kiln_registry::Platform::new(&p.os, &p.architecture, p.variant.as_deref()),
             None => self.opts.platform.clone(),
         };
-        let parsed = kiln_registry::Reference::parse(reference).map_err(|e| ierr(e.to_string()))?;
+        let parsed =
+            kiln_registry::Reference::parse(reference).map_err(|e| ierr(crate::chain(&e)))?;
         let local = match (parsed.tag(), parsed.digest()) {
             (_, Some(d)) => format!("{}@{d}", parsed.name()),
             (Some(t), None) => format!("{}:{t}", parsed.name()),
@@ -445,18 +464,18 @@ impl Inner {
             });
         }
         let client = kiln_registry::Client::new(self.opts.registry.clone())
-            .map_err(|e| ierr(e.to_string()))?;
+            .map_err(|e| ierr(crate::chain(&e)))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ierr(e.to_string()))?;
+            .map_err(|e| ierr(crate::chain(&e)))?;
         // Manifest and config only: every key below a base needs just the
         // manifest digest, and a fully cached build never reads its layers.
         // They are lazy blobs, fetched (verified) by the store's
         // `RegistrySource` when a step first reads one.
         let pulled = rt
             .block_on(client.pull_lazy(&parsed, &platform, &self.store))
-            .map_err(|e| ierr(e.to_string()))?;
+            .map_err(|e| ierr(crate::chain(&e)))?;
         tracing::debug!(
             reference,
             fetched = pulled.fetched,
@@ -464,20 +483,20 @@ impl Inner {
             "pulled a base image lazily"
         );
         let d = kiln_oci::Digest::parse(&pulled.manifest_digest.to_string())
-            .map_err(|e| ierr(e.to_string()))?;
+            .map_err(|e| ierr(crate::chain(&e)))?;
         self.store
             .set_tag(&local, &d)
-            .map_err(|e| Error::Store(e.to_string()))?;
-        Image::load(&self.store, &d).map_err(|e| ierr(e.to_string()))
+            .map_err(|e| Error::Store(crate::chain(&e)))?;
+        Image::load(&self.store, &d).map_err(|e| ierr(crate::chain(&e)))
     }
 
     fn base_config(&self, r: &Ref) -> Result<Option<ImageConfiguration>, Error> {
         let Some(c) = &r.config else { return Ok(None) };
-        let d = kiln_oci::Digest::parse(c).map_err(|e| Error::Internal(e.to_string()))?;
+        let d = kiln_oci::Digest::parse(c).map_err(|e| Error::Internal(crate::chain(&e)))?;
         let bytes = self
             .store
             .read_blob(&d)
-            .map_err(|e| Error::Store(e.to_string()))?;
+            .map_err(|e| Error::Store(crate::chain(&e)))?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::Store(format!("image config {c}: {e}")))
@@ -741,7 +760,7 @@ impl kiln_solver::Worker for LocalWorker {
                 inner
                     .store
                     .put_record("content-digest", rkey.as_bytes(), d.to_string().as_bytes())
-                    .map_err(|e| Error::Store(e.to_string()))?;
+                    .map_err(|e| Error::Store(crate::chain(&e)))?;
                 Ok(d)
             })
             .await
@@ -865,12 +884,12 @@ pub fn assemble(
     let mut img = NewImage::scratch(epoch);
     let mut config = Config::default();
     if let Some(c) = &r.config {
-        let d = kiln_oci::Digest::parse(c).map_err(|e| AssembleError::Config(e.to_string()))?;
+        let d = kiln_oci::Digest::parse(c).map_err(|e| AssembleError::Config(crate::chain(&e)))?;
         let bytes = store
             .read_blob(&d)
-            .map_err(|e| AssembleError::Config(e.to_string()))?;
+            .map_err(|e| AssembleError::Config(crate::chain(&e)))?;
         let base: ImageConfiguration =
-            serde_json::from_slice(&bytes).map_err(|e| AssembleError::Config(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| AssembleError::Config(crate::chain(&e)))?;
         img.architecture = base.architecture().to_string();
         img.variant = base.variant().clone();
         config = base.config().clone().unwrap_or_default();
@@ -916,5 +935,5 @@ pub fn assemble(
         img.push_layer(layer, "kiln build");
     }
     img.commit(store)
-        .map_err(|e| AssembleError::Commit(e.to_string()))
+        .map_err(|e| AssembleError::Commit(crate::chain(&e)))
 }

@@ -644,16 +644,19 @@ fn import_mount_inner(
         digest: blob.digest.clone(),
         reason,
     };
-    let digest = BlobDigest::parse(&blob.digest).map_err(|e| ierr(e.to_string()))?;
-    let comp = Compression::from_media_type(&blob.media_type).map_err(|e| ierr(e.to_string()))?;
+    let digest = BlobDigest::parse(&blob.digest).map_err(|e| ierr(crate::chain(&e)))?;
+    let comp =
+        Compression::from_media_type(&blob.media_type).map_err(|e| ierr(crate::chain(&e)))?;
     if !store.has_blob(&digest) {
         // verified against its digest while it is written into the store
-        let mut rd = import.open_blob(&digest).map_err(|e| ierr(e.to_string()))?;
+        let mut rd = import
+            .open_blob(&digest)
+            .map_err(|e| ierr(crate::chain(&e)))?;
         // a registry cache fetches (and verifies) into the store itself
         if !store.has_blob(&digest) {
             store
                 .put_blob_from_reader(&mut rd, Some(&digest))
-                .map_err(|e| ierr(e.to_string()))?;
+                .map_err(|e| ierr(crate::chain(&e)))?;
         }
     }
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -826,7 +829,7 @@ pub fn export_mount(store: &Store, id: &str) -> Result<Option<MountBlob>, MountE
         &never,
         &mut |_: &str| {},
     )
-    .map_err(|e| eerr(e.to_string()))?;
+    .map_err(|e| eerr(crate::chain(&e)))?;
     let note_path = base.join("exported.json");
     let print = fingerprint(&dir);
     if let Some(print) = &print
@@ -840,7 +843,7 @@ pub fn export_mount(store: &Store, id: &str) -> Result<Option<MountBlob>, MountE
         tracing::debug!(id, digest = %note.blob.digest, "cache mount unchanged since its last export");
         return Ok(Some(note.blob));
     }
-    let mut w = LayerWriter::new(store, Compression::Zstd).map_err(|e| eerr(e.to_string()))?;
+    let mut w = LayerWriter::new(store, Compression::Zstd).map_err(|e| eerr(crate::chain(&e)))?;
     let opts = kiln_layer::WriteOptions {
         overlay_whiteouts: false,
         id_map: None,
@@ -849,16 +852,16 @@ pub fn export_mount(store: &Store, id: &str) -> Result<Option<MountBlob>, MountE
         xattrs: false,
     };
     if rustix::process::geteuid().is_root() {
-        kiln_layer::write_tar(&dir, &mut w, &opts).map_err(|e| eerr(e.to_string()))?;
+        kiln_layer::write_tar(&dir, &mut w, &opts).map_err(|e| eerr(crate::chain(&e)))?;
     } else {
         // inside the user namespace, where files of subordinate IDs read
         // as the IDs the steps gave them, whatever their modes
         let helper = helper().ok_or_else(|| eerr("cannot find the kiln executable".into()))?;
         kiln_runtime::Runtime::new(&helper)
             .write_layer(&dir, &mut w, &opts, false)
-            .map_err(|e| eerr(e.to_string()))?;
+            .map_err(|e| eerr(crate::chain(&e)))?;
     }
-    let info = w.finish().map_err(|e| eerr(e.to_string()))?;
+    let info = w.finish().map_err(|e| eerr(crate::chain(&e)))?;
     let blob = MountBlob {
         id: id.to_string(),
         digest: info.digest.to_string(),

@@ -466,15 +466,16 @@ impl Snapshots {
             digest: l.digest.clone(),
             reason,
         };
-        let comp = Compression::from_media_type(&l.media_type).map_err(|e| berr(e.to_string()))?;
+        let comp =
+            Compression::from_media_type(&l.media_type).map_err(|e| berr(crate::chain(&e)))?;
         let f = self
             .store
             .open_blob(&layer.digest)
-            .map_err(|e| berr(e.to_string()))?;
+            .map_err(|e| berr(crate::chain(&e)))?;
         let plan = kiln_runtime::plan_mapping().map(|(p, _)| p);
         let in_userns = matches!(plan, Ok(kiln_runtime::MapPlan::Subordinate { .. }));
         if !in_userns {
-            let rd = comp.decoder(f).map_err(|e| berr(e.to_string()))?;
+            let rd = comp.decoder(f).map_err(|e| berr(crate::chain(&e)))?;
             let opts = ApplyOptions {
                 whiteouts: WhiteoutMode::Overlay(kiln_layer::OverlayXattr::User),
                 ownership: Ownership::auto(),
@@ -520,7 +521,7 @@ impl Snapshots {
             // the layer was applied (the blob's digest was checked when
             // it was stored).
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            fed => fed.map_err(|e| berr(e.to_string())),
+            fed => fed.map_err(|e| berr(crate::chain(&e))),
         }
     }
 
@@ -636,7 +637,7 @@ impl Snapshots {
             reason,
         };
         if rustix::process::geteuid().is_root() {
-            kiln_layer::write_tar(dir, out, &opts).map_err(|e| werr(e.to_string()))?;
+            kiln_layer::write_tar(dir, out, &opts).map_err(|e| werr(crate::chain(&e)))?;
             return Ok(());
         }
         let helper = self
@@ -645,7 +646,7 @@ impl Snapshots {
             .ok_or_else(|| werr("rootless commits need the sandbox helper".into()))?;
         kiln_runtime::Runtime::new(helper)
             .write_layer(dir, out, &opts, false)
-            .map_err(|e| werr(e.to_string()))?;
+            .map_err(|e| werr(crate::chain(&e)))?;
         Ok(())
     }
 }
@@ -659,9 +660,9 @@ fn open_blob_tar(store: &Store, l: &LayerRef) -> Result<Box<dyn Read>, SnapshotE
     let layer = l.to_layer()?;
     let f = store
         .open_blob(&layer.digest)
-        .map_err(|e| berr(e.to_string()))?;
-    let comp = Compression::from_media_type(&l.media_type).map_err(|e| berr(e.to_string()))?;
-    comp.decoder(f).map_err(|e| berr(e.to_string()))
+        .map_err(|e| berr(crate::chain(&e)))?;
+    let comp = Compression::from_media_type(&l.media_type).map_err(|e| berr(crate::chain(&e)))?;
+    comp.decoder(f).map_err(|e| berr(crate::chain(&e)))
 }
 
 const COMMIT_KIND: &str = "layer-commit";
@@ -705,9 +706,9 @@ pub fn commit_layer(snaps: &Snapshots, l: &LayerRef) -> Result<LayerRef, Snapsho
         path: dir.clone(),
         reason,
     };
-    let mut w = LayerWriter::new(store, Compression::Gzip).map_err(|e| werr(e.to_string()))?;
+    let mut w = LayerWriter::new(store, Compression::Gzip).map_err(|e| werr(crate::chain(&e)))?;
     snaps.write_dir_tar(&dir, d.tar, &mut w)?;
-    let info = w.finish().map_err(|e| werr(e.to_string()))?;
+    let info = w.finish().map_err(|e| werr(crate::chain(&e)))?;
     let mut b = LayerRef::from_layer(&info.into());
     let bytes = serde_json::to_vec(&b).map_err(|e| SnapshotError::Record {
         id: d.id.clone(),
@@ -747,9 +748,9 @@ pub fn layer_from_dir(
         path: dir.to_path_buf(),
         reason,
     };
-    let mut w = LayerWriter::new(store, Compression::Gzip).map_err(|e| werr(e.to_string()))?;
-    kiln_layer::write_tar(dir, &mut w, opts).map_err(|e| werr(e.to_string()))?;
-    let info = w.finish().map_err(|e| werr(e.to_string()))?;
+    let mut w = LayerWriter::new(store, Compression::Gzip).map_err(|e| werr(crate::chain(&e)))?;
+    kiln_layer::write_tar(dir, &mut w, opts).map_err(|e| werr(crate::chain(&e)))?;
+    let info = w.finish().map_err(|e| werr(crate::chain(&e)))?;
     Ok(LayerRef::from_layer(&info.into()))
 }
 

@@ -498,8 +498,18 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
                  the steps that finished are cached and will not run again",
         );
     }
-    BuildFailure::new(file, text, format!("step `{step}` failed: {source}"))
-        .label(location.as_ref(), "this step failed")
+    let source: &(dyn std::error::Error + 'static) = &*source;
+    let f = BuildFailure::new(
+        file,
+        text,
+        format!("step `{step}` failed: {}", super::chain_text(source)),
+    )
+    .label(location.as_ref(), "this step failed");
+    let chain = std::iter::successors(Some(source), |e| e.source());
+    if super::disk_full(chain) {
+        return f.help(super::disk_full_help());
+    }
+    f
 }
 
 fn elf_failure(e: kiln_worker::elfcheck::ElfCheckError, file: &str, text: &str) -> BuildFailure {

@@ -15,3 +15,41 @@ pub mod registry;
 pub mod sandbox_child;
 pub mod save;
 pub mod tag;
+
+/// Whether an error comes from a full disk (ENOSPC somewhere in its chain,
+/// also where a library kept the cause as text).
+pub(crate) fn disk_full<'a>(
+    mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> bool {
+    chain.any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+            || e.to_string().contains("No space left on device")
+    })
+}
+
+/// An error and its sources on one line (a source already in its parent's
+/// text is not repeated).
+pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    for c in std::iter::successors(e.source(), |c| c.source()) {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+    }
+    s
+}
+
+/// What to do about a full disk.
+pub(crate) fn disk_full_help() -> String {
+    let home = kiln_store::Store::default_root()
+        .map(|p| format!(" (`{}`)", p.display()))
+        .unwrap_or_default();
+    format!(
+        "the disk holding KILN_HOME{home} or the output is full: free space (`kiln cache prune` \
+         drops what no image or recent build needs) or point KILN_HOME at a bigger filesystem, \
+         then run again: finished steps stay cached"
+    )
+}
