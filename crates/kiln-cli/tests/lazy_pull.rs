@@ -17,6 +17,9 @@ fn run(home: &Path, dir: &Path, args: &[&str]) -> (String, String) {
     (ok(o, &args.join(" ")), err)
 }
 
+/// The builder step of the first runner's build.
+const SEQ_300: &str = "seq 1 300 > /numbers && cat /input.txt >> /numbers";
+
 fn make_rootfs(dir: &Path) {
     Busybox::new(&["sh", "seq", "cat"]).write(&dir.join("rootfs"));
 }
@@ -84,12 +87,7 @@ fn first_runner(dir: &Path) -> (Registry, String, PathBuf, String) {
     let seed = dir.join("home-seed");
     run(&seed, dir, &["import", "rootfs", "-t", "bb:1"]);
     run(&seed, dir, &["push", "-q", "bb:1", &base]);
-    let ctx = context(
-        dir,
-        "ctx-a",
-        &base,
-        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
-    );
+    let ctx = context(dir, "ctx-a", &base, SEQ_300);
     let cache = dir.join("cache");
     let to = format!("type=local,dest={},mode=max", cache.display());
     let (digest, _) = run(
@@ -110,12 +108,7 @@ fn cached_steps_leave_base_layers_in_the_registry_until_a_step_reads_them() {
     // a fresh runner at another path: every step CACHED, the base's
     // manifest and config fetched, its layers not
     let home = dir.join("home-b");
-    let ctx = context(
-        dir,
-        "elsewhere/ctx-b",
-        &base,
-        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
-    );
+    let ctx = context(dir, "elsewhere/ctx-b", &base, SEQ_300);
     let (digest, err) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
     assert_eq!(digest, reference);
     assert!(!steps(&err).is_empty(), "{err}");
@@ -218,12 +211,7 @@ fn registry_faults_at_lazy_fetch_time_are_clear_errors_and_leave_the_store_sound
     let dir = t.path();
     let (mut registry, base, cache, reference) = first_runner(dir);
     let from = format!("type=local,src={}", cache.display());
-    let ctx = context(
-        dir,
-        "ctx-b",
-        &base,
-        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
-    );
+    let ctx = context(dir, "ctx-b", &base, SEQ_300);
     let ctx2 = context(
         dir,
         "ctx-c",
@@ -311,12 +299,7 @@ fn a_fresh_runner_takes_the_base_config_and_the_elf_verdict_from_the_cache() {
     let config_gets = registry.blob_gets(&config);
     assert!(config_gets >= 1);
 
-    let ctx = context(
-        dir,
-        "elsewhere/ctx-b",
-        &base,
-        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
-    );
+    let ctx = context(dir, "elsewhere/ctx-b", &base, SEQ_300);
     let home = dir.join("home-b");
     let (digest, err) = run(&home, dir, &build_args(&ctx, &["--cache-from", &from]));
     assert_eq!(digest, reference);
@@ -372,12 +355,7 @@ fn a_registry_cache_gives_a_fresh_runner_the_base_config_too() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     let (registry, base, _, reference) = first_runner(dir);
-    let ctx = context(
-        dir,
-        "ctx-a",
-        &base,
-        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
-    );
+    let ctx = context(dir, "ctx-a", &base, SEQ_300);
     let cache_ref = format!("{}/cache/app:buildcache", registry.addr);
     run(
         &dir.join("home-a"),
@@ -397,12 +375,7 @@ fn a_registry_cache_gives_a_fresh_runner_the_base_config_too() {
     // the pull asks the cache for the config from inside the pull's own
     // runtime: the registry source fetches it on a thread of its own
     let home = dir.join("home-r");
-    let ctx_b = context(
-        dir,
-        "elsewhere/ctx-r",
-        &base,
-        "seq 1 300 > /numbers && cat /input.txt >> /numbers",
-    );
+    let ctx_b = context(dir, "elsewhere/ctx-r", &base, SEQ_300);
     let (digest, err) = run(
         &home,
         dir,

@@ -188,8 +188,11 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Joins an error and its sources into one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// Joins an error and its sources into one line (a source already in its
+/// parent's text is not repeated): for errors kept as text, so that a
+/// full disk still reads "...: No space left on device". Used by the
+/// crates above this one too.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -240,7 +243,7 @@ impl Client {
             .read_timeout(settings.read_timeout)
             .use_rustls_tls()
             .build()
-            .map_err(|e| RegistryError::Setup(chain(&e)))?;
+            .map_err(|e| RegistryError::Setup(error_chain(&e)))?;
         Ok(Self {
             http,
             settings,
@@ -297,14 +300,14 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => {
                     if attempt < policy.max_attempts {
-                        tracing::warn!(%ctx, attempt, error = %chain(&e), "request failed, retrying");
+                        tracing::warn!(%ctx, attempt, error = %error_chain(&e), "request failed, retrying");
                         tokio::time::sleep(policy.delay(attempt)).await;
                         continue;
                     }
                     return Err(RegistryError::Connection {
                         ctx: ctx.clone(),
                         attempts: attempt,
-                        detail: chain(&e),
+                        detail: error_chain(&e),
                     });
                 }
             };
@@ -463,7 +466,7 @@ impl Client {
                     tokio::time::sleep(policy.delay(attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(err(chain(&e))),
+                Err(e) => return Err(err(error_chain(&e))),
             };
             let status = resp.status();
             if !status.is_success() {
@@ -481,7 +484,7 @@ impl Client {
             let body: TokenResponse = resp
                 .json()
                 .await
-                .map_err(|e| err(format!("bad token response: {}", chain(&e))))?;
+                .map_err(|e| err(format!("bad token response: {}", error_chain(&e))))?;
             return body
                 .token
                 .or(body.access_token)

@@ -50,7 +50,7 @@ pub mod settings;
 pub mod store;
 
 pub use auth::{AuthConfig, AuthFileError, Challenge, Credential};
-pub use client::{Client, Context, RegistryError};
+pub use client::{Client, Context, RegistryError, error_chain};
 pub use lazy::{LazyError, Locator, RegistrySource};
 pub use platform::{Platform, PlatformError};
 pub use pull::{FetchedManifest, Pulled};

@@ -7,7 +7,7 @@ use kiln_store::Digest;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
 
-use crate::client::{Client, RegistryError, Scope, chain, expect_ok};
+use crate::client::{Client, RegistryError, Scope, error_chain, expect_ok};
 use crate::manifest::{self, Blob, Kind, Manifest};
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -313,7 +313,7 @@ impl Client {
                     }
                     Ok(None) => break,
                     Err(e) if attempt < policy.max_attempts => {
-                        tracing::warn!(%ctx, attempt, error = %chain(&e), "manifest download interrupted, retrying");
+                        tracing::warn!(%ctx, attempt, error = %error_chain(&e), "manifest download interrupted, retrying");
                         tokio::time::sleep(policy.delay(attempt)).await;
                         continue 'fetch;
                     }
@@ -321,7 +321,7 @@ impl Client {
                         return Err(RegistryError::Connection {
                             ctx,
                             attempts: attempt,
-                            detail: format!("reading the manifest: {}", chain(&e)),
+                            detail: format!("reading the manifest: {}", error_chain(&e)),
                         });
                     }
                 }
@@ -406,7 +406,7 @@ impl Client {
                         sink.write(&c).map_err(store_err)?;
                     }
                     Ok(None) => break None,
-                    Err(e) => break Some(chain(&e)),
+                    Err(e) => break Some(error_chain(&e)),
                 }
             };
             // A short body is a dropped connection too (it closed cleanly

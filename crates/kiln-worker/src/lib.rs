@@ -24,23 +24,9 @@ pub mod mounts;
 pub mod snapshot;
 pub mod union;
 
-/// An error and its sources on one line, for errors kept as text (the
-/// solver's `WorkerError`, cache and check messages): a full disk then
-/// reads "cannot write the layer tar (at `...`): No space left on device",
-/// not just its first part.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
+// errors kept as text (the solver's `WorkerError`, cache and check
+// messages) keep their causes
+pub(crate) use kiln_registry::error_chain as chain;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -28,20 +28,6 @@ pub(crate) fn disk_full<'a>(
     })
 }
 
-/// An error and its sources on one line (a source already in its parent's
-/// text is not repeated).
-pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    for c in std::iter::successors(e.source(), |c| c.source()) {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-    }
-    s
-}
-
 /// What to do about a full disk.
 pub(crate) fn disk_full_help() -> String {
     let home = kiln_store::Store::default_root()
