@@ -422,6 +422,48 @@ fn escape_overlay(p: &Path) -> String {
 /// symlink, an opaque directory) is still created in the rootfs by
 /// `target_in_root` and removed by the parent, as before. Best effort: a
 /// target that cannot be made here is simply made later.
+/// The overlay of a chain whose options pass mount(2)'s one-page limit
+/// (about 65 layers of snapshot paths): each lower directory given on its
+/// own with fsconfig(2) `lowerdir+` (Linux 6.8, overlayfs.rst "Specifying
+/// layers"), then mounted on the upper directory like the short form.
+fn mount_overlay_by_layer(cfg: &ChildConfig, stubs: Option<&OwnedFd>) -> R<()> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let stage = "mount the overlay rootfs layer by layer";
+    let fs =
+        rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno_fail(stage))?;
+    let stub =
+        stubs.map(|fd| std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    for l in cfg.lowers_top_first.iter().chain(stub.as_ref()) {
+        rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l.as_path()).map_err(|e| Fail {
+            stage: stage.into(),
+            err: io::Error::other(format!(
+                "{} lower directories are over mount(2)'s one-page limit and this kernel does not take them one by one (`lowerdir+` needs Linux 6.8): {e}",
+                cfg.lowers_top_first.len()
+            )),
+        })?;
+    }
+    rustix::mount::fsconfig_set_string(&fs, "upperdir", cfg.upper.as_path())
+        .and_then(|()| rustix::mount::fsconfig_set_string(&fs, "workdir", cfg.work.as_path()))
+        .and_then(|()| rustix::mount::fsconfig_set_flag(&fs, "userxattr"))
+        .and_then(|()| rustix::mount::fsconfig_set_flag(&fs, "volatile"))
+        .and_then(|()| rustix::mount::fsconfig_create(&fs))
+        .map_err(errno_fail(stage))?;
+    let m = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )
+    .map_err(errno_fail(stage))?;
+    rustix::mount::move_mount(
+        &m,
+        "",
+        rustix::fs::CWD,
+        cfg.upper.as_path(),
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(errno_fail(stage))
+}
+
 fn stub_layer(cfg: &ChildConfig) -> R<OwnedFd> {
     use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
     let fs = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)
@@ -556,15 +598,11 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
     let kernel = if cfg.driver == DriverChoice::FuseOverlayfs {
         None
     } else if opts.len() >= 4000 {
-        // mount(2) data is one page; say so rather than let it truncate
-        Some(Fail {
-            stage: "mount the overlay rootfs".into(),
-            err: io::Error::other(format!(
-                "{} lower directories give overlay options of {} bytes, over the kernel's one-page limit; keep snapshot paths shorter",
-                cfg.lowers_top_first.len(),
-                opts.len()
-            )),
-        })
+        // mount(2) data is one page: a long chain goes layer by layer
+        match mount_overlay_by_layer(cfg, stubs.as_ref()) {
+            Ok(()) => return Ok((Driver::Overlay, cfg.upper.clone())),
+            Err(f) => Some(f),
+        }
     } else {
         // mounted on the upper directory itself (in this private mount
         // namespace; overlay holds the layers it resolved, the covered path

@@ -765,3 +765,32 @@ fn a_step_without_lower_directories_gets_an_empty_rootfs() {
         "a_step_without_lower_directories_gets_an_empty_rootfs",
     );
 }
+
+#[test]
+fn a_chain_past_the_mount_option_page_mounts_layer_by_layer() {
+    let w = World::new();
+    // 80 layers with long paths: overlay options of about 8 KiB, twice
+    // what mount(2) takes in one string
+    let mut spec = w.spec("cat /which /f00 /f79; ls / | grep -c '^f[0-9]'");
+    // the kernel's overlay (fuse-overlayfs takes its options on argv)
+    spec.driver = kiln_runtime::DriverChoice::Overlay;
+    for i in 0..80 {
+        let l = w
+            .dir
+            .path()
+            .join(format!("layer-{}-{i:02}", "x".repeat(64)));
+        std::fs::create_dir(&l).unwrap();
+        std::fs::write(l.join(format!("f{i:02}")), format!("{i}\n")).unwrap();
+        // every layer has /which: the top one wins
+        std::fs::write(l.join("which"), format!("{i}\n")).unwrap();
+        spec.lowers.push(l);
+    }
+    let r = run(&spec).unwrap();
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert_eq!(r.stdout, "79\n0\n79\n80\n");
+    assert_eq!(r.outcome.driver, kiln_runtime::Driver::Overlay);
+    rerun_as(
+        "kilntest",
+        "a_chain_past_the_mount_option_page_mounts_layer_by_layer",
+    );
+}
