@@ -431,8 +431,7 @@ fn mount_overlay_by_layer(cfg: &ChildConfig, stubs: Option<&OwnedFd>) -> R<()> {
     let stage = "mount the overlay rootfs layer by layer";
     let fs =
         rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno_fail(stage))?;
-    let stub =
-        stubs.map(|fd| std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    let stub = stubs.map(fd_path);
     for l in cfg.lowers_top_first.iter().chain(stub.as_ref()) {
         rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l.as_path()).map_err(|e| Fail {
             stage: stage.into(),
@@ -581,9 +580,9 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
     } else {
         Some(stub_layer(cfg)?)
     };
-    let kernel_lower = match &stubs {
-        Some(fd) if lower.is_empty() => format!("/proc/self/fd/{}", fd.as_raw_fd()),
-        Some(fd) => format!("{lower}:/proc/self/fd/{}", fd.as_raw_fd()),
+    let kernel_lower = match stubs.as_ref().map(fd_path) {
+        Some(stub) if lower.is_empty() => stub.display().to_string(),
+        Some(stub) => format!("{lower}:{}", stub.display()),
         None => lower.clone(),
     };
     // volatile: no sync of the upper filesystem at unmount (overlayfs.rst,
