@@ -184,13 +184,35 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     }
     // the parent writes our maps (only it may map more than its own ID)
     send(sock, &ToParent::NeedMaps);
-    let mut go = [0u8; 8];
-    let n = rustix::net::recv(sock, &mut go[..], rustix::net::RecvFlags::empty())
-        .map_err(errno_fail("wait for the id maps"))?
-        .0;
-    if &go[..n] != GO {
+    let (go, idmapped) = recv_go(sock, cfg.idmap.len())?;
+    if !go {
         return Ok(125); // the parent gave up (and said why itself)
     }
+    if !cfg.idmap.is_empty() {
+        // real root's sandbox: this process is still the host's root (kuid
+        // 0), which the namespace does not map, so files it made would be
+        // refused (EOVERFLOW); become the namespace's root, keeping the
+        // capabilities unshare(2) gave (capabilities(7): no root id is
+        // dropped, so nothing is cleared)
+        // SAFETY: plain syscalls on this single-threaded process
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(0, 0, 0) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                return Err(fail("become the namespace's root")(
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        if idmapped.len() != cfg.idmap.len() {
+            return Err(fail("receive the idmapped mounts")(io::Error::other(
+                format!("expected {}, got {}", cfg.idmap.len(), idmapped.len()),
+            )));
+        }
+        crate::idmap::attach(&cfg.idmap, &idmapped).map_err(fail("attach the idmapped mounts"))?;
+    }
+    drop(idmapped);
     // a credential change cleared it: die with the parent (prctl(2))
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(errno_fail("set the parent death signal"))?;
@@ -267,6 +289,32 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     Ok(0)
 }
 
+/// Waits for `GO` (true) or a refusal, with the `expect` idmapped mounts
+/// the parent attaches to it (unix(7), SCM_RIGHTS; close-on-exec, so the
+/// step never holds them).
+fn recv_go(sock: BorrowedFd<'_>, expect: usize) -> R<(bool, Vec<OwnedFd>)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut go = [0u8; 8];
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(expect.max(1)))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        sock,
+        &mut [io::IoSliceMut::new(&mut go)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(errno_fail("wait for the id maps"))?;
+    let n = msg.bytes;
+    let mut fds = Vec::new();
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
+        }
+    }
+    Ok((&go[..n] == GO, fds))
+}
+
 /// Applies the layer on stdin as the namespace's root: the tar's IDs are
 /// container IDs here, so `Ownership::Keep` lands them on the mapped host IDs.
 fn apply(job: &crate::proto::ApplyJob, sock: BorrowedFd<'_>) -> R<i32> {
@@ -279,6 +327,7 @@ fn apply(job: &crate::proto::ApplyJob, sock: BorrowedFd<'_>) -> R<i32> {
         ownership: kiln_layer::Ownership::Keep,
         id_map: None,
         xattrs: true,
+        ..Default::default()
     };
     let stdin = std::io::stdin().lock();
     let sum = kiln_layer::apply_tar(stdin, &job.target, &opts).map_err(|e| Fail {
@@ -899,10 +948,23 @@ fn setup_dev(root: BorrowedFd<'_>, rootfs: &Path, stubs: &mut Vec<String>) -> R<
     drop(dev);
     // the tmpfs is ours now: plain paths below it are safe
     let d = rootfs.join("dev");
+    // the host's device nodes, bound read-only: the nodes still read and
+    // write (a read-only mount does not stop I/O on a device, mount(2)),
+    // but their inodes (owner, mode, times) cannot change
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let t = d.join(name);
         std::fs::File::create(&t).map_err(fail(format!("create `/dev/{name}`")))?;
-        bind(&Path::new("/dev").join(name), &t, "bind a device into /dev")?;
+        let host = Path::new("/dev").join(name);
+        bind(&host, &t, "bind a device into /dev")?;
+        mount(
+            "make a device in /dev read-only",
+            None,
+            &t,
+            None,
+            (libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY) as libc::c_ulong
+                | locked_flags(&host),
+            None,
+        )?;
     }
     std::fs::create_dir(d.join("pts")).map_err(fail("create `/dev/pts`"))?;
     mount(
@@ -1083,10 +1145,9 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
             }
             MountKind::Tmpfs { size } => {
                 let t = target_in_root(root.as_fd(), &m.target, Want::Dir, &mut stubs)?;
-                let data = match size {
-                    Some(s) => format!("mode=1777,size={s}"),
-                    None => "mode=1777".to_string(),
-                };
+                // a finite default: the kernel's is half of RAM per mount
+                let size = size.unwrap_or(crate::spec::DEFAULT_TMPFS_SIZE);
+                let data = format!("mode=1777,size={size}");
                 mount(
                     &stage,
                     Some(OsStr::new("tmpfs")),
@@ -1109,6 +1170,14 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
         None,
     )?;
     drop(proc_fd);
+    crate::harden::protect_proc(
+        &rootfs.join("proc"),
+        &rootfs.join("dev/null"),
+        &|stage, src, target, fstype, flags, data| {
+            mount(stage, src, target, fstype, flags, data).map_err(|f| (f.stage, f.err))
+        },
+    )
+    .map_err(fail("protect /proc"))?;
     if cfg.network == Network::Host {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             if Path::new(f).exists() {
@@ -1139,6 +1208,9 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
     }
     std::env::set_current_dir(if cfg.cwd.is_empty() { "/" } else { &cfg.cwd })
         .map_err(fail(format!("enter the working directory `{}`", cfg.cwd)))?;
+
+    crate::harden::drop_capabilities().map_err(fail("drop capabilities"))?;
+    crate::harden::limit_processes(cfg.pids_limit).map_err(fail("limit the step's processes"))?;
 
     // drop to the step's user: groups, then gid, then uid
     if cfg.setgroups {

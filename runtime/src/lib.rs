@@ -12,7 +12,9 @@
 
 mod child;
 mod copy;
+mod harden;
 mod hints;
+mod idmap;
 mod parent;
 pub mod passwd;
 mod proto;
@@ -25,5 +27,8 @@ pub use parent::{
     CHILD_SUBCOMMAND, ExitStatus, HostReport, Outcome, Runtime, RuntimeError, Stream, plan_mapping,
     wait_for_cleanup,
 };
-pub use spec::{Driver, DriverChoice, Mount, MountKind, Network, SandboxSpec};
+pub use spec::{
+    DEFAULT_PIDS_LIMIT, DEFAULT_TMPFS_SIZE, Driver, DriverChoice, Mount, MountKind, Network,
+    SandboxSpec,
+};
 pub use subid::MapPlan;

@@ -23,8 +23,10 @@ use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use crate::hints::{UsernsSettings, userns_hint};
 use crate::passwd::{self, ResolvedUser, UserError};
 use crate::proto::{ChildConfig, FD_ENV, GO, PARENT_ENV, ToParent};
-use crate::spec::{Driver, DriverChoice, Network, SandboxSpec};
-use crate::subid::{MapPlan, find_range, single_id_warning};
+use crate::spec::{Driver, DriverChoice, MountKind, Network, SandboxSpec};
+use crate::subid::{
+    MapPlan, ROOT_FALLBACK_COUNT, ROOT_FALLBACK_START, SubRange, find_range, single_id_warning,
+};
 
 /// The hidden subcommand of the kiln binary that runs [`crate::child_main`].
 pub const CHILD_SUBCOMMAND: &str = "__sandbox-child";
@@ -154,12 +156,33 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 pub fn plan_mapping() -> Result<(MapPlan, Vec<String>), RuntimeError> {
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
-    if uid == 0 {
-        return Ok((MapPlan::Identity, Vec::new()));
-    }
     let name = host_user_name(uid);
     let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
     let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    if uid == 0 {
+        // never the identity map: a step's root would pass every permission
+        // check on host objects (global sysctls, /dev inodes)
+        let fallback = SubRange {
+            start: ROOT_FALLBACK_START,
+            count: ROOT_FALLBACK_COUNT,
+        };
+        let plan = match (
+            find_range(&subuid, &name, uid),
+            find_range(&subgid, &name, uid),
+        ) {
+            (Some(uids), Some(gids)) if uids.start > 0 && gids.start > 0 => MapPlan::Root {
+                uids,
+                gids,
+                from_subid: true,
+            },
+            _ => MapPlan::Root {
+                uids: fallback,
+                gids: fallback,
+                from_subid: false,
+            },
+        };
+        return Ok((plan, Vec::new()));
+    }
     match (
         find_range(&subuid, &name, uid),
         find_range(&subgid, &name, uid),
@@ -198,6 +221,10 @@ fn write_maps(plan: &MapPlan, pid: u32) -> Result<(), RuntimeError> {
         MapPlan::Identity => {
             write("uid_map", "0 0 4294967295\n")?;
             write("gid_map", "0 0 4294967295\n")
+        }
+        MapPlan::Root { uids, gids, .. } => {
+            write("uid_map", &format!("0 {} {}\n", uids.start, uids.count))?;
+            write("gid_map", &format!("0 {} {}\n", gids.start, gids.count))
         }
         MapPlan::Single { uid, gid } => {
             // an unprivileged gid_map needs setgroups denied first
@@ -387,6 +414,8 @@ struct Started {
     sock: OwnedFd,
     /// none for helper jobs (apply, write, chown), which mount nothing
     state: Option<StateDir>,
+    /// what to send idmapped with `GO` (real root's steps and probes)
+    idmap: Vec<PathBuf>,
 }
 
 /// How many supervisors of finished steps are still removing their state
@@ -508,6 +537,29 @@ impl Runtime {
         } else {
             Some(self.state_dir(cfg, state_parent).map_err(state_err)?)
         };
+        if !job && rustix::process::geteuid().is_root() {
+            // real root's sandbox is unprivileged on the host: it sees the
+            // store's directories through idmapped mounts (idmap.rs)
+            let sources = cfg.mounts.iter().filter_map(|m| match &m.kind {
+                MountKind::Bind { source, .. }
+                | MountKind::Cache { source }
+                | MountKind::Secret { source } => Some(source.clone()),
+                MountKind::Tmpfs { .. } => None,
+            });
+            let lowers = cfg
+                .lowers_top_first
+                .iter()
+                .filter_map(|l| l.parent().map(Path::to_path_buf));
+            let sources: Vec<PathBuf> = sources
+                .map(std::path::absolute)
+                .collect::<Result<_, _>>()
+                .map_err(state_err)?;
+            cfg.idmap = crate::idmap::roots(
+                lowers
+                    .chain(std::iter::once(state_parent.to_path_buf()))
+                    .chain(sources),
+            );
+        }
         let (ours, theirs) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -570,6 +622,7 @@ impl Runtime {
             child,
             sock: ours,
             state,
+            idmap: cfg.idmap.clone(),
         })
     }
 
@@ -707,6 +760,8 @@ impl Runtime {
             network: spec.network,
             driver,
             cleanup: None,
+            idmap: Vec::new(),
+            pids_limit: spec.pids_limit.unwrap_or(crate::spec::DEFAULT_PIDS_LIMIT),
         };
         let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &state_parent, &upper)?;
@@ -722,7 +777,7 @@ impl Runtime {
         let mut d = r?;
         if !d.stubs.is_empty() {
             let owner = match &plan {
-                MapPlan::Identity => (0, 0),
+                MapPlan::Identity | MapPlan::Root { .. } => (0, 0),
                 MapPlan::Single { uid, gid } | MapPlan::Subordinate { uid, gid, .. } => {
                     (*uid, *gid)
                 }
@@ -744,7 +799,7 @@ impl Runtime {
             timed_out: d.timed_out,
             cancelled: d.cancelled,
             driver,
-            id_mapping: plan.mapping(),
+            id_mapping: plan.disk_mapping(),
             plan,
             warnings,
             duration: t0.elapsed(),
@@ -767,7 +822,7 @@ impl Runtime {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        if plan == MapPlan::Identity {
+        if plan.is_root() {
             // real root needs no namespace, and only outside one may it make
             // device nodes
             let opts = kiln_layer::ApplyOptions {
@@ -779,6 +834,7 @@ impl Runtime {
                 ownership: kiln_layer::Ownership::Keep,
                 id_map: None,
                 xattrs: true,
+                ..Default::default()
             };
             return kiln_layer::apply_tar(layer, target, &opts).map_err(|e| RuntimeError::Setup {
                 stage: "apply the layer".into(),
@@ -851,7 +907,7 @@ impl Runtime {
         remove: bool,
     ) -> Result<kiln_layer::WriteSummary, RuntimeError> {
         let (plan, _) = plan_mapping()?;
-        if plan == MapPlan::Identity {
+        if plan.is_root() {
             let sum =
                 kiln_layer::write_tar(dir, &mut *out, opts).map_err(|e| RuntimeError::Setup {
                     stage: "write the layer".into(),
@@ -956,7 +1012,7 @@ impl Runtime {
             chown: Some(list),
             ..ChildConfig::job(first.clone())
         };
-        if plan == MapPlan::Identity {
+        if plan.is_root() {
             return chown_here(cfg.chown.as_deref().unwrap_or_default());
         }
         let mut st = self.start(&mut cfg, scratch, &first)?;
@@ -1135,6 +1191,33 @@ struct Driven {
     chowned: Option<u64>,
 }
 
+/// The idmapped clones of `st.idmap`, made with the user namespace of the
+/// supervisor `pid` (its maps are written).
+fn idmapped(st: &Started, pid: u32) -> Result<Vec<OwnedFd>, RuntimeError> {
+    if st.idmap.is_empty() {
+        return Ok(Vec::new());
+    }
+    let setup = |e: io::Error| RuntimeError::Setup {
+        stage: "idmapped mounts for root's sandbox".into(),
+        message: e.to_string(),
+    };
+    let userns = std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(setup)?;
+    crate::idmap::make(&st.idmap, userns.as_fd()).map_err(setup)
+}
+
+/// `GO`, with the idmapped mounts attached as SCM_RIGHTS (unix(7)).
+fn send_go(sock: &OwnedFd, fds: &[OwnedFd]) -> rustix::io::Result<()> {
+    if fds.is_empty() {
+        return rustix::net::send(sock, GO, SendFlags::NOSIGNAL).map(drop);
+    }
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(borrowed.len()))];
+    let mut anc = rustix::net::SendAncillaryBuffer::new(&mut space);
+    anc.push(rustix::net::SendAncillaryMessage::ScmRights(&borrowed));
+    rustix::net::sendmsg(sock, &[io::IoSlice::new(GO)], &mut anc, SendFlags::NOSIGNAL).map(drop)
+}
+
 fn drive(
     st: &mut Started,
     plan: &MapPlan,
@@ -1237,15 +1320,17 @@ fn drive(
                         })?;
                     match msg {
                         ToParent::NeedMaps => {
-                            if let Err(e) = write_maps(plan, pid) {
-                                let _ = rustix::net::send(&st.sock, b"no", SendFlags::NOSIGNAL);
-                                return Err(e);
-                            }
-                            rustix::net::send(&st.sock, GO, SendFlags::NOSIGNAL).map_err(|e| {
-                                RuntimeError::Io {
-                                    what: "releasing the sandbox child",
-                                    source: e.into(),
+                            let idmapped = write_maps(plan, pid).and_then(|()| idmapped(st, pid));
+                            let fds = match idmapped {
+                                Ok(fds) => fds,
+                                Err(e) => {
+                                    let _ = rustix::net::send(&st.sock, b"no", SendFlags::NOSIGNAL);
+                                    return Err(e);
                                 }
+                            };
+                            send_go(&st.sock, &fds).map_err(|e| RuntimeError::Io {
+                                what: "releasing the sandbox child",
+                                source: e.into(),
                             })?;
                         }
                         ToParent::Driver(drv) => d.driver = Some(drv),

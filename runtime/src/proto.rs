@@ -52,6 +52,14 @@ pub struct ChildConfig {
     /// step's exit (the parent does not wait for that)
     #[serde(default)]
     pub cleanup: Option<PathBuf>,
+    /// real root: the host paths the parent sends as idmapped clones with
+    /// `GO` (SCM_RIGHTS, this order), attached on themselves by the
+    /// supervisor (`idmap.rs`)
+    #[serde(default)]
+    pub idmap: Vec<PathBuf>,
+    /// RLIMIT_NPROC of the step
+    #[serde(default)]
+    pub pids_limit: u64,
 }
 
 impl ChildConfig {
@@ -80,6 +88,8 @@ impl ChildConfig {
             network: Network::Host,
             driver: DriverChoice::Auto,
             cleanup: None,
+            idmap: Vec::new(),
+            pids_limit: crate::spec::DEFAULT_PIDS_LIMIT,
         }
     }
 }

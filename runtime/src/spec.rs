@@ -5,6 +5,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The process limit of a step that sets none: a fork bomb stops there
+/// instead of taking the host (podman's default is 2048; BuildKit sets none).
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// The size of a tmpfs mount that sets none (the kernel's default is half
+/// of RAM, per mount).
+pub const DEFAULT_TMPFS_SIZE: u64 = 1 << 30;
+
 /// One build step to run in a sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -33,6 +41,10 @@ pub struct SandboxSpec {
     /// killed (the whole pid namespace) after this long
     pub timeout: Option<Duration>,
     pub driver: DriverChoice,
+    /// most processes (and threads) the step may have at once; `None` is
+    /// the runtime's default ([`DEFAULT_PIDS_LIMIT`])
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
 }
 
 impl SandboxSpec {
@@ -51,6 +63,7 @@ impl SandboxSpec {
             network: Network::Host,
             timeout: None,
             driver: DriverChoice::Auto,
+            pids_limit: None,
         }
     }
 }

@@ -29,12 +29,34 @@ pub fn find_range(text: &str, name: &str, id: u32) -> Option<SubRange> {
     })
 }
 
+/// Where real root's sandboxes live when root has no /etc/subuid entry:
+/// 65536 IDs at 2^31, above every range `useradd` hands out (podman's
+/// `--userns=auto` takes its ranges the same way, from a fixed pool).
+pub const ROOT_FALLBACK_START: u32 = 1 << 31;
+/// The size of that range: the 16-bit IDs images use (65534 is `nobody`).
+pub const ROOT_FALLBACK_COUNT: u32 = 65536;
+
 /// How the sandbox's user namespace is mapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapPlan {
-    /// Real root: every ID maps to itself, written straight to
-    /// /proc/PID/{uid,gid}_map.
+    /// Every ID maps to itself. Not chosen by [`crate::plan_mapping`] any
+    /// more (a step's root would be the host's root for every permission
+    /// check: global sysctls, host device inodes); kept for callers that
+    /// describe an on-disk tree written by real root.
     Identity,
+    /// Real root: the sandbox's IDs `0..count` are the unprivileged host
+    /// range `start..start+count` (root's own /etc/subuid entry, else
+    /// [`ROOT_FALLBACK_START`]), written straight to /proc/PID/{uid,gid}_map.
+    /// The store keeps its files as container IDs (as real root writes
+    /// them): the sandbox sees its layers and writes its upper through
+    /// idmapped mounts (mount_setattr(2) `MOUNT_ATTR_IDMAP`) made with this
+    /// namespace, so on-disk ownership and layer digests do not change.
+    Root {
+        uids: SubRange,
+        gids: SubRange,
+        /// the range is root's /etc/subuid and /etc/subgid entry
+        from_subid: bool,
+    },
     /// Container root is the calling user, container IDs 1.. are the
     /// subordinate ranges, written by the set-ID helpers newuidmap and
     /// newgidmap.
@@ -59,6 +81,18 @@ impl MapPlan {
         };
         match *self {
             MapPlan::Identity => IdMapping::identity(),
+            MapPlan::Root { uids, gids, .. } => IdMapping {
+                uids: vec![IdRange {
+                    container: 0,
+                    host: uids.start,
+                    size: uids.count,
+                }],
+                gids: vec![IdRange {
+                    container: 0,
+                    host: gids.start,
+                    size: gids.count,
+                }],
+            },
             MapPlan::Single { uid, gid } => IdMapping {
                 uids: vec![one(0, uid)],
                 gids: vec![one(0, gid)],
@@ -89,10 +123,44 @@ impl MapPlan {
         }
     }
 
+    /// How files in the store and in an upper directory are owned: the
+    /// container IDs themselves for real root (idmapped mounts translate),
+    /// else the namespace's host IDs.
+    pub fn disk_mapping(&self) -> IdMapping {
+        match self {
+            MapPlan::Root { .. } => IdMapping::identity(),
+            _ => self.mapping(),
+        }
+    }
+
+    /// Real root, whose store holds container IDs as they are: layers are
+    /// applied, written and chowned in-process, no namespace needed.
+    pub fn is_root(&self) -> bool {
+        matches!(self, MapPlan::Identity | MapPlan::Root { .. })
+    }
+
     /// One line for `kiln info` and logs.
     pub fn describe(&self) -> String {
         match self {
             MapPlan::Identity => "identity (real root)".into(),
+            MapPlan::Root {
+                uids,
+                gids,
+                from_subid,
+            } => format!(
+                "root mapped to an unprivileged range ({}): container uid 0-{} = {}-{}, gid 0-{} = {}-{}",
+                if *from_subid {
+                    "root's entry in `/etc/subuid` and `/etc/subgid`"
+                } else {
+                    "fixed range, root has no `/etc/subuid` entry"
+                },
+                uids.count - 1,
+                uids.start,
+                uids.start as u64 + uids.count as u64 - 1,
+                gids.count - 1,
+                gids.start,
+                gids.start as u64 + gids.count as u64 - 1
+            ),
             MapPlan::Subordinate {
                 uid,
                 gid,

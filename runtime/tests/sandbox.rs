@@ -423,7 +423,7 @@ fn layers_apply_with_ownership_inside_the_user_namespace() {
         .unwrap();
     assert_eq!(sum.entries, 5);
     let (plan, _) = kiln_runtime::plan_mapping().unwrap();
-    let map = plan.mapping();
+    let map = plan.disk_mapping();
     let uid = |p: &str| std::fs::symlink_metadata(target.join(p)).unwrap().uid();
     assert_eq!(uid("home/dev"), map.uid_to_host(1000).unwrap());
     assert_eq!(uid("home/nonroot"), map.uid_to_host(65532).unwrap());
@@ -605,7 +605,7 @@ fn chown_and_write_layer_inside_the_user_namespace() {
     )
     .unwrap();
     let (plan, _) = kiln_runtime::plan_mapping().unwrap();
-    let map = plan.mapping();
+    let map = plan.disk_mapping();
     let app = std::fs::symlink_metadata(tree.join("app")).unwrap();
     assert_eq!(app.uid(), map.uid_to_host(65532).unwrap());
     assert_eq!(

@@ -39,7 +39,20 @@ fn info_reports_driver_mapping_and_namespaces() {
     let root = info(None);
     assert_eq!(root["root"], true);
     assert_eq!(root["driver"], "overlay");
-    assert_eq!(root["id_mapping"], "identity (real root)");
+    // real root's steps run as an unprivileged host range, and `kiln info`
+    // says which: root's /etc/subuid entry, else the fixed one
+    let mapping = root["id_mapping"].as_str().unwrap();
+    assert!(
+        mapping.starts_with("root mapped to an unprivileged range"),
+        "{mapping}"
+    );
+    let root_entry = std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("root:") || l.starts_with("0:"));
+    if !root_entry {
+        assert!(mapping.contains("= 2147483648-2147549183"), "{mapping}");
+    }
     assert_eq!(root["namespaces"].as_array().unwrap().len(), 6);
 
     let user = info(Some("kilntest"));

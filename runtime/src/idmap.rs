@@ -1,0 +1,148 @@
+//! Idmapped mounts for real root's sandboxes.
+//!
+//! Real root's sandbox maps its IDs to an unprivileged host range
+//! ([`crate::MapPlan::Root`]), but the store keeps files owned by their
+//! container IDs, as real root writes them. So that the step sees its
+//! layers with their owners and its changes land in the upper directory as
+//! container IDs, every host directory the sandbox uses (the lowers' parent,
+//! the upper's parent, the sources of binds, cache mounts and secrets) is
+//! given to it through an idmapped clone made with the sandbox's own user
+//! namespace (mount_setattr(2), `MOUNT_ATTR_IDMAP`): on-disk ID `n` reads as
+//! the namespace's `n`.
+//!
+//! Only a process privileged over the filesystem's user namespace (the
+//! parent, real root) may make such a mount, and only one privileged over a
+//! mount's namespace may use it as an overlay layer (overlayfs clones its
+//! layers: `clone_private_mount` wants `CAP_SYS_ADMIN` there). So the parent
+//! makes detached clones ([`make`]) and the supervisor, inside the user
+//! namespace, attaches each on top of its own path in a mount namespace of
+//! its own ([`attach`]): every path stays what it was, only its owners read
+//! differently, and the copying driver and the state directory's removal see
+//! the same view as the step.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// The directories (or files) to map for a sandbox: `paths` reduced to
+/// distinct entries, parents before what lies below them (a later attach
+/// on a path inside an earlier one lands on top of it, not under it).
+pub(crate) fn roots(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = paths.into_iter().collect();
+    out.sort_by_key(|p| (p.components().count(), p.clone()));
+    out.dedup();
+    out
+}
+
+/// Detached clones of `roots`, idmapped with the user namespace `userns`.
+pub(crate) fn make(roots: &[PathBuf], userns: BorrowedFd<'_>) -> io::Result<Vec<OwnedFd>> {
+    roots
+        .iter()
+        .map(|root| {
+            let fd = rustix::mount::open_tree(
+                rustix::fs::CWD,
+                root.as_path(),
+                OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map_err(|e| with_path(e.into(), "clone", root))?;
+            let attr = MountAttr {
+                attr_set: MOUNT_ATTR_IDMAP,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: userns.as_raw_fd() as u64,
+            };
+            // SAFETY: mount_setattr(2) on our own descriptor, with an empty
+            // path (AT_EMPTY_PATH) and a struct of the size we pass
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                )
+            };
+            if r != 0 {
+                return Err(with_path(io::Error::last_os_error(), "idmap", root));
+            }
+            Ok(fd)
+        })
+        .collect()
+}
+
+fn with_path(e: io::Error, what: &str, p: &Path) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot {what} `{}` as an idmapped mount ({e}; idmapped mounts need Linux 5.19, and 6.3 for tmpfs)",
+            p.display()
+        ),
+    )
+}
+
+/// Attaches each clone on top of its own path, in a mount namespace of
+/// this process's own (made here: it belongs to the sandbox's user
+/// namespace, which may then use the mounts as overlay layers).
+pub(crate) fn attach(roots: &[PathBuf], fds: &[OwnedFd]) -> io::Result<()> {
+    // SAFETY: plain syscall; the supervisor is single-threaded
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )?;
+    for (root, fd) in roots.iter().zip(fds) {
+        rustix::mount::move_mount(
+            fd.as_fd(),
+            "",
+            rustix::fs::CWD,
+            root.as_path(),
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| with_path(e.into(), "attach", root))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_distinct_and_parents_come_first() {
+        let got = roots(
+            [
+                "/s/snapshots/m1",
+                "/s/snapshots",
+                "/s/tmp/exec-1",
+                "/s/snapshots",
+                "/dev/shm/kiln-secrets-1/a",
+            ]
+            .map(PathBuf::from),
+        );
+        let want: Vec<PathBuf> = [
+            "/s/snapshots",
+            "/s/snapshots/m1",
+            "/s/tmp/exec-1",
+            "/dev/shm/kiln-secrets-1/a",
+        ]
+        .map(PathBuf::from)
+        .to_vec();
+        assert_eq!(got, want);
+    }
+}
