@@ -71,6 +71,7 @@ pub(crate) enum Opt {
         rw: bool,
     },
     Network(Network),
+    Pids(u64),
     Chown(Chown),
     Chmod(u32),
     Mode(u32),
@@ -88,6 +89,7 @@ impl Opt {
             Opt::Tmpfs { .. } => "tmpfs",
             Opt::Bind { .. } => "bind",
             Opt::Network(_) => "network",
+            Opt::Pids(_) => "pids",
             Opt::Chown(_) => "chown",
             Opt::Chmod(_) => "chmod",
             Opt::Mode(_) => "mode",
@@ -161,6 +163,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("tmpfs", "tmpfs(target: string), then .size(bytes: integer)"),
     ("bind", "bind(source: path, target: string), then .rw()"),
     ("network", "network(\"host\" | \"none\")"),
+    ("pids", "pids(limit: integer, 1 to 4194304)"),
     ("chown", "chown(\"user[:group]\")"),
     ("chmod", "chmod(mode: octal integer, e.g. 0o755)"),
     ("mode", "mode(mode: octal integer, e.g. 0o644)"),
@@ -173,7 +176,7 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ("path", ".path(absolute: string) -> path"),
     (
         "run",
-        ".run(command: string | [string]) or .run(command, [cache(..), secret(..), tmpfs(..), bind(..), network(..)])",
+        ".run(command: string | [string]) or .run(command, [cache(..), secret(..), tmpfs(..), bind(..), network(..), pids(..)])",
     ),
     (
         "copy",
@@ -600,8 +603,8 @@ impl<'a> Eval<'a> {
                 let mut ok = true;
                 for item in items {
                     match self.str_arg(item, signature) {
-                        Some(s) => out.push(s),
-                        None => ok = false,
+                        Some(s) if self.no_nul(item.1, &s, "argument") => out.push(s),
+                        _ => ok = false,
                     }
                 }
                 ok.then_some(out)
@@ -713,28 +716,33 @@ impl<'a> Eval<'a> {
 
     fn chown(&mut self, arg: &Arg, signature: &str) -> Option<Chown> {
         let s = self.str_arg(arg, signature)?;
-        let (user, group) = match s.split_once(':') {
-            Some((u, g)) => (u.to_string(), Some(g.to_string())),
-            None => (s.clone(), None),
-        };
-        let bad = |p: &str| {
-            p.is_empty() || p.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
-        };
-        if bad(&user) || group.as_deref().is_some_and(bad) {
-            self.err(
-                "kiln::bad-value",
-                arg.1,
-                format!("invalid owner `{s}`"),
-                "not `user[:group]`",
-                "write a user and optional group, as names or numbers: \"65532:65532\" or \"nonroot\"",
-            );
-            return None;
-        }
+        let (user, group) = self.owner(arg.1, &s, "owner")?;
         Some(Chown { user, group })
+    }
+
+    /// A process limit: at least the step's own process, at most the
+    /// kernel's `PID_MAX_LIMIT` (more could never be reached).
+    fn pids(&mut self, arg: &Arg, signature: &str) -> Option<u64> {
+        const MAX: u64 = 4 * 1024 * 1024;
+        let (n, _) = self.int_arg(arg, signature)?;
+        if (1..=MAX).contains(&n) {
+            return Some(n);
+        }
+        self.err(
+            "kiln::bad-value",
+            arg.1,
+            format!("process limit `{n}` is out of range"),
+            if n == 0 { "no process could start" } else { "more than the kernel allows" },
+            format!("give a limit from 1 to {MAX}; without `pids(..)` a step gets the runtime's default (4096)"),
+        );
+        None
     }
 
     fn abs_path(&mut self, arg: &Arg, signature: &str, what: &str) -> Option<String> {
         let s = self.str_arg(arg, signature)?;
+        if !self.no_nul(arg.1, &s, what) {
+            return None;
+        }
         if !s.starts_with('/') {
             self.err(
                 "kiln::relative-path",
@@ -751,8 +759,68 @@ impl<'a> Eval<'a> {
         Some(s)
     }
 
+    /// Strings that become C strings (argv, environment, paths, the image
+    /// config) end at a NUL byte: what ran or was recorded would not be what
+    /// the Kilnfile says, so a NUL is an error at the string.
+    fn no_nul(&mut self, span: Span, s: &str, what: &str) -> bool {
+        if !s.contains('\0') {
+            return true;
+        }
+        self.err(
+            "kiln::nul-byte",
+            span,
+            format!("{what} contains a NUL byte"),
+            "NUL byte in this string",
+            "programs, paths and the image config cannot hold NUL (`\\0`, `\\x00`, `\\u{0}`): remove it",
+        );
+        false
+    }
+
+    /// `user[:group]` as `.user` and `chown` take it: names or numbers, a
+    /// number a valid uid/gid. `4294967295` is `(uid_t)-1`, which
+    /// setresuid/chown read as "leave unchanged": the step would stay root.
+    fn owner(&mut self, span: Span, s: &str, what: &str) -> Option<(String, Option<String>)> {
+        let (user, group) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        let bad = |p: &str| {
+            p.is_empty() || p.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control())
+        };
+        if bad(user) || group.is_some_and(bad) {
+            self.err(
+                "kiln::bad-value",
+                span,
+                format!("invalid {what} `{}`", s.escape_debug()),
+                "not `user[:group]`",
+                "write a user and optional group, as names or numbers: \"65532:65532\" or \"nonroot\"",
+            );
+            return None;
+        }
+        for (kind, id) in [("user", Some(user)), ("group", group)] {
+            let Some(id) = id.filter(|id| id.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            if id.parse::<u32>().is_ok_and(|n| n < u32::MAX) {
+                continue;
+            }
+            self.err(
+                "kiln::bad-value",
+                span,
+                format!("{kind} id `{id}` is out of range"),
+                "not a valid user or group id",
+                "numeric ids go from 0 to 4294967294 (4294967295 is the \"no id\" value, which would leave the step running as root)",
+            );
+            return None;
+        }
+        Some((user.to_string(), group.map(str::to_string)))
+    }
+
     fn nonempty(&mut self, arg: &Arg, signature: &str, what: &str) -> Option<String> {
         let s = self.str_arg(arg, signature)?;
+        if !self.no_nul(arg.1, &s, what) {
+            return None;
+        }
         if s.is_empty() {
             self.err(
                 "kiln::bad-value",
@@ -915,6 +983,7 @@ impl<'a> Eval<'a> {
                         Network::None
                     })
                 })),
+            "pids" => r(self.pids(&args[0], signature).map(Opt::Pids)),
             "chown" => r(self.chown(&args[0], signature).map(Opt::Chown)),
             "chmod" => r(self.mode_arg(&args[0], signature).map(Opt::Chmod)),
             "mode" => r(self.mode_arg(&args[0], signature).map(Opt::Mode)),
@@ -1209,6 +1278,9 @@ impl<'a> Eval<'a> {
 
     fn context_path(&mut self, arg: &Arg, signature: &str) -> Option<String> {
         let s = self.str_arg(arg, signature)?;
+        if !self.no_nul(arg.1, &s, "context path") {
+            return None;
+        }
         if s.starts_with('/') {
             self.err(
                 "kiln::context-path",
@@ -1443,6 +1515,9 @@ impl<'a> Eval<'a> {
                 }
                 let (argv, label) = match &args[0].0 {
                     Value::Str(s) => {
+                        if !self.no_nul(args[0].1, s, "command") {
+                            return Value::Poison;
+                        }
                         if s.trim().is_empty() {
                             self.err(
                                 "kiln::bad-value",
@@ -1477,7 +1552,7 @@ impl<'a> Eval<'a> {
                 let Some(opts) = self.opts_arg(
                     args.get(1),
                     "run",
-                    &["cache", "secret", "tmpfs", "bind", "network"],
+                    &["cache", "secret", "tmpfs", "bind", "network", "pids"],
                     signature,
                 ) else {
                     return Value::Poison;
@@ -1487,6 +1562,10 @@ impl<'a> Eval<'a> {
                     let m = match o {
                         Opt::Network(n) => {
                             exec = exec.network(n);
+                            continue;
+                        }
+                        Opt::Pids(n) => {
+                            exec = exec.pids_limit(n);
                             continue;
                         }
                         Opt::Cache {
@@ -1659,8 +1738,15 @@ impl<'a> Eval<'a> {
                 step(self, s, format!("rm {path}"))
             }
             "env" | "label" => {
-                let k = self.nonempty(&args[0], signature, "key");
-                let v = self.str_arg(&args[1], signature);
+                let (key, value) = if name == "env" {
+                    ("environment variable name", "environment variable value")
+                } else {
+                    ("label key", "label value")
+                };
+                let k = self.nonempty(&args[0], signature, key);
+                let v = self
+                    .str_arg(&args[1], signature)
+                    .filter(|v| self.no_nul(args[1].1, v, value));
                 let (Some(k), Some(v)) = (k, v) else {
                     return Value::Poison;
                 };
@@ -1684,10 +1770,15 @@ impl<'a> Eval<'a> {
                 Some(p) => config(st.workdir(&p)),
                 None => Value::Poison,
             },
-            "user" => match self.nonempty(&args[0], signature, "user") {
-                Some(u) => config(st.user(u)),
-                None => Value::Poison,
-            },
+            "user" => {
+                let owner = self
+                    .nonempty(&args[0], signature, "user")
+                    .and_then(|u| self.owner(args[0].1, &u, "user").map(|_| u));
+                match owner {
+                    Some(u) => config(st.user(u)),
+                    None => Value::Poison,
+                }
+            }
             "entrypoint" | "cmd" => {
                 if let Value::Str(s) = &args[0].0 {
                     self.err(

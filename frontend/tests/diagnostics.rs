@@ -62,6 +62,7 @@ fn diagnostics_corpus() {
         "kiln::duplicate-binding",
         "kiln::missing-build-arg",
         "kiln::no-target",
+        "kiln::nul-byte",
         "kiln::relative-path",
         "kiln::run-without-shell",
         "kiln::self-copy",

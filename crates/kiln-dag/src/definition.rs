@@ -68,7 +68,7 @@ impl Definition {
             vertices,
             root: state.node.digest,
             config_from: state.base.digest,
-            config: (*state.config).clone(),
+            config: state.config().clone(),
             platform: state.platform.clone(),
         }
     }
@@ -187,6 +187,9 @@ fn summary(op: &Op) -> String {
             let mut s = format!("exec {:?}", x.args);
             if x.network != crate::Network::Host {
                 s.push_str(" network=none");
+            }
+            if let Some(n) = x.pids_limit {
+                let _ = write!(s, " pids={n}");
             }
             for m in &x.mounts {
                 let _ = write!(s, " mount={}", m.target);

@@ -117,6 +117,11 @@ pub struct ExecOp {
     /// The input whose image config (env, user, workdir) this step inherits:
     /// the source its stage started from.
     pub config_from: Option<InputIndex>,
+    /// At most this many processes in the step; `None` is the runtime's
+    /// default. Encoded (and serialized) only when set, so the digests of
+    /// steps without it are those from before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -330,6 +335,13 @@ impl Canonical for ExecOp {
                 e.u64(i as u64);
             }
             None => e.bool(false),
+        }
+        // A trailing tag: nothing else an exec op encodes ends with one, and
+        // what follows the op (the input count) is a `u`, so this stays
+        // unambiguous without changing older digests.
+        if let Some(n) = self.pids_limit {
+            e.tag("pids_limit");
+            e.u64(n);
         }
     }
 }

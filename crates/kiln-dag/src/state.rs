@@ -3,9 +3,15 @@
 //! A [`State`] is a filesystem (a vertex) plus the image configuration built
 //! up so far. Every method returns a new `State` and leaves the old one
 //! usable, so stages can branch freely; cloning is cheap (reference counts).
+//!
+//! The configuration is persistent: a `.env`/`.label`/`.expose` call adds one
+//! link in front of the previous state's list instead of copying it, so a
+//! chain of n such calls costs O(n) in time and memory whichever of its
+//! states are kept. The lists become an [`ImageConfig`] only where one is
+//! asked for ([`State::config`], a `run`'s environment, a definition).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +121,7 @@ pub struct State {
     pub(crate) node: Arc<Node>,
     /// The source this stage started from: its image config is inherited.
     pub(crate) base: Arc<Node>,
-    pub(crate) config: Arc<ImageConfig>,
+    config: Arc<Config>,
     pub(crate) platform: Option<Platform>,
 }
 
@@ -123,8 +129,133 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("digest", &self.node.digest)
-            .field("config", &self.config)
+            .field("config", self.config())
             .finish()
+    }
+}
+
+/// One link of a persistent list, newest first.
+struct Link<T> {
+    item: T,
+    prev: Option<Arc<Link<T>>>,
+}
+
+impl<T> Drop for Link<T> {
+    /// Iterative, like [`Node`]'s: a recursive drop of a 65,535-link list
+    /// would overflow the stack.
+    fn drop(&mut self) {
+        let mut prev = self.prev.take();
+        while let Some(link) = prev {
+            prev = Arc::into_inner(link).and_then(|mut l| l.prev.take());
+        }
+    }
+}
+
+fn push<T>(list: &Option<Arc<Link<T>>>, item: T) -> Option<Arc<Link<T>>> {
+    Some(Arc::new(Link {
+        item,
+        prev: list.clone(),
+    }))
+}
+
+/// Newest first.
+fn items<T>(list: &Option<Arc<Link<T>>>) -> impl Iterator<Item = &T> {
+    std::iter::successors(list.as_deref(), |l| l.prev.as_deref()).map(|l| &l.item)
+}
+
+/// An `.env` call; `memo` is the whole environment at this link once a
+/// `run` (or [`State::config`]) needed it, so the next one starts there.
+struct EnvSet {
+    key: String,
+    value: String,
+    memo: OnceLock<Arc<Vec<(String, String)>>>,
+}
+
+/// The configuration of a [`State`]; see the module docs.
+#[derive(Default)]
+struct Config {
+    env: Option<Arc<Link<EnvSet>>>,
+    labels: Option<Arc<Link<(String, String)>>>,
+    ports: Option<Arc<Link<String>>>,
+    workdir: Option<Arc<str>>,
+    user: Option<Arc<str>>,
+    entrypoint: Option<Arc<Vec<String>>>,
+    cmd: Option<Arc<Vec<String>>>,
+    /// Materialized on first use (boxed: most states never need it).
+    full: OnceLock<Box<ImageConfig>>,
+}
+
+impl Config {
+    /// A copy sharing every list (the memo is not copied).
+    fn derive(&self) -> Config {
+        Config {
+            env: self.env.clone(),
+            labels: self.labels.clone(),
+            ports: self.ports.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            entrypoint: self.entrypoint.clone(),
+            cmd: self.cmd.clone(),
+            full: OnceLock::new(),
+        }
+    }
+
+    /// Variables in the order first set, a later set replacing the value in
+    /// place.
+    fn env(&self) -> Arc<Vec<(String, String)>> {
+        let Some(head) = &self.env else {
+            return Arc::default();
+        };
+        if let Some(m) = head.item.memo.get() {
+            return m.clone();
+        }
+        // Walk back to the nearest link that knows its environment, then
+        // replay the sets after it.
+        let mut pending = Vec::new();
+        let mut base: Vec<(String, String)> = Vec::new();
+        let mut cur = Some(head);
+        while let Some(link) = cur {
+            if let Some(m) = link.item.memo.get() {
+                base = (**m).clone();
+                break;
+            }
+            pending.push(&link.item);
+            cur = link.prev.as_ref();
+        }
+        let mut slot: HashMap<String, usize> = base
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        for set in pending.into_iter().rev() {
+            match slot.get(&set.key) {
+                Some(&i) => base[i].1.clone_from(&set.value),
+                None => {
+                    slot.insert(set.key.clone(), base.len());
+                    base.push((set.key.clone(), set.value.clone()));
+                }
+            }
+        }
+        head.item.memo.get_or_init(|| Arc::new(base)).clone()
+    }
+
+    fn full(&self) -> &ImageConfig {
+        self.full.get_or_init(|| {
+            let mut labels = BTreeMap::new();
+            // Newest first, so the first value seen for a key wins.
+            for (k, v) in items(&self.labels) {
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            Box::new(ImageConfig {
+                env: (*self.env()).clone(),
+                workdir: self.workdir.as_deref().map(str::to_string),
+                user: self.user.as_deref().map(str::to_string),
+                entrypoint: self.entrypoint.as_deref().cloned(),
+                cmd: self.cmd.as_deref().cloned(),
+                labels,
+                exposed_ports: items(&self.ports).cloned().collect(),
+            })
+        })
     }
 }
 
@@ -178,6 +309,9 @@ pub struct Exec {
     pub args: Vec<String>,
     pub mounts: Vec<ExecMount>,
     pub network: Network,
+    /// At most this many processes (threads included) in the step; `None`
+    /// leaves the runtime's default.
+    pub pids_limit: Option<u64>,
 }
 
 impl Exec {
@@ -196,6 +330,7 @@ impl Exec {
             args: args.into_iter().map(Into::into).collect(),
             mounts: Vec::new(),
             network: Network::Host,
+            pids_limit: None,
         }
     }
 
@@ -206,6 +341,11 @@ impl Exec {
 
     pub fn network(mut self, n: Network) -> Exec {
         self.network = n;
+        self
+    }
+
+    pub fn pids_limit(mut self, n: u64) -> Exec {
+        self.pids_limit = Some(n);
         self
     }
 }
@@ -252,7 +392,7 @@ impl State {
         State {
             base: node.clone(),
             node,
-            config: Arc::new(ImageConfig::default()),
+            config: Arc::new(Config::default()),
             platform,
         }
     }
@@ -331,8 +471,8 @@ impl State {
         }
     }
 
-    fn with_config(&self, f: impl FnOnce(&mut ImageConfig)) -> State {
-        let mut config = (*self.config).clone();
+    fn with_config(&self, f: impl FnOnce(&mut Config)) -> State {
+        let mut config = self.config.derive();
         f(&mut config);
         State {
             config: Arc::new(config),
@@ -435,12 +575,13 @@ impl State {
         }
         let op = ExecOp {
             args: exec.args,
-            env: self.config.env.clone(),
-            cwd: self.config.workdir.clone(),
-            user: self.config.user.clone(),
+            env: (*self.config.env()).clone(),
+            cwd: self.config.workdir.as_deref().map(str::to_string),
+            user: self.config.user.as_deref().map(str::to_string),
             network: exec.network,
             mounts,
             config_from,
+            pids_limit: exec.pids_limit,
         };
         self.with_node(Node::new(Op::Exec(op), inputs))
     }
@@ -511,11 +652,12 @@ impl State {
 
     /// Sets an environment variable for later steps and the image.
     pub fn env(&self, key: impl Into<String>, value: impl Into<String>) -> State {
-        let (key, value) = (key.into(), value.into());
-        self.with_config(|c| match c.env.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => c.env.push((key, value)),
-        })
+        let set = EnvSet {
+            key: key.into(),
+            value: value.into(),
+            memo: OnceLock::new(),
+        };
+        self.with_config(|c| c.env = push(&c.env, set))
     }
 
     /// Sets the working directory (relative paths join the current one).
@@ -523,33 +665,31 @@ impl State {
     /// to exist adds a [`State::mkdir`].
     pub fn workdir(&self, path: &str) -> State {
         let resolved = resolve_path(self.cwd(), path.trim_end_matches('/'));
-        self.with_config(|c| c.workdir = Some(resolved))
+        self.with_config(|c| c.workdir = Some(resolved.into()))
     }
 
     pub fn user(&self, user: impl Into<String>) -> State {
-        let user = user.into();
-        self.with_config(|c| c.user = Some(user))
+        let user: String = user.into();
+        self.with_config(|c| c.user = Some(user.into()))
     }
 
     /// Sets the entrypoint; an inherited command is cleared, as docker does.
     pub fn entrypoint(&self, argv: Vec<String>) -> State {
         self.with_config(|c| {
-            c.entrypoint = Some(argv);
+            c.entrypoint = Some(Arc::new(argv));
             if c.cmd.is_none() {
-                c.cmd = Some(Vec::new());
+                c.cmd = Some(Arc::default());
             }
         })
     }
 
     pub fn cmd(&self, argv: Vec<String>) -> State {
-        self.with_config(|c| c.cmd = Some(argv))
+        self.with_config(|c| c.cmd = Some(Arc::new(argv)))
     }
 
     pub fn label(&self, key: impl Into<String>, value: impl Into<String>) -> State {
         let (k, v) = (key.into(), value.into());
-        self.with_config(|c| {
-            c.labels.insert(k, v);
-        })
+        self.with_config(|c| c.labels = push(&c.labels, (k, v)))
     }
 
     /// Declares a port, `8080` meaning `8080/tcp`.
@@ -559,9 +699,7 @@ impl State {
         } else {
             format!("{port}/tcp")
         };
-        self.with_config(|c| {
-            c.exposed_ports.insert(port);
-        })
+        self.with_config(|c| c.ports = push(&c.ports, port))
     }
 
     /// Attaches a name and source location to the current vertex. They travel
@@ -600,7 +738,7 @@ impl State {
     }
 
     pub fn config(&self) -> &ImageConfig {
-        &self.config
+        self.config.full()
     }
 
     pub fn platform(&self) -> Option<&Platform> {

@@ -262,3 +262,97 @@ proptest! {
         prop_assert_ne!(build(None).digest(), build(Some(&c)).digest());
     }
 }
+
+#[test]
+fn pids_limit_is_digested_only_when_set() {
+    let base = State::image("docker.io/library/debian:bookworm", None);
+    let plain = base.run(Exec::shell("make"));
+    let limited = base.run(Exec::shell("make").pids_limit(100));
+    let other = base.run(Exec::shell("make").pids_limit(200));
+    assert_ne!(plain.digest(), limited.digest());
+    assert_ne!(limited.digest(), other.digest());
+    let Op::Exec(x) = limited.op() else {
+        panic!("not exec")
+    };
+    assert_eq!(x.pids_limit, Some(100));
+    // Unset, it is absent from the JSON form (and, as the go-hello snapshot
+    // shows, from the encoding).
+    assert!(!plain.definition().to_json().contains("pids_limit"));
+    assert!(
+        limited
+            .definition()
+            .to_json()
+            .contains("\"pids_limit\": 100")
+    );
+}
+
+#[test]
+fn config_chains_keep_set_order_and_last_value() {
+    let s = State::scratch()
+        .env("A", "1")
+        .env("B", "2")
+        .label("z", "1")
+        .label("a", "1")
+        .expose("80")
+        .env("A", "3")
+        .label("z", "2")
+        .expose("80");
+    let c = s.config();
+    assert_eq!(
+        c.env,
+        vec![("A".into(), "3".into()), ("B".into(), "2".into())]
+    );
+    assert_eq!(
+        c.labels.iter().collect::<Vec<_>>(),
+        [
+            (&"a".to_string(), &"1".to_string()),
+            (&"z".into(), &"2".into())
+        ]
+    );
+    assert_eq!(c.exposed_ports.len(), 1);
+    // A run in between remembers the environment at that point; later sets
+    // still replace in place.
+    let mid = State::scratch().env("A", "1").env("B", "2");
+    let ran = mid.run(Exec::shell("x")).env("A", "9").env("C", "3");
+    let Op::Exec(x) = ran.run(Exec::shell("y")).op().clone() else {
+        panic!("not exec")
+    };
+    assert_eq!(
+        x.env,
+        vec![
+            ("A".into(), "9".into()),
+            ("B".into(), "2".into()),
+            ("C".into(), "3".into())
+        ]
+    );
+    // The earlier state is unchanged.
+    assert_eq!(mid.config().env.len(), 2);
+    assert_eq!(mid.config().env[0].1, "1");
+}
+
+#[test]
+fn long_config_chains_are_linear_and_drop_without_overflow() {
+    // Every state of the chain kept alive, as a Kilnfile binding each does:
+    // with a copied config per state this held 65,535²/2 entries.
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let mut kept = vec![State::scratch()];
+            for i in 0..65_535 {
+                let last = kept.last().unwrap();
+                let next = if i % 2 == 0 {
+                    last.env(format!("K{i}"), "v")
+                } else {
+                    last.label(format!("l{i}"), "v")
+                };
+                kept.push(next);
+            }
+            let c = kept.last().unwrap().config();
+            assert_eq!(c.env.len(), 32_768);
+            assert_eq!(c.labels.len(), 32_767);
+            drop(kept);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

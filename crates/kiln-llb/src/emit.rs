@@ -508,6 +508,21 @@ impl Emitter<'_> {
                 pb::NetMode::None
             }
         };
+        // BuildKit has no pids cgroup setting per step; its `nproc` ulimit is
+        // the same bound as kiln's fallback (RLIMIT_NPROC in the step's user
+        // namespace).
+        let ulimit = match x.pids_limit {
+            Some(n) => {
+                cap_list.push("exec.meta.ulimit");
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                vec![pb::Ulimit {
+                    name: "nproc".into(),
+                    soft: n,
+                    hard: n,
+                }]
+            }
+            None => Vec::new(),
+        };
         let exec = pb::ExecOp {
             meta: Some(pb::Meta {
                 args: x.args.clone(),
@@ -518,6 +533,7 @@ impl Emitter<'_> {
                     .or_else(|| base.workdir())
                     .unwrap_or_else(|| "/".into()),
                 user: x.user.clone().or_else(|| base.user()).unwrap_or_default(),
+                ulimit,
                 ..Default::default()
             }),
             mounts,

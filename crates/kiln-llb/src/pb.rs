@@ -88,10 +88,23 @@ pub struct Meta {
     pub user: String,
     #[prost(string, tag = "7")]
     pub hostname: String,
+    #[prost(message, repeated, tag = "9")]
+    pub ulimit: Vec<Ulimit>,
     #[prost(bool, tag = "11")]
     pub remove_mount_stubs_recursive: bool,
     #[prost(int32, repeated, tag = "12")]
     pub valid_exit_codes: Vec<i32>,
+}
+
+/// A resource limit of the step's process (`setrlimit`), e.g. `nproc`.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Ulimit {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(int64, tag = "2")]
+    pub soft: i64,
+    #[prost(int64, tag = "3")]
+    pub hard: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

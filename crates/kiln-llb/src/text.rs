@@ -224,6 +224,9 @@ fn exec_text(out: &mut String, x: &pb::ExecOp) {
             let _ = writeln!(out, "    env {e}");
         }
         let _ = writeln!(out, "    cwd {:?} user {:?}", m.cwd, m.user);
+        for u in &m.ulimit {
+            let _ = writeln!(out, "    ulimit {} soft={} hard={}", u.name, u.soft, u.hard);
+        }
     }
     let net = pb::NetMode::try_from(x.network)
         .map(|n| format!("{n:?}"))

@@ -154,3 +154,35 @@ fn local_oci_sources_are_a_clear_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_process_limit_is_an_nproc_ulimit() {
+    let base = kiln_dag::State::image("docker.io/library/debian:bookworm", None);
+    let emit_exec = |exec: kiln_dag::Exec| {
+        let def = base.run(exec).definition();
+        let llb = emit(&def, &Options::new(common::amd64())).unwrap();
+        let wire = decode(&encode(&llb.definition)).unwrap();
+        let g = Graph::from_definition(&wire).unwrap();
+        g.ops
+            .iter()
+            .find_map(|o| match &o.op.op {
+                Some(Kind::Exec(x)) => Some((x.clone(), o.metadata.clone().unwrap())),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (x, meta) = emit_exec(kiln_dag::Exec::shell("make").pids_limit(64));
+    assert_eq!(
+        x.meta.unwrap().ulimit,
+        [pb::Ulimit {
+            name: "nproc".into(),
+            soft: 64,
+            hard: 64
+        }]
+    );
+    assert_eq!(meta.caps.get("exec.meta.ulimit"), Some(&true));
+    // Without a limit nothing is added (and no cap is required).
+    let (x, meta) = emit_exec(kiln_dag::Exec::shell("make"));
+    assert!(x.meta.unwrap().ulimit.is_empty());
+    assert!(!meta.caps.contains_key("exec.meta.ulimit"));
+}
