@@ -327,7 +327,7 @@ fn apply(job: &crate::proto::ApplyJob, sock: BorrowedFd<'_>) -> R<i32> {
         ownership: kiln_layer::Ownership::Keep,
         id_map: None,
         xattrs: true,
-        ..Default::default()
+        max_size: job.max_size,
     };
     let stdin = std::io::stdin().lock();
     let sum = kiln_layer::apply_tar(stdin, &job.target, &opts).map_err(|e| Fail {

@@ -822,6 +822,7 @@ impl Runtime {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        let max_size = kiln_layer::max_size_from_env();
         if plan.is_root() {
             // real root needs no namespace, and only outside one may it make
             // device nodes
@@ -834,7 +835,7 @@ impl Runtime {
                 ownership: kiln_layer::Ownership::Keep,
                 id_map: None,
                 xattrs: true,
-                ..Default::default()
+                max_size,
             };
             return kiln_layer::apply_tar(layer, target, &opts).map_err(|e| RuntimeError::Setup {
                 stage: "apply the layer".into(),
@@ -849,6 +850,7 @@ impl Runtime {
             apply: Some(crate::proto::ApplyJob {
                 target: target.clone(),
                 overlay,
+                max_size,
             }),
             ..ChildConfig::job(target.clone())
         };

@@ -99,6 +99,9 @@ pub struct ApplyJob {
     pub target: PathBuf,
     /// keep whiteouts in overlay form (a lower directory) instead of deleting
     pub overlay: bool,
+    /// `ApplyOptions::max_size`, read by the parent (the child's
+    /// environment is cleared)
+    pub max_size: u64,
 }
 
 /// A layer tar of `dir`, written by the namespace's root: rootless, a step

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
     cmd::registry::init(cli.registry);
-    let result = match cli.command {
+    let result = check_env().and_then(|()| match cli.command {
         Command::Build(args) => cmd::build::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Check(args) => cmd::check::run(args),
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         Command::Base(args) => cmd::base::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::SandboxChild(args) => cmd::sandbox_child::run(args),
-    };
+    });
     match result {
         Ok(code) => code,
         Err(report) => {
@@ -93,4 +93,12 @@ fn init_tracing(level: &str) {
         .without_time()
         .with_target(false)
         .init();
+}
+
+/// Rejects a bad `KILN_MAX_LAYER_SIZE` up front rather than warning at
+/// every layer the libraries extract.
+fn check_env() -> miette::Result<()> {
+    use miette::IntoDiagnostic as _;
+    kiln_layer::check_max_size_env().into_diagnostic()?;
+    Ok(())
 }

@@ -24,6 +24,7 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::IdMapping;
+use crate::sparse::{self, MapIn, PaxSparse};
 use crate::whiteout::{OPAQUE_MARKER, OverlayXattr, WHITEOUT_PREFIX};
 
 /// What to do with OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`).
@@ -72,6 +73,12 @@ pub struct ApplyOptions {
     pub id_map: Option<IdMapping>,
     /// Restore `SCHILY.xattr.*` records (failures are skipped with a warning).
     pub xattrs: bool,
+    /// The most bytes the regular files of one tar may add up to, counted
+    /// by apparent size (a sparse file's holes count, though they take no
+    /// disk): a bound on what a few compressed or sparse bytes can claim.
+    /// [`DEFAULT_MAX_SIZE`] unless the caller says otherwise
+    /// ([`max_size_from_env`]).
+    pub max_size: u64,
 }
 
 impl Default for ApplyOptions {
@@ -81,8 +88,83 @@ impl Default for ApplyOptions {
             ownership: Ownership::auto(),
             id_map: None,
             xattrs: true,
+            max_size: DEFAULT_MAX_SIZE,
         }
     }
+}
+
+/// The default of [`ApplyOptions::max_size`]: 64 GiB, above the largest
+/// layers of real images (CUDA and model images stay in the tens of GiB),
+/// far below what a decompression bomb or a sparse header claims.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+
+/// The environment variable kiln's CLI, worker and runtime read
+/// [`ApplyOptions::max_size`] from ([`max_size_from_env`]); [`apply_tar`]
+/// itself never reads it.
+pub const MAX_SIZE_ENV: &str = "KILN_MAX_LAYER_SIZE";
+
+/// A [`MAX_SIZE_ENV`] value that is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid `{MAX_SIZE_ENV}={value}`: write a size in bytes, optionally with a K, M, G or T suffix (powers of 1024), e.g. `{MAX_SIZE_ENV}=200G`"
+)]
+pub struct SizeLimitError {
+    pub value: String,
+}
+
+/// The apparent-size limit for applying layers: [`MAX_SIZE_ENV`] when set,
+/// else [`DEFAULT_MAX_SIZE`]; a value that is not a size is logged and the
+/// default used (the CLI rejects it up front with [`check_max_size_env`]).
+pub fn max_size_from_env() -> u64 {
+    check_max_size_env().unwrap_or_else(|e| {
+        tracing::warn!("{e}; using the default of {DEFAULT_MAX_SIZE} bytes");
+        DEFAULT_MAX_SIZE
+    })
+}
+
+/// [`MAX_SIZE_ENV`] read strictly: `123`, `512M`, `200G`, `1TiB` (powers
+/// of 1024); unset or empty is [`DEFAULT_MAX_SIZE`].
+pub fn check_max_size_env() -> Result<u64, SizeLimitError> {
+    match std::env::var_os(MAX_SIZE_ENV) {
+        None => Ok(DEFAULT_MAX_SIZE),
+        Some(v) if v.is_empty() => Ok(DEFAULT_MAX_SIZE),
+        Some(v) => {
+            let s = v.to_string_lossy();
+            parse_size(&s).ok_or_else(|| SizeLimitError {
+                value: s.into_owned(),
+            })
+        }
+    }
+}
+
+/// `123`, `512k`, `200G`, `1TiB`, `3gb`: a byte count, suffixes in powers
+/// of 1024 as docker's `--memory` reads them.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// `bytes` for messages: exact, with a binary-unit reading when it helps.
+fn show_size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes >= 1 << shift {
+            let v = bytes as f64 / (1u64 << shift) as f64;
+            return format!("{bytes} bytes ({v:.1} {unit})");
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// An entry that was not applied, and why.
@@ -137,6 +219,18 @@ pub enum ApplyError {
     Unmapped { path: String, uid: u64, gid: u64 },
     #[error("`{path}` needs `{parent}` to be a directory, but it is not")]
     NotADirectory { path: String, parent: String },
+    #[error(
+        "`{path}` brings the files of this layer to {} by apparent size, over the limit of {}; if the image is trusted, raise the limit with `{MAX_SIZE_ENV}` (e.g. `{MAX_SIZE_ENV}=200G`)",
+        show_size(*total),
+        show_size(*limit)
+    )]
+    TooLarge {
+        path: String,
+        total: u64,
+        limit: u64,
+    },
+    #[error("`{path}` is a sparse file with a bad sparse map: {reason}")]
+    SparseMap { path: String, reason: String },
 }
 
 type Comps = Vec<Vec<u8>>;
@@ -252,6 +346,8 @@ struct Applier<'a> {
     /// directories whose mode and mtime are set at the end (children change
     /// the mtime; a read-only mode would block the children)
     dirs: Vec<(Comps, u32, u64)>,
+    /// apparent size of the regular files so far, against `opts.max_size`
+    apparent: u64,
     summary: ApplySummary,
 }
 
@@ -279,6 +375,7 @@ pub fn apply_tar<R: Read>(
         opts,
         written: HashSet::new(),
         dirs: Vec::new(),
+        apparent: 0,
         summary: ApplySummary::default(),
     };
     let mut ar = tar::Archive::new(input);
@@ -302,6 +399,8 @@ struct Meta {
     mode: u32,
     mtime: u64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `GNU.sparse.*` records, in archive order
+    sparse: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Applier<'_> {
@@ -389,6 +488,7 @@ impl Applier<'_> {
             mode: h.mode()?,
             mtime: h.mtime()?,
             xattrs: Vec::new(),
+            sparse: Vec::new(),
         };
         if let Some(exts) = entry.pax_extensions()? {
             for ext in exts {
@@ -409,6 +509,9 @@ impl Applier<'_> {
                         if let Ok(t) = s.split('.').next().unwrap_or("").parse::<i64>() {
                             m.mtime = t.max(0) as u64;
                         }
+                    }
+                    _ if k.starts_with(b"GNU.sparse.") => {
+                        m.sparse.push((k.to_vec(), v.to_vec()));
                     }
                     _ => {
                         if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
@@ -565,7 +668,7 @@ impl Applier<'_> {
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
         let kind = entry.header().entry_type();
-        let comps = normalize(&entry.path_bytes());
+        let mut comps = normalize(&entry.path_bytes());
         if matches!(
             kind,
             EntryType::XGlobalHeader
@@ -578,6 +681,42 @@ impl Applier<'_> {
         let m = self
             .meta(entry)
             .map_err(|e| self.err("read the header of", &comps, e))?;
+        let file = matches!(
+            kind,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+        );
+        // the old GNU format (`S`) is read by the tar crate, the PAX ones here
+        let pax_sparse = if file && kind != EntryType::GNUSparse {
+            PaxSparse::from_records(&m.sparse).map_err(|reason| ApplyError::SparseMap {
+                path: show(&comps),
+                reason,
+            })?
+        } else {
+            None
+        };
+        if let Some(name) = pax_sparse.as_ref().and_then(|s| s.name.as_ref()) {
+            // the header's name is a placeholder (`GNUSparseFile.<pid>/...`)
+            comps = normalize(name);
+        }
+        if file {
+            // counted before anything is created: an entry over the limit
+            // leaves no trace in the target
+            let size = pax_sparse.as_ref().map_or(entry.size(), |s| s.real_size);
+            let total = self.apparent.saturating_add(size);
+            if total > self.opts.max_size {
+                return Err(ApplyError::TooLarge {
+                    path: show(&comps),
+                    total,
+                    limit: self.opts.max_size,
+                });
+            }
+            self.apparent = total;
+        }
+        // the map too is checked before anything is created
+        let sparse_map = match &pax_sparse {
+            Some(sp) => Some(self.sparse_map(entry, sp, &comps)?),
+            None => None,
+        };
         self.summary.entries += 1;
         let Some((name, parent)) = comps.split_last() else {
             // the root itself (`./`): its mode and mtime
@@ -652,7 +791,15 @@ impl Applier<'_> {
                 )
                 .map_err(|e| self.err("create", &comps, e))?;
                 let mut f = File::from(fd);
-                let n = io::copy(entry, &mut f).map_err(|e| self.err("write", &comps, e))?;
+                let n = match (&pax_sparse, &sparse_map, kind) {
+                    (Some(sp), Some(map), _) => {
+                        sparse::write_segments(entry, &f, map, sp.real_size)
+                            .map_err(|e| self.err("write", &comps, e))?
+                    }
+                    (_, _, EntryType::GNUSparse) => sparse::write_skipping_zeros(entry, &f)
+                        .map_err(|e| self.err("write", &comps, e))?,
+                    _ => io::copy(entry, &mut f).map_err(|e| self.err("write", &comps, e))?,
+                };
                 self.summary.bytes += n;
                 self.chown(pfd, &name, &comps, &m)?;
                 rfs::fchmod(&f, self.mode(&m)).map_err(|e| self.err("chmod", &comps, e))?;
@@ -722,6 +869,30 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// The checked map of a PAX-format sparse entry; for 1.0 read from the
+    /// start of its data, so what is left to read are the segments.
+    fn sparse_map<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        sp: &PaxSparse,
+        comps: &[Vec<u8>],
+    ) -> Result<Vec<sparse::Segment>, ApplyError> {
+        let stored = entry.size();
+        let bad = |reason| ApplyError::SparseMap {
+            path: show(comps),
+            reason,
+        };
+        let (map, data) = match &sp.map {
+            MapIn::Records(map) => (map.clone(), stored),
+            MapIn::Data => {
+                let (map, used) = sparse::read_map(entry, stored).map_err(bad)?;
+                (map, stored - used)
+            }
+        };
+        sparse::check_map(&map, sp.real_size, data).map_err(bad)?;
+        Ok(map)
+    }
+
     fn finish_dirs(&mut self) {
         let dirs = std::mem::take(&mut self.dirs);
         for (comps, mode, mtime) in dirs.into_iter().rev() {
@@ -736,6 +907,7 @@ impl Applier<'_> {
                 mode,
                 mtime,
                 xattrs: Vec::new(),
+                sparse: Vec::new(),
             };
             let ts = Timespec {
                 tv_sec: mtime as i64,
@@ -758,6 +930,28 @@ impl Applier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        for (text, want) in [
+            ("123", Some(123)),
+            (" 512k ", Some(512 << 10)),
+            ("200G", Some(200 << 30)),
+            ("3gb", Some(3 << 30)),
+            ("1TiB", Some(1 << 40)),
+            ("7b", Some(7)),
+            ("", None),
+            ("G", None),
+            ("1.5G", None),
+            ("-1", None),
+            ("10X", None),
+            ("99999999T", None),
+        ] {
+            assert_eq!(parse_size(text), want, "{text:?}");
+        }
+        assert_eq!(show_size(DEFAULT_MAX_SIZE), "68719476736 bytes (64.0 GiB)");
+        assert_eq!(show_size(100), "100 bytes");
+    }
 
     #[test]
     fn normalize_clamps_at_root() {

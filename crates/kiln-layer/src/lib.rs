@@ -15,11 +15,13 @@
 
 mod apply;
 mod idmap;
+mod sparse;
 mod whiteout;
 mod write;
 
 pub use apply::{
-    ApplyError, ApplyOptions, ApplySummary, Ownership, Skipped, WhiteoutMode, apply_tar,
+    ApplyError, ApplyOptions, ApplySummary, DEFAULT_MAX_SIZE, MAX_SIZE_ENV, Ownership,
+    SizeLimitError, Skipped, WhiteoutMode, apply_tar, check_max_size_env, max_size_from_env,
 };
 pub use idmap::{IdMapping, IdRange, IdRangeError};
 pub use whiteout::{

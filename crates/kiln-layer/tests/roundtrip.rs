@@ -265,3 +265,42 @@ fn ids_are_mapped_back_and_forth() {
     .unwrap();
     assert_eq!(fs::metadata(dst.join("f")).unwrap().uid(), 100999);
 }
+
+/// kiln's own writer reads a sparse file's holes as zeros: its entry is a
+/// plain file of the full apparent size (the writer emits no sparse
+/// formats), streamed in chunks, never held in memory.
+#[test]
+fn sparse_files_are_written_whole_and_streamed() {
+    struct Count(u64, Vec<u8>);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            // the tail: the file's last bytes and the end-of-archive blocks
+            self.1.extend_from_slice(b);
+            let cut = self.1.len().saturating_sub(4096);
+            self.1.drain(..cut);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let t = common::tempdir();
+    let root = t.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let size = 1u64 << 30;
+    let f = fs::File::create(root.join("sparse")).unwrap();
+    f.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"end", size - 3).unwrap();
+    drop(f);
+    let mut out = Count(0, Vec::new());
+    let sum = write_tar(&root, &mut out, &WriteOptions::default()).unwrap();
+    assert_eq!(sum.bytes, out.0);
+    assert!(
+        out.0 > size && out.0 < size + (64 << 10),
+        "{} bytes for a {size}-byte sparse file",
+        out.0
+    );
+    let tail = &out.1[out.1.len() - 1024 - 512..out.1.len() - 1024];
+    assert_eq!(&tail[509..], b"end", "the data ends the entry");
+}

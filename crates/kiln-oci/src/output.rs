@@ -608,7 +608,10 @@ pub fn write_local(store: &Store, image: &Image, dest: &Path) -> Result<()> {
         source,
     };
     fs::create_dir_all(dest).map_err(werr)?;
-    let opts = kiln_layer::ApplyOptions::default();
+    let opts = kiln_layer::ApplyOptions {
+        max_size: kiln_layer::max_size_from_env(),
+        ..kiln_layer::ApplyOptions::default()
+    };
     for layer in &image.layers {
         let r = open_layer(store, layer)?;
         kiln_layer::apply_tar(r, dest, &opts).map_err(|source| ExportError::Apply {

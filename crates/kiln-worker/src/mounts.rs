@@ -701,6 +701,7 @@ fn import_mount_inner(
             ownership: kiln_layer::Ownership::auto(),
             id_map: None,
             xattrs: false,
+            max_size: kiln_layer::max_size_from_env(),
         };
         let sum = kiln_layer::apply_tar(rd, &tmp, &opts).map_err(|e| {
             let mut s = e.to_string();

@@ -481,6 +481,7 @@ impl Snapshots {
                 ownership: Ownership::auto(),
                 id_map: None,
                 xattrs: true,
+                max_size: kiln_layer::max_size_from_env(),
             };
             kiln_layer::apply_tar(rd, target, &opts).map_err(|source| SnapshotError::Apply {
                 digest: l.digest.clone(),
@@ -569,6 +570,7 @@ impl Snapshots {
         let tmp = temp_dir(&self.store, "merge")?;
         let opts = ApplyOptions {
             whiteouts: WhiteoutMode::Delete,
+            max_size: kiln_layer::max_size_from_env(),
             ..ApplyOptions::default()
         };
         let r = r.layers.iter().try_for_each(|l| {
