@@ -7,7 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, ThemeCharacters, ThemeStyles,
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    NamedSource, SourceCode, SourceSpan, SpanContents, ThemeCharacters, ThemeStyles,
 };
 
 use crate::span::{LineIndex, Span};
@@ -125,7 +126,137 @@ impl miette::Diagnostic for Diagnostic {
 #[derive(Debug)]
 pub struct Located {
     pub diagnostic: Diagnostic,
-    pub source: NamedSource<Arc<str>>,
+    pub source: Snippet,
+}
+
+/// Lines longer than this are shown as a window around the diagnostic.
+const LONG_LINE: usize = 512;
+/// Bytes of a long line kept on each side of the span, and of the span.
+const WINDOW: usize = 60;
+
+/// What miette renders: the whole file, or for a diagnostic on a very long
+/// line an excerpt of that line. miette pads carets with `{:width$}`, which
+/// panics past column 65,535, and a whole 1 MB line is no help anyway. The
+/// excerpt reports the real line and column, so the `file:line:col` header
+/// stays true.
+#[derive(Debug)]
+pub struct Snippet {
+    source: NamedSource<Arc<str>>,
+    name: String,
+    /// The excerpt's first line in the file (0-based).
+    line: usize,
+    /// The file column of the excerpt's first character, minus the length
+    /// of its leading `...`.
+    column: isize,
+}
+
+impl SourceCode for Snippet {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let c = self.source.read_span(span, before, after)?;
+        if self.line == 0 && self.column == 0 {
+            return Ok(c);
+        }
+        let column = (c.column() as isize + self.column).max(0) as usize;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            c.data(),
+            *c.span(),
+            c.line() + self.line,
+            column,
+            c.line_count(),
+        )))
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The line around byte `at`, without its newline.
+fn line_at(src: &str, at: usize) -> (usize, usize) {
+    let start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[at..].find('\n').map_or(src.len(), |i| at + i);
+    (start, end)
+}
+
+impl Located {
+    fn new(file_name: &str, src: &Arc<str>, d: &Diagnostic) -> Located {
+        let whole = |diagnostic: Diagnostic| Located {
+            diagnostic,
+            source: Snippet {
+                source: NamedSource::new(file_name, src.clone()),
+                name: file_name.to_string(),
+                line: 0,
+                column: 0,
+            },
+        };
+        let Some(span) = d.span else {
+            return whole(d.clone());
+        };
+        let text: &str = src;
+        let at = floor_boundary(text, span.start as usize);
+        let (start, end) = line_at(text, at);
+        // The span's line and the context lines miette shows around it.
+        let before = line_at(text, start.saturating_sub(1)).0;
+        let after = line_at(text, (end + 1).min(text.len())).1;
+        let span_end = ceil_boundary(text, span.end as usize);
+        let long = text[before..after.max(span_end)]
+            .split('\n')
+            .any(|l| l.len() > LONG_LINE);
+        if !long {
+            return whole(d.clone());
+        }
+        let w_start = floor_boundary(text, at.saturating_sub(WINDOW).max(start));
+        let s_end = ceil_boundary(text, span_end.min(end).min(at + WINDOW)).max(at);
+        let w_end = ceil_boundary(text, (s_end + WINDOW).min(end));
+        let prefix = if w_start > start { "..." } else { "" };
+        let suffix = if w_end < end { "..." } else { "" };
+        let excerpt: Arc<str> = Arc::from(format!("{prefix}{}{suffix}", &text[w_start..w_end]));
+        let map = |o: usize| o - w_start + prefix.len();
+        let inside = |s: Span| (s.start as usize) >= w_start && (s.end as usize) <= w_end;
+        let mut diagnostic = d.clone();
+        diagnostic.span = Some(Span::new(map(at), map(s_end)));
+        // Other labels are kept only where they fall in the excerpt.
+        diagnostic.related = d
+            .related
+            .iter()
+            .filter(|(s, _)| inside(*s))
+            .map(|(s, l)| {
+                (
+                    Span::new(map(s.start as usize), map(s.end as usize)),
+                    l.clone(),
+                )
+            })
+            .collect();
+        let line = text[..start].matches('\n').count();
+        let col = text[start..w_start].chars().count() as isize;
+        Located {
+            diagnostic,
+            source: Snippet {
+                source: NamedSource::new(file_name, excerpt),
+                name: file_name.to_string(),
+                line,
+                column: col - prefix.len() as isize,
+            },
+        }
+    }
 }
 
 impl fmt::Display for Located {
@@ -196,10 +327,9 @@ impl Diagnostics {
 
     /// Each diagnostic bundled with the named source, for `miette::Report`.
     pub fn located(&self) -> impl Iterator<Item = Located> + '_ {
-        self.items.iter().map(|d| Located {
-            diagnostic: d.clone(),
-            source: NamedSource::new(&self.file_name, self.source.clone()),
-        })
+        self.items
+            .iter()
+            .map(|d| Located::new(&self.file_name, &self.source, d))
     }
 
     /// `file:line:col` of a span.
@@ -213,20 +343,31 @@ impl Diagnostics {
         let idx = LineIndex::new(&self.source);
         let mut out = String::new();
         for d in &self.items {
-            let sev = match d.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-            };
-            match d.span {
-                Some(s) => {
-                    let lc = idx.line_col(&self.source, s.start as usize);
-                    out.push_str(&format!("{}:{}:{}: ", self.file_name, lc.line, lc.col));
-                }
-                None => out.push_str(&format!("{}: ", self.file_name)),
-            }
-            out.push_str(&format!("{sev}[{}]: {}\n", d.code, d.message));
+            self.summary_line(&idx, d, &mut out);
         }
         out
+    }
+
+    /// The `summary` line of one diagnostic.
+    pub fn summary_of(&self, d: &Diagnostic) -> String {
+        let mut out = String::new();
+        self.summary_line(&LineIndex::new(&self.source), d, &mut out);
+        out
+    }
+
+    fn summary_line(&self, idx: &LineIndex, d: &Diagnostic, out: &mut String) {
+        let sev = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match d.span {
+            Some(s) => {
+                let lc = idx.line_col(&self.source, s.start as usize);
+                out.push_str(&format!("{}:{}:{}: ", self.file_name, lc.line, lc.col));
+            }
+            None => out.push_str(&format!("{}: ", self.file_name)),
+        }
+        out.push_str(&format!("{sev}[{}]: {}\n", d.code, d.message));
     }
 
     /// Render every diagnostic with the given handler (no colour, fixed width

@@ -96,3 +96,24 @@ fn warnings_alone_do_not_fail() {
     assert_eq!(diags.warnings().count(), 1);
     assert!(kiln_frontend::compile("Kilnfile", src, &Options::default()).is_ok());
 }
+
+#[test]
+fn errors_past_column_65535_render_a_window_of_the_line() {
+    // miette pads carets with `{:width$}`, which panics past u16::MAX: the
+    // renderer gets an excerpt of the line, with the real line and column.
+    let chain = ".env(\"A\", \"b\")".repeat(5000);
+    let src = format!("let app = static_base(){chain}.nosuch();\nlet b = app.env(\"e\", 1);\n");
+    let diags = check("Kilnfile", &src, &Options::default());
+    assert_eq!(
+        diags.summary(),
+        "Kilnfile:1:70025: error[kiln::unknown-method]: no method `nosuch` on an image\n\
+         Kilnfile:2:22: error[kiln::type]: expected a string, found an integer\n"
+    );
+    let out = diags.render_plain();
+    assert!(out.contains("[Kilnfile:1:70025]"), "{out}");
+    assert!(out.contains("[Kilnfile:2:22]"), "{out}");
+    assert!(out.contains(" 1 | ...b\").env(\"A\", \"b\")"), "{out}");
+    assert!(out.contains(".env(\"A\", \"b\").nosuch();\n"), "{out}");
+    // Only the excerpt is printed, not the 70 KB line.
+    assert!(out.len() < 2000, "{} bytes", out.len());
+}

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).as_deref() == Some(kiln_runtime::CHILD_SUBCOMMAND.as_ref()) {
         kiln_runtime::child_main();
     }
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
     cmd::registry::init(cli.registry);
@@ -73,6 +74,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(report) => {
+            if report.chain().any(is_broken_pipe) {
+                die_of_sigpipe();
+            }
             eprintln!("{report:?}");
             if cmd::disk_full(report.chain()) {
                 eprintln!("  help: {}", cmd::disk_full_help());
@@ -80,6 +84,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A reader that went away (`kiln graph | head -c1`, a closed stderr pipe)
+/// ends kiln as it ends `cat` or cargo: killed by SIGPIPE, with no panic and
+/// no message. Rust ignores SIGPIPE so that writes fail with EPIPE, which
+/// `println!`/`eprintln!` turn into a panic: this hook catches that one.
+/// SIGPIPE stays ignored otherwise, so a pipe to a helper that died is an
+/// error kiln reports, not a silent death.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std")
+            && msg.contains(&format!("(os error {})", libc::EPIPE))
+        {
+            die_of_sigpipe();
+        }
+        default(info);
+    }));
+}
+
+/// By kind, or by text where a wrapper (miette's `into_diagnostic`) keeps
+/// only the message.
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        || e.to_string()
+            .ends_with(&format!("(os error {})", libc::EPIPE))
+}
+
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring the default action and raising the signal touch no
+    // memory; the process ends here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Not reached; the shell's code for a SIGPIPE death if it were.
+    std::process::exit(128 + libc::SIGPIPE)
 }
 
 fn init_tracing(level: &str) {

@@ -274,3 +274,143 @@ fn help_documents_the_flags() {
         assert!(out.contains(flag), "check --help lacks {flag}: {out}");
     }
 }
+
+#[test]
+fn nul_bytes_and_root_ids_fail_check_and_build_at_the_argument() {
+    // Each used to run something else than written: a NUL cut the command
+    // (nothing ran, "done"), dropped an env name, or `(uid_t)-1` kept root.
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "Kilnfile",
+        "let build = image(\"docker.io/library/debian:bookworm\")\n    .env(\"A\\0B\", \"1\")\n    .user(\"4294967295\")\n    .run(\"\\0rm -rf /\");\n",
+    );
+    let o = kiln(&["check"], tmp.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    for want in [
+        "[Kilnfile:2:10]",
+        "environment variable name contains a NUL byte",
+        "[Kilnfile:3:11]",
+        "user id `4294967295` is out of range",
+        "[Kilnfile:4:10]",
+        "command contains a NUL byte",
+        "3 errors",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // `kiln build` stops at the same place, before pulling anything.
+    let home = tmp.path().join("home");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "."])
+        .current_dir(tmp.path())
+        .env("KILN_HOME", &home)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[Kilnfile:4:10]"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_error_past_column_65535_is_reported_not_a_panic() {
+    // miette panicked formatting a caret that far right (exit 101).
+    let tmp = tempfile::tempdir().unwrap();
+    let chain = ".env(\"A\", \"b\")".repeat(5000);
+    write(
+        tmp.path(),
+        "Kilnfile",
+        &format!("let app = static_base(){chain}.nosuch();\n"),
+    );
+    let o = kiln(&["check"], tmp.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("[Kilnfile:1:70025]"), "{err}");
+    assert!(err.contains("no method `nosuch` on an image"), "{err}");
+    assert!(
+        err.len() < 4000,
+        "the whole line was printed: {} bytes",
+        err.len()
+    );
+}
+
+/// Runs kiln with the read end of stdout or stderr closed before it
+/// writes; returns the exit status and what the other stream got.
+fn with_closed(stream: &str, args: &[&str], cwd: &Path) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env("KILN_HOME", cwd.join("home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut other = String::new();
+    if stream == "stdout" {
+        drop(child.stdout.take());
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut other)
+            .unwrap();
+    } else {
+        drop(child.stderr.take());
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut other)
+            .unwrap();
+    }
+    (child.wait().unwrap(), other)
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_pipe_ends_kiln_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // Enough output that the pipe's reader is gone before kiln writes it.
+    let mut src = String::new();
+    for i in 0..300 {
+        src.push_str(&format!(
+            "let s{i} = image(\"docker.io/library/debian:bookworm\").run(\"echo {i}\");\n"
+        ));
+    }
+    src.push_str("let bad = static_base().nosuch();\n");
+    write(tmp.path(), "Kilnfile", &src);
+    let quiet = |what: &str, (status, other): (std::process::ExitStatus, String)| {
+        // Either dead of SIGPIPE, as `cat` is, or a plain exit: never a
+        // panic (101) and nothing said about it on the other stream.
+        assert_ne!(status.code(), Some(101), "{what}: {other}");
+        assert!(
+            status.signal() == Some(libc::SIGPIPE) || status.code().is_some(),
+            "{what}: {status:?}"
+        );
+        assert!(!other.contains("panicked"), "{what}: {other}");
+        assert!(!other.contains("Broken pipe"), "{what}: {other}");
+    };
+    // Diagnostics go to stderr.
+    quiet(
+        "check, stderr closed",
+        with_closed("stderr", &["check"], tmp.path()),
+    );
+    // The graph goes to stdout.
+    write(
+        tmp.path(),
+        "Kilnfile",
+        &src.replace("let bad = static_base().nosuch();\n", ""),
+    );
+    for format in ["text", "json", "dot"] {
+        let r = with_closed("stdout", &["graph", "--format", format], tmp.path());
+        quiet(&format!("graph --format {format}, stdout closed"), r);
+    }
+    quiet(
+        "images, stdout closed",
+        with_closed("stdout", &["images", "--format", "json"], tmp.path()),
+    );
+}

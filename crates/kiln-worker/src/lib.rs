@@ -552,6 +552,7 @@ impl Inner {
             Network::None => kiln_runtime::Network::None,
         };
         spec.timeout = self.opts.step_timeout;
+        spec.pids_limit = op.pids_limit;
         let runtime = kiln_runtime::Runtime::new(&self.opts.helper);
         let mut tail: Vec<u8> = Vec::new();
         let r = runtime.run(

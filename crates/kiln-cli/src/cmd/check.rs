@@ -96,8 +96,14 @@ pub fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>, Loa
 
 /// Writes every diagnostic to stderr through miette's handler.
 pub fn report(diags: &Diagnostics) {
-    for located in diags.located() {
-        eprintln!("{:?}", miette::Report::new(located));
+    use std::fmt::Write as _;
+    for (d, located) in diags.items.iter().zip(diags.located()) {
+        let mut out = String::new();
+        // A renderer that fails must not become a panic inside `eprintln!`.
+        if write!(out, "{:?}", miette::Report::new(located)).is_err() {
+            out = diags.summary_of(d);
+        }
+        eprintln!("{out}");
     }
 }
 
