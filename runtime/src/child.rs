@@ -175,7 +175,7 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
         libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
     };
     flags |= libc::CLONE_NEWUSER;
-    if !job_only && (cfg.network == Network::None || cfg.probe) {
+    if !job_only && (cfg.network != Network::Host || cfg.probe) {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain syscall; this process is single-threaded
@@ -559,11 +559,10 @@ fn stub_layer(cfg: &ChildConfig) -> R<OwnedFd> {
 /// it too, to recognize directories copied up from that layer.
 pub(crate) fn stub_targets(mounts: &[crate::spec::Mount], network: Network) -> Vec<(String, bool)> {
     let mut out = vec![("/dev".to_string(), false), ("/proc".to_string(), false)];
-    if network == Network::Host {
-        for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            if Path::new(f).exists() {
-                out.push((f.to_string(), true));
-            }
+    for f in ["/etc/resolv.conf", "/etc/hosts"] {
+        // the isolated network's own files are always there
+        if network == Network::Isolated || (network == Network::Host && Path::new(f).exists()) {
+            out.push((f.to_string(), true));
         }
     }
     for m in mounts {
@@ -1185,11 +1184,15 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
             }
         }
     }
+    for (source, target) in &cfg.net_files {
+        bind_in_root(root.as_fd(), source, target, Want::File, true, &mut stubs)?;
+    }
     // both just before the exec: the parent wakes once for them
     send(sock, &ToParent::Driver(driver));
     send(sock, &ToParent::Stubs(stubs));
     rustix::system::sethostname(cfg.hostname.as_bytes()).map_err(errno_fail("set the hostname"))?;
-    if cfg.network == Network::None {
+    // slirp4netns --configure brought lo up too; it costs one ioctl to be sure
+    if cfg.network != Network::Host {
         loopback_up()?;
     }
 

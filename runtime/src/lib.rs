@@ -1,7 +1,8 @@
 //! kiln's rootless sandbox for build steps.
 //!
 //! A step runs in fresh user, mount, pid, ipc and uts namespaces (and a net
-//! namespace with only loopback for `Network::None`) over an overlay of
+//! namespace with only loopback for `Network::None`, or with slirp4netns's
+//! user-mode NAT for `Network::Isolated`) over an overlay of
 //! lower snapshot directories and a fresh upper directory that collects its
 //! changes. [`Runtime::run`] starts the sandbox by re-executing a helper
 //! executable (the kiln binary, `kiln __sandbox-child`), which calls
@@ -18,6 +19,7 @@ mod idmap;
 mod parent;
 pub mod passwd;
 mod proto;
+mod slirp;
 mod spec;
 pub mod subid;
 

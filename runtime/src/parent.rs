@@ -47,6 +47,16 @@ pub enum RuntimeError {
         "`{tool}` is not installed but `/etc/subuid` gives user `{user}` a range: install the uidmap package (it provides newuidmap and newgidmap)"
     )]
     NewuidmapMissing { tool: String, user: String },
+    #[error(
+        "the isolated network needs `slirp4netns`, which is not installed: install the Debian package `slirp4netns`"
+    )]
+    SlirpMissing,
+    #[error("cannot start the isolated network with `{tool}`")]
+    Network {
+        tool: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write the id maps of the sandbox with `{tool}`: {message}")]
     IdMap { tool: String, message: String },
     #[error("cannot start the sandbox helper `{helper}`")]
@@ -142,7 +152,7 @@ fn host_user_name(uid: u32) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
         .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"])
@@ -416,6 +426,10 @@ struct Started {
     state: Option<StateDir>,
     /// what to send idmapped with `GO` (real root's steps and probes)
     idmap: Vec<PathBuf>,
+    network: Network,
+    /// the isolated network's slirp4netns, from `NeedMaps` until the step
+    /// ended
+    slirp: Option<crate::slirp::Slirp>,
 }
 
 /// How many supervisors of finished steps are still removing their state
@@ -623,6 +637,8 @@ impl Runtime {
             sock: ours,
             state,
             idmap: cfg.idmap.clone(),
+            network: if job { Network::Host } else { cfg.network },
+            slirp: None,
         })
     }
 
@@ -647,6 +663,9 @@ impl Runtime {
         cfg.rootfs = state.0.clone();
         if !cfg.probe {
             cfg.cleanup = Some(state.0.clone());
+        }
+        if cfg.network == Network::Isolated && !cfg.probe {
+            cfg.net_files = crate::slirp::write_etc(&state.0, &cfg.hostname)?;
         }
         Ok(state)
     }
@@ -762,11 +781,15 @@ impl Runtime {
             cleanup: None,
             idmap: Vec::new(),
             pids_limit: spec.pids_limit.unwrap_or(crate::spec::DEFAULT_PIDS_LIMIT),
+            net_files: Vec::new(),
         };
         let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &state_parent, &upper)?;
         let deadline = spec.timeout.map(|t| t0 + t);
         let r = drive(&mut st, &plan, output, cancel, deadline);
+        // the step is over (or never ran): its network goes now, whoever
+        // removes the state directory
+        drop(st.slirp.take());
         if matches!(&r, Ok(d) if d.exited) {
             // the step's mounts died with its mount namespace before the
             // supervisor reported; it now removes the state directory
@@ -1322,7 +1345,17 @@ fn drive(
                         })?;
                     match msg {
                         ToParent::NeedMaps => {
-                            let idmapped = write_maps(plan, pid).and_then(|()| idmapped(st, pid));
+                            let mut idmapped =
+                                write_maps(plan, pid).and_then(|()| idmapped(st, pid));
+                            // slirp4netns enters the user namespace too:
+                            // after its maps; `tap0` is configured before
+                            // the step starts
+                            if idmapped.is_ok() && st.network == Network::Isolated {
+                                match crate::slirp::Slirp::start(pid) {
+                                    Ok(s) => st.slirp = Some(s),
+                                    Err(e) => idmapped = Err(e),
+                                }
+                            }
                             let fds = match idmapped {
                                 Ok(fds) => fds,
                                 Err(e) => {

@@ -60,6 +60,11 @@ pub struct ChildConfig {
     /// RLIMIT_NPROC of the step
     #[serde(default)]
     pub pids_limit: u64,
+    /// host files the init binds read-only on these paths of the rootfs
+    /// (the isolated network's resolv.conf and hosts, which the parent
+    /// writes into the state directory)
+    #[serde(default)]
+    pub net_files: Vec<(PathBuf, String)>,
 }
 
 impl ChildConfig {
@@ -90,6 +95,7 @@ impl ChildConfig {
             cleanup: None,
             idmap: Vec::new(),
             pids_limit: crate::spec::DEFAULT_PIDS_LIMIT,
+            net_files: Vec::new(),
         }
     }
 }

@@ -98,6 +98,15 @@ pub enum Network {
     Host,
     /// an own network namespace with only loopback, up
     None,
+    /// an own network namespace whose only way out is slirp4netns(1)'s
+    /// user-mode NAT (`tap0`, 10.0.2.100/24): outbound TCP and UDP and DNS
+    /// (slirp's resolver 10.0.2.3, in a generated /etc/resolv.conf) work,
+    /// the host's loopback listeners (`--disable-host-loopback`, also through
+    /// the host alias 10.0.2.2) and abstract unix sockets (bound to the
+    /// network namespace, unix(7)) are out of reach. Services listening on
+    /// the host's other addresses stay reachable through them. Needs the
+    /// `slirp4netns` program and read-write access to `/dev/net/tun`.
+    Isolated,
 }
 
 /// Which snapshot driver to use.

@@ -2,7 +2,7 @@
 //! `kiln-runtime-helper __sandbox-child` is the same code path as
 //! `kiln __sandbox-child`. Two more modes serve bench/runtime.sh:
 //!
-//! - `run LOWER UPPER [--net none] [--wait-cleanup] [--helper EXE] -- ARGS...`:
+//! - `run LOWER UPPER [--net none|isolated] [--wait-cleanup] [--helper EXE] -- ARGS...`:
 //!   one sandbox, output passed through, its exit code returned; with
 //!   `--wait-cleanup` it also waits until the sandbox's state directory is
 //!   removed (the runtime returns before that, see `wait_for_cleanup`);
@@ -21,7 +21,7 @@ use kiln_runtime::{ExitStatus, Network, Runtime, SandboxSpec, Stream};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none] [--wait-cleanup] [--helper EXE] [--repeat N] -- ARGS... | diff DIR",
+        "usage: kiln-runtime-helper {} | run LOWER UPPER [--net none|isolated] [--wait-cleanup] [--helper EXE] [--repeat N] -- ARGS... | diff DIR",
         kiln_runtime::CHILD_SUBCOMMAND
     );
     ExitCode::from(2)
@@ -39,6 +39,9 @@ fn main() -> ExitCode {
             spec.lowers = vec![args[1].clone().into()];
             if args[3..sep].iter().any(|a| a == "none") {
                 spec.network = Network::None;
+            }
+            if args[3..sep].iter().any(|a| a == "isolated") {
+                spec.network = Network::Isolated;
             }
             let wait_cleanup = args[3..sep].iter().any(|a| a == "--wait-cleanup");
             let exe = match args[3..sep].iter().position(|a| a == "--helper") {
