@@ -162,7 +162,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ),
     ("tmpfs", "tmpfs(target: string), then .size(bytes: integer)"),
     ("bind", "bind(source: path, target: string), then .rw()"),
-    ("network", "network(\"host\" | \"none\")"),
+    ("network", "network(\"host\" | \"none\" | \"isolated\")"),
     ("pids", "pids(limit: integer, 1 to 4194304)"),
     ("chown", "chown(\"user[:group]\")"),
     ("chmod", "chmod(mode: octal integer, e.g. 0o755)"),
@@ -975,12 +975,17 @@ impl<'a> Eval<'a> {
                 }
             }
             "network" => r(self
-                .choice(&args[0], signature, "network mode", &["host", "none"])
+                .choice(
+                    &args[0],
+                    signature,
+                    "network mode",
+                    &["host", "none", "isolated"],
+                )
                 .map(|n| {
-                    Opt::Network(if n == "host" {
-                        Network::Host
-                    } else {
-                        Network::None
+                    Opt::Network(match n {
+                        "host" => Network::Host,
+                        "none" => Network::None,
+                        _ => Network::Isolated,
                     })
                 })),
             "pids" => r(self.pids(&args[0], signature).map(Opt::Pids)),

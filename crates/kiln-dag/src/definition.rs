@@ -186,7 +186,7 @@ fn summary(op: &Op) -> String {
         Op::Exec(x) => {
             let mut s = format!("exec {:?}", x.args);
             if x.network != crate::Network::Host {
-                s.push_str(" network=none");
+                let _ = write!(s, " network={}", x.network.name());
             }
             if let Some(n) = x.pids_limit {
                 let _ = write!(s, " pids={n}");

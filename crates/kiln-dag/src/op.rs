@@ -132,6 +132,20 @@ pub enum Network {
     Host,
     /// Its own network namespace with only loopback.
     None,
+    /// Its own network namespace with outbound access only (user-mode NAT):
+    /// not the host's loopback listeners or abstract unix sockets.
+    Isolated,
+}
+
+impl Network {
+    /// The Kilnfile's name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::None => "none",
+            Network::Isolated => "isolated",
+        }
+    }
 }
 
 /// A mount of an exec step, beside its root filesystem.
@@ -321,9 +335,11 @@ impl Canonical for ExecOp {
         }
         e.opt_str(self.cwd.as_deref());
         e.opt_str(self.user.as_deref());
+        // a new mode is a new tag: the encodings of the others stay
         e.tag(match self.network {
             Network::Host => "host",
             Network::None => "none",
+            Network::Isolated => "isolated",
         });
         e.u64(self.mounts.len() as u64);
         for m in &self.mounts {

@@ -145,7 +145,7 @@ enum Change {
     Chmod(u32),
     Chown(String),
     Sharing(u8),
-    Network,
+    Network(u8),
     Image(String),
     ContextInclude(String),
     Entrypoint(String),
@@ -177,7 +177,8 @@ fn build(change: Option<&Change>) -> State {
         _ => CacheSharing::Shared,
     };
     let network = match c {
-        Some(Change::Network) => Network::None,
+        Some(Change::Network(1)) => Network::None,
+        Some(Change::Network(_)) => Network::Isolated,
         _ => Network::Host,
     };
     let build = State::image(image, None)
@@ -238,7 +239,7 @@ fn change() -> impl Strategy<Value = Change> {
             .prop_filter("differs", |s| s != "65532")
             .prop_map(Change::Chown),
         (1u8..3).prop_map(Change::Sharing),
-        Just(Change::Network),
+        (1u8..3).prop_map(Change::Network),
         "[a-z]{1,8}:[0-9]".prop_map(Change::Image),
         "[a-z]{1,8}\\.go"
             .prop_filter("differs", |s| s != "main.go")
@@ -261,6 +262,24 @@ proptest! {
         prop_assume!(!matches!(c, Change::Entrypoint(_) | Change::Label(_)));
         prop_assert_ne!(build(None).digest(), build(Some(&c)).digest());
     }
+}
+
+#[test]
+fn each_network_mode_has_its_own_digest_and_name() {
+    let base = State::image("docker.io/library/debian:bookworm", None);
+    let [host, none, isolated] = [Network::Host, Network::None, Network::Isolated]
+        .map(|n| base.run(Exec::shell("make").network(n)).definition());
+    assert_ne!(host.root, none.root);
+    assert_ne!(host.root, isolated.root);
+    assert_ne!(none.root, isolated.root);
+    assert!(isolated.to_json().contains("\"network\": \"isolated\""));
+    assert!(
+        isolated.to_text().contains("network=isolated"),
+        "{}",
+        isolated.to_text()
+    );
+    assert!(none.to_text().contains("network=none"));
+    assert!(!host.to_text().contains("network="));
 }
 
 #[test]

@@ -502,7 +502,10 @@ impl Emitter<'_> {
             // kiln's default network is BuildKit's default (the worker's
             // sandbox); BuildKit's HOST mode needs the network.host
             // entitlement.
-            Network::Host => pb::NetMode::Unset,
+            // `isolated` too, with no outbound-only mode in BuildKit: UNSET
+            // is the worker's own network, a namespace behind CNI or
+            // rootlesskit's slirp4netns where the daemon is set up so
+            Network::Host | Network::Isolated => pb::NetMode::Unset,
             Network::None => {
                 cap_list.push("exec.meta.network");
                 pb::NetMode::None

@@ -186,3 +186,31 @@ fn a_process_limit_is_an_nproc_ulimit() {
     assert!(x.meta.unwrap().ulimit.is_empty());
     assert!(!meta.caps.contains_key("exec.meta.ulimit"));
 }
+
+#[test]
+fn the_isolated_network_is_buildkits_default_sandbox() {
+    let base = kiln_dag::State::image("docker.io/library/debian:bookworm", None);
+    let emit_exec = |n: kiln_dag::Network| {
+        let def = base
+            .run(kiln_dag::Exec::shell("make").network(n))
+            .definition();
+        let llb = emit(&def, &Options::new(common::amd64())).unwrap();
+        let wire = decode(&encode(&llb.definition)).unwrap();
+        let g = Graph::from_definition(&wire).unwrap();
+        g.ops
+            .iter()
+            .find_map(|o| match &o.op.op {
+                Some(Kind::Exec(x)) => Some((x.network, o.metadata.clone().unwrap())),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (net, meta) = emit_exec(kiln_dag::Network::Isolated);
+    assert_eq!(net, pb::NetMode::Unset as i32);
+    // UNSET needs neither the network cap nor an entitlement
+    assert!(!meta.caps.contains_key("exec.meta.network"));
+    assert_eq!(
+        emit_exec(kiln_dag::Network::None).0,
+        pb::NetMode::None as i32
+    );
+}

@@ -105,7 +105,7 @@ fn kiln_side(def: &Definition) -> (BTreeSet<String>, String) {
                         x.cwd.as_deref().unwrap_or("/"),
                         x.user.as_deref().unwrap_or(""),
                         match x.network {
-                            Network::Host => "default",
+                            Network::Host | Network::Isolated => "default",
                             Network::None => "none",
                         }
                     ),

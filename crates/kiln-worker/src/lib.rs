@@ -550,6 +550,7 @@ impl Inner {
         spec.network = match op.network {
             Network::Host => kiln_runtime::Network::Host,
             Network::None => kiln_runtime::Network::None,
+            Network::Isolated => kiln_runtime::Network::Isolated,
         };
         spec.timeout = self.opts.step_timeout;
         spec.pids_limit = op.pids_limit;
