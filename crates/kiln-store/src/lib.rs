@@ -12,6 +12,11 @@
 //! locks/<name>.lock         flock(2) files
 //! ```
 //!
+//! The root is private (0700): the worker keeps image layers extracted under
+//! it, with the set-ID files and device nodes of root's images, which no
+//! other local user may reach. [`Store::open`] creates it so and tightens an
+//! older store it finds open to others.
+//!
 //! Every write goes to a temp file in `tmp/`, is fsynced and then renamed into
 //! place, so a killed process leaves at worst an orphan temp file, never a
 //! partial blob, tag index or record. Blobs are hashed while they are written
@@ -43,6 +48,14 @@ pub enum StoreError {
     NoHome,
     #[error("cannot create store directory `{path}`: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
+    #[error(
+        "the store `{path}` is open to other users (mode {mode:o}) and cannot be made private: {source}; run `chmod 700 {path}` as its owner, or set `KILN_HOME` to a directory of your own"
+    )]
+    NotPrivate {
+        path: PathBuf,
+        mode: u32,
+        source: io::Error,
+    },
     #[error("blob {digest} is not in the store (looked for `{path}`)")]
     BlobNotFound { digest: Digest, path: PathBuf },
     #[error(
@@ -158,11 +171,14 @@ impl Store {
         Self::open(Self::default_root()?)
     }
 
-    /// Opens (creating if needed) the store rooted at `root`.
+    /// Opens (creating if needed) the store rooted at `root`. A new root is
+    /// made 0700; an existing one that group or others may enter is
+    /// tightened to 0700 with a warning when it is ours, and is an error
+    /// (saying what to do) when it is not or cannot be changed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
+        private_root(&root)?;
         for dir in [
-            root.clone(),
             root.join("blobs").join("sha256"),
             root.join("tmp"),
             root.join("records"),
@@ -798,6 +814,53 @@ impl Write for BlobWriter {
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
+}
+
+/// Creates `root` 0700 (its parents as usual), or tightens an existing
+/// root that group or others may enter to 0700 when it is ours, with a
+/// warning. mkdir(2)'s mode is only ever narrowed by the umask, so a new
+/// root is never wider than 0700 whatever the umask is.
+fn private_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    let cerr = |source| StoreError::CreateDir {
+        path: root.to_owned(),
+        source,
+    };
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(cerr)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(cerr(e)),
+    }
+    // the root may be a symlink to the real directory: both follow it
+    let meta = fs::metadata(root).map_err(cerr)?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let not_private = |source| StoreError::NotPrivate {
+        path: root.to_owned(),
+        mode,
+        source,
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        // someone else's directory is not ours to change, even for root
+        return Err(not_private(io::Error::other(format!(
+            "it belongs to uid {}, not to uid {me}",
+            meta.uid()
+        ))));
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(mode & !0o077)).map_err(not_private)?;
+    tracing::warn!(
+        "the store `{}` was open to other users (mode {mode:o}); made it {:o} so that they \
+         cannot reach the layers extracted in it",
+        root.display(),
+        mode & !0o077
+    );
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> Result<()> {

@@ -342,3 +342,52 @@ fn lazy_blobs_count_as_readable_and_are_fetched_verified_through_sources() {
     assert!(!store.remove_remote_blob(&d).unwrap());
     assert!(store.list_remote_blobs().unwrap().is_empty());
 }
+
+/// The store holds root's extracted layers (set-ID files, device nodes):
+/// no other user may enter it. A new root is 0700 whatever the umask, its
+/// parents are made as usual; an older store open to others is tightened.
+#[test]
+fn the_store_root_is_private() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("a/b/kiln");
+    let store = Store::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o700, "a fresh store");
+    assert_ne!(
+        mode(&d.path().join("a/b")) & 0o077,
+        0,
+        "parents keep the umask"
+    );
+    // what is inside stays usable for its owner
+    store.put_blob(b"x").unwrap();
+
+    let old = d.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Store::open(&old).unwrap();
+    assert_eq!(mode(&old), 0o700, "an existing 0755 store is tightened");
+    // a symlinked root: the directory behind it is what counts
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&old, &link).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o750)).unwrap();
+    Store::open(&link).unwrap();
+    assert_eq!(mode(&old), 0o700, "through a symlink");
+
+    // someone else's open directory is theirs to fix: an error that says how
+    if rustix::process::geteuid().is_root() {
+        let theirs = d.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let e = Store::open(&theirs).unwrap_err();
+        assert!(matches!(e, StoreError::NotPrivate { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("mode 755") && msg.contains("uid 65534") && msg.contains("chmod 700"),
+            "{msg}"
+        );
+        assert_eq!(mode(&theirs), 0o755, "left as it was");
+        assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
+    }
+}
