@@ -188,31 +188,11 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     if !go {
         return Ok(125); // the parent gave up (and said why itself)
     }
-    if !cfg.idmap.is_empty() {
-        // real root's sandbox: this process is still the host's root (kuid
-        // 0), which the namespace does not map, so files it made would be
-        // refused (EOVERFLOW); become the namespace's root, keeping the
-        // capabilities unshare(2) gave (capabilities(7): no root id is
-        // dropped, so nothing is cleared)
-        // SAFETY: plain syscalls on this single-threaded process
-        unsafe {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(0, 0, 0) != 0
-                || libc::setresuid(0, 0, 0) != 0
-            {
-                return Err(fail("become the namespace's root")(
-                    io::Error::last_os_error(),
-                ));
-            }
-        }
-        if idmapped.len() != cfg.idmap.len() {
-            return Err(fail("receive the idmapped mounts")(io::Error::other(
-                format!("expected {}, got {}", cfg.idmap.len(), idmapped.len()),
-            )));
-        }
-        crate::idmap::attach(&cfg.idmap, &idmapped).map_err(fail("attach the idmapped mounts"))?;
+    if idmapped.len() != cfg.idmap.len() {
+        return Err(fail("receive the idmapped mounts")(io::Error::other(
+            format!("expected {}, got {}", cfg.idmap.len(), idmapped.len()),
+        )));
     }
-    drop(idmapped);
     // a credential change cleared it: die with the parent (prctl(2))
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(errno_fail("set the parent death signal"))?;
@@ -228,7 +208,8 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     }
     // the copying driver: merged here, as the namespace's root (so ownership
     // is kept rootless), before the init exists; diffed after it is gone
-    let copied = if cfg.driver == DriverChoice::Copy && !cfg.probe {
+    // (real root's copy is the parent's: it needs the host's root)
+    let copied = if cfg.driver == DriverChoice::Copy && !cfg.probe && cfg.idmap.is_empty() {
         let dest = cfg.rootfs.join("copy");
         std::fs::create_dir(&dest).map_err(fail("create the copied rootfs"))?;
         let manifest = crate::copy::populate(&cfg.lowers_top_first, &dest)
@@ -237,7 +218,9 @@ fn supervise(sock: BorrowedFd<'_>) -> R<i32> {
     } else {
         None
     };
-    let pid = spawn_init(&cfg, sock)?;
+    let pid = spawn_init(&cfg, sock, &idmapped)?;
+    // the init has them (or exited): ours go
+    drop(idmapped);
     send(sock, &ToParent::InitPid(pid));
     // the step owns stdout/stderr: let them close when it is done
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -598,7 +581,9 @@ pub(crate) fn stub_dirs(mounts: &[crate::spec::Mount], network: Network) -> Vec<
 }
 
 /// Mounts the rootfs; returns the driver and where the rootfs is mounted.
-fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
+/// `idmapped`: descriptors the paths in `cfg` go through (real root's
+/// sandbox, `idmap::rewrite`), which the fuse-overlayfs daemon must inherit.
+fn mount_rootfs(cfg: &ChildConfig, idmapped: &[OwnedFd]) -> R<(Driver, std::path::PathBuf)> {
     if cfg.driver == DriverChoice::Copy {
         let dest = cfg.rootfs.join("copy");
         if cfg.probe {
@@ -720,9 +705,16 @@ fn mount_rootfs(cfg: &ChildConfig) -> R<(Driver, std::path::PathBuf)> {
         .stderr(std::process::Stdio::piped());
     // SAFETY: chroot and chdir are async-signal-safe
     unsafe {
+        let keep: Vec<i32> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             if libc::chroot(host_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // its paths are /proc/self/fd/N/..: the daemon needs those N
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -1027,12 +1019,13 @@ const INIT_STACK: usize = 8 << 20;
 struct InitArgs<'a> {
     cfg: &'a ChildConfig,
     sock: BorrowedFd<'a>,
+    idmapped: &'a [OwnedFd],
 }
 
 extern "C" fn init_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `spawn_init` passes its `InitArgs`, alive until we exec or exit
     let a = unsafe { &*(arg as *const InitArgs<'_>) };
-    let code = match init(a.cfg, a.sock) {
+    let code = match init(a.cfg, a.sock, a.idmapped) {
         Ok(code) => code,
         Err(f) => {
             report(a.sock, &f);
@@ -1052,13 +1045,17 @@ extern "C" fn init_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// of the runtime's test helper). Sound because this process is
 /// single-threaded and does nothing until the init is gone from its
 /// memory; the init changes only its own credentials and namespaces.
-fn spawn_init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
+fn spawn_init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]) -> R<i32> {
     let mut stack = vec![0u8; INIT_STACK];
     // SAFETY: one past the end of the allocation; aligned down to 16 bytes
     // for the x86-64 ABI (the stack grows down from there)
     let top = unsafe { stack.as_mut_ptr().add(INIT_STACK) };
     let top = ((top as usize) & !15) as *mut libc::c_void;
-    let args = InitArgs { cfg, sock };
+    let args = InitArgs {
+        cfg,
+        sock,
+        idmapped,
+    };
     // SAFETY: `init_entry` never returns into our frames (it _exits or
     // execs); `args` and `stack` outlive the call, which returns only once
     // the init exec'd or exited (CLONE_VFORK)
@@ -1077,7 +1074,7 @@ fn spawn_init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
     Ok(pid)
 }
 
-fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
+fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]) -> R<i32> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(errno_fail("set the parent death signal"))?;
     // the init's own mount namespace: its only member (with a fuse-overlayfs
@@ -1098,7 +1095,35 @@ fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>) -> R<i32> {
         (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong,
         None,
     )?;
-    let (driver, rootfs) = mount_rootfs(cfg)?;
+    // real root's sandbox: the store's directories through the idmapped
+    // clones, attached on their own paths while this process is still the
+    // host's root (kuid 0 owns the store's private ancestors, `/root` or
+    // a 0700 KILN_HOME, and may walk them); then it becomes the namespace's
+    // root (kuid 0 is unmapped here: every file it made would be refused,
+    // EOVERFLOW) and reaches them through the clones' descriptors only,
+    // walking no ancestor
+    let rooted;
+    let cfg = if cfg.idmap.is_empty() {
+        cfg
+    } else {
+        crate::idmap::attach(&cfg.idmap, idmapped).map_err(fail("attach the idmapped mounts"))?;
+        // SAFETY: plain syscalls on this single-threaded process; the
+        // capabilities unshare(2) gave stay (no root ID is dropped,
+        // capabilities(7))
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(0, 0, 0) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                return Err(fail("become the namespace's root")(
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        rooted = crate::idmap::rewrite(cfg, idmapped);
+        &rooted
+    };
+    let (driver, rootfs) = mount_rootfs(cfg, idmapped)?;
     if cfg.probe {
         send(sock, &ToParent::Driver(driver));
         return Ok(0);

@@ -14,17 +14,22 @@
 //! parent, real root) may make such a mount, and only one privileged over a
 //! mount's namespace may use it as an overlay layer (overlayfs clones its
 //! layers: `clone_private_mount` wants `CAP_SYS_ADMIN` there). So the parent
-//! makes detached clones ([`make`]) and the supervisor, inside the user
-//! namespace, attaches each on top of its own path in a mount namespace of
-//! its own ([`attach`]): every path stays what it was, only its owners read
-//! differently, and the copying driver and the state directory's removal see
-//! the same view as the step.
+//! makes detached clones ([`make`]), the supervisor passes them on and the
+//! init, in its own mount namespace and while it is still the host's root
+//! (who may walk the store's private ancestors), attaches each on top of
+//! its own path ([`attach`]); as the namespace's root it then reaches them
+//! through their descriptors ([`rewrite`]). The copying driver's copy and
+//! the state directory's removal are the parent's (real root) for these
+//! sandboxes.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+
+use crate::proto::ChildConfig;
+use crate::spec::MountKind;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
@@ -94,18 +99,10 @@ fn with_path(e: io::Error, what: &str, p: &Path) -> io::Error {
     )
 }
 
-/// Attaches each clone on top of its own path, in a mount namespace of
-/// this process's own (made here: it belongs to the sandbox's user
-/// namespace, which may then use the mounts as overlay layers).
+/// Attaches each clone on top of its own path, in the caller's mount
+/// namespace (the init's own, which belongs to the sandbox's user
+/// namespace: overlay may then use the mounts as layers).
 pub(crate) fn attach(roots: &[PathBuf], fds: &[OwnedFd]) -> io::Result<()> {
-    // SAFETY: plain syscall; the supervisor is single-threaded
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    rustix::mount::mount_change(
-        "/",
-        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
-    )?;
     for (root, fd) in roots.iter().zip(fds) {
         rustix::mount::move_mount(
             fd.as_fd(),
@@ -117,6 +114,51 @@ pub(crate) fn attach(roots: &[PathBuf], fds: &[OwnedFd]) -> io::Result<()> {
         .map_err(|e| with_path(e.into(), "attach", root))?;
     }
     Ok(())
+}
+
+/// `p` through the attached clones: `/proc/self/fd/N/REST` of the deepest
+/// root that holds it (the one attached last on top), else `p` itself.
+fn through(p: &Path, roots: &[PathBuf], fds: &[OwnedFd]) -> PathBuf {
+    roots
+        .iter()
+        .zip(fds)
+        .rev()
+        .find_map(|(root, fd)| {
+            let rest = p.strip_prefix(root).ok()?;
+            let base = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            Some(if rest.as_os_str().is_empty() {
+                base
+            } else {
+                base.join(rest)
+            })
+        })
+        .unwrap_or_else(|| p.to_path_buf())
+}
+
+/// `cfg` with every host path the sandbox uses reached through the clones
+/// ([`through`]), so that nothing walks the store's private ancestors.
+pub(crate) fn rewrite(cfg: &ChildConfig, fds: &[OwnedFd]) -> ChildConfig {
+    let roots = &cfg.idmap;
+    let t = |p: &PathBuf| through(p, roots, fds);
+    let mut out = cfg.clone();
+    out.lowers_top_first = cfg.lowers_top_first.iter().map(t).collect();
+    out.upper = t(&cfg.upper);
+    out.work = t(&cfg.work);
+    out.rootfs = t(&cfg.rootfs);
+    out.net_files = cfg
+        .net_files
+        .iter()
+        .map(|(src, target)| (t(src), target.clone()))
+        .collect();
+    for m in &mut out.mounts {
+        match &mut m.kind {
+            MountKind::Bind { source, .. }
+            | MountKind::Cache { source }
+            | MountKind::Secret { source } => *source = t(source),
+            MountKind::Tmpfs { .. } => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -426,6 +426,9 @@ struct Started {
     state: Option<StateDir>,
     /// what to send idmapped with `GO` (real root's steps and probes)
     idmap: Vec<PathBuf>,
+    /// real root's copying driver: the copy this process made, diffed here
+    /// once the step exited
+    copied: Option<(PathBuf, crate::copy::Manifest)>,
     network: Network,
     /// the isolated network's slirp4netns, from `NeedMaps` until the step
     /// ended
@@ -573,7 +576,24 @@ impl Runtime {
                     .chain(std::iter::once(state_parent.to_path_buf()))
                     .chain(sources),
             );
+            // the supervisor, unprivileged on the host, cannot walk the
+            // store's private ancestors: this process removes the state
+            // directory (when the reaper drops it) and makes the copying
+            // driver's copy, as real root, keeping every owner
+            cfg.cleanup = None;
         }
+        let copied = if !cfg.idmap.is_empty() && cfg.driver == DriverChoice::Copy && !cfg.probe {
+            let dest = cfg.rootfs.join("copy");
+            let made = std::fs::create_dir(&dest)
+                .and_then(|()| crate::copy::populate(&cfg.lowers_top_first, &dest));
+            let manifest = made.map_err(|e| RuntimeError::Setup {
+                stage: "copy the lower directories".into(),
+                message: e.to_string(),
+            })?;
+            Some((dest, manifest))
+        } else {
+            None
+        };
         let (ours, theirs) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -637,6 +657,7 @@ impl Runtime {
             sock: ours,
             state,
             idmap: cfg.idmap.clone(),
+            copied,
             network: if job { Network::Host } else { cfg.network },
             slirp: None,
         })
@@ -786,10 +807,23 @@ impl Runtime {
         let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &state_parent, &upper)?;
         let deadline = spec.timeout.map(|t| t0 + t);
-        let r = drive(&mut st, &plan, output, cancel, deadline);
+        let mut r = drive(&mut st, &plan, output, cancel, deadline);
         // the step is over (or never ran): its network goes now, whoever
         // removes the state directory
         drop(st.slirp.take());
+        if let (Some((dest, manifest)), Ok(d)) = (st.copied.take(), &mut r) {
+            // a killed step (timeout, cancel) leaves nothing anyone will read
+            if d.exited
+                && d.status != Some(ExitStatus::Signal(libc::SIGKILL))
+                && let Err(e) = crate::copy::diff(&dest, &manifest, &cfg.upper)
+            {
+                d.failed.get_or_insert(Failure {
+                    stage: "move the step's changes to the upper directory".into(),
+                    error: e.to_string(),
+                    errno: e.raw_os_error(),
+                });
+            }
+        }
         if matches!(&r, Ok(d) if d.exited) {
             // the step's mounts died with its mount namespace before the
             // supervisor reported; it now removes the state directory

@@ -196,3 +196,76 @@ fn tmpfs_mounts_have_a_finite_default_size() {
     );
     rerun_as("kilntest", "tmpfs_mounts_have_a_finite_default_size");
 }
+
+#[test]
+fn a_store_behind_private_directories_works_with_every_mount_and_driver() {
+    use std::os::unix::fs::PermissionsExt;
+    // as KILN_HOME under /root or a 0700 store: the sandbox's root is not
+    // the host's and may not walk these directories itself
+    let w = World::new();
+    let private = w.dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let src = private.join("src");
+    let cache = private.join("cache");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(src.join("data"), "bound\n").unwrap();
+    let secret = private.join("token");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for driver in [
+        kiln_runtime::DriverChoice::Overlay,
+        kiln_runtime::DriverChoice::FuseOverlayfs,
+        kiln_runtime::DriverChoice::Copy,
+    ] {
+        let upper = w.dir.path().join(format!("upper-{driver:?}"));
+        std::fs::create_dir(&upper).unwrap();
+        let mut spec = w.spec(
+            "cat /mnt/src/data /run/secrets/token; echo c > /cache/f; \
+             echo made > /etc/made; stat -c '%u' /etc/passwd /etc/made",
+        );
+        spec.upper = upper.clone();
+        spec.driver = driver;
+        spec.mounts = vec![
+            Mount {
+                target: "/mnt/src".into(),
+                kind: MountKind::Bind {
+                    source: src.clone(),
+                    readonly: true,
+                },
+            },
+            Mount {
+                target: "/cache".into(),
+                kind: MountKind::Cache {
+                    source: cache.clone(),
+                },
+            },
+            Mount {
+                target: "/run/secrets/token".into(),
+                kind: MountKind::Secret {
+                    source: secret.clone(),
+                },
+            },
+        ];
+        let r = run(&spec).unwrap();
+        assert!(r.outcome.success(), "{driver:?}: {} {}", r.stdout, r.stderr);
+        assert_eq!(
+            r.stdout, "bound\ns3cret\n0\n0\n",
+            "{driver:?}: {}",
+            r.stderr
+        );
+        assert_eq!(std::fs::read_to_string(cache.join("f")).unwrap(), "c\n");
+        let made = layer_entries(&upper, &r.outcome)
+            .into_iter()
+            .find(|e| e.0 == "etc/made")
+            .unwrap_or_else(|| panic!("{driver:?}: the step's file is in its layer"));
+        assert_eq!((made.1, made.2), (0, 0), "{driver:?}");
+    }
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    rerun_as(
+        "kilntest",
+        "a_store_behind_private_directories_works_with_every_mount_and_driver",
+    );
+}
