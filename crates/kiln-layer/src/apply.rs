@@ -828,32 +828,27 @@ impl Applier<'_> {
                 rfs::linkat(&tpfd, os(tname), pfd, os(&name), AtFlags::empty())
                     .map_err(|e| self.err("create the hard link", &comps, e))?;
             }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let (ft, dev) = match kind {
-                    EntryType::Fifo => (FileType::Fifo, 0),
-                    _ => {
-                        let h = entry.header();
-                        let ma = h.device_major().ok().flatten().unwrap_or(0);
-                        let mi = h.device_minor().ok().flatten().unwrap_or(0);
-                        let ft = if kind == EntryType::Char {
-                            FileType::CharacterDevice
-                        } else {
-                            FileType::BlockDevice
-                        };
-                        (ft, rfs::makedev(ma, mi))
-                    }
-                };
-                match rfs::mknodat(pfd, os(&name), ft, self.mode(&m), dev) {
-                    Ok(()) => {}
-                    Err(Errno::PERM) if ft != FileType::Fifo => {
-                        self.skip(
-                            &comps,
-                            "device node not created: no permission (rootless)".into(),
-                        );
-                        return Ok(());
-                    }
-                    Err(e) => return Err(self.err("create the special file", &comps, e)),
-                }
+            EntryType::Char | EntryType::Block => {
+                // A layer's device node is never made a usable device on the
+                // host, as root included: whoever could reach the extracted
+                // tree (a store, a `-o type=local` export) would get the raw
+                // disk or memory behind it. The image keeps it: its layer is
+                // the tar, not this directory. (Overlay whiteouts, 0/0
+                // character devices, are made above, not from the tar.)
+                let h = entry.header();
+                let ma = h.device_major().ok().flatten().unwrap_or(0);
+                let mi = h.device_minor().ok().flatten().unwrap_or(0);
+                self.skip(
+                    &comps,
+                    format!(
+                        "device node {ma}:{mi} not created on the host (the image's layer keeps it)"
+                    ),
+                );
+                return Ok(());
+            }
+            EntryType::Fifo => {
+                rfs::mknodat(pfd, os(&name), FileType::Fifo, self.mode(&m), 0)
+                    .map_err(|e| self.err("create the fifo", &comps, e))?;
                 self.chown(pfd, &name, &comps, &m)?;
                 rfs::chmodat(pfd, os(&name), self.mode(&m), AtFlags::empty())
                     .map_err(|e| self.err("chmod", &comps, e))?;
