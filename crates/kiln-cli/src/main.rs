@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
     cmd::registry::init(cli.registry);
-    let result = check_env().and_then(|()| match cli.command {
+    let result = start_up().and_then(|()| match cli.command {
         Command::Build(args) => cmd::build::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Check(args) => cmd::check::run(args),
@@ -143,10 +143,14 @@ fn init_tracing(level: &str) {
         .init();
 }
 
-/// Rejects a bad `KILN_MAX_LAYER_SIZE` up front rather than warning at
-/// every layer the libraries extract.
-fn check_env() -> miette::Result<()> {
+/// What every command does first: rejects a bad `KILN_MAX_LAYER_SIZE` up
+/// front rather than warning at every layer the libraries extract, and
+/// removes the secret files of kiln processes that were killed mid-step
+/// (one readdir of `/dev/shm`), so that their plaintext does not wait for
+/// the next build with a secret.
+fn start_up() -> miette::Result<()> {
     use miette::IntoDiagnostic as _;
     kiln_layer::check_max_size_env().into_diagnostic()?;
+    kiln_worker::mounts::remove_stale_secrets();
     Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! Every file or directory output is written next to its destination under
 //! a temp name and renamed into place, so a failed export leaves no partial
-//! result behind.
+//! result behind. The exception is `type=local` into a directory that
+//! exists (BuildKit writes into it, and so do we): there a marker file,
+//! [`INCOMPLETE_MARKER`], says the tree is partial until the export is done.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -600,27 +602,110 @@ pub fn write_docker_archive<W: Write>(
     b.into_inner().map_err(werr)
 }
 
-/// Writes the image's final filesystem into `dest` (created if missing;
-/// must be empty if it exists), applying each layer in order.
+/// The file `type=local` keeps at the top of an existing destination
+/// directory while it writes into it: a tree with it is partial (the
+/// export failed or was killed).
+pub const INCOMPLETE_MARKER: &str = ".kiln-incomplete";
+
+/// Writes the image's final filesystem into `dest`, applying each layer in
+/// order. A new `dest` is written as a hidden directory beside it and
+/// renamed into place when complete, so it never exists partly. Into a
+/// directory that exists (a mount point, say, which a rename could not
+/// replace) the layers are applied in place, over what is there, as
+/// BuildKit does, with [`INCOMPLETE_MARKER`] in it until the end.
 pub fn write_local(store: &Store, image: &Image, dest: &Path) -> Result<()> {
     let werr = |source| ExportError::Write {
         path: dest.to_owned(),
         source,
     };
-    fs::create_dir_all(dest).map_err(werr)?;
+    if fs::symlink_metadata(dest).is_ok() {
+        let marker = dest.join(INCOMPLETE_MARKER);
+        fs::write(
+            &marker,
+            "kiln is writing this directory, or was stopped before it was done: \
+             what is here is partial; export again to complete it\n",
+        )
+        .map_err(werr)?;
+        let ours = fs::symlink_metadata(&marker).map_err(werr)?;
+        apply_layers(store, image, dest)?;
+        // a layer that brought a file of the marker's name keeps it
+        if fs::symlink_metadata(&marker).is_ok_and(|m| same_file(&m, &ours)) {
+            fs::remove_file(&marker).map_err(werr)?;
+        }
+        return Ok(());
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(werr)?;
+    let tmp = new_sibling_dir(&parent, dest).map_err(werr)?;
+    let done = apply_layers(store, image, &tmp).and_then(|()| fs::rename(&tmp, dest).map_err(werr));
+    if done.is_err() {
+        remove_tree(&tmp);
+    }
+    done
+}
+
+fn apply_layers(store: &Store, image: &Image, dir: &Path) -> Result<()> {
     let opts = kiln_layer::ApplyOptions {
         max_size: kiln_layer::max_size_from_env(),
         ..kiln_layer::ApplyOptions::default()
     };
     for layer in &image.layers {
         let r = open_layer(store, layer)?;
-        kiln_layer::apply_tar(r, dest, &opts).map_err(|source| ExportError::Apply {
+        kiln_layer::apply_tar(r, dir, &opts).map_err(|source| ExportError::Apply {
             digest: layer.digest.clone(),
-            dest: dest.to_owned(),
+            dest: dir.to_owned(),
             source,
         })?;
     }
     Ok(())
+}
+
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+/// A fresh directory `.<name of dest>.kiln-export-<pid>-<n>` in `parent`
+/// (same filesystem as `dest`, so it can be renamed there), with the mode
+/// a plain mkdir gives (0777 less the umask), as `dest` would have had.
+fn new_sibling_dir(parent: &Path, dest: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    loop {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = parent.join(format!(".{name}.kiln-export-{}-{n}", std::process::id()));
+        match fs::DirBuilder::new().mode(0o777).create(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            r => return r.map(|()| tmp),
+        }
+    }
+}
+
+/// Removes a partial export, also where a layer made directories read-only
+/// (which stops an unprivileged remove_dir_all).
+fn remove_tree(dir: &Path) {
+    fn open_up(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&e.path());
+            }
+        }
+    }
+    if fs::remove_dir_all(dir).is_err() {
+        open_up(dir);
+        if let Err(e) = fs::remove_dir_all(dir) {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot remove a partial export");
+        }
+    }
 }
 
 /// Whether `media_type` is an index (OCI or Docker list).

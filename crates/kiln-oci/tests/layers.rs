@@ -201,6 +201,26 @@ fn make_rootfs(root: &Path) {
     }
 }
 
+/// (path, entry type) of every entry of a stored layer.
+fn layer_kinds(store: &Store, l: &kiln_oci::Layer) -> Vec<(String, char)> {
+    let f = store.open_blob(&l.digest).unwrap();
+    let rd = Compression::from_media_type(&l.media_type)
+        .unwrap()
+        .decoder(f)
+        .unwrap();
+    let mut a = tar::Archive::new(rd);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().entry_type().as_byte() as char,
+            )
+        })
+        .collect()
+}
+
 fn roundtrip(store: &Store, src: &Path, out: &Path) -> kiln_oci::Image {
     let img = kiln_oci::import_rootfs(store, src, Compression::Gzip, 0).unwrap();
     assert_eq!(img.layers.len(), 1);
@@ -240,6 +260,20 @@ fn import_dir_and_tar_keep_owners_modes_links_and_devices() {
 
     let from_dir = dir.path().join("from-dir");
     let img_dir = roundtrip(&store, &tree, &from_dir);
+    // the layer keeps the device nodes; a local export never makes them on
+    // the host (as root neither)
+    let layer = layer_kinds(&store, &img_dir.layers[0]);
+    if is_root() {
+        assert!(
+            layer.iter().any(|(p, kind)| p.ends_with("dev/null") && *kind == '3')
+                && layer.iter().any(|(p, kind)| p.ends_with("dev/sda") && *kind == '4'),
+            "{layer:?}"
+        );
+    }
+    let want: Vec<String> = want
+        .into_iter()
+        .filter(|l| !l.starts_with("dev/null ") && !l.starts_with("dev/sda "))
+        .collect();
     assert_eq!(tree_listing(&from_dir), want);
 
     let tarball = dir.path().join("rootfs.tar.gz");
@@ -335,4 +369,68 @@ fn xattrs_survive_import_and_both_filesystem_outputs() {
     let mut buf = [0u8; 16];
     let n = rustix::fs::getxattr(local.join("bin/ping"), "user.kiln.test", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"kept");
+}
+
+/// `type=local` never leaves a tree that looks complete: a new destination
+/// appears only when every layer is in (written beside it, renamed into
+/// place); an existing one carries `.kiln-incomplete` until the export is
+/// done. The failure is real: the last layer's blob is gone from the store,
+/// so the export stops after two of three layers.
+#[test]
+fn a_failed_local_export_leaves_no_tree_that_looks_complete() {
+    let (dir, store) = store();
+    let img = three_layers(&store);
+    let last = img.layers.last().unwrap().digest.clone();
+    let blob = std::fs::read(store.blob_path(&last)).unwrap();
+    store.remove_blob(&last).unwrap();
+    let local = |dest: &Path| -> OutputSpec {
+        format!("type=local,dest={}", dest.display())
+            .parse()
+            .unwrap()
+    };
+    let siblings = |parent: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // a new destination: nothing at all, and no temp directory left
+    let out = dir.path().join("out/rootfs");
+    let e = export(&store, &img, &local(&out)).unwrap_err();
+    assert!(e.to_string().contains("cannot open layer"), "{e}");
+    assert!(!out.exists(), "a partial tree at the destination");
+    assert!(
+        siblings(&dir.path().join("out")).is_empty(),
+        "{:?}",
+        siblings(&dir.path().join("out"))
+    );
+
+    // an existing directory is written in place, marked until done
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("mine"), "mine").unwrap();
+    export(&store, &img, &local(&existing)).unwrap_err();
+    assert!(
+        existing.join(".kiln-incomplete").is_file(),
+        "no marker on a partial tree"
+    );
+    assert!(existing.join("a/2").is_file(), "the first layers are in");
+
+    // with the blob back both complete; the marker goes, what was there stays
+    store.put_blob(&blob).unwrap();
+    export(&store, &img, &local(&existing)).unwrap();
+    assert_eq!(
+        siblings(&existing),
+        ["a", "b", "c", "d", "e", "mine"],
+        "merged into the existing directory, marker removed"
+    );
+    export(&store, &img, &local(&out)).unwrap();
+    assert_eq!(siblings(&dir.path().join("out")), ["rootfs"]);
+    assert_eq!(std::fs::read_to_string(out.join("a/1")).unwrap(), "new one");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o700, 0o700, "an ordinary directory ({mode:o})");
+    assert_ne!(mode, 0o700, "not a private temp directory's mode");
 }

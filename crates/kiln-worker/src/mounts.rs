@@ -737,18 +737,58 @@ fn remove_stale_imports(base: &Path) {
     }
 }
 
-/// Whether `name` is `PREFIX<pid>-...` of a process that no longer exists.
+/// Whether `name` is `PREFIX<pid>-...` or `PREFIX<pid>-t<start>-...` of a
+/// process that no longer exists. With the start time (see
+/// [`start_time`]) a reused pid counts as gone too.
 fn owner_is_gone(name: &std::ffi::OsStr, prefix: &str) -> bool {
-    let Some(pid) = name
+    let Some(mut parts) = name
         .to_str()
         .and_then(|n| n.strip_prefix(prefix))
-        .and_then(|n| n.split('-').next())
-        .and_then(|p| p.parse::<i32>().ok())
+        .map(|n| n.split('-'))
     else {
         return false;
     };
-    rustix::process::Pid::from_raw(pid)
-        .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH))
+    let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    let start = parts
+        .next()
+        .and_then(|t| t.strip_prefix('t'))
+        .and_then(|t| t.parse::<u64>().ok());
+    match start_time(pid) {
+        Ok(Some(now)) => start.is_some_and(|s| s != now),
+        // no such process, or a zombie: it will not use its files again
+        Ok(None) => true,
+        // /proc hides other users' processes (hidepid): ask the kernel
+        Err(_) => rustix::process::Pid::from_raw(pid as i32)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH)),
+    }
+}
+
+/// The start time of process `pid` (field 22 of proc_pid_stat(5), clock
+/// ticks since boot), which tells a reused pid from the process that had
+/// it; `Ok(None)` when there is no such process or it is a zombie.
+fn start_time(pid: u32) -> std::io::Result<Option<u64>> {
+    let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // the command name (field 2) may hold spaces and `)`: fields after the
+    // last `)` start at field 3, the state
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| std::io::Error::other("unreadable stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return Ok(None);
+    }
+    fields
+        .get(22 - 3)
+        .and_then(|t| t.parse().ok())
+        .map(Some)
+        .ok_or_else(|| std::io::Error::other("unreadable stat"))
 }
 
 /// A digest of the metadata of everything under `dir` (names, types,
@@ -925,28 +965,36 @@ fn wait_lock(
     }
 }
 
-/// A fresh 0700 directory for secret files: on a tmpfs when one is there
+/// Where secret directories go, best first: a tmpfs when there is one
 /// (`/dev/shm`, `$XDG_RUNTIME_DIR`), so the bytes never reach a disk.
-fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
+fn secret_bases() -> Vec<PathBuf> {
     let mut bases: Vec<PathBuf> = vec![PathBuf::from("/dev/shm")];
-    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
         bases.push(PathBuf::from(x));
     }
     bases.push(std::env::temp_dir());
+    bases
+}
+
+const SECRETS_PREFIX: &str = "kiln-secrets-";
+
+/// A fresh 0700 directory for secret files, named
+/// `kiln-secrets-<pid>-t<start time>-...`: a later kiln process removes it
+/// if this one dies without doing so (SIGKILL), and only then, even once
+/// the pid is reused ([`remove_stale_secrets`]).
+fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let me = std::process::id();
+    let start = start_time(me).ok().flatten().unwrap_or(0);
     let mut last = None;
-    for base in bases.into_iter().filter(|b| b.is_dir()) {
-        remove_stale_secrets(&base);
+    for base in secret_bases().into_iter().filter(|b| b.is_dir()) {
         for _ in 0..8 {
             let n = N.fetch_add(1, Ordering::Relaxed);
             let nonce = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let dir = base.join(format!(
-                "kiln-secrets-{}-{n}-{nonce:08x}",
-                std::process::id()
-            ));
+            let dir = base.join(format!("{SECRETS_PREFIX}{me}-t{start}-{n}-{nonce:08x}"));
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok(dir),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -965,21 +1013,48 @@ fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
     }))
 }
 
-/// Removes the secret directories of kiln processes that died without
-/// cleaning up (SIGKILL): ours by owner, theirs by a pid that is gone.
-fn remove_stale_secrets(base: &Path) {
+/// Removes the secret directories that kiln processes of this user left
+/// when they died without cleaning up (SIGKILL): one readdir of each place
+/// secrets go, cheap enough for the start of every kiln command. A
+/// directory is removed only when it is ours (owner uid) and its process is
+/// gone; a running build's stays. Returns how many were removed.
+pub fn remove_stale_secrets() -> usize {
+    secret_bases()
+        .iter()
+        .map(|b| remove_stale_secrets_in(b))
+        .sum()
+}
+
+fn remove_stale_secrets_in(base: &Path) -> usize {
     use std::os::unix::fs::MetadataExt as _;
     let Ok(entries) = fs::read_dir(base) else {
-        return;
+        return 0;
     };
     let me = rustix::process::geteuid().as_raw();
+    let mut removed = 0;
     for e in entries.flatten() {
-        if owner_is_gone(&e.file_name(), "kiln-secrets-")
-            && e.metadata().is_ok_and(|m| m.uid() == me)
+        let name = e.file_name();
+        if !name
+            .as_encoded_bytes()
+            .starts_with(SECRETS_PREFIX.as_bytes())
         {
-            let _ = fs::remove_dir_all(e.path());
+            continue;
+        }
+        // lstat: a symlink of that name is not followed, nor removed
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && owner_is_gone(&name, SECRETS_PREFIX) {
+            match fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %e.path().display(), "removed the secrets of a kiln process that was killed");
+                }
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove the secrets of a killed kiln process");
+                }
+            }
         }
     }
+    removed
 }
 
 /// Writes one secret file, never readable by anyone else on the host while
@@ -1391,17 +1466,51 @@ mod tests {
     #[test]
     fn secret_dirs_of_dead_processes_are_removed() {
         let d = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let start = start_time(me).unwrap().unwrap();
         // pid_max is at most 2^22: this pid cannot exist
-        let dead = d.path().join("kiln-secrets-99999999-0-0");
-        let alive = d
+        let dead = d.path().join("kiln-secrets-99999999-t5-0-0");
+        let dead_old_style = d.path().join("kiln-secrets-99999999-0-0");
+        let alive = d.path().join(format!("kiln-secrets-{me}-t{start}-0-0"));
+        let alive_old_style = d.path().join(format!("kiln-secrets-{me}-0-0"));
+        // our pid, but another start time: a process that had it before
+        let reused = d
             .path()
-            .join(format!("kiln-secrets-{}-0-0", std::process::id()));
+            .join(format!("kiln-secrets-{me}-t{}-0-0", start + 1));
         let other = d.path().join("unrelated-99999999");
-        for p in [&dead, &alive, &other] {
+        let not_a_dir = d.path().join("kiln-secrets-99999999-t1-1-1");
+        for p in [
+            &dead,
+            &dead_old_style,
+            &alive,
+            &alive_old_style,
+            &reused,
+            &other,
+        ] {
             fs::create_dir(p).unwrap();
         }
-        remove_stale_secrets(d.path());
-        assert!(!dead.exists() && alive.exists() && other.exists());
+        std::os::unix::fs::symlink(&other, &not_a_dir).unwrap();
+        assert_eq!(remove_stale_secrets_in(d.path()), 3);
+        assert!(!dead.exists() && !dead_old_style.exists() && !reused.exists());
+        assert!(alive.exists() && alive_old_style.exists() && other.exists());
+        assert!(not_a_dir.symlink_metadata().is_ok(), "a symlink stays");
+    }
+
+    #[test]
+    fn start_times_tell_processes_apart() {
+        let me = start_time(std::process::id()).unwrap().unwrap();
+        assert!(me > 0);
+        assert_eq!(start_time(1).unwrap().map(|t| t <= me), Some(true));
+        assert_eq!(start_time(99_999_999).unwrap(), None);
+        // a zombie counts as gone
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while start_time(pid).unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().unwrap();
     }
 
     #[test]
