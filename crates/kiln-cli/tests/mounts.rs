@@ -482,6 +482,39 @@ let app = image("bb:1")
     );
 }
 
+// ---------------------------------------------------------------- limits
+
+/// Starts 24 background sleeps: fine under the default limit (4096), a
+/// fork failure under `pids(8)` (the step, its shell and 6 more).
+const FORKS: &str = r#"
+let free = image("bb:1")
+    .run("i=0; while [ $i -lt 24 ]; do sleep 1 & i=$((i+1)); done; wait; echo $i > /forked");
+let limited = image("bb:1")
+    .run("i=0; while [ $i -lt 24 ]; do sleep 1 & i=$((i+1)); done; wait; echo $i > /forked", [pids(8)]);
+"#;
+
+fn pids_limit_stops_forks(rootless: bool) {
+    let env = Env::new(rootless);
+    env.write("ctx/Kilnfile", FORKS);
+    let (fs, _) = env.build_rootfs(&["--target", "free"], &[]);
+    assert_eq!(file(&fs, "forked"), Some("24\n"));
+    let err = env.fails(&["build", "ctx", "--target", "limited"], &[]);
+    assert!(
+        err.contains("can't fork") || err.contains("Resource temporarily unavailable"),
+        "rootless {rootless}: {err}"
+    );
+}
+
+#[test]
+fn pids_limit_stops_forks_as_root() {
+    pids_limit_stops_forks(false);
+}
+
+#[test]
+fn rootless_pids_limit_stops_forks() {
+    pids_limit_stops_forks(true);
+}
+
 #[test]
 fn bind_mounts_from_stages_and_the_context() {
     let env = Env::new(false);
