@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(report) => {
-            if report.chain().any(is_broken_pipe) {
+            if report.chain().any(is_broken_pipe) && stdio_reader_gone() {
                 die_of_sigpipe();
             }
             eprintln!("{report:?}");
@@ -117,6 +117,23 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
         || e.to_string()
             .ends_with(&format!("(os error {})", libc::EPIPE))
+}
+
+/// Whether stdout or stderr is a pipe nobody reads any more, so a broken
+/// pipe between kiln and one of its helpers is still reported.
+fn stdio_reader_gone() -> bool {
+    [libc::STDOUT_FILENO, libc::STDERR_FILENO]
+        .into_iter()
+        .any(|fd| {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no timeout. A pipe without readers
+            // polls as POLLERR.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLERR != 0 }
+        })
 }
 
 fn die_of_sigpipe() -> ! {
