@@ -24,6 +24,10 @@ pub enum UserError {
     UnknownGroup { group: String },
     #[error("empty user name in `{spec}`: expected NAME, UID, NAME:GROUP or UID:GID")]
     Empty { spec: String },
+    #[error(
+        "user `{spec}` resolves to id 4294967295, which setuid(2) and setgid(2) take as \"leave unchanged\" (the step would stay root); use another id"
+    )]
+    Unchangeable { spec: String },
 }
 
 struct PwEntry<'a> {
@@ -125,6 +129,13 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
     };
     groups.sort_unstable();
     groups.dedup();
+    // (uid_t)-1 is "no change" to setresuid(2): whatever the Kilnfile, the
+    // image config or its /etc/passwd said, the step would run as root
+    if uid == u32::MAX || gid == u32::MAX || groups.contains(&u32::MAX) {
+        return Err(UserError::Unchangeable {
+            spec: spec.to_string(),
+        });
+    }
     Ok(ResolvedUser {
         uid,
         gid,
@@ -136,6 +147,21 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minus_one_is_never_an_id() {
+        let passwd = "ghost:x:4294967295:0::/:/bin/sh\nok:x:5:4294967295::/:/bin/sh\n";
+        for spec in ["4294967295", "0:4294967295", "ghost", "ok", "5:4294967295"] {
+            assert!(
+                matches!(
+                    resolve(spec, passwd, ""),
+                    Err(UserError::Unchangeable { .. })
+                ),
+                "{spec}"
+            );
+        }
+        assert_eq!(resolve("5:6", passwd, "").unwrap().uid, 5);
+    }
 
     const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/sh
