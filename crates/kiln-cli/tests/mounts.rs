@@ -549,6 +549,52 @@ let app = image("bb:1")
     );
 }
 
+/// A step cannot turn its read-only bind writable (`mount -o remount,rw`,
+/// directly or from a user namespace of its own) and write into the store's
+/// shared snapshot of the stage: a later build binding the same stage still
+/// sees the original.
+fn a_readonly_bind_cannot_poison_the_store(rootless: bool) {
+    let env = Env::new(rootless);
+    env.write(
+        "ctx/Kilnfile",
+        r#"
+let data = image("bb:1").run("mkdir -p /out && echo from-data > /out/f");
+let attack = image("bb:1")
+    .run("mount -o remount,rw,bind /mnt 2>/dev/null && echo remounted >> /log; unshare -Urm sh -c 'mount -o remount,rw,bind /mnt && echo poisoned > /mnt/f' 2>/dev/null && echo nested >> /log; echo poisoned > /mnt/f 2>/dev/null && echo written >> /log; cat /mnt/f > /seen",
+         [bind(data.path("/out"), "/mnt")]);
+let later = image("bb:1").run("cat /mnt/f > /seen-later", [bind(data.path("/out"), "/mnt")]);
+"#,
+    );
+    let (fs, _) = env.build_rootfs(&["--target", "attack"], &[]);
+    assert_eq!(
+        file(&fs, "seen"),
+        Some("from-data\n"),
+        "rootless {rootless}"
+    );
+    assert_eq!(
+        file(&fs, "log"),
+        None,
+        "rootless {rootless}: {:?}",
+        file(&fs, "log")
+    );
+    let (fs, _) = env.build_rootfs(&["--target", "later"], &[]);
+    assert_eq!(
+        file(&fs, "seen-later"),
+        Some("from-data\n"),
+        "rootless {rootless}"
+    );
+}
+
+#[test]
+fn a_readonly_bind_cannot_poison_the_store_as_root() {
+    a_readonly_bind_cannot_poison_the_store(false);
+}
+
+#[test]
+fn rootless_readonly_bind_cannot_poison_the_store() {
+    a_readonly_bind_cannot_poison_the_store(true);
+}
+
 // ---------------------------------------------------------------- example
 
 /// `examples/cache-secret` end to end on the real Debian builder
