@@ -988,6 +988,8 @@ fn private_dir() -> Result<PathBuf, (PathBuf, std::io::Error)> {
     let start = start_time(me).ok().flatten().unwrap_or(0);
     let mut last = None;
     for base in secret_bases().into_iter().filter(|b| b.is_dir()) {
+        // the CLI sweeps at start-up; a library caller gets it here
+        remove_stale_secrets_in(&base);
         for _ in 0..8 {
             let n = N.fetch_add(1, Ordering::Relaxed);
             let nonce = std::time::SystemTime::now()
