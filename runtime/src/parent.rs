@@ -576,11 +576,17 @@ impl Runtime {
                     .chain(std::iter::once(state_parent.to_path_buf()))
                     .chain(sources),
             );
-            // the supervisor, unprivileged on the host, cannot walk the
-            // store's private ancestors: this process removes the state
-            // directory (when the reaper drops it) and makes the copying
-            // driver's copy, as real root, keeping every owner
-            cfg.cleanup = None;
+            // The supervisor stays the host's kuid 0 in the namespace: it
+            // may walk the store's private ancestors (it owns them) and
+            // remove the state directory, whose entries overlay made as
+            // on-disk 0 through the idmapped mount. It may not copy lowers
+            // of other owners: this process makes the copying driver's copy
+            // and diff, as real root, keeping every owner, and then removes
+            // the state directory itself (the reaper drops it), so that the
+            // supervisor's removal does not race the diff.
+            if cfg.driver == DriverChoice::Copy {
+                cfg.cleanup = None;
+            }
         }
         let copied = if !cfg.idmap.is_empty() && cfg.driver == DriverChoice::Copy && !cfg.probe {
             let dest = cfg.rootfs.join("copy");

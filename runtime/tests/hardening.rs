@@ -269,3 +269,35 @@ fn a_store_behind_private_directories_works_with_every_mount_and_driver() {
         "a_store_behind_private_directories_works_with_every_mount_and_driver",
     );
 }
+
+#[test]
+fn the_state_directory_goes_when_the_caller_exits_at_once() {
+    // the supervisor removes it, not a thread of the (gone) caller: as real
+    // root too, whose sandbox is unprivileged on the host
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    // behind a private directory, as a store is
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-runtime-helper"))
+        .arg("run")
+        .arg(&w.lower)
+        .arg(&w.upper)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !common::state_dirs(&w.upper).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(common::state_dirs(&w.upper), Vec::<String>::new());
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    rerun_as(
+        "kilntest",
+        "the_state_directory_goes_when_the_caller_exits_at_once",
+    );
+}
