@@ -947,16 +947,8 @@ fn setup_dev(root: BorrowedFd<'_>, rootfs: &Path, stubs: &mut Vec<String>) -> R<
         std::fs::File::create(&t).map_err(fail(format!("create `/dev/{name}`")))?;
         let host = Path::new("/dev").join(name);
         bind(&host, &t, "bind a device into /dev")?;
-        mount(
-            "make a device in /dev read-only",
-            None,
-            &t,
-            None,
-            (libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY) as libc::c_ulong
-                | locked_flags(&host),
-            None,
-        )?;
     }
+    crate::harden::readonly_below(&d).map_err(fail("make the devices in /dev read-only"))?;
     std::fs::create_dir(d.join("pts")).map_err(fail("create `/dev/pts`"))?;
     mount(
         "mount /dev/pts",
