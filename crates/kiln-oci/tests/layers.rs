@@ -265,8 +265,12 @@ fn import_dir_and_tar_keep_owners_modes_links_and_devices() {
     let layer = layer_kinds(&store, &img_dir.layers[0]);
     if is_root() {
         assert!(
-            layer.iter().any(|(p, kind)| p.ends_with("dev/null") && *kind == '3')
-                && layer.iter().any(|(p, kind)| p.ends_with("dev/sda") && *kind == '4'),
+            layer
+                .iter()
+                .any(|(p, kind)| p.ends_with("dev/null") && *kind == '3')
+                && layer
+                    .iter()
+                    .any(|(p, kind)| p.ends_with("dev/sda") && *kind == '4'),
             "{layer:?}"
         );
     }
