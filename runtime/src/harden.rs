@@ -13,6 +13,8 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 
+use crate::mountattr::{MOUNT_ATTR_RDONLY, MountAttr, mount_setattr};
+
 /// The capabilities a step keeps: Docker's and BuildKit's default set for
 /// `RUN` (moby `oci/caps/defaults.go`), by number (capabilities(7)).
 const KEPT: &[u32] = &[
@@ -133,16 +135,7 @@ pub(crate) fn protect_proc(proc: &Path, null: &Path, mount: MountFn<'_>) -> io::
     readonly_below(proc)
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-fn mount_setattr(path: &Path, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
+fn setattr(path: &Path, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let attr = MountAttr {
@@ -152,35 +145,19 @@ fn mount_setattr(path: &Path, recursive: bool, set: u64, clr: u64) -> io::Result
         userns_fd: 0,
     };
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: mount_setattr(2) with a valid path and a struct of the size
-    // we pass
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+    mount_setattr(libc::AT_FDCWD, &c, flags, &attr).map_err(|e| {
+        io::Error::new(
             e.kind(),
             format!("mount_setattr on `{}`: {e}", path.display()),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 /// Makes every mount below `top` read-only and leaves `top` as it was: two
 /// mount_setattr(2) calls (Linux 5.12) instead of a remount per mount.
 pub(crate) fn readonly_below(top: &Path) -> io::Result<()> {
-    mount_setattr(top, true, MOUNT_ATTR_RDONLY, 0)?;
-    mount_setattr(top, false, 0, MOUNT_ATTR_RDONLY)
+    setattr(top, true, MOUNT_ATTR_RDONLY, 0)?;
+    setattr(top, false, 0, MOUNT_ATTR_RDONLY)
 }
 
 /// RLIMIT_NPROC for the step. Counted per user in the step's own user

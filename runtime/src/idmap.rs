@@ -28,19 +28,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
+use crate::mountattr::{MOUNT_ATTR_IDMAP, MountAttr, mount_setattr};
 use crate::proto::ChildConfig;
 use crate::spec::MountKind;
-
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// The directories (or files) to map for a sandbox: `paths` reduced to
 /// distinct entries, parents before what lies below them (a later attach
@@ -69,21 +59,8 @@ pub(crate) fn make(roots: &[PathBuf], userns: BorrowedFd<'_>) -> io::Result<Vec<
                 propagation: 0,
                 userns_fd: userns.as_raw_fd() as u64,
             };
-            // SAFETY: mount_setattr(2) on our own descriptor, with an empty
-            // path (AT_EMPTY_PATH) and a struct of the size we pass
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_mount_setattr,
-                    fd.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                    &attr as *const MountAttr,
-                    std::mem::size_of::<MountAttr>(),
-                )
-            };
-            if r != 0 {
-                return Err(with_path(io::Error::last_os_error(), "idmap", root));
-            }
+            mount_setattr(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH, &attr)
+                .map_err(|e| with_path(e, "idmap", root))?;
             Ok(fd)
         })
         .collect()

@@ -16,6 +16,7 @@ mod copy;
 mod harden;
 mod hints;
 mod idmap;
+mod mountattr;
 mod parent;
 pub mod passwd;
 mod proto;

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
@@ -28,29 +27,11 @@ fn host_address() -> IpAddr {
 }
 
 fn listener(ip: IpAddr) -> (TcpListener, u16) {
-    let l = TcpListener::bind((ip, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
-    l.set_nonblocking(true).unwrap();
-    (l, port)
+    common::listener(ip)
 }
 
-/// Accepts one connection in a thread (the step runs meanwhile) and returns
-/// what it sent, or None when nothing connected within 8 s.
 fn accept_in_background(l: TcpListener) -> std::thread::JoinHandle<Option<String>> {
-    std::thread::spawn(move || {
-        for _ in 0..400 {
-            if let Ok((mut s, _)) = l.accept() {
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = [0u8; 5];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let _ = s.write_all(b"pong\n");
-                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    })
+    common::accept_in_background(l, Duration::from_secs(8))
 }
 
 /// Held by each test: [`slirp_children`] sees the other test's too.

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::time::Duration;
 
 use common::{World, layer_entries, rerun_as, run};
@@ -71,30 +69,12 @@ fn chown_to_many_ids_works_under_the_subordinate_mapping() {
     );
 }
 
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    l.set_nonblocking(true).unwrap();
-    (l, port)
+fn listener() -> (std::net::TcpListener, u16) {
+    common::listener(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
-/// Accepts one connection in a thread (the step runs meanwhile) and returns
-/// what it sent, or None when nothing connected within 5 s.
-fn accept_in_background(l: TcpListener) -> std::thread::JoinHandle<Option<String>> {
-    std::thread::spawn(move || {
-        for _ in 0..250 {
-            if let Ok((mut s, _)) = l.accept() {
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = [0u8; 5];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let _ = s.write_all(b"pong\n");
-                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    })
+fn accept_in_background(l: std::net::TcpListener) -> std::thread::JoinHandle<Option<String>> {
+    common::accept_in_background(l, Duration::from_secs(5))
 }
 
 #[test]

@@ -245,3 +245,36 @@ pub fn layer_entries(upper: &Path, outcome: &Outcome) -> Vec<(String, u64, u64, 
     }
     out
 }
+
+/// A non-blocking TCP listener on `ip`, and its port.
+pub fn listener(ip: std::net::IpAddr) -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    (l, port)
+}
+
+/// Accepts one connection in a thread (the step runs meanwhile) and returns
+/// what it sent, or None when nothing connected within `wait`.
+pub fn accept_in_background(
+    l: std::net::TcpListener,
+    wait: std::time::Duration,
+) -> std::thread::JoinHandle<Option<String>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if let Ok((mut s, _)) = l.accept() {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut buf = [0u8; 5];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let _ = s.write_all(b"pong\n");
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    })
+}
