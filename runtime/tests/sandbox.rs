@@ -508,50 +508,6 @@ fn copy_driver_gives_the_same_layer_as_overlay() {
     rerun_as("kilntest", "copy_driver_gives_the_same_layer_as_overlay");
 }
 
-#[test]
-fn copy_driver_keeps_mounts_out_and_honours_env_choice() {
-    let w = World::new();
-    let data = w.dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::write(data.join("in"), "from host\n").unwrap();
-    if !common::is_root() {
-        // the step's root is this user: the bind must be readable
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let mut spec = w.spec("cat /data/in && echo t > /tmp/t && echo kept > /kept");
-    spec.mounts = vec![
-        Mount {
-            target: "/data".into(),
-            kind: MountKind::Bind {
-                source: data.clone(),
-                readonly: true,
-            },
-        },
-        Mount {
-            target: "/tmp".into(),
-            kind: MountKind::Tmpfs { size: None },
-        },
-    ];
-    // SAFETY: no other thread of this test binary reads the environment now
-    unsafe { std::env::set_var("KILN_SANDBOX_DRIVER", "copy") };
-    let r = run(&spec);
-    unsafe { std::env::remove_var("KILN_SANDBOX_DRIVER") };
-    let r = r.unwrap();
-    assert!(r.outcome.success(), "{}", r.stderr);
-    assert_eq!(r.outcome.driver, kiln_runtime::Driver::Copy);
-    assert_eq!(r.stdout, "from host\n");
-    let names: Vec<_> = layer_entries(&w.upper, &r.outcome)
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
-    assert_eq!(names, ["kept"], "mount points and mounted content stay out");
-    rerun_as(
-        "kilntest",
-        "copy_driver_keeps_mounts_out_and_honours_env_choice",
-    );
-}
-
 /// `Runtime::chown` gives files to container IDs (rootless: to the matching
 /// subordinate IDs, which the calling user may not do itself) and keeps a
 /// set-user-ID bit; `Runtime::write_layer` then reads every file back as
