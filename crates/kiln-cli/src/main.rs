@@ -152,12 +152,44 @@ fn init_tracing(level: &str) {
     let filter = EnvFilter::try_from_env("KILN_LOG")
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let colour = colour_on_stderr();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress::log_writer)
+        .with_ansi(colour)
         .without_time()
         .with_target(false)
         .init();
+    // miette's reports follow the same decision (its own detection knows
+    // NO_COLOR but not CLICOLOR_FORCE)
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().color(colour).build())
+    }));
+}
+
+/// Colour on stderr: never with `NO_COLOR` set (no-color.org), always with
+/// `CLICOLOR_FORCE` set to anything but `0`, else only on a terminal (a
+/// log file or a CI pipe gets no escape sequences).
+fn colour_on_stderr() -> bool {
+    colour_for(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("CLICOLOR_FORCE").as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+}
+
+fn colour_for(
+    no_color: Option<&std::ffi::OsStr>,
+    force: Option<&std::ffi::OsStr>,
+    terminal: bool,
+) -> bool {
+    if no_color.is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    if force.is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    terminal
 }
 
 /// What every command does first: rejects a bad `KILN_MAX_LAYER_SIZE` up
@@ -170,4 +202,32 @@ fn start_up() -> miette::Result<()> {
     kiln_layer::check_max_size_env().into_diagnostic()?;
     kiln_worker::mounts::remove_stale_secrets();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_for;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_follows_no_color_and_clicolor_force() {
+        let s = |v: &'static str| Some(OsStr::new(v));
+        let cases = [
+            (None, None, true, true),
+            (None, None, false, false),
+            (s("1"), None, true, false),
+            (s(""), None, true, true),
+            (s("1"), s("1"), true, false),
+            (None, s("1"), false, true),
+            (None, s("0"), false, false),
+            (None, s(""), false, false),
+        ];
+        for (no_color, force, terminal, want) in cases {
+            assert_eq!(
+                colour_for(no_color, force, terminal),
+                want,
+                "{no_color:?} {force:?} {terminal}"
+            );
+        }
+    }
 }

@@ -205,6 +205,46 @@ fn finished_line(screen: &str, name: &str) -> Option<usize> {
 }
 
 #[test]
+fn plain_progress_prints_whole_lines_numbered_like_buildkit() {
+    let env = Env::new();
+    env.busybox_image();
+    // a line written in pieces, a `\r`-rewritten line, `\r\n` endings,
+    // stdout and stderr interleaved, and a last line without a newline
+    env.kilnfile(
+        "let app = image(\"bb:1\")\n    .run(\"printf 'pie'; sleep 0.2; printf 'ces\\\\n'; printf '10%%\\\\r50%%\\\\r100%%\\\\r\\\\n'; printf 'dpkg\\\\r\\\\n'; sleep 0.1; echo err >&2; sleep 0.1; printf 'no newline'\");\n",
+    );
+    let (_, err) = env.ok(&["build", "ctx", "--progress", "plain"]);
+    let start = err
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains("run \"printf"))
+        .unwrap_or_else(|| panic!("no start line:\n{err}"));
+    let n = start.split_whitespace().next().unwrap();
+    let output: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("{n} ")) && *l != start)
+        .map(|l| {
+            // `#N SECONDS TEXT`
+            let mut parts = l.splitn(3, ' ');
+            let (_, t) = (parts.next(), parts.next().unwrap());
+            t.parse::<f64>()
+                .unwrap_or_else(|_| panic!("no time in {l:?}"));
+            parts.next().unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        output,
+        ["pieces", "100%", "dpkg", "err", "no newline"],
+        "{err}"
+    );
+    assert!(!err.contains('\r'), "{err:?}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("=> app: run \"printf") && l.contains(" done ")),
+        "{err}"
+    );
+}
+
+#[test]
 fn failing_run_reports_command_status_tail_and_location_and_keeps_the_cache() {
     let env = Env::new();
     env.busybox_image();

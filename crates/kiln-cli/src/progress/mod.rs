@@ -7,6 +7,9 @@
 //! running step with its elapsed time and the tail of its output, and every
 //! finished step collapsed to one permanent line above it.
 
+mod line;
+mod plain;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -14,6 +17,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_dag::Digest;
 use kiln_solver::{Event, Stream};
+
+use line::TermLine;
+pub use plain::Plain;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,20 +76,18 @@ struct Step {
     location: Option<String>,
     state: State,
     tail: VecDeque<String>,
-    /// The unfinished last line of the output.
-    partial: String,
-    /// Inside an ANSI escape sequence of the output.
-    escape: Escape,
+    /// stdout's and stderr's unfinished lines, as a terminal shows them
+    lines: [TermLine; 2],
+    /// the stream that wrote last, whose unfinished line the view shows
+    last: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Escape {
-    #[default]
-    No,
-    /// After ESC.
-    Start,
-    /// In a CSI sequence (`ESC [`), which ends at a byte in `@..=~`.
-    Csi,
+/// Where a stream's unfinished line is kept.
+fn stream_index(s: Stream) -> usize {
+    match s {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
 }
 
 /// The state of a build as its events arrive. Times are offsets from the
@@ -118,8 +122,8 @@ impl Model {
                     location: info.and_then(|s| s.location.clone()),
                     state: State::Running { since: now },
                     tail: VecDeque::new(),
-                    partial: String::new(),
-                    escape: Escape::No,
+                    lines: Default::default(),
+                    last: 0,
                 });
                 self.index.insert(*d, self.steps.len() - 1);
                 self.steps.len() - 1
@@ -142,9 +146,13 @@ impl Model {
                 s.state = State::Cached;
                 vec![format!("=> CACHED {}", s.name)]
             }
-            Event::Log { vertex, data, .. } => {
+            Event::Log {
+                vertex,
+                stream,
+                data,
+            } => {
                 let s = self.step(vertex, now);
-                push_output(s, data, tail_lines);
+                push_output(s, *stream, data, tail_lines);
                 Vec::new()
             }
             Event::Done { vertex, duration } => {
@@ -220,7 +228,8 @@ impl Model {
                 &secs(now.saturating_sub(since)),
                 width,
             ));
-            let partial = (!s.partial.is_empty()).then_some(&s.partial);
+            let current = s.lines[s.last].current();
+            let partial = (!current.is_empty()).then_some(&current);
             let mut lines: Vec<&String> = s.tail.iter().chain(partial).collect();
             let skip = lines.len().saturating_sub(self.tail_lines);
             lines.drain(..skip);
@@ -233,48 +242,18 @@ impl Model {
 }
 
 /// Adds output bytes to a step's tail: complete lines are kept (at most
-/// `keep`), `\r` restarts the current line as a terminal would, escape
-/// sequences and control characters are dropped so a step cannot move the
-/// cursor or leave colours on.
-fn push_output(s: &mut Step, data: &[u8], keep: usize) {
-    for c in String::from_utf8_lossy(data).chars() {
-        match (s.escape, c) {
-            (Escape::Start, '[') => {
-                s.escape = Escape::Csi;
-                continue;
-            }
-            (Escape::Start, _) => {
-                s.escape = Escape::No;
-                continue;
-            }
-            (Escape::Csi, c) => {
-                if ('@'..='~').contains(&c) {
-                    s.escape = Escape::No;
-                }
-                continue;
-            }
-            (Escape::No, '\x1b') => {
-                s.escape = Escape::Start;
-                continue;
-            }
-            (Escape::No, _) => {}
-        }
-        match c {
-            '\n' => {
-                s.tail.push_back(std::mem::take(&mut s.partial));
-                while s.tail.len() > keep {
-                    s.tail.pop_front();
-                }
-            }
-            '\r' => s.partial.clear(),
-            '\t' => s.partial.push_str("    "),
-            c if c.is_control() => {}
-            c => s.partial.push(c),
+/// `keep`), each as a terminal would show it ([`TermLine`]).
+fn push_output(s: &mut Step, stream: Stream, data: &[u8], keep: usize) {
+    s.last = stream_index(stream);
+    for line in s.lines[s.last].feed(data) {
+        s.tail.push_back(line);
+        while s.tail.len() > keep {
+            s.tail.pop_front();
         }
     }
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
@@ -292,41 +271,6 @@ fn right_align(left: &str, right: &str, width: usize) -> String {
     let left = cut(left, room);
     let pad = width.saturating_sub(left.chars().count() + right.chars().count());
     format!("{left}{}{right}", " ".repeat(pad.max(1)))
-}
-
-/// The `plain` lines of an event. Kept stable: scripts and tests read
-/// `=> NAME CACHED` and `=> NAME done 1.23s`.
-pub fn plain_lines(info: &HashMap<Digest, StepInfo>, e: &Event) -> Vec<String> {
-    let name = |d: &Digest| {
-        info.get(d)
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| d.short())
-    };
-    match e {
-        Event::Cached { vertex } => vec![format!("=> {} CACHED", name(vertex))],
-        Event::Started { vertex } => vec![format!("=> {}", name(vertex))],
-        Event::Log { vertex, data, .. } => {
-            let n = name(vertex);
-            String::from_utf8_lossy(data)
-                .lines()
-                .map(|l| format!("   {n} | {l}"))
-                .collect()
-        }
-        Event::Done { vertex, duration } => vec![format!(
-            "=> {} done {:.2}s",
-            name(vertex),
-            duration.as_secs_f64()
-        )],
-        Event::Failed { vertex, .. } => {
-            let at = info
-                .get(vertex)
-                .and_then(|s| s.location.clone())
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default();
-            // The details follow once, in the final error report.
-            vec![format!("=> {} ERROR{at}", name(vertex))]
-        }
-    }
 }
 
 /// The `json` line of an event.
@@ -397,6 +341,7 @@ pub fn log_writer() -> LogWriter {
 pub struct Printer {
     mode: Mode,
     model: Model,
+    plain: Plain,
     start: Instant,
     tty: Option<Tty>,
 }
@@ -422,6 +367,7 @@ impl Printer {
         Printer {
             mode,
             model: Model::new(info, TAIL_LINES),
+            plain: Plain::default(),
             start: Instant::now(),
             tty,
         }
@@ -435,8 +381,9 @@ impl Printer {
                 let _ = writeln!(std::io::stderr().lock(), "{line}");
             }
             Mode::Plain | Mode::Auto => {
+                let lines = self.plain.apply(&self.model.info, e, now);
                 let mut err = std::io::stderr().lock();
-                for l in plain_lines(&self.model.info, e) {
+                for l in lines {
                     let _ = writeln!(err, "{l}");
                 }
             }
@@ -642,7 +589,7 @@ mod tests {
         assert_eq!(live[1], "=> build: run \"make\"      2.0s");
         assert_eq!(live[2], format!("   | {}…", "y".repeat(24)));
         // escape sequences are dropped, tabs expanded
-        assert_eq!(live[3], "   | red    x");
+        assert_eq!(live[3], "   | red     x");
     }
 
     #[test]
@@ -662,7 +609,12 @@ mod tests {
             },
         ];
         let i = info();
-        let plain: Vec<String> = events.iter().flat_map(|e| plain_lines(&i, e)).collect();
+        let mut p = Plain::default();
+        let plain: Vec<String> = events
+            .iter()
+            .enumerate()
+            .flat_map(|(n, e)| p.apply(&i, e, ms(n as u64 * 100)))
+            .collect();
         insta::assert_snapshot!(plain.join("\n"));
         let json: Vec<String> = events
             .iter()
@@ -674,5 +626,70 @@ mod tests {
             })
             .collect();
         insta::assert_snapshot!(json.join("\n"));
+    }
+
+    /// Real output of a step (`tests/fixtures/progress/*.chunks`, made by
+    /// `capture.sh`: the chunks kiln received), replayed as log events 10 ms
+    /// apart, shown by every mode.
+    fn replay(fixture: &str) -> (String, String, String) {
+        let path = format!(
+            "{}/tests/fixtures/progress/{fixture}.chunks",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let chunks: Vec<Event> = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("`{path}`: {e}"))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                Event::Log {
+                    vertex: d(2),
+                    stream: if v["stream"] == "stdout" {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    },
+                    data: v["data"].as_str().unwrap().as_bytes().to_vec(),
+                }
+            })
+            .collect();
+        let mut events = vec![Event::Started { vertex: d(2) }];
+        events.extend(chunks);
+        events.push(Event::Done {
+            vertex: d(2),
+            duration: ms(10 * events.len() as u64),
+        });
+        let i = info();
+        let (mut plain, mut tty, mut json) = (Vec::new(), Vec::new(), Vec::new());
+        let mut p = Plain::default();
+        let mut m = Model::new(info(), TAIL_LINES);
+        let last = events.len() - 2;
+        for (n, e) in events.iter().enumerate() {
+            let now = ms(10 * n as u64);
+            plain.extend(p.apply(&i, e, now));
+            tty.extend(m.apply(e, now));
+            // the live area once, just before the step ends
+            if n == last {
+                tty.push("-- live area before the step ends:".into());
+                tty.extend(m.live(now, 100));
+                tty.push("--".into());
+            }
+            json.push(json_line(&i, e).replace(&d(2).to_string(), "D2"));
+        }
+        (plain.join("\n"), tty.join("\n"), json.join("\n"))
+    }
+
+    #[test]
+    fn real_outputs_in_every_mode() {
+        for fixture in ["apt", "setx", "go", "cargo"] {
+            let (plain, tty, json) = replay(fixture);
+            // no line of a plain or tty view is empty because of `\r\n`, none
+            // holds a control character or an escape sequence
+            for l in plain.lines().chain(tty.lines()) {
+                assert!(!l.chars().any(|c| c.is_control()), "{fixture}: {l:?}");
+            }
+            insta::assert_snapshot!(format!("{fixture}_plain"), plain);
+            insta::assert_snapshot!(format!("{fixture}_tty"), tty);
+            insta::assert_snapshot!(format!("{fixture}_json"), json);
+        }
     }
 }
