@@ -102,7 +102,7 @@ impl Source<'_> {
                 if store.has_blob(d) {
                     return Ok(());
                 }
-                let path = dir.join("blobs").join(d.algorithm()).join(d.hex());
+                let path = dir.join("blobs").join(d.algorithm().name()).join(d.hex());
                 let mut f =
                     File::open(&path).map_err(|source| ImportError::Read { path, source })?;
                 store.put_blob_from_reader(&mut f, Some(d)).map_err(berr)?;

@@ -28,7 +28,6 @@
 //! the tag index, whose names others rely on; not after records, which
 //! nothing points at (a power cut may lose a record, never corrupt one).
 
-mod digest;
 mod lock;
 
 use std::collections::BTreeMap;
@@ -36,9 +35,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use kiln_types::{Algorithm, Hasher};
 use sha2::{Digest as _, Sha256};
 
-pub use digest::{Digest, DigestError};
+pub use kiln_types::{Digest, DigestError};
 pub use lock::{LockMode, StoreLock};
 
 /// Errors of store operations. Each names the path or digest involved.
@@ -73,11 +73,14 @@ pub enum StoreError {
     #[error(
         "content digest mismatch: expected {expected}, got {actual} ({size} bytes); nothing was stored"
     )]
+    // Boxed: two digests inline would make every store `Result` large.
     DigestMismatch {
-        expected: Digest,
-        actual: Digest,
+        expected: Box<Digest>,
+        actual: Box<Digest>,
         size: u64,
     },
+    #[error("blob {digest} is not named by its sha256: the store keeps sha256 blobs only")]
+    UnsupportedAlgorithm { digest: Digest },
     #[error(
         "content size mismatch for {digest}: expected {expected} bytes, got {actual}; nothing was stored"
     )]
@@ -227,17 +230,15 @@ impl Store {
         let path = self.blob_path(digest);
         let Some(src) = self.sources.iter().find(|s| s.has(digest)) else {
             if self.is_remote_blob(digest) {
-                return Err(StoreError::RemoteNotFetched {
-                    digest: digest.clone(),
-                });
+                return Err(StoreError::RemoteNotFetched { digest: *digest });
             }
             return Err(StoreError::BlobNotFound {
-                digest: digest.clone(),
+                digest: *digest,
                 path,
             });
         };
         let mut rd = src.open(digest).map_err(|source| StoreError::ReadBlob {
-            digest: digest.clone(),
+            digest: *digest,
             path,
             source,
         })?;
@@ -263,7 +264,9 @@ impl Store {
     // ----- lazy blobs -----------------------------------------------------
 
     fn remote_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("remote").join("sha256").join(digest.hex())
+        (self.root.join("remote"))
+            .join(digest.algorithm().name())
+            .join(digest.hex())
     }
 
     /// Records that the blob `digest`, not in the store, can be fetched as
@@ -340,7 +343,11 @@ impl Store {
 
     /// Where the blob with `digest` lives (whether or not it exists yet).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(digest.hex())
+        // Named by algorithm as in an OCI layout, so a digest of another
+        // algorithm never names a sha256 blob.
+        (self.root.join("blobs"))
+            .join(digest.algorithm().name())
+            .join(digest.hex())
     }
 
     /// Whether the blob is present.
@@ -355,7 +362,7 @@ impl Store {
         f.metadata()
             .map(|m| m.len())
             .map_err(|source| StoreError::ReadBlob {
-                digest: digest.clone(),
+                digest: *digest,
                 path: self.blob_path(digest),
                 source,
             })
@@ -370,22 +377,20 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !self.sources.is_empty() => {
                 self.ensure_blob(digest)?;
                 File::open(&path).map_err(|source| StoreError::ReadBlob {
-                    digest: digest.clone(),
+                    digest: *digest,
                     path,
                     source,
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_remote_blob(digest) => {
-                Err(StoreError::RemoteNotFetched {
-                    digest: digest.clone(),
-                })
+                Err(StoreError::RemoteNotFetched { digest: *digest })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
-                digest: digest.clone(),
+                digest: *digest,
                 path,
             }),
             Err(source) => Err(StoreError::ReadBlob {
-                digest: digest.clone(),
+                digest: *digest,
                 path,
                 source,
             }),
@@ -398,7 +403,7 @@ impl Store {
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)
             .map_err(|source| StoreError::ReadBlob {
-                digest: digest.clone(),
+                digest: *digest,
                 path: self.blob_path(digest),
                 source,
             })?;
@@ -408,12 +413,12 @@ impl Store {
     /// Re-hashes a stored blob and checks it against its name.
     pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
         let mut f = self.open_blob(digest)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = Hasher::new(digest.algorithm());
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = f.read(&mut buf).map_err(|source| StoreError::ReadBlob {
-                digest: digest.clone(),
+                digest: *digest,
                 path: self.blob_path(digest),
                 source,
             })?;
@@ -423,11 +428,11 @@ impl Store {
             size += n as u64;
             hasher.update(&buf[..n]);
         }
-        let actual = Digest::from_hasher(hasher);
+        let actual = hasher.finish();
         if &actual != digest {
             return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
+                expected: Box::new(*digest),
+                actual: Box::new(actual),
                 size,
             });
         }
@@ -562,7 +567,7 @@ impl Store {
     /// Points `name` at `manifest`; returns the previous target.
     pub fn set_tag(&self, name: &str, manifest: &Digest) -> Result<Option<Digest>> {
         check_tag(name)?;
-        self.update_tags(|tags| tags.insert(name.to_owned(), manifest.clone()))
+        self.update_tags(|tags| tags.insert(name.to_owned(), *manifest))
     }
 
     /// Removes `name`; returns what it pointed at.
@@ -753,7 +758,7 @@ impl BlobWriter {
     pub fn commit_sized(self, expected: &Digest, size: u64) -> Result<Digest> {
         if self.size != size {
             return Err(StoreError::SizeMismatch {
-                digest: expected.clone(),
+                digest: *expected,
                 expected: size,
                 actual: self.size,
             });
@@ -770,11 +775,14 @@ impl BlobWriter {
             dir: dir.clone(),
             source,
         };
+        if let Some(expected) = expected.filter(|e| e.algorithm() != Algorithm::Sha256) {
+            return Err(StoreError::UnsupportedAlgorithm { digest: *expected });
+        }
         let actual = Digest::from_hasher(self.hasher);
         if let Some(expected) = expected.filter(|e| *e != &actual) {
             return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
+                expected: Box::new(*expected),
+                actual: Box::new(actual),
                 size: self.size,
             });
         }

@@ -56,6 +56,26 @@ fn digest_mismatch_stores_nothing() {
 }
 
 #[test]
+fn a_sha512_name_is_refused_and_never_aliases_a_sha256_blob() {
+    let (_d, store) = store();
+    let sha512 = Digest::compute(kiln_types::Algorithm::Sha512, b"bytes");
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"bytes").unwrap();
+    let err = w.commit(Some(&sha512)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsupportedAlgorithm { .. }),
+        "{err}"
+    );
+    assert!(!store.has_blob(&sha512));
+    assert!(
+        !store
+            .blob_path(&sha512)
+            .starts_with(store.blob_path(&Digest::of(b"")).parent().unwrap())
+    );
+    assert_eq!(tmp_files(&store), 0);
+}
+
+#[test]
 fn size_mismatch_stores_nothing() {
     let (_d, store) = store();
     let mut w = store.blob_writer().unwrap();
@@ -126,7 +146,7 @@ fn concurrent_threads_write_same_blob() {
             });
         }
     });
-    assert_eq!(store.list_blobs().unwrap(), vec![expected.clone()]);
+    assert_eq!(store.list_blobs().unwrap(), vec![expected]);
     store.verify_blob(&expected).unwrap();
     assert_eq!(tmp_files(&store), 0);
 }
@@ -183,7 +203,7 @@ fn concurrent_processes_share_one_store() {
     }
     let payload = big_payload(42);
     let d = Digest::of(&payload);
-    assert_eq!(store.list_blobs().unwrap(), vec![d.clone()]);
+    assert_eq!(store.list_blobs().unwrap(), vec![d]);
     store.verify_blob(&d).unwrap();
     // No tag update was lost: every process's 20 tags are there.
     let tags = store.tags().unwrap();
@@ -209,11 +229,8 @@ fn tags_roundtrip_and_validate() {
     let a = Digest::of(b"a");
     let b = Digest::of(b"b");
     assert_eq!(store.set_tag("example.com/app:1", &a).unwrap(), None);
-    assert_eq!(
-        store.set_tag("example.com/app:1", &b).unwrap(),
-        Some(a.clone())
-    );
-    assert_eq!(store.get_tag("example.com/app:1").unwrap(), Some(b.clone()));
+    assert_eq!(store.set_tag("example.com/app:1", &b).unwrap(), Some(a));
+    assert_eq!(store.get_tag("example.com/app:1").unwrap(), Some(b));
     assert_eq!(store.remove_tag("example.com/app:1").unwrap(), Some(b));
     assert!(store.tags().unwrap().is_empty());
     assert!(matches!(
@@ -295,7 +312,7 @@ fn lazy_blobs_count_as_readable_and_are_fetched_verified_through_sources() {
         .unwrap();
     assert!(store.is_remote_blob(&d) && !store.has_blob(&d));
     assert!(store.can_read_blob(&d) && !store.can_read_blob(&other));
-    assert_eq!(store.list_remote_blobs().unwrap(), vec![d.clone()]);
+    assert_eq!(store.list_remote_blobs().unwrap(), vec![d]);
     assert_eq!(
         store.remote_blob(&d).unwrap().unwrap(),
         b"{\"where\":\"registry\"}"
@@ -311,7 +328,7 @@ fn lazy_blobs_count_as_readable_and_are_fetched_verified_through_sources() {
 
     // a source with the wrong bytes: nothing lands
     let bad = MemSource {
-        blobs: [(d.clone(), b"tampered!!!".to_vec())].into(),
+        blobs: [(d, b"tampered!!!".to_vec())].into(),
     };
     let s = store.clone().with_blob_source(std::sync::Arc::new(bad));
     assert!(matches!(
@@ -326,7 +343,7 @@ fn lazy_blobs_count_as_readable_and_are_fetched_verified_through_sources() {
         blobs: Default::default(),
     };
     let right = MemSource {
-        blobs: [(d.clone(), good.clone())].into(),
+        blobs: [(d, good.clone())].into(),
     };
     let s = store
         .clone()
