@@ -25,15 +25,17 @@
 
 pub mod canonical;
 mod definition;
-mod digest;
 pub mod op;
 mod state;
 
 pub use definition::{Definition, Vertex};
-pub use digest::{Digest, DigestParseError};
+// The shared vocabulary, under the names this crate has always exported.
+pub use kiln_types::{
+    Digest, DigestError as DigestParseError, Platform, PlatformError as PlatformParseError,
+};
 pub use op::{
     CacheSharing, Chown, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind, Network, Op,
-    Platform, PlatformParseError, SourceOp,
+    SourceOp,
 };
 pub use state::{
     CopyOptions, DEFAULT_PATH, Exec, ExecMount, ImageConfig, STATIC_BASE_REVISION, State,

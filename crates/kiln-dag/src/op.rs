@@ -5,6 +5,7 @@
 //! Inputs are referred to by index into the vertex's input list, so an op is
 //! meaningful only together with its inputs (as in BuildKit's LLB).
 
+pub use kiln_types::Platform;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{Canonical, Encoder};
@@ -49,54 +50,6 @@ pub enum SourceOp {
     OciLayout { path: String, tag: Option<String> },
     /// An image in a local OCI archive (tar of a layout).
     OciArchive { path: String },
-}
-
-/// A platform as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-/// A platform string that is not `os/arch[/variant]`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid platform `{input}`: expected `os/arch` or `os/arch/variant`, e.g. `linux/amd64`")]
-pub struct PlatformParseError {
-    pub input: String,
-}
-
-impl std::str::FromStr for Platform {
-    type Err = PlatformParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let valid = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        };
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid(p)) {
-            return Err(PlatformParseError {
-                input: s.to_string(),
-            });
-        }
-        Ok(Platform {
-            os: parts[0].to_string(),
-            architecture: parts[1].to_string(),
-            variant: parts.get(2).map(|v| v.to_string()),
-        })
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Run a process on input 0 (the root filesystem); the changed root is the
