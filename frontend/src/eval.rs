@@ -384,14 +384,18 @@ impl<'a> Eval<'a> {
     }
 
     fn meta(&self, label: String, span: Span) -> Meta {
-        let lc = self.lines.line_col(self.src, span.start as usize);
         Meta {
             name: Some(format!("{}: {label}", self.current)),
-            location: Some(Location {
-                file: self.file_name.to_string(),
-                line: u32::try_from(lc.line).unwrap_or(u32::MAX),
-                column: u32::try_from(lc.col).unwrap_or(u32::MAX),
-            }),
+            location: Some(self.location(span)),
+        }
+    }
+
+    fn location(&self, span: Span) -> Location {
+        let lc = self.lines.line_col(self.src, span.start as usize);
+        Location {
+            file: self.file_name.to_string(),
+            line: u32::try_from(lc.line).unwrap_or(u32::MAX),
+            column: u32::try_from(lc.col).unwrap_or(u32::MAX),
         }
     }
 
@@ -1795,9 +1799,10 @@ impl<'a> Eval<'a> {
                     );
                     return Value::Poison;
                 }
+                let at = self.location(args[0].1);
                 match self.strs_arg(&args[0], signature) {
-                    Some(argv) if name == "cmd" => config(st.cmd(argv)),
-                    Some(argv) => config(st.entrypoint(argv)),
+                    Some(argv) if name == "cmd" => config(st.cmd(argv).command_at(true, at)),
+                    Some(argv) => config(st.entrypoint(argv).command_at(false, at)),
                     None => Value::Poison,
                 }
             }

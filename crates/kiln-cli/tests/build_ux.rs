@@ -377,16 +377,74 @@ fn static_binaries_scripts_and_allow_dynamic_pass() {
     env.ok(&["build", "ctx", "-o", "type=oci,dest=stat.tar"]);
     assert!(env.path("stat.tar").exists());
 
-    env.kilnfile(&elf_kilnfile("static_base()", "script", ""));
+    // (without a command: the image's command is checked on its own, below)
+    let no_command = |k: String| format!("{};\n", k.split("\n    .entrypoint").next().unwrap());
+    env.kilnfile(&no_command(elf_kilnfile("static_base()", "script", "")));
     env.ok(&["build", "ctx"]);
 
-    env.kilnfile(&elf_kilnfile("scratch()", "dyn", ", [allow_dynamic()]"));
+    env.kilnfile(&no_command(elf_kilnfile(
+        "scratch()",
+        "dyn",
+        ", [allow_dynamic()]",
+    )));
     env.ok(&["build", "ctx"]);
 
     // A builder image is not checked: it has its own loader.
     env.busybox_image();
-    env.kilnfile(&elf_kilnfile("image(\"bb:1\")", "dyn", ""));
+    env.kilnfile(&no_command(elf_kilnfile("image(\"bb:1\")", "dyn", "")));
     env.ok(&["build", "ctx"]);
+}
+
+#[test]
+fn an_image_whose_command_cannot_start_fails_before_export() {
+    let env = Env::new();
+    env.gcc("dyn", &[]);
+    env.gcc("stat", &["-static"]);
+    std::fs::write(env.path("ctx/script"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(env.path("ctx/data"), "just text\n").unwrap();
+    let cases = [
+        (
+            "static_base()\n    .cmd([\"python3\", \"app.py\"])",
+            "the image's cmd `python3` is not in the image: not found in PATH",
+            "Kilnfile:2:10",
+        ),
+        (
+            "static_base()\n    .copy(context().path(\"data\"), \"/greeting\")\n    .cmd([\"/greeting\"])",
+            "the image's cmd `/greeting` is `/greeting` with mode 644, not an executable file",
+            "Kilnfile:3:10",
+        ),
+        (
+            "static_base()\n    .copy(context().path(\"script\"), \"/usr/local/bin/script\", [chmod(0o755)])\n    .entrypoint([\"script\"])",
+            "the image's entrypoint `script` needs `/bin/sh`, which the image does not have",
+            "Kilnfile:3:17",
+        ),
+        (
+            "scratch()\n    .copy(context().path(\"dyn\"), \"/dyn\", [allow_dynamic()])\n    .entrypoint([\"/dyn\"])",
+            "the image's entrypoint `/dyn` needs `/lib64/ld-linux-x86-64.so.2`, which the image does not have",
+            "Kilnfile:3:17",
+        ),
+    ];
+    for (app, message, at) in cases {
+        env.kilnfile(&format!("let app = {app};\n"));
+        let err = env.fails(&["build", "ctx", "-t", "app:1", "-o", "type=oci,dest=app.tar"]);
+        assert!(err.contains(message), "{app}:\n{err}");
+        assert!(err.contains(at), "{app}:\n{err}");
+        assert!(err.contains("help:"), "{app}:\n{err}");
+        assert!(!env.path("app.tar").exists(), "{app}: exported anyway");
+    }
+    let o = env.kiln(&["images"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("app:1"));
+    // commands that start: through PATH and symlinks, a static binary, a
+    // script whose interpreter is there
+    env.busybox_image();
+    for app in [
+        "static_base()\n    .copy(context().path(\"stat\"), \"/usr/local/bin/stat\")\n    .entrypoint([\"stat\"])",
+        "image(\"bb:1\")\n    .copy(context().path(\"script\"), \"/script\", [chmod(0o755)])\n    .cmd([\"/script\"])",
+        "image(\"bb:1\")\n    .entrypoint([\"sh\", \"-c\", \"true\"])",
+    ] {
+        env.kilnfile(&format!("let app = {app};\n"));
+        env.ok(&["build", "ctx", "-o", "type=oci,dest=ok.tar"]);
+    }
 }
 
 /// An architecture this machine cannot execute (no binfmt_misc handler).

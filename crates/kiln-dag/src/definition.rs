@@ -35,6 +35,10 @@ pub struct Definition {
     pub config_from: Digest,
     pub config: ImageConfig,
     pub platform: Option<Platform>,
+    /// Where the entrypoint and cmd were set: for errors only, not part of
+    /// the digest nor of the printed graph.
+    #[serde(skip)]
+    pub command_at: crate::state::CommandLocations,
 }
 
 impl Definition {
@@ -69,6 +73,7 @@ impl Definition {
             root: state.node.digest,
             config_from: state.base.digest,
             config: state.config().clone(),
+            command_at: state.command_locations(),
             platform: state.platform.clone(),
         }
     }

@@ -38,8 +38,8 @@ pub use op::{
     SourceOp,
 };
 pub use state::{
-    CopyOptions, DEFAULT_PATH, Exec, ExecMount, ImageConfig, STATIC_BASE_REVISION, State,
-    resolve_path,
+    CommandLocations, CopyOptions, DEFAULT_PATH, Exec, ExecMount, ImageConfig,
+    STATIC_BASE_REVISION, State, resolve_path,
 };
 
 use serde::{Deserialize, Serialize};

@@ -115,6 +115,13 @@ impl Canonical for ImageConfig {
     }
 }
 
+/// Where the image's entrypoint and cmd were set in the build file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandLocations {
+    pub entrypoint: Option<crate::Location>,
+    pub cmd: Option<crate::Location>,
+}
+
 /// A filesystem state plus configuration. See the module docs.
 #[derive(Clone)]
 pub struct State {
@@ -181,6 +188,9 @@ struct Config {
     user: Option<Arc<str>>,
     entrypoint: Option<Arc<Vec<String>>>,
     cmd: Option<Arc<Vec<String>>>,
+    /// Where the entrypoint and the cmd were set (not digested).
+    entrypoint_at: Option<Arc<crate::Location>>,
+    cmd_at: Option<Arc<crate::Location>>,
     /// Materialized on first use (boxed: most states never need it).
     full: OnceLock<Box<ImageConfig>>,
 }
@@ -196,6 +206,8 @@ impl Config {
             user: self.user.clone(),
             entrypoint: self.entrypoint.clone(),
             cmd: self.cmd.clone(),
+            entrypoint_at: self.entrypoint_at.clone(),
+            cmd_at: self.cmd_at.clone(),
             full: OnceLock::new(),
         }
     }
@@ -685,6 +697,26 @@ impl State {
 
     pub fn cmd(&self, argv: Vec<String>) -> State {
         self.with_config(|c| c.cmd = Some(Arc::new(argv)))
+    }
+
+    /// Records where the entrypoint (`cmd` false) or the cmd was set, for
+    /// errors about the image's command; not part of any digest.
+    pub fn command_at(&self, cmd: bool, at: crate::Location) -> State {
+        self.with_config(|c| {
+            if cmd {
+                c.cmd_at = Some(Arc::new(at));
+            } else {
+                c.entrypoint_at = Some(Arc::new(at));
+            }
+        })
+    }
+
+    /// Where the entrypoint and the cmd were set ([`State::command_at`]).
+    pub fn command_locations(&self) -> CommandLocations {
+        CommandLocations {
+            entrypoint: self.config.entrypoint_at.as_deref().cloned(),
+            cmd: self.config.cmd_at.as_deref().cloned(),
+        }
     }
 
     pub fn label(&self, key: impl Into<String>, value: impl Into<String>) -> State {

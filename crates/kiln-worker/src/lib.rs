@@ -18,6 +18,7 @@
 pub mod cache_io;
 pub mod context;
 pub mod elfcheck;
+pub mod entrycheck;
 pub mod fileop;
 pub mod gc;
 pub mod mounts;

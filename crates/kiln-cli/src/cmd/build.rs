@@ -309,6 +309,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
         image = retarget(&store, image, p, neutral, epoch)?;
     }
+    // the command must be able to start in the image, before it is named
+    // or exported
+    if let Err(e) = kiln_worker::entrycheck::check(&store, &image) {
+        entry_failure(e, &image, &def, &name, &text).print(progress);
+        return Ok(ExitCode::FAILURE);
+    }
     for t in &args.tags {
         let full = super::tag::full_name(t);
         image
@@ -529,6 +535,23 @@ fn elf_failure(e: kiln_worker::elfcheck::ElfCheckError, file: &str, text: &str) 
         f = f.help(h);
     }
     f
+}
+
+fn entry_failure(
+    e: kiln_worker::entrycheck::EntryCheckError,
+    image: &kiln_oci::Image,
+    def: &kiln_dag::Definition,
+    file: &str,
+    text: &str,
+) -> BuildFailure {
+    let help = e.help();
+    let at = match kiln_worker::entrycheck::command_of(image) {
+        Some(("entrypoint", _)) => def.command_at.entrypoint.as_ref(),
+        _ => def.command_at.cmd.as_ref(),
+    };
+    BuildFailure::new(file, text, e.to_string())
+        .label(at, "the image's command")
+        .help(help)
 }
 
 /// The GOARCH of this machine, as a platform.
