@@ -194,7 +194,7 @@ impl LayerWriter {
         let digest = blob.commit(None).map_err(CompressionError::Store)?;
         let diff_id = match diff {
             Some(h) => Digest::from_hasher(h),
-            None => digest.clone(),
+            None => digest,
         };
         Ok(LayerInfo {
             digest,

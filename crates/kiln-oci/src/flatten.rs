@@ -51,18 +51,18 @@ pub enum FlattenError {
 pub fn open_layer(store: &Store, layer: &Layer) -> Result<Box<dyn Read>, FlattenError> {
     let compression = Compression::from_media_type(&layer.media_type).map_err(|source| {
         FlattenError::Compression {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             source,
         }
     })?;
     let f = store
         .open_blob(&layer.digest)
         .map_err(|source| FlattenError::Open {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             source,
         })?;
     compression.decoder(f).map_err(|source| FlattenError::Read {
-        digest: layer.digest.clone(),
+        digest: layer.digest,
         source,
     })
 }
@@ -95,7 +95,7 @@ pub fn write_flat_tar<W: Write>(store: &Store, image: &Image, out: W) -> Result<
     let mut opaque: HashSet<String> = HashSet::new(); // children gone for lower layers
     for (li, layer) in image.layers.iter().enumerate().rev() {
         let rerr = |source| FlattenError::Read {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             source,
         };
         let mut archive = tar::Archive::new(open_layer(store, layer)?);
@@ -148,7 +148,7 @@ pub fn write_flat_tar<W: Write>(store: &Store, image: &Image, out: W) -> Result<
     let mut builder = tar::Builder::new(out);
     for (li, layer) in image.layers.iter().enumerate() {
         let rerr = |source| FlattenError::Read {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             source,
         };
         let mut archive = tar::Archive::new(open_layer(store, layer)?);

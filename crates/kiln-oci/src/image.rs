@@ -104,12 +104,12 @@ impl Image {
     /// Loads the image whose manifest has `digest`.
     pub fn load(store: &Store, digest: &Digest) -> Result<Self> {
         let serr = |source| ImageError::Store {
-            digest: digest.clone(),
+            digest: *digest,
             source,
         };
         if !store.has_blob(digest) {
             return Err(ImageError::MissingManifest {
-                digest: digest.clone(),
+                digest: *digest,
             });
         }
         let bytes = store.read_blob(digest).map_err(serr)?;
@@ -122,7 +122,7 @@ impl Image {
         bytes: &[u8],
     ) -> Result<Self> {
         let bad = |reason: String| ImageError::BadManifest {
-            digest: digest.clone(),
+            digest: *digest,
             reason,
         };
         let manifest: ImageManifest =
@@ -139,7 +139,7 @@ impl Image {
         }
         let pdigest = |d: &oci_spec::image::Digest| {
             Digest::parse(d.as_ref()).map_err(|source| ImageError::BadDigest {
-                manifest: digest.clone(),
+                manifest: *digest,
                 source,
             })
         };
@@ -147,19 +147,19 @@ impl Image {
         let config_bytes = store
             .read_blob(&config_digest)
             .map_err(|source| ImageError::Store {
-                digest: config_digest.clone(),
+                digest: config_digest,
                 source,
             })?;
         let config: ImageConfiguration =
             serde_json::from_slice(&config_bytes).map_err(|e| ImageError::BadConfig {
-                manifest: digest.clone(),
-                digest: config_digest.clone(),
+                manifest: *digest,
+                digest: config_digest,
                 reason: e.to_string(),
             })?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::LayerCount {
-                manifest: digest.clone(),
+                manifest: *digest,
                 layers: manifest.layers().len(),
                 diff_ids: diff_ids.len(),
             });
@@ -171,13 +171,13 @@ impl Image {
                 size: desc.size(),
                 media_type: desc.media_type().to_string(),
                 diff_id: Digest::parse(diff_id).map_err(|source| ImageError::BadDigest {
-                    manifest: digest.clone(),
+                    manifest: *digest,
                     source,
                 })?,
             });
         }
         Ok(Self {
-            digest: digest.clone(),
+            digest: *digest,
             manifest_size: bytes.len() as u64,
             media_type,
             manifest,

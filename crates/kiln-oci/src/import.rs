@@ -94,7 +94,7 @@ impl Source<'_> {
     fn ensure(&self, store: &Store, origin: &Path, d: &Digest) -> Result<()> {
         let berr = |source| ImportError::Blob {
             path: origin.to_owned(),
-            digest: d.clone(),
+            digest: *d,
             source,
         };
         match self {
@@ -113,7 +113,7 @@ impl Source<'_> {
                     Ok(())
                 } else {
                     Err(berr(StoreError::BlobNotFound {
-                        digest: d.clone(),
+                        digest: *d,
                         path: store.blob_path(d),
                     }))
                 }
@@ -278,7 +278,7 @@ fn resolve(
         }
         let bytes = store.read_blob(&d).map_err(|source| ImportError::Blob {
             path: origin.to_owned(),
-            digest: d.clone(),
+            digest: d,
             source,
         })?;
         let inner: ImageIndex =
@@ -308,7 +308,7 @@ fn resolve(
         .read_blob(&manifest_digest)
         .map_err(|source| ImportError::Blob {
             path: origin.to_owned(),
-            digest: manifest_digest.clone(),
+            digest: manifest_digest,
             source,
         })?;
     let manifest: oci_spec::image::ImageManifest =

@@ -372,7 +372,7 @@ fn append_blob<W: Write>(
     d: &Digest,
 ) -> Result<()> {
     let berr = |source| ExportError::Blob {
-        digest: d.clone(),
+        digest: *d,
         source,
     };
     let size = store.blob_size(d).map_err(berr)?;
@@ -386,10 +386,10 @@ fn append_blob<W: Write>(
 
 /// The blobs an image consists of: manifest, config, layers (deduplicated).
 fn image_blobs(image: &Image) -> Vec<Digest> {
-    let mut v = vec![image.digest.clone(), image.config_digest.clone()];
+    let mut v = vec![image.digest, image.config_digest];
     for l in &image.layers {
         if !v.contains(&l.digest) {
-            v.push(l.digest.clone());
+            v.push(l.digest);
         }
     }
     v
@@ -497,7 +497,7 @@ pub fn write_oci_layout(
             }
             write_file_atomic(&dest, |w| {
                 let mut f = store.open_blob(&d).map_err(|source| ExportError::Blob {
-                    digest: d.clone(),
+                    digest: d,
                     source,
                 })?;
                 io::copy(&mut f, w).map_err(werr(&dest))?;
@@ -522,7 +522,7 @@ fn measure_layer(store: &Store, layer: &crate::image::Layer) -> Result<u64> {
     let mut n = 0u64;
     loop {
         let k = r.read(&mut buf).map_err(|source| FlattenError::Read {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             source,
         })?;
         if k == 0 {
@@ -534,8 +534,8 @@ fn measure_layer(store: &Store, layer: &crate::image::Layer) -> Result<u64> {
     let actual = Digest::from_hasher(hasher);
     if actual != layer.diff_id {
         return Err(ExportError::DiffId {
-            digest: layer.digest.clone(),
-            diff_id: layer.diff_id.clone(),
+            digest: layer.digest,
+            diff_id: layer.diff_id,
             actual,
         });
     }
@@ -559,7 +559,7 @@ pub fn write_docker_archive<W: Write>(
     let config = store
         .read_blob(&image.config_digest)
         .map_err(|source| ExportError::Blob {
-            digest: image.config_digest.clone(),
+            digest: image.config_digest,
             source,
         })?;
     let mut layer_paths = Vec::new();
@@ -655,7 +655,7 @@ fn apply_layers(store: &Store, image: &Image, dir: &Path) -> Result<()> {
     for layer in &image.layers {
         let r = open_layer(store, layer)?;
         kiln_layer::apply_tar(r, dir, &opts).map_err(|source| ExportError::Apply {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             dest: dir.to_owned(),
             source,
         })?;

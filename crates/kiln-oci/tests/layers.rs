@@ -384,7 +384,7 @@ fn xattrs_survive_import_and_both_filesystem_outputs() {
 fn a_failed_local_export_leaves_no_tree_that_looks_complete() {
     let (dir, store) = store();
     let img = three_layers(&store);
-    let last = img.layers.last().unwrap().digest.clone();
+    let last = img.layers.last().unwrap().digest;
     let blob = std::fs::read(store.blob_path(&last)).unwrap();
     store.remove_blob(&last).unwrap();
     let local = |dest: &Path| -> OutputSpec {

@@ -12,6 +12,7 @@ use crate::auth::{Challenge, TokenResponse};
 use crate::settings::{Endpoint, Settings};
 use crate::store::BoxError;
 use kiln_store::Digest;
+use kiln_types::error_chain;
 
 /// What a request was about, for error messages:
 /// "`127.0.0.1:5000/app`: blob sha256:...".
@@ -186,24 +187,6 @@ impl fmt::Debug for Client {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
-}
-
-/// Joins an error and its sources into one line (a source already in its
-/// parent's text is not repeated): for errors kept as text, so that a
-/// full disk still reads "...: No space left on device". Used by the
-/// crates above this one too.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// A short excerpt of an error body (registries send JSON `errors`).

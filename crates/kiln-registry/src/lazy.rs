@@ -117,25 +117,25 @@ impl RegistrySource {
             .store
             .remote_blob(digest)
             .map_err(|e| LazyError::BadLocator {
-                digest: digest.clone(),
+                digest: *digest,
                 reason: e.to_string(),
             })?
             .ok_or_else(|| LazyError::BadLocator {
-                digest: digest.clone(),
+                digest: *digest,
                 reason: "it is gone".to_string(),
             })?;
         let loc = Locator::from_bytes(&bytes).map_err(|e| LazyError::BadLocator {
-            digest: digest.clone(),
+            digest: *digest,
             reason: e.to_string(),
         })?;
         let setup = |reason: String| LazyError::Setup {
-            digest: digest.clone(),
+            digest: *digest,
             image: loc.image.clone(),
             reason,
         };
         let settings = (self.settings)().map_err(setup)?;
         let blob = Blob {
-            digest: digest.clone(),
+            digest: *digest,
             size: loc.size,
             media_type: loc.media_type.clone(),
         };
@@ -149,7 +149,7 @@ impl RegistrySource {
                 let client = Client::new(settings.clone()).map_err(|e| setup(e.to_string()))?;
                 rt.block_on(fetch_from_endpoints(&client, &settings, &loc, &blob, store))
                     .map_err(|source| LazyError::Fetch {
-                        digest: digest.clone(),
+                        digest: *digest,
                         image: loc.image.clone(),
                         source,
                     })

@@ -17,8 +17,8 @@
 //!
 //! # Shape
 //!
-//! - [`Reference`]: parsing and normalization (`golang:1.22` is
-//!   `docker.io/library/golang:1.22`).
+//! - [`Reference`] and [`Platform`] are kiln-types' (the one reference
+//!   grammar and arch table), re-exported.
 //! - [`Settings`]: insecure hosts, [`Mirror`]s, [`RetryPolicy`],
 //!   credentials ([`AuthConfig`]), concurrency and upload chunking.
 //! - [`Client`]: [`Client::pull`], [`Client::push`] and the lower-level
@@ -42,22 +42,19 @@ pub mod auth;
 pub mod client;
 pub mod lazy;
 pub mod manifest;
-pub mod platform;
 pub mod pull;
 pub mod push;
-pub mod reference;
 pub mod settings;
 pub mod store;
 
 pub use auth::{AuthConfig, AuthFileError, Challenge, Credential};
-pub use client::{Client, Context, RegistryError, error_chain};
+pub use client::{Client, Context, RegistryError};
 pub use lazy::{LazyError, Locator, RegistrySource};
-pub use platform::{Platform, PlatformError};
 pub use pull::{FetchedManifest, Pulled};
 pub use push::{BlobPush, PushOptions, PushReport};
-pub use reference::{Reference, ReferenceError};
 pub use settings::{
     Endpoint, MIRROR_ENV, Mirror, MirrorError, RetryPolicy, Settings, mirrors_from_env,
     parse_mirror_list,
 };
+pub use kiln_types::{Platform, PlatformError, Reference, ReferenceError};
 pub use store::{BlobSink, BlobStore, BoxError, MemoryStore};

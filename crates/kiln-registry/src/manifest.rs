@@ -2,6 +2,7 @@
 //! them: child manifests of an index, the config and layers of an image.
 
 use kiln_store::Digest;
+use kiln_types::Algorithm;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -103,7 +104,13 @@ pub fn media_type_of(bytes: &[u8]) -> Option<String> {
 }
 
 fn blob(d: &Descriptor) -> Result<Blob, String> {
-    let digest = Digest::parse(d.digest().as_ref()).map_err(|e| e.to_string())?;
+    let digest = Digest::try_from(d.digest()).map_err(|e| e.to_string())?;
+    // The store names blobs by their sha256.
+    if digest.algorithm() != Algorithm::Sha256 {
+        return Err(format!(
+            "blob {digest} is not named by its sha256: kiln keeps sha256 blobs only"
+        ));
+    }
     Ok(Blob {
         digest,
         size: d.size(),

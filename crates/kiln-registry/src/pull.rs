@@ -7,10 +7,10 @@ use kiln_store::Digest;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
 
-use crate::client::{Client, RegistryError, Scope, error_chain, expect_ok};
+use kiln_types::{Platform, Reference, error_chain};
+
+use crate::client::{Client, RegistryError, Scope, expect_ok};
 use crate::manifest::{self, Blob, Kind, Manifest};
-use crate::platform::Platform;
-use crate::reference::Reference;
 use crate::settings::Endpoint;
 use crate::store::BlobStore;
 
@@ -123,11 +123,11 @@ impl Client {
                     .find(|c| {
                         manifest::kind_of(&c.blob.media_type) == Ok(Kind::Image)
                             && c.os.is_some()
-                            && platform.matches(
+                            && platform.matches(&Platform::new(
                                 c.os.as_deref().unwrap_or_default(),
                                 c.architecture.as_deref().unwrap_or_default(),
                                 c.variant.as_deref(),
-                            )
+                            ))
                     })
                     .ok_or_else(|| RegistryError::NoPlatform {
                         ctx: ctx.clone(),
@@ -228,7 +228,7 @@ impl Client {
         Ok(Pulled {
             reference: reference.clone(),
             served_by: ep.host.clone(),
-            manifest_digest: image.digest.clone(),
+            manifest_digest: image.digest,
             manifest_media_type: image.media_type.clone(),
             index_digest: index.map(|i| i.digest),
             config_digest: config.digest,
@@ -329,13 +329,15 @@ impl Client {
             break (bytes, header_type, header_digest);
         };
         let digest = Digest::of(&bytes);
+        // A pin may use another algorithm than the sha256 the store names
+        // the manifest by.
         if let Some(want) = expected.or(header_digest.as_ref())
-            && &digest != want
+            && !want.is_digest_of(&bytes)
         {
             return Err(RegistryError::DigestMismatch {
                 ctx,
-                expected: want.clone(),
-                actual: digest,
+                expected: *want,
+                actual: Digest::compute(want.algorithm(), &bytes),
                 size: bytes.len() as u64,
             });
         }
@@ -432,7 +434,7 @@ impl Client {
             if actual != blob.digest {
                 return Err(RegistryError::DigestMismatch {
                     ctx,
-                    expected: blob.digest.clone(),
+                    expected: blob.digest,
                     actual,
                     size,
                 });

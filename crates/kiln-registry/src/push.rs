@@ -6,12 +6,12 @@ use std::io::Read;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use kiln_store::Digest;
+use kiln_types::Reference;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 
 use crate::client::{Client, Context, RegistryError, Scope, body_detail, expect_ok};
 use crate::manifest::{self, Blob, Kind, Manifest};
-use crate::reference::Reference;
 use crate::settings::Endpoint;
 use crate::store::BlobStore;
 
@@ -156,7 +156,7 @@ impl Client {
             self.put_manifest(&ep, t, &bytes, &media_type).await?;
         }
         report.manifests += 1;
-        report.manifest_digest = Some(digest.clone());
+        report.manifest_digest = Some(*digest);
         Ok(report)
     }
 
@@ -520,7 +520,7 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v).ok())
-            && theirs != ours
+            && !theirs.is_digest_of(bytes)
         {
             return Err(RegistryError::DigestMismatch {
                 ctx,

@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use kiln_types::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, normalize_registry};
+
 use crate::auth::AuthConfig;
-use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST};
 
 /// The environment variable with comma-separated `REGISTRY=MIRROR` pairs.
 pub const MIRROR_ENV: &str = "KILN_REGISTRY_MIRROR";
@@ -85,17 +86,10 @@ impl FromStr for Mirror {
             }
         }
         Ok(Self {
-            registry: normalize_registry(registry),
+            registry: normalize_registry(registry).to_string(),
             host: host.to_string(),
             prefix: prefix.to_string(),
         })
-    }
-}
-
-fn normalize_registry(r: &str) -> String {
-    match r {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
-        _ => r.to_string(),
     }
 }
 

@@ -126,7 +126,7 @@ impl MemoryStore {
         self.blobs
             .lock()
             .expect("memory store lock")
-            .insert(d.clone(), Arc::new(bytes));
+            .insert(d, Arc::new(bytes));
         d
     }
 
@@ -173,7 +173,7 @@ impl BlobSink for MemorySink {
         let actual = Digest::from_hasher(self.hasher);
         if &actual != digest {
             return Err(Box::new(MemoryStoreError::Mismatch {
-                expected: digest.clone(),
+                expected: *digest,
                 actual,
                 size: self.buf.len() as u64,
             }));
@@ -206,7 +206,7 @@ impl BlobStore for MemoryStore {
             .expect("memory store lock")
             .get(digest)
             .cloned()
-            .ok_or_else(|| MemoryStoreError::NotFound(digest.clone()))?;
+            .ok_or(MemoryStoreError::NotFound(*digest))?;
         Ok((
             b.len() as u64,
             Box::new(std::io::Cursor::new(b.as_ref().clone())),

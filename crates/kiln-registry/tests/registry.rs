@@ -22,7 +22,7 @@ fn client(s: Settings) -> Client {
 }
 
 fn r(s: &str) -> Reference {
-    Reference::parse(s).unwrap()
+    Reference::parse(s).unwrap().normalized()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,10 +73,9 @@ pub enum StoreError {
     #[error(
         "content digest mismatch: expected {expected}, got {actual} ({size} bytes); nothing was stored"
     )]
-    // Boxed: two digests inline would make every store `Result` large.
     DigestMismatch {
-        expected: Box<Digest>,
-        actual: Box<Digest>,
+        expected: Digest,
+        actual: Digest,
         size: u64,
     },
     #[error("blob {digest} is not named by its sha256: the store keeps sha256 blobs only")]
@@ -431,8 +430,8 @@ impl Store {
         let actual = hasher.finish();
         if &actual != digest {
             return Err(StoreError::DigestMismatch {
-                expected: Box::new(*digest),
-                actual: Box::new(actual),
+                expected: *digest,
+                actual,
                 size,
             });
         }
@@ -781,8 +780,8 @@ impl BlobWriter {
         let actual = Digest::from_hasher(self.hasher);
         if let Some(expected) = expected.filter(|e| *e != &actual) {
             return Err(StoreError::DigestMismatch {
-                expected: Box::new(*expected),
-                actual: Box::new(actual),
+                expected: *expected,
+                actual,
                 size: self.size,
             });
         }

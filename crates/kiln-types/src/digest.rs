@@ -2,9 +2,11 @@
 //! manifest names in the store and the registry, and vertex digests of the
 //! build graph.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256, Sha512};
@@ -81,21 +83,42 @@ impl DigestError {
     }
 }
 
-/// A digest: an algorithm and its bytes. Always valid. Small and `Copy`
-/// (vertex digests are passed around by value); the bytes past the
-/// algorithm's length are zero, so the derived comparisons and hash are
-/// those of the digest.
+/// A digest: an algorithm and its bytes. Always valid. `Copy` and 40
+/// bytes, as vertex digests are passed around by value and digests sit in
+/// many error values: a sha256 is held inline, the rarer sha512 (kiln's
+/// store names blobs by sha256) is interned for the life of the process.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest {
-    algorithm: Algorithm,
-    bytes: [u8; 64],
+    // First, so that every sha256 sorts before every sha512, as in text.
+    sha512: Option<&'static [u8; 64]>,
+    // A sha256; for a sha512 its first half (the whole is above).
+    bytes: [u8; 32],
+}
+
+/// Every sha512 seen, so each is leaked once however often it is parsed.
+fn intern(bytes: [u8; 64]) -> &'static [u8; 64] {
+    static SEEN: OnceLock<Mutex<HashSet<&'static [u8; 64]>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = seen.get(&bytes) {
+        return b;
+    }
+    let b: &'static [u8; 64] = Box::leak(Box::new(bytes));
+    seen.insert(b);
+    b
 }
 
 impl Digest {
     fn new(algorithm: Algorithm, digest: &[u8]) -> Digest {
-        let mut bytes = [0u8; 64];
-        bytes[..algorithm.size()].copy_from_slice(digest);
-        Digest { algorithm, bytes }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&digest[..32]);
+        let sha512 = match algorithm {
+            Algorithm::Sha256 => None,
+            Algorithm::Sha512 => Some(intern(digest.try_into().expect("64 bytes"))),
+        };
+        Digest { sha512, bytes }
     }
 
     /// The sha256 of `bytes`.
@@ -112,7 +135,7 @@ impl Digest {
 
     /// Whether `bytes` hash to this digest (with its own algorithm).
     pub fn is_digest_of(&self, bytes: &[u8]) -> bool {
-        Digest::compute(self.algorithm, bytes) == *self
+        Digest::compute(self.algorithm(), bytes) == *self
     }
 
     /// A sha256 digest from its 32 bytes.
@@ -158,16 +181,22 @@ impl Digest {
                 algorithm,
             });
         }
-        Ok(Digest { algorithm, bytes })
+        Ok(Digest::new(algorithm, &bytes[..n]))
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        match self.sha512 {
+            None => Algorithm::Sha256,
+            Some(_) => Algorithm::Sha512,
+        }
     }
 
     /// The digest's bytes (32 for sha256).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.algorithm.size()]
+        match self.sha512 {
+            None => &self.bytes,
+            Some(b) => b,
+        }
     }
 
     /// The hex digits without the algorithm.
@@ -183,11 +212,12 @@ impl Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.as_bytes();
         let mut buf = [0u8; 128];
-        let hex = &mut buf[..2 * self.algorithm.size()];
-        hex::encode_to_slice(self.as_bytes(), hex).expect("buffer fits the digest");
+        let hex = &mut buf[..2 * bytes.len()];
+        hex::encode_to_slice(bytes, hex).expect("buffer fits the digest");
         let hex = std::str::from_utf8(hex).expect("hex is ascii");
-        write!(f, "{}:{hex}", self.algorithm)
+        write!(f, "{}:{hex}", self.algorithm())
     }
 }
 
@@ -351,8 +381,25 @@ mod tests {
     }
 
     #[test]
+    fn small_and_interned() {
+        assert_eq!(std::mem::size_of::<Digest>(), 40);
+        let a: Digest = EMPTY_SHA512.parse().unwrap();
+        let b = Digest::compute(Algorithm::Sha512, b"");
+        assert_eq!(a, b);
+        assert!(
+            std::ptr::eq(a.as_bytes(), b.as_bytes()),
+            "one copy per sha512"
+        );
+        assert_eq!(a.algorithm(), Algorithm::Sha512);
+        assert_eq!(a.as_bytes().len(), 64);
+        assert_ne!(a, Digest::of(b""));
+    }
+
+    #[test]
     fn order_is_that_of_the_text() {
-        let mut ds: Vec<Digest> = (0..50u8).map(|i| Digest::of(&[i])).collect();
+        let mut ds: Vec<Digest> = (0..50u8)
+            .flat_map(|i| [Digest::of(&[i]), Digest::compute(Algorithm::Sha512, &[i])])
+            .collect();
         ds.sort();
         let text: Vec<String> = ds.iter().map(Digest::to_string).collect();
         let mut sorted = text.clone();

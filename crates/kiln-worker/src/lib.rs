@@ -27,7 +27,7 @@ pub mod union;
 
 // errors kept as text (the solver's `WorkerError`, cache and check
 // messages) keep their causes
-pub(crate) use kiln_registry::error_chain as chain;
+pub(crate) use kiln_types::error_chain as chain;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -510,7 +510,7 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
         text,
         format!(
             "step `{step}` failed: {}",
-            kiln_registry::error_chain(source)
+            kiln_types::error_chain(source)
         ),
     )
     .label(location.as_ref(), "this step failed");

@@ -41,7 +41,9 @@ pub(crate) fn local_name(reference: &Reference) -> String {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let reference = Reference::parse(&args.reference).into_diagnostic()?;
+    let reference = Reference::parse(&args.reference)
+        .into_diagnostic()?
+        .normalized();
     let platform = args.platform.unwrap_or_else(Platform::host);
     let settings = super::registry::settings()?;
     let store = super::images::open_store()?;

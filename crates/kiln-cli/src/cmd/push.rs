@@ -58,9 +58,11 @@ fn resolve_local(store: &Store, name: &str) -> miette::Result<Digest> {
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let store = super::images::open_store()?;
     let digest = resolve_local(&store, &args.reference)?;
-    let source = Reference::parse(&args.reference).ok();
+    let source = Reference::parse(&args.reference)
+        .ok()
+        .map(|r| r.normalized());
     let dest = match &args.destination {
-        Some(d) => Reference::parse(d).into_diagnostic()?,
+        Some(d) => Reference::parse(d).into_diagnostic()?.normalized(),
         None => match &source {
             Some(s) if !args.reference.starts_with("sha256:") => s.clone(),
             _ => miette::bail!(

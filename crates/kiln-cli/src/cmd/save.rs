@@ -77,7 +77,9 @@ pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> m
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
             if spec.push {
-                let dest = kiln_registry::Reference::parse(name).into_diagnostic()?;
+                let dest = kiln_registry::Reference::parse(name)
+                    .into_diagnostic()?
+                    .normalized();
                 let insecure =
                     spec.options.get("registry.insecure").map(String::as_str) == Some("true");
                 super::push::push_to(
