@@ -709,3 +709,55 @@ fn rootless_failure_report_cache_and_elf_check() {
     );
     assert!(!env.path("app.tar").exists());
 }
+
+/// Rootless without a subordinate range (`kilnnosub`, made by `.ci/setup`):
+/// a step that gives a file to another user fails, and the help says why
+/// (the single-ID fallback) and what to do, instead of "fix the command".
+#[test]
+fn a_refused_chown_under_the_single_id_fallback_names_the_cause() {
+    let env = Env::new();
+    Busybox::new(&["sh", "chown", "touch"])
+        .dir("tmp")
+        .write(&env.path("rootfs"));
+    env.kilnfile("let app = image(\"bb:1\")\n    .run(\"touch /f && chown 1:1 /f\");\n");
+    let gid = String::from_utf8(
+        Command::new("id")
+            .args(["-g", "kilnnosub"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let o = Command::new("chown")
+        .args(["-R", &format!("kilnnosub:{gid}")])
+        .arg(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kiln = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=kilnnosub", &format!("--regid={gid}"), "--init-groups"])
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(env.dir.path())
+            .env("KILN_HOME", env.path("home-nosub"))
+            .env("HOME", env.path("home-nosub"))
+            .env("USER", "kilnnosub")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let o = kiln(&["import", "rootfs", "-t", "bb:1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kiln(&["build", "ctx"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("single ID"), "{err}");
+    assert!(
+        err.contains("usermod --add-subuids 100000-165535 --add-subgids 100000-165535 kilnnosub"),
+        "{err}"
+    );
+    assert!(err.contains("APT::Sandbox::User=root"), "{err}");
+}

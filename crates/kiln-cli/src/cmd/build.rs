@@ -499,10 +499,17 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
     {
         let mut f = BuildFailure::new(file, text, format!("`{command}` exited with {status}"));
         f.output = Some((step, tail.clone()));
-        return f.label(location.as_ref(), "this run step failed").help(
-            "fix the command or what it needs (its output is above) and build again: \
-                 the steps that finished are cached and will not run again",
+        let single = matches!(
+            kiln_runtime::plan_mapping(),
+            Ok((kiln_runtime::MapPlan::Single { .. }, _))
         );
+        let help = match super::hints::single_id(tail, single) {
+            Some(h) => h,
+            None => "fix the command or what it needs (its output is above) and build again: \
+                 the steps that finished are cached and will not run again"
+                .into(),
+        };
+        return f.label(location.as_ref(), "this run step failed").help(help);
     }
     let source: &(dyn std::error::Error + 'static) = &*source;
     let f = BuildFailure::new(

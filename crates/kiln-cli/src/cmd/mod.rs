@@ -6,6 +6,7 @@ pub mod build;
 pub mod cache;
 pub mod check;
 pub mod graph;
+mod hints;
 pub mod images;
 pub mod import;
 pub mod info;
