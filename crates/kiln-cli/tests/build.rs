@@ -239,3 +239,97 @@ fn rootless_builds_match_root_and_run_steps() {
     kiln_as_kilntest(&env, &["build", "ctx2", "-o", "type=oci,dest=app2.tar"]);
     assert_eq!(env.podman_run("app2.tar"), "rootless\n");
 }
+
+/// The files below `dir`, sorted, directories with a trailing `/`.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+            if e.file_type().unwrap().is_dir() {
+                out.push(format!("{rel}/"));
+                walk(&e.path(), &format!("{rel}/"), out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn dockerignore_and_copy_patterns_follow_dockers_rules() {
+    let env = Env::new();
+    // Each line is one where the globset matcher kiln had before answered
+    // otherwise than Docker.
+    let ignore = "\
+# braces are literal
+{a,b}.txt
+# patterns are cleaned
+logs/../tmp
+# a leading `**` with no other wildcard matches the end of the path
+**.bak
+docs
+!docs/keep
+";
+    let files = [
+        "a.txt",
+        "b.txt",
+        "{a,b}.txt",
+        "main.txt",
+        "tmp/t",
+        "y.bak",
+        "sub/deep/x.bak",
+        "docs/drop",
+        "docs/keep/k",
+    ];
+    for f in files {
+        let p = env.path("ctx").join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, f).unwrap();
+    }
+    std::fs::write(env.path("ctx/.dockerignore"), ignore).unwrap();
+    // The second copy's patterns go through the copy from a stage:
+    // `keep/../keep` is `keep` cleaned, and `[!m]` is `!` or `m`.
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        r#"
+let files = static_base().copy(context().path("."), "/ctx/");
+let app = static_base()
+    .copy(files.path("/ctx"), "/ctx/")
+    .copy(files.path("/ctx"), "/sel/", [exclude("docs/keep/../keep"), exclude("[!m]*.txt")]);
+"#,
+    )
+    .unwrap();
+    env.ok(&["build", "ctx", "-o", "type=local,dest=rootfs"]);
+    assert_eq!(
+        tree(&env.path("rootfs/ctx")),
+        [
+            ".dockerignore",
+            "Kilnfile",
+            "a.txt",
+            "b.txt",
+            "docs/",
+            "docs/keep/",
+            "docs/keep/k",
+            "main.txt",
+            "sub/",
+            "sub/deep/",
+        ]
+    );
+    assert_eq!(
+        tree(&env.path("rootfs/sel")),
+        [
+            ".dockerignore",
+            "Kilnfile",
+            "a.txt",
+            "b.txt",
+            "docs/",
+            "sub/",
+            "sub/deep/",
+        ]
+    );
+}

@@ -1,15 +1,17 @@
-//! The build context: which files a context source selects (ignore file,
-//! include/exclude patterns, docker's rules), their content digest and the
-//! layer that carries them. Symlinks stay symlinks and are never followed, so
-//! nothing outside the context directory is read.
+//! The build context: its ignore file, the files a context source selects
+//! (through [`crate::select`], Docker's rules), their content digest and
+//! the layer that carries them. Symlinks stay symlinks and are never
+//! followed, so nothing outside the context directory is read.
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
+
+use crate::patterns::{PatternError, Patterns};
+use crate::select::{self, Entry, Kind, SelectError, Selection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -19,280 +21,38 @@ pub enum ContextError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid pattern `{pattern}` in {origin}: {reason}")]
-    Pattern {
-        pattern: String,
-        origin: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
 }
 
-/// One docker-style pattern: `**`, `*`, `?`, `[...]`, `!` exceptions; a
-/// pattern that matches a directory matches everything below it.
-#[derive(Debug, Clone)]
-struct Pattern {
-    matcher: GlobMatcher,
-    negated: bool,
-}
-
-/// An ordered list of patterns where the last match wins (docker's rule).
-#[derive(Debug, Clone, Default)]
-pub struct PatternList {
-    patterns: Vec<Pattern>,
-}
-
-impl PatternList {
-    pub fn parse<'a>(
-        lines: impl IntoIterator<Item = &'a str>,
-        origin: &str,
-    ) -> Result<Self, ContextError> {
-        let mut patterns = Vec::new();
-        for line in lines {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+/// The context's ignore file: `.kilnignore`, else `.dockerignore`, else
+/// none. Read once per build.
+pub fn ignore_file(root: &Path) -> Result<Patterns, ContextError> {
+    for name in [".kilnignore", ".dockerignore"] {
+        let path = root.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                return Ok(Patterns::ignore_file(
+                    &text,
+                    &format!("`{}`", path.display()),
+                )?);
             }
-            let (negated, p) = match line.strip_prefix('!') {
-                Some(rest) => (true, rest.trim()),
-                None => (false, line),
-            };
-            let p = clean(p);
-            if p.is_empty() {
-                continue;
-            }
-            let glob = GlobBuilder::new(&p)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| ContextError::Pattern {
-                    pattern: line.to_string(),
-                    origin: origin.to_string(),
-                    reason: e.kind().to_string(),
-                })?;
-            patterns.push(Pattern {
-                matcher: glob.compile_matcher(),
-                negated,
-            });
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ContextError::Read { path, source }),
         }
-        Ok(PatternList { patterns })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    fn has_exceptions(&self) -> bool {
-        self.patterns.iter().any(|p| p.negated)
-    }
-
-    /// Whether `rel` (or a directory above it) is matched, after every
-    /// exception is considered.
-    pub fn matches(&self, rel: &str) -> bool {
-        let mut matched = false;
-        for p in &self.patterns {
-            let hit = p.matcher.is_match(rel) || parents(rel).any(|d| p.matcher.is_match(d));
-            if hit {
-                matched = !p.negated;
-            }
-        }
-        matched
-    }
+    Ok(Patterns::default())
 }
 
-/// `a/b/c` -> `a`, `a/b`.
-fn parents(rel: &str) -> impl Iterator<Item = &str> {
-    rel.match_indices('/').map(move |(i, _)| &rel[..i])
-}
-
-/// A pattern relative to the context root: no leading `/` or `./`, no `.`
-/// components, no trailing `/`.
-fn clean(p: &str) -> String {
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    parts.join("/")
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    Dir,
-    File { size: u64 },
-    Symlink { target: PathBuf },
-}
-
-/// One selected file, relative to the context root (`a/b`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub rel: String,
-    pub kind: Kind,
-    pub mode: u32,
-}
-
-/// The rules of a context source: the ignore file plus the source's own
-/// include and exclude patterns.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    ignore: PatternList,
-    include: PatternList,
-    exclude: PatternList,
-}
-
-impl Selection {
-    /// Reads `.kilnignore`, else `.dockerignore`, from `root`.
-    pub fn new(root: &Path, include: &[String], exclude: &[String]) -> Result<Self, ContextError> {
-        let mut ignore = PatternList::default();
-        for name in [".kilnignore", ".dockerignore"] {
-            let path = root.join(name);
-            match fs::read_to_string(&path) {
-                Ok(text) => {
-                    ignore = PatternList::parse(text.lines(), &format!("`{}`", path.display()))?;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(ContextError::Read { path, source }),
-            }
-        }
-        let origin = "the context's patterns";
-        Ok(Selection {
-            ignore,
-            include: PatternList::parse(include.iter().map(String::as_str), origin)?,
-            exclude: PatternList::parse(exclude.iter().map(String::as_str), origin)?,
-        })
-    }
-
-    /// Only include/exclude patterns, no ignore file (copies out of a
-    /// stage).
-    pub fn patterns(include: &[String], exclude: &[String]) -> Result<Self, ContextError> {
-        let origin = "the copy's patterns";
-        Ok(Selection {
-            ignore: PatternList::default(),
-            include: PatternList::parse(include.iter().map(String::as_str), origin)?,
-            exclude: PatternList::parse(exclude.iter().map(String::as_str), origin)?,
-        })
-    }
-
-    pub(crate) fn skipped(&self, rel: &str) -> bool {
-        self.ignore.matches(rel) || self.exclude.matches(rel)
-    }
-
-    /// Whether a skipped directory may still hold files that an exception
-    /// brings back.
-    pub(crate) fn descend_skipped(&self) -> bool {
-        self.ignore.has_exceptions() || self.exclude.has_exceptions()
-    }
-
-    pub(crate) fn include_matches(&self, rel: &str) -> bool {
-        self.include.matches(rel)
-    }
-
-    pub(crate) fn include_is_empty(&self) -> bool {
-        self.include.is_empty()
-    }
-
-    pub(crate) fn included(&self, rel: &str) -> bool {
-        self.include.is_empty() || self.include.matches(rel)
-    }
-
-    /// Whether something below directory `rel` could be included.
-    pub(crate) fn may_include_below(&self, rel: &str) -> bool {
-        if self.include.is_empty() || self.include.matches(rel) {
-            return true;
-        }
-        // An include pattern whose literal prefix lies on this directory's
-        // path (or whose first component is a wildcard) may match below it.
-        self.include.patterns.iter().any(|p| {
-            let g = p.matcher.glob().glob();
-            let lit: String = g.chars().take_while(|c| !"*?[{\\".contains(*c)).collect();
-            lit.starts_with(&format!("{rel}/")) || format!("{rel}/").starts_with(&lit)
-        })
-    }
-}
-
-/// The selected entries of `root`, sorted by path, with every directory on
-/// the way to a selected file.
+/// The selected entries of the context directory `root`, sorted by path,
+/// with every directory on the way to a selected file.
 pub fn select(root: &Path, sel: &Selection) -> Result<Vec<Entry>, ContextError> {
-    let mut out = Vec::new();
-    walk(root, "", sel, &mut out)?;
-    Ok(out)
-}
-
-fn walk(
-    dir: &Path,
-    prefix: &str,
-    sel: &Selection,
-    out: &mut Vec<Entry>,
-) -> Result<bool, ContextError> {
-    let rerr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ContextError::Read { path, source }
-    };
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(rerr(dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(rerr(dir))?;
-    names.sort();
-    let mut any = false;
-    for name in names {
-        let Some(name) = name.to_str() else {
-            tracing::warn!(
-                "skipping `{}`: the name is not UTF-8",
-                dir.join(&name).display()
-            );
-            continue;
-        };
-        let rel = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = dir.join(name);
-        let meta = fs::symlink_metadata(&path).map_err(rerr(&path))?;
-        let skipped = sel.skipped(&rel);
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.is_dir() {
-            if skipped && !sel.descend_skipped() {
-                continue;
-            }
-            if !sel.may_include_below(&rel) {
-                continue;
-            }
-            let at = out.len();
-            out.push(Entry {
-                rel: rel.clone(),
-                kind: Kind::Dir,
-                mode,
-            });
-            let below = walk(&path, &rel, sel, out)?;
-            let itself = !skipped && sel.include.matches(&rel);
-            if below || itself || (!skipped && sel.include.is_empty()) {
-                any = true;
-            } else {
-                out.truncate(at);
-            }
-            continue;
-        }
-        if skipped || !sel.included(&rel) {
-            continue;
-        }
-        let kind = if meta.file_type().is_symlink() {
-            Kind::Symlink {
-                target: fs::read_link(&path).map_err(rerr(&path))?,
-            }
-        } else if meta.is_file() {
-            Kind::File { size: meta.size() }
-        } else {
-            tracing::warn!(
-                "skipping `{}`: not a file, directory or symlink",
-                path.display()
-            );
-            continue;
-        };
-        out.push(Entry { rel, kind, mode });
-        any = true;
-    }
-    Ok(any)
+    Ok(select::walk(root, Path::new(""), sel)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
 }
 
 /// File hashes remembered by (size, mtime, ctime, inode), so unchanged
@@ -438,27 +198,30 @@ pub fn write_tar<W: std::io::Write>(
 mod tests {
     use super::*;
 
-    fn list(lines: &[&str]) -> PatternList {
-        PatternList::parse(lines.iter().copied(), "test").unwrap()
+    fn selection(root: &Path, include: &[String]) -> Selection {
+        Selection::new(ignore_file(root).unwrap(), include, &[], "test").unwrap()
     }
 
     #[test]
-    fn docker_pattern_rules() {
-        let cases: &[(&[&str], &str, bool)] = &[
-            (&["*.log"], "a.log", true),
-            (&["*.log"], "dir/a.log", false),
-            (&["**/*.log"], "dir/a.log", true),
-            (&["target"], "target/debug/x", true),
-            (&["/target/"], "target/x", true),
-            (&["*.md", "!README.md"], "README.md", false),
-            (&["*.md", "!README.md"], "CHANGES.md", true),
-            (&["docs", "!docs/keep"], "docs/keep", false),
-            (&["docs", "!docs/keep"], "docs/drop", true),
-            (&["# comment", ""], "# comment", false),
-        ];
-        for (pats, path, want) in cases {
-            assert_eq!(list(pats).matches(path), *want, "{pats:?} on {path}");
+    fn kilnignore_wins_over_dockerignore() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["a", "b"] {
+            fs::write(d.path().join(f), f).unwrap();
         }
+        fs::write(d.path().join(".dockerignore"), "a\n").unwrap();
+        let names = |sel: &Selection| -> Vec<String> {
+            select(d.path(), sel)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.rel)
+                .collect()
+        };
+        assert_eq!(names(&selection(d.path(), &[])), [".dockerignore", "b"]);
+        fs::write(d.path().join(".kilnignore"), "b\n").unwrap();
+        assert_eq!(
+            names(&selection(d.path(), &[])),
+            [".dockerignore", ".kilnignore", "a"]
+        );
     }
 
     #[test]
@@ -470,7 +233,7 @@ mod tests {
         fs::write(d.path().join("target/junk"), "j").unwrap();
         fs::write(d.path().join("main.go"), "package main").unwrap();
         fs::write(d.path().join(".dockerignore"), "target\n").unwrap();
-        let sel = Selection::new(d.path(), &[], &[]).unwrap();
+        let sel = selection(d.path(), &[]);
         let e = select(d.path(), &sel).unwrap();
         let names: Vec<_> = e.iter().map(|e| e.rel.as_str()).collect();
         assert_eq!(
@@ -518,7 +281,7 @@ mod tests {
         assert_ne!(changed, plain);
         assert_eq!(changed, digest(d.path(), &e).unwrap());
 
-        let only = Selection::new(d.path(), &["src/sub/a.txt".into()], &[]).unwrap();
+        let only = selection(d.path(), &["src/sub/a.txt".into()]);
         let names: Vec<_> = select(d.path(), &only)
             .unwrap()
             .into_iter()

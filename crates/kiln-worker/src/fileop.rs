@@ -12,7 +12,9 @@ use std::path::{Component, Path, PathBuf};
 use kiln_dag::{Chown, FileAction, FileOp};
 use kiln_layer::{IdMapping, IdRange, WriteOptions};
 
-use crate::context::{self, PatternList};
+use crate::context;
+use crate::patterns::PatternError;
+use crate::select::{self, Entry, Kind, SelectError, Selection};
 use crate::snapshot::{self, Ref, SnapshotError, Snapshots, TarSpec};
 use crate::union::Union;
 
@@ -35,8 +37,12 @@ pub enum FileOpError {
     },
     #[error("cannot resolve the owner `{spec}`: {reason}")]
     Owner { spec: String, reason: String },
-    #[error("invalid pattern: {0}")]
-    Pattern(#[from] context::ContextError),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
     #[error("copy source input {from} does not exist")]
     NoInput { from: usize },
 }
@@ -466,8 +472,8 @@ fn copy(
             || fs::symlink_metadata(cx.change.join(p)).is_ok_and(|m| m.is_dir())
     };
     if meta.is_dir() {
-        let sel = context::Selection::patterns(include, exclude)?;
-        let entries = src_root.select(&src_rel, &sel)?;
+        let sel = Selection::patterns(include, exclude)?;
+        let entries = select::walk(src_root, &src_rel, &sel)?;
         ensure_parents(cx, &dest_dir.join("x"))?;
         for (e, from) in entries {
             let to = cx.change.join(&dest_dir).join(&e.rel);
@@ -475,22 +481,21 @@ fn copy(
         }
         return Ok(());
     }
+    // include/exclude select below a directory; a file source is copied
+    // as it is (BuildKit matches them only below the source, and the
+    // content digest never applied them to a file)
     let target = if dest.ends_with('/') || is_dir(&dest_dir) {
         dest_dir.join(src_rel.file_name().unwrap_or_default())
     } else {
         resolve_in(cx.base, &rel(dest))?
     };
-    let only = PatternList::parse(include.iter().map(String::as_str), "include")?;
-    if !only.is_empty() && !only.matches(&target.to_string_lossy()) {
-        return Ok(());
-    }
     ensure_parents(cx, &target)?;
     let kind = if meta.file_type().is_symlink() {
-        context::Kind::Symlink {
+        Kind::Symlink {
             target: fs::read_link(&src_path).map_err(io("read", &src_path))?,
         }
     } else {
-        context::Kind::File { size: meta.len() }
+        Kind::File { size: meta.len() }
     };
     use std::os::unix::fs::MetadataExt;
     copy_entry(
@@ -506,25 +511,25 @@ fn copy(
 fn copy_entry(
     from: &Path,
     to: &Path,
-    kind: &context::Kind,
+    kind: &Kind,
     mode: u32,
     chmod: Option<u32>,
     owner: Option<(u32, u32)>,
 ) -> Result<(), FileOpError> {
     match kind {
-        context::Kind::Dir => {
+        Kind::Dir => {
             if !to.is_dir() {
                 remove_any(to)?;
                 fs::create_dir(to).map_err(io("create directory", to))?;
             }
             set_meta(to, chmod.unwrap_or(mode), owner)?;
         }
-        context::Kind::File { .. } => {
+        Kind::File { .. } => {
             remove_any(to)?;
             fs::copy(from, to).map_err(io("copy to", to))?;
             set_meta(to, chmod.unwrap_or(mode), owner)?;
         }
-        context::Kind::Symlink { target } => {
+        Kind::Symlink { target } => {
             remove_any(to)?;
             symlink(target, to).map_err(io("create symlink", to))?;
             if let Some(o) = owner {
@@ -553,13 +558,13 @@ pub fn content_digest(
     let (path, meta) = (found.path, found.meta);
     let mut cache = context::StatCache::default();
     if meta.is_dir() {
-        let sel = context::Selection::patterns(include, exclude)?;
-        let selected = root.select(&src_rel, &sel)?;
+        let sel = Selection::patterns(include, exclude)?;
+        let selected = select::walk(root, &src_rel, &sel)?;
         let paths: std::collections::HashMap<String, PathBuf> = selected
             .iter()
             .map(|(e, p)| (e.rel.clone(), p.clone()))
             .collect();
-        let entries: Vec<context::Entry> = selected.into_iter().map(|(e, _)| e).collect();
+        let entries: Vec<Entry> = selected.into_iter().map(|(e, _)| e).collect();
         return Ok(context::digest_with(&entries, &mut cache, |e| {
             paths.get(&e.rel).cloned().unwrap_or_default()
         })?);
@@ -570,14 +575,14 @@ pub fn content_digest(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let kind = if meta.file_type().is_symlink() {
-        context::Kind::Symlink {
+        Kind::Symlink {
             target: fs::read_link(&path).map_err(io("read", &path))?,
         }
     } else {
-        context::Kind::File { size: meta.len() }
+        Kind::File { size: meta.len() }
     };
     Ok(context::digest_with(
-        &[context::Entry {
+        &[Entry {
             rel: name,
             kind,
             mode: meta.mode() & 0o7777,

@@ -22,6 +22,8 @@ pub mod entrycheck;
 pub mod fileop;
 pub mod gc;
 pub mod mounts;
+pub mod patterns;
+pub mod select;
 pub mod snapshot;
 pub mod union;
 
@@ -132,6 +134,8 @@ struct Inner {
     source_keys: Mutex<HashMap<Digest, Digest>>,
     /// `--cache-from`: results looked up when the store has none
     import: std::sync::OnceLock<Arc<cache_io::CacheImport>>,
+    /// The context's ignore file, compiled by the first context source.
+    ignore: std::sync::OnceLock<patterns::Patterns>,
 }
 
 const RECORD_KIND: &str = "build-cache";
@@ -148,6 +152,7 @@ impl LocalWorker {
                 resolved: Mutex::new(HashMap::new()),
                 source_keys: Mutex::new(HashMap::new()),
                 import: std::sync::OnceLock::new(),
+                ignore: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -304,7 +309,7 @@ impl Inner {
 
     /// The key of a context source (the content of the files it selects,
     /// read through the stat cache) and those files; no layer is written.
-    fn context_key(&self, src: &SourceOp) -> Result<(Digest, Vec<context::Entry>), Error> {
+    fn context_key(&self, src: &SourceOp) -> Result<(Digest, Vec<select::Entry>), Error> {
         let SourceOp::Context {
             include, exclude, ..
         } = src
@@ -312,7 +317,16 @@ impl Inner {
             return Err(Error::Internal("context_key of another source".into()));
         };
         let root = &self.opts.context;
-        let sel = context::Selection::new(root, include, exclude)?;
+        let ignore = match self.ignore.get() {
+            Some(p) => p,
+            None => {
+                let p = context::ignore_file(root)?;
+                self.ignore.get_or_init(|| p)
+            }
+        };
+        let sel =
+            select::Selection::new(ignore.clone(), include, exclude, "the context's patterns")
+                .map_err(context::ContextError::from)?;
         let entries = context::select(root, &sel)?;
         // The stat cache is per checkout path; the key is not.
         let skey = Digest::of(root.as_os_str().as_encoded_bytes());

@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::context::{ContextError, Entry, Kind, Selection};
+use crate::select::{SelectError, Tree, read_error};
 
 /// Layer directories, top layer first.
 #[derive(Debug, Clone)]
@@ -227,92 +227,17 @@ impl Union {
             .filter_map(|(n, f)| f.map(|f| (n, f)))
             .collect())
     }
+}
 
-    /// The entries of directory `rel` that `sel` selects, relative to
-    /// `rel`, sorted by path, with every directory on the way to a selected
-    /// file, each with where it is on disk (docker's rules, as
-    /// [`crate::context::select`] applies them to the build context).
-    pub fn select(
-        &self,
-        rel: &Path,
-        sel: &Selection,
-    ) -> Result<Vec<(Entry, PathBuf)>, ContextError> {
-        let mut out = Vec::new();
-        self.walk(rel, "", sel, &mut out)?;
-        Ok(out)
-    }
-
-    fn walk(
-        &self,
-        dir: &Path,
-        prefix: &str,
-        sel: &Selection,
-        out: &mut Vec<(Entry, PathBuf)>,
-    ) -> Result<bool, ContextError> {
-        let rerr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ContextError::Read { path, source }
-        };
-        let entries = self.list(dir).map_err(rerr(dir))?;
-        let mut any = false;
-        for (name, found) in entries {
-            let Some(name) = name.to_str() else {
-                tracing::warn!("skipping `{}`: the name is not UTF-8", found.path.display());
-                continue;
-            };
-            let rel = if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let meta = &found.meta;
-            let skipped = sel.skipped(&rel);
-            let mode = meta.mode() & 0o7777;
-            if meta.is_dir() {
-                if skipped && !sel.descend_skipped() {
-                    continue;
-                }
-                if !sel.may_include_below(&rel) {
-                    continue;
-                }
-                let at = out.len();
-                out.push((
-                    Entry {
-                        rel: rel.clone(),
-                        kind: Kind::Dir,
-                        mode,
-                    },
-                    found.path.clone(),
-                ));
-                let below = self.walk(&dir.join(name), &rel, sel, out)?;
-                let itself = !skipped && sel.include_matches(&rel);
-                if below || itself || (!skipped && sel.include_is_empty()) {
-                    any = true;
-                } else {
-                    out.truncate(at);
-                }
-                continue;
-            }
-            if skipped || !sel.included(&rel) {
-                continue;
-            }
-            let kind = if meta.file_type().is_symlink() {
-                Kind::Symlink {
-                    target: fs::read_link(&found.path).map_err(rerr(&found.path))?,
-                }
-            } else if meta.is_file() {
-                Kind::File { size: meta.size() }
-            } else {
-                tracing::warn!(
-                    "skipping `{}`: not a file, directory or symlink",
-                    found.path.display()
-                );
-                continue;
-            };
-            out.push((Entry { rel, kind, mode }, found.path));
-            any = true;
-        }
-        Ok(any)
+/// The merged view, for [`crate::select::walk`].
+impl Tree for Union {
+    fn list_dir(&self, rel: &Path) -> Result<Vec<(OsString, PathBuf, fs::Metadata)>, SelectError> {
+        Ok(self
+            .list(rel)
+            .map_err(read_error(rel))?
+            .into_iter()
+            .map(|(name, f)| (name, f.path, f.meta))
+            .collect())
     }
 }
 
@@ -384,9 +309,8 @@ mod tests {
         assert_eq!(names("etc"), ["a"]);
         assert_eq!(names("opq"), ["new"]);
         assert_eq!(names(""), ["etc", "file", "opq"]);
-        let sel = Selection::patterns(&[], &[]).unwrap();
-        let all: Vec<String> = u
-            .select(Path::new(""), &sel)
+        let sel = crate::select::Selection::default();
+        let all: Vec<String> = crate::select::walk(&u, Path::new(""), &sel)
             .unwrap()
             .into_iter()
             .map(|(e, _)| e.rel)
