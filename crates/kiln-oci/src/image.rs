@@ -260,20 +260,6 @@ pub fn rfc3339(epoch: i64) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
-/// The GOARCH name of the machine kiln runs on.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
-}
-
 /// Everything needed to write a new image; [`NewImage::commit`] stores it.
 #[derive(Debug, Clone)]
 pub struct NewImage {
@@ -294,7 +280,7 @@ impl NewImage {
     /// An empty image (like `scratch`) for this machine's architecture.
     pub fn scratch(created: i64) -> Self {
         Self {
-            architecture: host_arch().to_owned(),
+            architecture: kiln_types::Platform::host().architecture,
             variant: None,
             config: Config::default(),
             layers: Vec::new(),

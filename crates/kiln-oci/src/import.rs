@@ -9,7 +9,7 @@ use kiln_store::{Digest, DigestError, Store, StoreError};
 use oci_spec::image::{ImageIndex, Platform};
 
 use crate::compression::{Compression, CompressionError, LayerInfo, LayerWriter};
-use crate::image::{Image, ImageError, NewImage, host_arch};
+use crate::image::{Image, ImageError, NewImage};
 use crate::output::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, is_index};
 
 /// Errors of importing.
@@ -35,8 +35,8 @@ pub enum ImportError {
         count: usize,
         available: String,
     },
-    #[error("`{path}`: the index has no image for linux/{arch}")]
-    NoPlatform { path: PathBuf, arch: String },
+    #[error("`{path}`: the index has no image for {platform}")]
+    NoPlatform { path: PathBuf, platform: String },
     #[error("`{path}`: blob `{name}` is not named by a sha256 digest")]
     BadBlobName {
         path: PathBuf,
@@ -286,19 +286,23 @@ fn resolve(
                 path: origin.to_owned(),
                 reason: format!("bad nested index {d}: {e}"),
             })?;
-        let arch = host_arch();
+        let host = kiln_types::Platform::host();
         desc = inner
             .manifests()
             .iter()
             .find(|m| {
                 m.platform().as_ref().is_some_and(|p: &Platform| {
-                    p.architecture().to_string() == arch && p.os().to_string() == "linux"
+                    host.matches(&kiln_types::Platform::new(
+                        &p.os().to_string(),
+                        &p.architecture().to_string(),
+                        p.variant().as_deref(),
+                    ))
                 })
             })
             .cloned()
             .ok_or_else(|| ImportError::NoPlatform {
                 path: origin.to_owned(),
-                arch: arch.to_owned(),
+                platform: host.to_string(),
             })?;
     }
     let manifest_digest = to_digest(origin, desc.digest())?;

@@ -33,7 +33,7 @@ pub mod static_base;
 
 pub use compression::{Compression, CompressionError, LayerInfo, LayerWriter, layer_from_bytes};
 pub use flatten::{FlattenError, open_layer, write_flat_tar};
-pub use image::{Image, ImageError, Layer, NewImage, host_arch, rfc3339, source_date_epoch};
+pub use image::{Image, ImageError, Layer, NewImage, rfc3339, source_date_epoch};
 pub use import::{ImportError, import_oci_archive, import_oci_layout, import_rootfs};
 pub use json::canonical_json;
 pub use output::{

@@ -386,7 +386,7 @@ impl BlobSource for ImportSource {
             } => {
                 let store = self.store.as_ref().expect("registry imports have a store");
                 let blob = kiln_registry::manifest::Blob {
-                    digest: digest.clone(),
+                    digest: *digest,
                     size: *size,
                     media_type: media_type.clone(),
                 };
@@ -456,7 +456,7 @@ fn read_registry_cache(
             return Ok(Some((manifest, None)));
         };
         let blob = kiln_registry::manifest::Blob {
-            digest: cd.clone(),
+            digest: cd,
             size: config["size"].as_u64().unwrap_or_default(),
             media_type: config["mediaType"].as_str().unwrap_or_default().to_string(),
         };
@@ -977,7 +977,7 @@ fn plan(
     let mut mount_ids = BTreeMap::new();
     for m in &mounts {
         if let Ok(d) = Digest::parse(&m.digest) {
-            blobs.insert(d.clone(), (m.media_type.clone(), m.size));
+            blobs.insert(d, (m.media_type.clone(), m.size));
             mount_ids.entry(d).or_insert_with(|| m.id.clone());
         }
     }
@@ -1201,7 +1201,7 @@ fn write_registry(
         let mut missing = Vec::new();
         for d in &all {
             if !client.blob_exists(&ep, d).await? {
-                missing.push(d.clone());
+                missing.push(*d);
             }
         }
         Ok::<_, kiln_registry::RegistryError>(missing)

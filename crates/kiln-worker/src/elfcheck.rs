@@ -500,13 +500,9 @@ mod tests {
         }
         let b = std::fs::read("/bin/busybox").unwrap();
         assert_eq!(linkage(&b), Linkage::Static);
-        let host = if cfg!(target_arch = "aarch64") {
-            "arm64"
-        } else {
-            "amd64"
-        };
-        assert_eq!(goarch(&t), Some(host));
-        assert_eq!(goarch(&b), Some(host));
+        let host = kiln_types::Platform::host().architecture;
+        assert_eq!(goarch(&t), Some(host.as_str()));
+        assert_eq!(goarch(&b), Some(host.as_str()));
         assert_eq!(goarch(b"#!/bin/sh\n"), None);
     }
 

@@ -353,9 +353,9 @@ fn inventory(store: &Store) -> Result<Inventory, GcError> {
 /// The blobs a manifest (or index) names, itself included, as far as they
 /// are present.
 fn manifest_closure(store: &Store, top: &Digest, out: &mut HashSet<Digest>) {
-    let mut todo = vec![top.clone()];
+    let mut todo = vec![*top];
     while let Some(d) = todo.pop() {
-        if !out.insert(d.clone()) {
+        if !out.insert(d) {
             continue;
         }
         let Ok(bytes) = store.read_blob(&d) else {
@@ -748,7 +748,7 @@ pub fn check(store: &Store, helper: Option<&Path>) -> Result<Removed, GcError> {
     let mut bad_blobs = HashSet::new();
     for (d, it) in &inv.blobs {
         if let Err(e) = store.verify_blob(d) {
-            bad_blobs.insert(d.clone());
+            bad_blobs.insert(*d);
             match remove_file(&it.path) {
                 Ok(()) => {
                     out.blobs.add(it.bytes);

@@ -412,10 +412,7 @@ impl Inner {
             reference: reference.to_string(),
             reason,
         };
-        let platform = match platform {
-            Some(p) => kiln_registry::Platform::new(&p.os, &p.architecture, p.variant.as_deref()),
-            None => self.opts.platform.clone(),
-        };
+        let platform = platform.unwrap_or(&self.opts.platform).clone();
         let parsed =
             kiln_registry::Reference::parse(reference).map_err(|e| ierr(crate::chain(&e)))?;
         let local = match (parsed.tag(), parsed.digest()) {
@@ -452,8 +449,7 @@ impl Inner {
                 }
             }
             if let Some(d) = parsed.digest()
-                && let Ok(d) = kiln_oci::Digest::parse(&d.to_string())
-                && let Ok(img) = Image::load(&self.store, &d)
+                && let Ok(img) = Image::load(&self.store, d)
                 && ours(&img)
             {
                 return Ok(img);
@@ -483,12 +479,10 @@ impl Inner {
             lazy = pulled.lazy,
             "pulled a base image lazily"
         );
-        let d = kiln_oci::Digest::parse(&pulled.manifest_digest.to_string())
-            .map_err(|e| ierr(crate::chain(&e)))?;
         self.store
-            .set_tag(&local, &d)
+            .set_tag(&local, &pulled.manifest_digest)
             .map_err(|e| Error::Store(crate::chain(&e)))?;
-        Image::load(&self.store, &d).map_err(|e| ierr(crate::chain(&e)))
+        Image::load(&self.store, &pulled.manifest_digest).map_err(|e| ierr(crate::chain(&e)))
     }
 
     fn base_config(&self, r: &Ref) -> Result<Option<ImageConfiguration>, Error> {

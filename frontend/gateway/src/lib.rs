@@ -209,16 +209,7 @@ fn platform_of(env: &Env, pong: &pb::PongResponse) -> Result<Platform, GatewayEr
             variant: (!w.variant.is_empty()).then(|| w.variant.clone()),
         });
     }
-    Ok(Platform {
-        os: "linux".into(),
-        architecture: match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        }
-        .into(),
-        variant: None,
-    })
+    Ok(Platform::host())
 }
 
 fn pb_platform(p: &Platform) -> pb::Platform {

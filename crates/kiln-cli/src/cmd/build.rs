@@ -199,12 +199,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 Pull::Never => PullPolicy::Never,
             },
             registry: super::registry::settings()?,
-            platform: match &platform {
-                Some(p) => {
-                    kiln_registry::Platform::new(&p.os, &p.architecture, p.variant.as_deref())
-                }
-                None => kiln_registry::Platform::host(),
-            },
+            platform: platform.clone().unwrap_or_else(kiln_dag::Platform::host),
             epoch,
             helper,
             step_timeout: None,
@@ -294,7 +289,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let arch = platform
         .as_ref()
         .map(|p| p.architecture.clone())
-        .unwrap_or_else(|| kiln_oci::host_arch().to_string());
+        .unwrap_or_else(|| kiln_dag::Platform::host().architecture);
     if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &arch, import.as_deref()) {
         elf_failure(e, &name, &text).print(progress);
         return Ok(ExitCode::FAILURE);
@@ -561,15 +556,6 @@ fn entry_failure(
         .help(help)
 }
 
-/// The GOARCH of this machine, as a platform.
-fn host_platform() -> kiln_dag::Platform {
-    kiln_dag::Platform {
-        os: "linux".into(),
-        architecture: kiln_oci::host_arch().into(),
-        variant: None,
-    }
-}
-
 /// The source vertex a vertex's root filesystem chain starts from.
 fn stage_source<'a>(
     def: &'a kiln_dag::Definition,
@@ -594,18 +580,11 @@ fn can_execute(p: &kiln_dag::Platform) -> bool {
     if p.os != "linux" {
         return false;
     }
-    let host = kiln_oci::host_arch();
+    let host = kiln_dag::Platform::host().architecture;
     if p.architecture == host || (host == "amd64" && p.architecture == "386") {
         return true;
     }
-    let qemu = match p.architecture.as_str() {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        "386" => "i386",
-        "mips64le" => "mips64el",
-        "mipsle" => "mipsel",
-        other => other,
-    };
+    let qemu = p.arch().map_or(p.architecture.as_str(), |a| a.qemu);
     std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
         .is_ok_and(|s| s.lines().next() == Some("enabled"))
 }
@@ -618,7 +597,7 @@ fn unrunnable_step(
     file: &str,
     text: &str,
 ) -> Option<BuildFailure> {
-    let target = target.cloned().unwrap_or_else(host_platform);
+    let target = target.cloned().unwrap_or_else(kiln_dag::Platform::host);
     for v in &def.vertices {
         if !matches!(v.op, kiln_dag::Op::Exec(_)) {
             continue;
@@ -638,8 +617,8 @@ fn unrunnable_step(
                 file,
                 text,
                 format!(
-                    "`{step}` runs a command for {p}, which this machine (linux/{}) cannot execute",
-                    kiln_oci::host_arch()
+                    "`{step}` runs a command for {p}, which this machine ({}) cannot execute",
+                    kiln_dag::Platform::host()
                 ),
             )
             .label(v.meta.location.as_ref(), &format!("a run step for {p}"))

@@ -94,7 +94,7 @@ fn write_llb(
     text: &str,
     platform: Option<Platform>,
 ) -> miette::Result<ExitCode> {
-    let mut opts = kiln_llb::Options::new(platform.unwrap_or_else(host_platform));
+    let mut opts = kiln_llb::Options::new(platform.unwrap_or_else(Platform::host));
     opts.source = Some(kiln_llb::SourceFile {
         name: name.to_string(),
         text: text.to_string(),
@@ -104,19 +104,4 @@ fn write_llb(
         .lock()
         .write_all(&kiln_llb::encode(&llb.definition));
     Ok(ExitCode::SUCCESS)
-}
-
-/// This machine's platform in OCI terms (`linux/amd64`, `linux/arm64`).
-fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    };
-    Platform {
-        os: "linux".into(),
-        architecture: arch.into(),
-        variant: None,
-    }
 }
