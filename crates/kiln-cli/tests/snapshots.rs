@@ -68,7 +68,7 @@ let build = image("bb:1")
 
 let app = static_base()
     .copy(build.path("/out/a"), "/a")
-    .entrypoint(["/bin/none"]);
+    .label("purpose", "data only");
 "#;
 
 #[test]
@@ -220,7 +220,7 @@ let build = image("bb:1")
 
 let app = static_base()
     .copy(build.path("/home/app/bin"), "/app")
-    .entrypoint(["/none"]);
+    .label("purpose", "data only");
 "#,
     );
     same_as_rootless(&env, &["app", "build"]);
