@@ -14,7 +14,6 @@ use kiln_dag::{
 use crate::Options;
 use crate::ast::{Expr, ExprKind, File, Ident, MethodCall};
 use crate::diag::Diagnostic;
-use crate::reference;
 use crate::span::{LineIndex, Span};
 
 /// What an image value was rooted in, for the "no shell there" check.
@@ -397,6 +396,20 @@ impl<'a> Eval<'a> {
             line: u32::try_from(lc.line).unwrap_or(u32::MAX),
             column: u32::try_from(lc.col).unwrap_or(u32::MAX),
         }
+    }
+
+    /// Where the value of the string literal at `span` starts in the
+    /// source, when the literal spells it verbatim (no escapes), so a
+    /// diagnostic about part of the string can point inside it.
+    fn verbatim_start(&self, span: Span, value: &str) -> Option<usize> {
+        let text = self.src.get(span.range())?;
+        let open = text.strip_prefix('r').unwrap_or(text);
+        let hashes = open.len() - open.trim_start_matches('#').len();
+        let inner = open[hashes..]
+            .strip_prefix('"')?
+            .strip_suffix(&open[..hashes])?
+            .strip_suffix('"')?;
+        (inner == value).then(|| span.start as usize + text.len() - open.len() + hashes + 1)
     }
 
     fn err(
@@ -1061,15 +1074,25 @@ impl<'a> Eval<'a> {
         let Some(raw) = self.str_arg(&args[0], signature) else {
             return Value::Poison;
         };
-        let reference = match reference::normalize(&raw) {
-            Ok(r) => r,
+        // The canonical form is what the vertex digests, so every spelling
+        // of one image is one source.
+        let reference = match kiln_types::Reference::parse(&raw) {
+            Ok(r) => r.normalized().to_string(),
             Err(e) => {
+                let span = match self.verbatim_start(args[0].1, &raw) {
+                    Some(at) => Span::new(at + e.span.start, at + e.span.end),
+                    None => args[0].1,
+                };
+                let help = e.kind.fix().unwrap_or_else(|| {
+                    "write e.g. \"docker.io/library/debian:bookworm\" or \"debian@sha256:<64 hex digits>\""
+                        .to_string()
+                });
                 self.err(
                     "kiln::bad-reference",
-                    args[0].1,
-                    e.message,
-                    "invalid image reference",
-                    e.help,
+                    span,
+                    e.kind.to_string(),
+                    format!("expected {}", e.kind.expected()),
+                    help,
                 );
                 return Value::Poison;
             }

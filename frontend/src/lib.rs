@@ -17,7 +17,6 @@ pub mod diag;
 mod eval;
 pub mod lexer;
 pub mod parser;
-pub mod reference;
 pub mod span;
 
 use std::collections::BTreeMap;

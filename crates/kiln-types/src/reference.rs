@@ -117,6 +117,12 @@ impl ReferenceErrorKind {
     pub fn fix(&self) -> Option<String> {
         match self {
             Self::Uppercase { name } => Some(format!("write `{}`", name.to_ascii_lowercase())),
+            Self::Port { .. } => {
+                Some("use a port from 1 to 65535, as in `localhost:5000/app`".into())
+            }
+            Self::Ipv6 { .. } => {
+                Some("write an IPv6 registry in brackets, as in `[::1]:5000/app`".into())
+            }
             _ => None,
         }
     }
