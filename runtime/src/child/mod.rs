@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use kiln_types::error_chain;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
@@ -177,16 +178,6 @@ fn recv_config(sock: BorrowedFd<'_>) -> R<ChildConfig> {
         stage: "parse the sandbox config".into(),
         err: io::Error::new(io::ErrorKind::InvalidData, e),
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s += &format!(": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 fn cstr(p: impl AsRef<OsStr>) -> CString {
