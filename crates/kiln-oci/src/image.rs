@@ -1,7 +1,6 @@
 //! The image model: a manifest, its config and its layers, all in the store.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use kiln_store::{Digest, DigestError, Store, StoreError};
 use oci_spec::image::{
@@ -108,9 +107,7 @@ impl Image {
             source,
         };
         if !store.has_blob(digest) {
-            return Err(ImageError::MissingManifest {
-                digest: *digest,
-            });
+            return Err(ImageError::MissingManifest { digest: *digest });
         }
         let bytes = store.read_blob(digest).map_err(serr)?;
         Self::from_manifest_bytes(store, digest, &bytes)
@@ -138,7 +135,7 @@ impl Image {
             return Err(bad("it is an index, not an image manifest".into()));
         }
         let pdigest = |d: &oci_spec::image::Digest| {
-            Digest::parse(d.as_ref()).map_err(|source| ImageError::BadDigest {
+            Digest::try_from(d).map_err(|source| ImageError::BadDigest {
                 manifest: *digest,
                 source,
             })
@@ -224,7 +221,7 @@ impl Image {
         Descriptor::new(
             MediaType::from(self.media_type.as_str()),
             self.manifest_size,
-            oci_spec::image::Digest::from_str(&self.digest.to_string()).expect("valid digest"),
+            oci_spec::image::Digest::from(self.digest),
         )
     }
 
@@ -365,9 +362,5 @@ impl NewImage {
 }
 
 pub(crate) fn descriptor(media_type: MediaType, size: u64, digest: &Digest) -> Descriptor {
-    Descriptor::new(
-        media_type,
-        size,
-        oci_spec::image::Digest::from_str(&digest.to_string()).expect("kiln digests are valid"),
-    )
+    Descriptor::new(media_type, size, oci_spec::image::Digest::from(digest))
 }

@@ -123,7 +123,7 @@ impl Source<'_> {
 }
 
 fn to_digest(origin: &Path, d: &oci_spec::image::Digest) -> Result<Digest> {
-    Digest::parse(d.as_ref()).map_err(|source| ImportError::BadBlobName {
+    Digest::try_from(d).map_err(|source| ImportError::BadBlobName {
         path: origin.to_owned(),
         name: d.to_string(),
         source,

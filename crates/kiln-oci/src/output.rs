@@ -371,10 +371,7 @@ fn append_blob<W: Write>(
     path: &str,
     d: &Digest,
 ) -> Result<()> {
-    let berr = |source| ExportError::Blob {
-        digest: *d,
-        source,
-    };
+    let berr = |source| ExportError::Blob { digest: *d, source };
     let size = store.blob_size(d).map_err(berr)?;
     let f = store.open_blob(d).map_err(berr)?;
     b.append_data(&mut member_header(size, false), path, f)
@@ -496,10 +493,9 @@ pub fn write_oci_layout(
                 continue;
             }
             write_file_atomic(&dest, |w| {
-                let mut f = store.open_blob(&d).map_err(|source| ExportError::Blob {
-                    digest: d,
-                    source,
-                })?;
+                let mut f = store
+                    .open_blob(&d)
+                    .map_err(|source| ExportError::Blob { digest: d, source })?;
                 io::copy(&mut f, w).map_err(werr(&dest))?;
                 Ok(())
             })?;

@@ -49,6 +49,7 @@ pub mod store;
 
 pub use auth::{AuthConfig, AuthFileError, Challenge, Credential};
 pub use client::{Client, Context, RegistryError};
+pub use kiln_types::{Platform, PlatformError, Reference, ReferenceError};
 pub use lazy::{LazyError, Locator, RegistrySource};
 pub use pull::{FetchedManifest, Pulled};
 pub use push::{BlobPush, PushOptions, PushReport};
@@ -56,5 +57,4 @@ pub use settings::{
     Endpoint, MIRROR_ENV, Mirror, MirrorError, RetryPolicy, Settings, mirrors_from_env,
     parse_mirror_list,
 };
-pub use kiln_types::{Platform, PlatformError, Reference, ReferenceError};
 pub use store::{BlobSink, BlobStore, BoxError, MemoryStore};

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kiln_dag::{Definition, Digest as DagDigest, Op};
+use kiln_dag::{Definition, Op};
 use kiln_oci::{Digest, Store};
 use kiln_solver::StepReport;
 use kiln_solver::{Dep, cache_map};
@@ -414,7 +414,7 @@ impl BlobSource for ImportSource {
 pub struct CacheImport {
     records: HashMap<String, Ref>,
     /// content-digest key -> digest (the first cache wins)
-    content: HashMap<DagDigest, DagDigest>,
+    content: HashMap<Digest, Digest>,
     /// cache mounts by id (the first cache that has one wins)
     mounts: HashMap<String, MountBlob>,
     /// layer check results by record key (the first cache wins)
@@ -605,7 +605,7 @@ impl CacheImport {
     /// data), so copies out of an imported stage need not read it. Kept in
     /// memory: writing them as local records would put fsyncs on a fresh
     /// runner's path for results the next import brings again.
-    pub fn content_digest(&self, key: &DagDigest) -> Option<DagDigest> {
+    pub fn content_digest(&self, key: &Digest) -> Option<Digest> {
         self.content.get(key).copied()
     }
 
@@ -613,7 +613,7 @@ impl CacheImport {
     /// store or listed by the cache it came from. Nothing is read or even
     /// looked at in the cache: a hit whose blobs no step reads costs
     /// nothing.
-    pub fn lookup(&self, key: &DagDigest, store: &Store) -> Option<Ref> {
+    pub fn lookup(&self, key: &Digest, store: &Store) -> Option<Ref> {
         let r = self.records.get(&key.to_string())?;
         let readable = |s: &str| {
             Digest::parse(s)
@@ -688,8 +688,8 @@ pub struct ExportStats {
 /// The vertices of the final image's own chain: from the root down its
 /// first input (the filesystem an exec or file op changes), through every
 /// input of a merge; not the stages copies read from.
-fn final_chain(def: &Definition) -> HashSet<DagDigest> {
-    let by: HashMap<DagDigest, &kiln_dag::Vertex> =
+fn final_chain(def: &Definition) -> HashSet<Digest> {
+    let by: HashMap<Digest, &kiln_dag::Vertex> =
         def.vertices.iter().map(|v| (v.digest, v)).collect();
     let mut out = HashSet::new();
     let mut todo = vec![def.root];
@@ -881,8 +881,8 @@ fn plan(
     cache_mounts: bool,
 ) -> Result<Plan, CacheIoError> {
     let snaps = Snapshots::new(store.clone(), std::env::current_exe().ok());
-    let keep: Option<HashSet<DagDigest>> = (mode == Mode::Min).then(|| final_chain(def));
-    let result_of = |key: &DagDigest| -> Option<Ref> {
+    let keep: Option<HashSet<Digest>> = (mode == Mode::Min).then(|| final_chain(def));
+    let result_of = |key: &Digest| -> Option<Ref> {
         store
             .get_record("build-cache", key.as_bytes())
             .ok()
@@ -894,7 +894,7 @@ fn plan(
     let mut records: BTreeMap<String, Ref> = BTreeMap::new();
     let mut blobs: BTreeMap<Digest, (String, u64)> = BTreeMap::new();
     // local (as solved) and exported (blob) form of each exported result
-    let mut forms: HashMap<DagDigest, (Ref, Ref)> = HashMap::new();
+    let mut forms: HashMap<Digest, (Ref, Ref)> = HashMap::new();
     let mut checks = BTreeSet::new();
     for s in steps {
         if keep.as_ref().is_some_and(|k| !k.contains(&s.vertex)) {

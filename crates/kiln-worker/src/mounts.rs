@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kiln_dag::{CacheSharing, MountKind};
-use kiln_oci::{Compression, Digest as BlobDigest, LayerWriter, Store};
+use kiln_oci::{Compression, Digest, LayerWriter, Store};
 use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -644,7 +644,7 @@ fn import_mount_inner(
         digest: blob.digest.clone(),
         reason,
     };
-    let digest = BlobDigest::parse(&blob.digest).map_err(|e| ierr(crate::chain(&e)))?;
+    let digest = Digest::parse(&blob.digest).map_err(|e| ierr(crate::chain(&e)))?;
     let comp =
         Compression::from_media_type(&blob.media_type).map_err(|e| ierr(crate::chain(&e)))?;
     if !store.has_blob(&digest) {
@@ -879,7 +879,7 @@ pub fn export_mount(store: &Store, id: &str) -> Result<Option<MountBlob>, MountE
             .and_then(|b| serde_json::from_slice::<ExportNote>(&b).ok())
         && &note.fingerprint == print
         && note.blob.id == id
-        && BlobDigest::parse(&note.blob.digest).is_ok_and(|d| store.has_blob(&d))
+        && Digest::parse(&note.blob.digest).is_ok_and(|d| store.has_blob(&d))
     {
         tracing::debug!(id, digest = %note.blob.digest, "cache mount unchanged since its last export");
         return Ok(Some(note.blob));
@@ -1334,7 +1334,7 @@ mod tests {
         let layout = tempfile::tempdir().unwrap();
         let blobs = layout.path().join("blobs/sha256");
         fs::create_dir_all(&blobs).unwrap();
-        let d = BlobDigest::parse(&b.digest).unwrap();
+        let d = Digest::parse(&b.digest).unwrap();
         fs::write(blobs.join(d.hex()), st1.read_blob(&d).unwrap()).unwrap();
         let import = CacheImport::of_mounts(layout.path(), vec![b.clone()]);
         let no = AtomicBool::new(false);

@@ -510,10 +510,7 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
     let f = BuildFailure::new(
         file,
         text,
-        format!(
-            "step `{step}` failed: {}",
-            kiln_types::error_chain(source)
-        ),
+        format!("step `{step}` failed: {}", kiln_types::error_chain(source)),
     )
     .label(location.as_ref(), "this step failed");
     let chain = std::iter::successors(Some(source), |e| e.source());
