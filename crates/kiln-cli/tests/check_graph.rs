@@ -414,3 +414,123 @@ fn a_closed_stdout_or_stderr_pipe_ends_kiln_quietly() {
         with_closed("stdout", &["images", "--format", "json"], tmp.path()),
     );
 }
+
+/// A registry stand-in on `[::1]` that answers every request with 404, so a
+/// pull that got past the reference grammar fails fast and says so.
+fn not_found_registry_v6() -> Option<u16> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("[::1]:0").ok()?;
+    let port = listener.local_addr().ok()?.port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    Some(port)
+}
+
+/// `kiln check`, `kiln graph` and `kiln pull` read image references with
+/// one grammar (kiln-types'): a reference one accepts the others accept, a
+/// rejected one is reported at the wrong part of the string, and every
+/// spelling of one image is one vertex with the digest it always had.
+#[test]
+fn check_graph_and_pull_agree_on_references() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("kiln-home");
+    let kiln_in = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(tmp.path())
+            .env("NO_COLOR", "1")
+            .env("KILN_HOME", &home)
+            .env_remove("KILN_LOG")
+            .env_remove("KILN_REGISTRY_MIRROR")
+            .output()
+            .expect("run kiln")
+    };
+    let kilnfile = |reference: &str| {
+        write(
+            tmp.path(),
+            "Kilnfile",
+            &format!("let app = image(\"{reference}\");\n"),
+        );
+    };
+    // `let app = image("` is 17 bytes: the string's text starts in column 18.
+    let col = |offset: usize| format!("Kilnfile:1:{}", 18 + offset);
+    // (reference, the wrong part and its offset, the message)
+    let rejected = [
+        ("localhost:0/x:y", 10, "invalid registry port `0`"),
+        ("localhost:65536/x", 10, "invalid registry port `65536`"),
+        ("[::g]:5000/x:y", 1, "invalid IPv6 address `::g`"),
+        ("docker.io/library/Debian:bookworm", 18, "must be lowercase"),
+        ("debian:-x", 7, "invalid tag `-x`"),
+    ];
+    for (reference, offset, message) in rejected {
+        kilnfile(reference);
+        for cmd in ["check", "graph"] {
+            let o = kiln_in(&[cmd]);
+            assert_eq!(o.status.code(), Some(1), "{cmd} {reference}");
+            let err = stderr(&o);
+            assert!(err.contains(&col(offset)), "{cmd} {reference}: {err}");
+            assert!(err.contains(message), "{cmd} {reference}: {err}");
+            assert!(err.contains("expected "), "{cmd} {reference}: {err}");
+        }
+        // pull refuses it before any network, with the same words (miette
+        // wraps them: compare them unwrapped)
+        let o = kiln_in(&["pull", reference]);
+        assert!(!o.status.success(), "pull {reference}");
+        let err = stderr(&o);
+        let err: Vec<&str> = err.split_whitespace().filter(|w| *w != "│").collect();
+        let err = err.join(" ");
+        assert!(
+            err.contains("invalid image reference"),
+            "pull {reference}: {err}"
+        );
+        assert!(err.contains(message), "pull {reference}: {err}");
+    }
+
+    // An IPv6 registry: check takes it, and so does pull (which then asks
+    // the registry and is told there is no such image).
+    kilnfile("[::1]:5000/x:y");
+    let o = kiln_in(&["check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    match not_found_registry_v6() {
+        Some(port) => {
+            let reference = format!("[::1]:{port}/x:y");
+            kilnfile(&reference);
+            let o = kiln_in(&["check"]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            let o = kiln_in(&["pull", "--quiet", &reference]);
+            assert!(!o.status.success());
+            let err = stderr(&o);
+            assert!(!err.contains("invalid image reference"), "{err}");
+            assert!(err.contains(&format!("[::1]:{port}")), "{err}");
+        }
+        None => eprintln!("no IPv6 loopback here: the pull half is skipped"),
+    }
+
+    // Every spelling of Docker Hub's debian:bookworm is one vertex, with
+    // the digest `debian:bookworm` has always had.
+    const DEBIAN_BOOKWORM: &str =
+        "sha256:ffee8f7084b45b5a7c1ad4c9fa9f6c2cc6c8c4a7fc7daead554d7e245c9cf539";
+    for reference in [
+        "debian:bookworm",
+        "docker.io/library/debian:bookworm",
+        "registry-1.docker.io/library/debian:bookworm",
+        "index.docker.io/debian:bookworm",
+    ] {
+        kilnfile(reference);
+        let o = kiln_in(&["graph", "--format", "json"]);
+        assert!(o.status.success(), "{reference}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid json");
+        assert_eq!(v["root"].as_str(), Some(DEBIAN_BOOKWORM), "{reference}");
+        let source = &v["vertices"][0];
+        assert_eq!(
+            source["reference"].as_str(),
+            Some("docker.io/library/debian:bookworm"),
+            "{reference}: {source}"
+        );
+    }
+}
