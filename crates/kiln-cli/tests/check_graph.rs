@@ -533,4 +533,20 @@ fn check_graph_and_pull_agree_on_references() {
             "{reference}: {source}"
         );
     }
+
+    // Platforms too go through one table: containerd's spellings of arm64
+    // are the vertex of `linux/arm64`.
+    let root_for = |platform: &str| {
+        let text = format!("let app = image(\"debian:bookworm\", [platform(\"{platform}\")]);\n");
+        write(tmp.path(), "Kilnfile", &text);
+        let o = kiln_in(&["graph", "--format", "json"]);
+        assert!(o.status.success(), "{platform}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid json");
+        v["root"].as_str().unwrap().to_string()
+    };
+    let arm64 = root_for("linux/arm64");
+    assert_ne!(arm64, DEBIAN_BOOKWORM);
+    for spelling in ["linux/aarch64", "linux/arm64/v8", "Linux/ARM64"] {
+        assert_eq!(root_for(spelling), arm64, "{spelling}");
+    }
 }
