@@ -498,7 +498,7 @@ mod tests {
         ]);
         let path = "/usr/local/bin:/usr/bin:/bin";
         let with_loader = index(&[base.clone(), loader.clone()]);
-        let without = index(&[base.clone()]);
+        let without = index(std::slice::from_ref(&base));
         let ok = |i: &Index, argv0: &str, wd: &str| check_command(i, "cmd", argv0, path, wd);
         assert!(ok(&with_loader, "python3", "/").is_ok());
         assert!(ok(&with_loader, "/bin/python3", "/").is_ok());
