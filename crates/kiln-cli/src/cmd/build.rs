@@ -504,7 +504,9 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
                  the steps that finished are cached and will not run again"
                 .into(),
         };
-        return f.label(location.as_ref(), "this run step failed").help(help);
+        return f
+            .label(location.as_ref(), "this run step failed")
+            .help(help);
     }
     let source: &(dyn std::error::Error + 'static) = &*source;
     let f = BuildFailure::new(
