@@ -738,7 +738,11 @@ fn a_refused_chown_under_the_single_id_fallback_names_the_cause() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let kiln = |args: &[&str]| {
         Command::new("setpriv")
-            .args(["--reuid=kilnnosub", &format!("--regid={gid}"), "--init-groups"])
+            .args([
+                "--reuid=kilnnosub",
+                &format!("--regid={gid}"),
+                "--init-groups",
+            ])
             .arg(env!("CARGO_BIN_EXE_kiln"))
             .args(args)
             .current_dir(env.dir.path())

@@ -54,10 +54,17 @@ mod tests {
         let chown = "chown: changing ownership of '/app': Invalid argument\n";
         let other = "make: *** [all] Error 2\n";
         let h = single_id(apt, true).expect("apt's sandbox user");
-        assert!(h.contains("single ID") && h.contains("--add-subuids"), "{h}");
+        assert!(
+            h.contains("single ID") && h.contains("--add-subuids"),
+            "{h}"
+        );
         assert!(h.contains("APT::Sandbox::User=root"), "{h}");
         assert!(single_id(chown, true).is_some());
         assert_eq!(single_id(other, true), None);
-        assert_eq!(single_id(apt, false), None, "with a range the cause is another");
+        assert_eq!(
+            single_id(apt, false),
+            None,
+            "with a range the cause is another"
+        );
     }
 }
