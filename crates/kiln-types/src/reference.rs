@@ -132,9 +132,10 @@ impl fmt::Display for ReferenceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ReferenceErrorKind::Empty => write!(f, "empty image reference"),
+            // What is wrong first: it is the part people read.
             kind => write!(
                 f,
-                "invalid image reference `{}`: {kind}, expected {}",
+                "{kind} in image reference `{}`: expected {}",
                 self.input,
                 kind.expected()
             ),
