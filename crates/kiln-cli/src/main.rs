@@ -23,7 +23,7 @@ struct Cli {
     log_level: String,
 
     #[command(flatten)]
-    registry: cmd::registry::RegistryOpts,
+    registry: cmd::registry::LeadingRegistryOpts,
 
     #[command(subcommand)]
     command: Command,
@@ -55,7 +55,15 @@ fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
-    cmd::registry::init(cli.registry);
+    let registry = match &cli.command {
+        Command::Build(a) => a.registry.clone(),
+        Command::Pull(a) => a.registry.clone(),
+        Command::Push(a) => a.registry.clone(),
+        Command::Save(a) => a.registry.clone(),
+        Command::Base(a) => a.registry.clone(),
+        _ => Default::default(),
+    };
+    cmd::registry::init(registry.with_leading(cli.registry));
     let result = start_up().and_then(|()| match cli.command {
         Command::Build(args) => cmd::build::run(args),
         Command::Cache(args) => cmd::cache::run(args),

@@ -20,6 +20,9 @@ use super::import::parse_compression;
 /// docs/static-base.md.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub registry: super::registry::RegistryOpts,
+
     /// Which base: only `static` for now
     #[arg(value_enum, value_name = "BASE")]
     pub base: Base,

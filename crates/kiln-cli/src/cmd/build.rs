@@ -27,6 +27,9 @@ use crate::progress::{Mode, Printer, StepInfo};
 /// image (manifest) digest on stdout. Progress goes to stderr.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub registry: super::registry::RegistryOpts,
+
     /// The build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,

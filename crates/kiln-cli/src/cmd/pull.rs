@@ -16,6 +16,9 @@ use miette::{IntoDiagnostic, WrapErr};
 /// when a `--registry-mirror` served it. Prints the manifest digest.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub registry: super::registry::RegistryOpts,
+
     /// The image to pull, e.g. `debian:bookworm` or `127.0.0.1:5000/app:1`
     #[arg(value_name = "REF")]
     pub reference: String,

@@ -15,6 +15,9 @@ use miette::{IntoDiagnostic, WrapErr};
 /// are mounted from it instead of uploaded. Prints the manifest digest.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub registry: super::registry::RegistryOpts,
+
     /// The local image to push
     #[arg(value_name = "REF")]
     pub reference: String,

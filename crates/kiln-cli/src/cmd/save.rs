@@ -20,6 +20,9 @@ use super::images::open_store;
 /// appears atomically: a failed save leaves nothing behind.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub registry: super::registry::RegistryOpts,
+
     /// The image to save
     #[arg(value_name = "NAME")]
     pub name: String,
