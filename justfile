@@ -13,6 +13,7 @@ test:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo machete
 
 # benchmarks recorded in docs/benchmarks.md
 bench: build

@@ -14,6 +14,9 @@
 //! - `diff DIR`: DIR as an overlay upper directory, written as a layer tar
 //!   to stdout.
 
+// A test and benchmark binary: its usage, errors and timings go to stderr.
+#![allow(clippy::print_stderr)]
+
 use std::io::Write;
 use std::process::ExitCode;
 

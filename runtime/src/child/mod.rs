@@ -82,7 +82,12 @@ pub fn child_main() -> ! {
     let fd: i32 = match std::env::var(FD_ENV).ok().and_then(|v| v.parse().ok()) {
         Some(fd) => fd,
         None => {
-            eprintln!("kiln: the sandbox child is started by kiln itself, not by hand");
+            // A process entry run by hand: no caller to return an error to
+            // and no tracing subscriber, so stderr is the only way to say so.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("kiln: the sandbox child is started by kiln itself, not by hand");
+            }
             std::process::exit(125);
         }
     };
