@@ -887,19 +887,8 @@ impl Runtime {
         }
         let max_size = kiln_layer::max_size_from_env();
         if plan.is_root() {
-            // real root needs no namespace, and only outside one may it make
-            // device nodes
-            let opts = kiln_layer::ApplyOptions {
-                whiteouts: if overlay {
-                    kiln_layer::WhiteoutMode::Overlay(kiln_layer::OverlayXattr::User)
-                } else {
-                    kiln_layer::WhiteoutMode::Delete
-                },
-                ownership: kiln_layer::Ownership::Keep,
-                id_map: None,
-                xattrs: true,
-                max_size,
-            };
+            // real root needs no namespace: its store holds container IDs
+            let opts = layer_apply_options(overlay, max_size);
             return kiln_layer::apply_tar(layer, target, &opts).map_err(|e| RuntimeError::Setup {
                 stage: "apply the layer".into(),
                 message: e.to_string(),
@@ -1254,6 +1243,23 @@ struct Driven {
     applied: Option<kiln_layer::ApplySummary>,
     written: Option<kiln_layer::WriteSummary>,
     chowned: Option<u64>,
+}
+
+/// How a layer is applied with its owners kept (in-process as real root,
+/// in the user namespace otherwise): whiteouts in overlay form for a lower
+/// directory (`overlay`), else applied.
+pub(crate) fn layer_apply_options(overlay: bool, max_size: u64) -> kiln_layer::ApplyOptions {
+    kiln_layer::ApplyOptions {
+        whiteouts: if overlay {
+            kiln_layer::WhiteoutMode::Overlay(kiln_layer::OverlayXattr::User)
+        } else {
+            kiln_layer::WhiteoutMode::Delete
+        },
+        ownership: kiln_layer::Ownership::Keep,
+        id_map: None,
+        xattrs: true,
+        max_size,
+    }
 }
 
 /// The idmapped clones of `st.idmap`, made with the user namespace of the

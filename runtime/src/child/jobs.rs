@@ -6,17 +6,7 @@ use super::*;
 /// Applies the layer on stdin as the namespace's root: the tar's IDs are
 /// container IDs here, so `Ownership::Keep` lands them on the mapped host IDs.
 pub(super) fn apply(job: &crate::proto::ApplyJob, sock: BorrowedFd<'_>) -> R<i32> {
-    let opts = kiln_layer::ApplyOptions {
-        whiteouts: if job.overlay {
-            kiln_layer::WhiteoutMode::Overlay(kiln_layer::OverlayXattr::User)
-        } else {
-            kiln_layer::WhiteoutMode::Delete
-        },
-        ownership: kiln_layer::Ownership::Keep,
-        id_map: None,
-        xattrs: true,
-        max_size: job.max_size,
-    };
+    let opts = crate::parent::layer_apply_options(job.overlay, job.max_size);
     let stdin = std::io::stdin().lock();
     let sum = kiln_layer::apply_tar(stdin, &job.target, &opts).map_err(|e| Fail {
         stage: "apply the layer".into(),
