@@ -1,6 +1,6 @@
 //! What the init takes away before it execs the step: capabilities beyond
-//! what `docker build` gives a `RUN`, writable kernel knobs under /proc, and
-//! an unbounded number of processes.
+//! what `docker build` gives a `RUN` and an unbounded number of processes
+//! (the read-only /proc paths are `child/proc.rs`).
 //!
 //! The user namespace already keeps a step's capabilities off the host's
 //! objects; these are the second wall, the one runc and BuildKit put up too.
@@ -9,11 +9,7 @@
 //! namespace of its own every inherited mount is locked (mount_namespaces(7),
 //! "Restrictions on mount namespaces").
 
-use std::ffi::OsStr;
 use std::io;
-use std::path::Path;
-
-use crate::mountattr::{MOUNT_ATTR_RDONLY, MountAttr, mount_setattr};
 
 /// The capabilities a step keeps: Docker's and BuildKit's default set for
 /// `RUN` (moby `oci/caps/defaults.go`), by number (capabilities(7)).
@@ -54,110 +50,6 @@ pub(crate) fn drop_capabilities() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Paths under /proc a step may read but not write (runc's
-/// `readonlyPaths`): the global sysctls, sysrq, interrupt affinities, buses.
-pub(crate) const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
-
-/// Paths under /proc a step may not read at all (runc's `maskedPaths`):
-/// kernel memory, the keyring list, timers and scheduler internals.
-pub(crate) const PROC_MASKED: &[&str] = &[
-    "kcore",
-    "keys",
-    "timer_list",
-    "timer_stats",
-    "sched_debug",
-    "latency_stats",
-    "acpi",
-    "asound",
-    "scsi",
-];
-
-type MountFn<'a> = &'a dyn Fn(
-    &str,
-    Option<&OsStr>,
-    &Path,
-    Option<&str>,
-    libc::c_ulong,
-    Option<&str>,
-) -> Result<(), (String, io::Error)>;
-
-/// Makes the paths of [`PROC_READONLY`] read-only and hides those of
-/// [`PROC_MASKED`] in the procfs mounted at `proc` (a mount of the init's
-/// own, so plain paths below it are safe). `null` is a file to bind over
-/// masked files. Entries this kernel lacks are skipped.
-pub(crate) fn protect_proc(proc: &Path, null: &Path, mount: MountFn<'_>) -> io::Result<()> {
-    let run = |r: Result<(), (String, io::Error)>| {
-        r.map_err(|(stage, e)| io::Error::new(e.kind(), format!("{stage}: {e}")))
-    };
-    let locked = (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as libc::c_ulong;
-    for name in PROC_READONLY {
-        let p = proc.join(name);
-        if p.symlink_metadata().is_err() {
-            continue;
-        }
-        run(mount(
-            "bind a /proc path",
-            Some(p.as_os_str()),
-            &p,
-            None,
-            libc::MS_BIND as libc::c_ulong,
-            None,
-        ))?;
-    }
-    for name in PROC_MASKED {
-        let p = proc.join(name);
-        let Ok(meta) = p.symlink_metadata() else {
-            continue;
-        };
-        if meta.is_dir() {
-            run(mount(
-                "mask a /proc directory",
-                Some(OsStr::new("tmpfs")),
-                &p,
-                Some("tmpfs"),
-                libc::MS_RDONLY as libc::c_ulong | locked,
-                Some("size=0,mode=555"),
-            ))?;
-        } else {
-            run(mount(
-                "mask a /proc file",
-                Some(null.as_os_str()),
-                &p,
-                None,
-                libc::MS_BIND as libc::c_ulong,
-                None,
-            ))?;
-        }
-    }
-    // every bind and mask read-only at once, /proc itself stays as it is
-    readonly_below(proc)
-}
-
-fn setattr(path: &Path, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    mount_setattr(libc::AT_FDCWD, &c, flags, &attr).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("mount_setattr on `{}`: {e}", path.display()),
-        )
-    })
-}
-
-/// Makes every mount below `top` read-only and leaves `top` as it was: two
-/// mount_setattr(2) calls (Linux 5.12) instead of a remount per mount.
-pub(crate) fn readonly_below(top: &Path) -> io::Result<()> {
-    setattr(top, true, MOUNT_ATTR_RDONLY, 0)?;
-    setattr(top, false, 0, MOUNT_ATTR_RDONLY)
 }
 
 /// RLIMIT_NPROC for the step. Counted per user in the step's own user

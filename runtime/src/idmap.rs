@@ -18,9 +18,10 @@
 //! init, in its own mount namespace and while it is still the host's root
 //! (who may walk the store's private ancestors), attaches each on top of
 //! its own path ([`attach`]); as the namespace's root it then reaches them
-//! through their descriptors ([`rewrite`]). The copying driver's copy and
-//! the state directory's removal are the parent's (real root) for these
-//! sandboxes.
+//! through their descriptors ([`rewrite`]). The supervisor, still the
+//! host's kuid 0, removes the state directory by its plain path; the
+//! copying driver's copy and diff are the parent's (real root), which
+//! keeps every owner.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

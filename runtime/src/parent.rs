@@ -228,10 +228,6 @@ fn write_maps(plan: &MapPlan, pid: u32) -> Result<(), RuntimeError> {
         })
     };
     match *plan {
-        MapPlan::Identity => {
-            write("uid_map", "0 0 4294967295\n")?;
-            write("gid_map", "0 0 4294967295\n")
-        }
         MapPlan::Root { uids, gids, .. } => {
             write("uid_map", &format!("0 {} {}\n", uids.start, uids.count))?;
             write("gid_map", &format!("0 {} {}\n", gids.start, gids.count))
@@ -840,7 +836,7 @@ impl Runtime {
         let mut d = r?;
         if !d.stubs.is_empty() {
             let owner = match &plan {
-                MapPlan::Identity | MapPlan::Root { .. } => (0, 0),
+                MapPlan::Root { .. } => (0, 0),
                 MapPlan::Single { uid, gid } | MapPlan::Subordinate { uid, gid, .. } => {
                     (*uid, *gid)
                 }
@@ -952,7 +948,7 @@ impl Runtime {
     /// `/var/cache/apt/archives/partial`, owned by `_apt`), so the tar is
     /// written inside a user namespace with this process's mapping, where
     /// such files read as their container IDs; `opts.id_map` is not used
-    /// then. As real root (identity map) it is written right here.
+    /// then. As real root (whose store holds container IDs) it is written right here.
     pub fn write_layer(
         &self,
         dir: &Path,
@@ -1033,7 +1029,7 @@ impl Runtime {
     /// may not chown to another ID, but the root of a user namespace with
     /// this process's mapping may, to any mapped ID: the file then belongs to
     /// the matching subordinate ID, which a layer records as the container
-    /// ID. As real root (identity map) it is done right here. `scratch` is
+    /// ID. As real root (whose store holds container IDs) it is done right here. `scratch` is
     /// a directory for the child's state (not inside any of the paths' trees).
     pub fn chown(
         &self,

@@ -39,11 +39,6 @@ pub const ROOT_FALLBACK_COUNT: u32 = 65536;
 /// How the sandbox's user namespace is mapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapPlan {
-    /// Every ID maps to itself. Not chosen by [`crate::plan_mapping`] any
-    /// more (a step's root would be the host's root for every permission
-    /// check: global sysctls, host device inodes); kept for callers that
-    /// describe an on-disk tree written by real root.
-    Identity,
     /// Real root: the sandbox's IDs `0..count` are the unprivileged host
     /// range `start..start+count` (root's own /etc/subuid entry, else
     /// [`ROOT_FALLBACK_START`]), written straight to /proc/PID/{uid,gid}_map.
@@ -80,7 +75,6 @@ impl MapPlan {
             size: 1,
         };
         match *self {
-            MapPlan::Identity => IdMapping::identity(),
             MapPlan::Root { uids, gids, .. } => IdMapping {
                 uids: vec![IdRange {
                     container: 0,
@@ -136,13 +130,12 @@ impl MapPlan {
     /// Real root, whose store holds container IDs as they are: layers are
     /// applied, written and chowned in-process, no namespace needed.
     pub fn is_root(&self) -> bool {
-        matches!(self, MapPlan::Identity | MapPlan::Root { .. })
+        matches!(self, MapPlan::Root { .. })
     }
 
     /// One line for `kiln info` and logs.
     pub fn describe(&self) -> String {
         match self {
-            MapPlan::Identity => "identity (real root)".into(),
             MapPlan::Root {
                 uids,
                 gids,

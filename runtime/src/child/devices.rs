@@ -26,7 +26,7 @@ pub(super) fn setup_dev(root: BorrowedFd<'_>, rootfs: &Path, stubs: &mut Vec<Str
         let host = Path::new("/dev").join(name);
         bind(&host, &t, "bind a device into /dev")?;
     }
-    crate::harden::readonly_below(&d).map_err(fail("make the devices in /dev read-only"))?;
+    crate::mountattr::readonly_below(&d).map_err(fail("make the devices in /dev read-only"))?;
     std::fs::create_dir(d.join("pts")).map_err(fail("create `/dev/pts`"))?;
     mount(
         "mount /dev/pts",

@@ -167,14 +167,7 @@ pub(super) fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]
         None,
     )?;
     drop(proc_fd);
-    crate::harden::protect_proc(
-        &rootfs.join("proc"),
-        &rootfs.join("dev/null"),
-        &|stage, src, target, fstype, flags, data| {
-            mount(stage, src, target, fstype, flags, data).map_err(|f| (f.stage, f.err))
-        },
-    )
-    .map_err(fail("protect /proc"))?;
+    protect_proc(&rootfs.join("proc"), &rootfs.join("dev/null"))?;
     if cfg.network == Network::Host {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             if Path::new(f).exists() {

@@ -31,6 +31,7 @@ mod devices;
 mod init;
 mod jobs;
 mod mounts;
+mod proc;
 mod rootfs;
 mod supervisor;
 
@@ -38,6 +39,7 @@ use devices::*;
 use init::*;
 use jobs::*;
 use mounts::*;
+use proc::*;
 use rootfs::*;
 use supervisor::*;
 
