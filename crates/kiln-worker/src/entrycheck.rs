@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use kiln_oci::{Compression, Image, Store};
+use kiln_oci::{Image, Store};
 
 /// How much of an executable file is kept: an ELF file's program headers
 /// and `PT_INTERP` string, or a `#!` line, are well inside it.
@@ -48,6 +48,8 @@ pub enum EntryCheckError {
         program: String,
         interpreter: String,
     },
+    #[error("cannot open a layer of the image")]
+    Open(#[source] Box<kiln_oci::FlattenError>),
     #[error("cannot read layer {digest} of the image")]
     Layer {
         digest: String,
@@ -69,7 +71,9 @@ impl EntryCheckError {
             EntryCheckError::NoInterpreter { interpreter, .. } => format!(
                 "copy `{interpreter}` into the image too, or build the program statically (for Go: `CGO_ENABLED=0`)"
             ),
-            EntryCheckError::Layer { .. } => "run `kiln cache check`".into(),
+            EntryCheckError::Open(_) | EntryCheckError::Layer { .. } => {
+                "run `kiln cache check`".into()
+            }
         }
     }
 }
@@ -387,17 +391,13 @@ pub fn check(store: &Store, image: &Image) -> Result<(), EntryCheckError> {
     let workdir = config.working_dir().clone().unwrap_or_else(|| "/".into());
     let mut index = Index::default();
     for l in &image.layers {
-        let lerr = |source| EntryCheckError::Layer {
-            digest: l.digest.to_string(),
-            source,
-        };
-        let f = store
-            .open_blob(&l.digest)
-            .map_err(|e| lerr(std::io::Error::other(crate::chain(&e))))?;
-        let comp = Compression::from_media_type(&l.media_type)
-            .map_err(|e| lerr(std::io::Error::other(crate::chain(&e))))?;
-        let rd = comp.decoder(f).map_err(lerr)?;
-        index.add_layer(rd).map_err(lerr)?;
+        let rd = kiln_oci::open_layer(store, l).map_err(|e| EntryCheckError::Open(Box::new(e)))?;
+        index
+            .add_layer(rd)
+            .map_err(|source| EntryCheckError::Layer {
+                digest: l.digest.to_string(),
+                source,
+            })?;
     }
     check_command(&index, what, &argv0, &path_var, &workdir)?;
     // remembered only when it passed: a failure is checked again
