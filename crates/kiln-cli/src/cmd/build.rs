@@ -497,11 +497,12 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
     {
         let mut f = BuildFailure::new(file, text, format!("`{command}` exited with {status}"));
         f.output = Some((step, tail.clone()));
-        let single = matches!(
-            kiln_runtime::plan_mapping(),
-            Ok((kiln_runtime::MapPlan::Single { .. }, _))
-        );
-        let help = match super::hints::single_id(tail, single) {
+        // the runtime's own warning for the single-ID fallback, if in effect
+        let fallback = match kiln_runtime::plan_mapping() {
+            Ok((kiln_runtime::MapPlan::Single { .. }, warnings)) => warnings.into_iter().next(),
+            _ => None,
+        };
+        let help = match super::hints::single_id(tail, fallback.as_deref()) {
             Some(h) => h,
             None => "fix the command or what it needs (its output is above) and build again: \
                  the steps that finished are cached and will not run again"

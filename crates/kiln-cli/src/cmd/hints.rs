@@ -16,13 +16,12 @@ const ID_CHANGES: &[&str] = &[
     "initgroups",
 ];
 
-/// With the single-ID fallback (`single`: no subordinate range, every
-/// step runs as one ID), a failure whose output shows a user switch or a
-/// chown refused gets a help line that says why and both fixes.
-pub fn single_id(tail: &str, single: bool) -> Option<String> {
-    if !single {
-        return None;
-    }
+/// With the single-ID fallback in effect (`fallback`: the runtime's
+/// warning for it, which names the user and how to add a range), a failure
+/// whose output shows a user switch or a chown refused gets a help line
+/// that says why and both fixes.
+pub fn single_id(tail: &str, fallback: Option<&str>) -> Option<String> {
+    let fallback = fallback?;
     let refused = tail.lines().any(|l| {
         let l = l.to_ascii_lowercase();
         let denied = l.contains("operation not permitted")
@@ -34,12 +33,9 @@ pub fn single_id(tail: &str, single: bool) -> Option<String> {
     if !refused {
         return None;
     }
-    let user = std::env::var("USER").unwrap_or_else(|_| "USER".into());
     Some(format!(
-        "this build runs rootless with a single ID (no range for `{user}` in `/etc/subuid` and `/etc/subgid`), \
-         so a step cannot switch to another user or chown files to one (apt's `_apt` sandbox user, \
-         `useradd`, `chown`); add a range with `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` \
-         (and the uidmap package for newuidmap/newgidmap), or keep apt as root with \
+        "the step could not switch to another user or give files to one (apt's `_apt` sandbox \
+         user, `useradd`, `chown`): {fallback}; or keep apt as root with \
          `apt-get -o APT::Sandbox::User=root ...`"
     ))
 }
@@ -53,16 +49,18 @@ mod tests {
         let apt = "Reading package lists...\nE: setgroups 65534 failed - setgroups (1: Operation not permitted)\nE: seteuid 42 failed - seteuid (22: Invalid argument)\n";
         let chown = "chown: changing ownership of '/app': Invalid argument\n";
         let other = "make: *** [all] Error 2\n";
-        let h = single_id(apt, true).expect("apt's sandbox user");
+        let warning = kiln_runtime::subid::single_id_warning("kilnnosub");
+        let fallback = Some(warning.as_str());
+        let h = single_id(apt, fallback).expect("apt's sandbox user");
         assert!(
             h.contains("single ID") && h.contains("--add-subuids"),
             "{h}"
         );
         assert!(h.contains("APT::Sandbox::User=root"), "{h}");
-        assert!(single_id(chown, true).is_some());
-        assert_eq!(single_id(other, true), None);
+        assert!(single_id(chown, fallback).is_some());
+        assert_eq!(single_id(other, fallback), None);
         assert_eq!(
-            single_id(apt, false),
+            single_id(apt, None),
             None,
             "with a range the cause is another"
         );
