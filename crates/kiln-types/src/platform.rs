@@ -20,24 +20,27 @@ pub struct Arch {
     pub little_endian: bool,
     /// The name of qemu-user's binfmt_misc handler (`qemu-<name>`).
     pub qemu: &'static str,
+    /// Debian's architecture name (`dpkg --print-architecture`); for `arm`
+    /// the v7 one (`armhf`), [`Platform::debian_arch`] knows the others.
+    pub debian: &'static str,
 }
 
 /// Every architecture kiln names. Lookups by OCI name, Rust name and
 /// qemu name all go through this table.
 pub const ARCHES: &[Arch] = &[
-    arch("amd64", "x86_64", true, "x86_64"),
-    arch("arm64", "aarch64", true, "aarch64"),
-    arch("arm", "arm", true, "arm"),
-    arch("386", "x86", true, "i386"),
-    arch("ppc64le", "powerpc64", true, "ppc64le"),
-    arch("ppc64", "powerpc64", false, "ppc64"),
-    arch("s390x", "s390x", false, "s390x"),
-    arch("riscv64", "riscv64", true, "riscv64"),
-    arch("mips64le", "mips64", true, "mips64el"),
-    arch("mips64", "mips64", false, "mips64"),
-    arch("mipsle", "mips", true, "mipsel"),
-    arch("mips", "mips", false, "mips"),
-    arch("loong64", "loongarch64", true, "loongarch64"),
+    arch("amd64", "x86_64", true, "x86_64", "amd64"),
+    arch("arm64", "aarch64", true, "aarch64", "arm64"),
+    arch("arm", "arm", true, "arm", "armhf"),
+    arch("386", "x86", true, "i386", "i386"),
+    arch("ppc64le", "powerpc64", true, "ppc64le", "ppc64el"),
+    arch("ppc64", "powerpc64", false, "ppc64", "ppc64"),
+    arch("s390x", "s390x", false, "s390x", "s390x"),
+    arch("riscv64", "riscv64", true, "riscv64", "riscv64"),
+    arch("mips64le", "mips64", true, "mips64el", "mips64el"),
+    arch("mips64", "mips64", false, "mips64", "mips64"),
+    arch("mipsle", "mips", true, "mipsel", "mipsel"),
+    arch("mips", "mips", false, "mips", "mips"),
+    arch("loong64", "loongarch64", true, "loongarch64", "loong64"),
 ];
 
 const fn arch(
@@ -45,12 +48,14 @@ const fn arch(
     rust: &'static str,
     little_endian: bool,
     qemu: &'static str,
+    debian: &'static str,
 ) -> Arch {
     Arch {
         oci,
         rust,
         little_endian,
         qemu,
+        debian,
     }
 }
 
@@ -173,6 +178,22 @@ impl Platform {
     pub fn arch(&self) -> Option<&'static Arch> {
         Arch::by_oci_name(&self.normalized().architecture)
     }
+
+    /// Debian's name for this platform's architecture, as apt repositories
+    /// and `.deb`s spell it: `amd64`, `arm64`, `armhf` (arm/v7), `armel`
+    /// (arm/v5 and v6), `i386`, `ppc64el`, ... `None` for an OS other than
+    /// Linux or an architecture outside the table.
+    pub fn debian_arch(&self) -> Option<&'static str> {
+        let p = self.normalized();
+        if p.os != "linux" {
+            return None;
+        }
+        let row = p.arch()?;
+        match (row.oci, p.variant.as_deref()) {
+            ("arm", Some("v5" | "v6")) => Some("armel"),
+            _ => Some(row.debian),
+        }
+    }
 }
 
 impl fmt::Display for Platform {
@@ -289,6 +310,27 @@ mod tests {
                 .iter()
                 .filter(|b| b.rust == a.rust && b.little_endian == a.little_endian);
             assert_eq!(same.count(), 1, "{}", a.rust);
+        }
+    }
+
+    #[test]
+    fn debian_names() {
+        let cases = [
+            ("linux/amd64", Some("amd64")),
+            ("linux/arm64", Some("arm64")),
+            ("linux/arm/v7", Some("armhf")),
+            ("linux/arm/v6", Some("armel")),
+            ("linux/386", Some("i386")),
+            ("linux/ppc64le", Some("ppc64el")),
+            ("linux/s390x", Some("s390x")),
+            ("linux/riscv64", Some("riscv64")),
+            ("linux/mips64le", Some("mips64el")),
+            ("windows/amd64", None),
+            ("linux/sparc64", None),
+        ];
+        for (platform, want) in cases {
+            let p = Platform::parse(platform).unwrap();
+            assert_eq!(p.debian_arch(), want, "{platform}");
         }
     }
 

@@ -1,0 +1,112 @@
+//! The repository client against Debian's mirror: `InRelease` verified
+//! with the archive keyring, `Packages` against `Release`, `.deb`s against
+//! the index; every mismatch is an error that names what failed, and
+//! nothing unverified reaches the store.
+
+mod common;
+
+use std::path::PathBuf;
+
+use kiln_deb::{FetchError, Fetcher, RepoError, Repository, TrustError};
+use kiln_store::Digest;
+
+#[test]
+fn opens_bookworm_verified_and_cached() {
+    let store = common::store();
+    let source = common::bookworm();
+    let repo = common::open(&source, &store);
+    assert!(
+        repo.release.codename == "bookworm",
+        "{:?}",
+        repo.release.codename
+    );
+    assert!(repo.index.len() > 50_000, "{} packages", repo.index.len());
+    let python = repo.index.named("python3");
+    assert_eq!(python.len(), 1);
+    // the signed InRelease and the uncompressed index are in the store
+    assert!(store.has_blob(&repo.release.digest));
+    let entry = &repo.release.sha256[&format!("main/binary-{}/Packages", source.arch)];
+    assert!(store.has_blob(&entry.sha256));
+    store.verify_blob(&entry.sha256).unwrap();
+}
+
+#[test]
+fn a_foreign_keyring_rejects_the_signature() {
+    let store = common::store();
+    let mut source = common::bookworm();
+    // keys Debian retired: none of them signs bookworm
+    source.keyrings = vec![PathBuf::from(
+        "/usr/share/keyrings/debian-archive-removed-keys.gpg",
+    )];
+    let e = common::rt()
+        .block_on(Repository::open(&source, &Fetcher::new().unwrap(), &store))
+        .unwrap_err();
+    match &e {
+        RepoError::Trust(TrustError::BadSignature { url, keyrings, .. }) => {
+            assert!(url.ends_with("/dists/bookworm/InRelease"), "{url}");
+            assert!(keyrings.contains("removed-keys"), "{keyrings}");
+        }
+        other => panic!("expected a bad signature, got {other:?}"),
+    }
+    let missing = vec![PathBuf::from("/nonexistent/keyring.gpg")];
+    source.keyrings = missing;
+    let e = common::rt()
+        .block_on(Repository::open(&source, &Fetcher::new().unwrap(), &store))
+        .unwrap_err();
+    assert!(
+        matches!(e, RepoError::Trust(TrustError::ReadKeyring { .. })),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn debs_are_verified_before_they_are_stored() {
+    let store = common::store();
+    let source = common::bookworm();
+    let repo = common::open(&source, &store);
+    let id = repo.index.named("base-files")[0];
+    let deb = repo.deb(id).unwrap();
+    let fetcher = Fetcher::new().unwrap();
+    let url = format!("{}/{}", source.mirror, deb.filename);
+    let rt = common::rt();
+    // a tampered hash: the bytes are not what the index says
+    let wrong = Digest::of(b"not base-files");
+    let e = rt
+        .block_on(fetcher.get_into_store(&url, &store, &wrong, deb.size))
+        .unwrap_err();
+    match &e {
+        FetchError::Sha256 {
+            url: u,
+            expected,
+            got,
+        } => {
+            assert_eq!(u, &url);
+            assert_eq!(expected, &wrong);
+            assert_eq!(got, &deb.sha256);
+        }
+        other => panic!("expected a SHA256 mismatch, got {other:?}"),
+    }
+    assert!(!store.has_blob(&wrong));
+    // a wrong size: one byte less than the download
+    let e = rt
+        .block_on(fetcher.get_into_store(&url, &store, &deb.sha256, deb.size - 1))
+        .unwrap_err();
+    assert!(
+        matches!(&e, FetchError::Size { expected, .. } if *expected == deb.size - 1),
+        "{e:?}"
+    );
+    // the real thing lands
+    rt.block_on(kiln_deb::download(
+        &source,
+        std::slice::from_ref(&deb),
+        &fetcher,
+        &store,
+    ))
+    .unwrap();
+    store.verify_blob(&deb.sha256).unwrap();
+    // a missing file is a 404 that names the URL
+    let e = rt
+        .block_on(fetcher.get_into_store(&format!("{url}.missing"), &store, &wrong, 1))
+        .unwrap_err();
+    assert!(e.to_string().contains(".deb.missing"), "{e}");
+}
