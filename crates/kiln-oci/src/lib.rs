@@ -2,7 +2,8 @@
 //! configs (via `oci-spec`), reproducible layer compression, the outputs of
 //! `-o/--output` (OCI archive and layout, docker archive, local directory,
 //! flattened tar), importers for OCI layouts, archives and root filesystems,
-//! and the built-in static base.
+//! and the built-in static base; attestations (SBOM, provenance) attached
+//! in BuildKit's layout (`attestation.rs`).
 //!
 //! Reproducibility: every JSON blob is canonical (sorted keys), gzip headers
 //! are fixed, config `created` and history come from SOURCE_DATE_EPOCH, and
@@ -20,6 +21,7 @@
 // they are built only on failure paths, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod attestation;
 pub mod compression;
 pub mod flatten;
 pub mod image;

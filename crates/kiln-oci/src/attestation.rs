@@ -1,0 +1,417 @@
+//! Attestations attached to an image the way BuildKit attaches them, so
+//! buildx, docker and registries read them: the result becomes an index
+//! holding the image manifest and an attestation manifest whose layers are
+//! in-toto statements (`application/vnd.in-toto+json`, annotated with
+//! `in-toto.io/predicate-type`), marked by the annotations
+//! `vnd.docker.reference.type=attestation-manifest` and
+//! `vnd.docker.reference.digest=<image manifest>` and the platform
+//! `unknown/unknown` (BuildKit's docs/attestations/attestation-storage.md).
+//!
+//! With [`Layout::Referrers`] the attestation manifest names the image as its
+//! OCI 1.1 `subject` instead, with an `artifactType`, and the index lists it
+//! beside the image for layouts that keep referrers in `index.json`.
+//!
+//! The local store keeps tags pointing at image manifests (everything that
+//! reads an image reads one manifest); the index of an image is found
+//! through the `attestations` record keyed by the image's digest.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+
+use kiln_store::{Digest, Store, StoreError};
+use serde_json::json;
+
+use crate::image::{Image, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST};
+use crate::json::canonical_json;
+use crate::output::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ExportError, write_file_atomic};
+use crate::reference::split_tag;
+
+pub const MEDIA_IN_TOTO: &str = "application/vnd.in-toto+json";
+pub const ANNOTATION_PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
+pub const ANNOTATION_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+pub const ANNOTATION_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+pub const REFERENCE_TYPE_ATTESTATION: &str = "attestation-manifest";
+/// The artifact type of a referrer attestation manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.docker.attestation.manifest.v1+json";
+const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The store record kind: image manifest digest -> index digest.
+const RECORD: &str = "attestations";
+
+/// One in-toto statement, as bytes, and its predicate type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub predicate_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// How the attestation manifest points at the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// BuildKit's: an index entry with `vnd.docker.reference.*` annotations
+    #[default]
+    Index,
+    /// OCI 1.1: the manifest's `subject`
+    Referrers,
+}
+
+/// An image with its attestations, all blobs in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    pub index: Digest,
+    pub index_size: u64,
+    pub image: Digest,
+    pub attestation: Digest,
+    /// the attestation manifest, its config and statement blobs
+    pub blobs: Vec<Digest>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttestationError {
+    #[error("cannot store the attestation blobs")]
+    Store(#[source] StoreError),
+    #[error("the attestation index {digest} of image {image} is not readable: {reason}")]
+    BadIndex {
+        image: Digest,
+        digest: Digest,
+        reason: String,
+    },
+}
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> serde_json::Value {
+    json!({"mediaType": media_type, "digest": digest.to_string(), "size": size})
+}
+
+/// Stores the attestation manifest and the index for `image` and records
+/// the index under the image's digest. Identical statements give identical
+/// digests.
+pub fn attach(
+    store: &Store,
+    image: &Image,
+    statements: &[Statement],
+    layout: Layout,
+) -> Result<Attested, AttestationError> {
+    let put = |bytes: &[u8]| store.put_blob(bytes).map_err(AttestationError::Store);
+    let mut layers = Vec::new();
+    let mut blobs = Vec::new();
+    for s in statements {
+        let d = put(&s.bytes)?;
+        let mut desc = descriptor(MEDIA_IN_TOTO, &d, s.bytes.len() as u64);
+        desc["annotations"] = json!({ ANNOTATION_PREDICATE_TYPE: s.predicate_type });
+        layers.push(desc);
+        blobs.push(d);
+    }
+    let image_desc = descriptor(&image.media_type, &image.digest, image.manifest_size);
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "layers": layers,
+    });
+    match layout {
+        Layout::Index => {
+            // BuildKit's config: unknown platform, a diff id per statement
+            let config = canonical_json(&json!({
+                "architecture": "unknown",
+                "os": "unknown",
+                "config": {},
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                },
+            }));
+            let c = put(&config)?;
+            manifest["config"] = descriptor(MEDIA_CONFIG, &c, config.len() as u64);
+            blobs.push(c);
+        }
+        Layout::Referrers => {
+            let c = put(b"{}")?;
+            manifest["config"] = descriptor(MEDIA_EMPTY, &c, 2);
+            manifest["artifactType"] = json!(ARTIFACT_TYPE);
+            manifest["subject"] = image_desc.clone();
+            blobs.push(c);
+        }
+    }
+    let manifest = canonical_json(&manifest);
+    let m = put(&manifest)?;
+    blobs.insert(0, m);
+    let mut image_entry = image_desc;
+    let c = &image.config;
+    let mut platform =
+        json!({"architecture": c.architecture().to_string(), "os": c.os().to_string()});
+    if let Some(v) = c.variant() {
+        platform["variant"] = json!(v);
+    }
+    image_entry["platform"] = platform;
+    let mut att_entry = descriptor(MEDIA_MANIFEST, &m, manifest.len() as u64);
+    match layout {
+        Layout::Index => {
+            att_entry["annotations"] = json!({
+                ANNOTATION_REFERENCE_DIGEST: image.digest.to_string(),
+                ANNOTATION_REFERENCE_TYPE: REFERENCE_TYPE_ATTESTATION,
+            });
+            att_entry["platform"] = json!({"architecture": "unknown", "os": "unknown"});
+        }
+        Layout::Referrers => {
+            att_entry["artifactType"] = json!(ARTIFACT_TYPE);
+        }
+    }
+    let index = canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [image_entry, att_entry],
+    }));
+    let i = put(&index)?;
+    store
+        .put_record(
+            RECORD,
+            image.digest.to_string().as_bytes(),
+            i.to_string().as_bytes(),
+        )
+        .map_err(AttestationError::Store)?;
+    Ok(Attested {
+        index: i,
+        index_size: index.len() as u64,
+        image: image.digest,
+        attestation: m,
+        blobs,
+    })
+}
+
+/// The statements attached to the image `image` in this store (empty when
+/// it has none, or when a prune took their blobs).
+pub fn statements_of(store: &Store, image: &Digest) -> Result<Vec<Statement>, AttestationError> {
+    let Ok(Some(rec)) = store.get_record(RECORD, image.to_string().as_bytes()) else {
+        return Ok(Vec::new());
+    };
+    let Ok(index) = Digest::parse(&String::from_utf8_lossy(&rec)) else {
+        return Ok(Vec::new());
+    };
+    if !store.has_blob(&index) {
+        return Ok(Vec::new());
+    }
+    let bad = |reason: String| AttestationError::BadIndex {
+        image: *image,
+        digest: index,
+        reason,
+    };
+    let read = |d: &Digest| store.read_blob(d).map_err(|e| bad(e.to_string()));
+    let idx: serde_json::Value =
+        serde_json::from_slice(&read(&index)?).map_err(|e| bad(e.to_string()))?;
+    statements_in_index(&idx, image, &|d| read(d)).map_err(bad)
+}
+
+/// The statements of the attestation manifest an index holds for `image`
+/// (BuildKit's layout or a referrer), read through `read`. Shared with the
+/// registry path, which reads blobs over the network.
+pub fn statements_in_index(
+    index: &serde_json::Value,
+    image: &Digest,
+    read: &dyn Fn(&Digest) -> Result<Vec<u8>, AttestationError>,
+) -> Result<Vec<Statement>, String> {
+    let want = image.to_string();
+    let Some(entries) = index["manifests"].as_array() else {
+        return Err("no `manifests`".into());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let ann = &e["annotations"];
+        let buildkit = ann[ANNOTATION_REFERENCE_TYPE] == REFERENCE_TYPE_ATTESTATION
+            && ann[ANNOTATION_REFERENCE_DIGEST] == want.as_str();
+        let referrer = e["artifactType"] == ARTIFACT_TYPE;
+        if !(buildkit || referrer) {
+            continue;
+        }
+        let d = e["digest"]
+            .as_str()
+            .and_then(|s| Digest::parse(s).ok())
+            .ok_or("a manifest entry without a digest")?;
+        let m: serde_json::Value = serde_json::from_slice(&read(&d).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        if referrer && m["subject"]["digest"] != want.as_str() {
+            continue;
+        }
+        for l in m["layers"].as_array().into_iter().flatten() {
+            let Some(d) = l["digest"].as_str().and_then(|s| Digest::parse(s).ok()) else {
+                continue;
+            };
+            out.push(Statement {
+                predicate_type: l["annotations"][ANNOTATION_PREDICATE_TYPE]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                bytes: read(&d).map_err(|e| e.to_string())?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The blobs of `image` and its attestations, deduplicated, in a fixed order.
+fn all_blobs(image: &Image, att: &Attested) -> Vec<Digest> {
+    let mut v = vec![att.index, image.digest, image.config_digest];
+    v.extend(image.layers.iter().map(|l| l.digest));
+    v.extend(att.blobs.iter().copied());
+    let mut seen = std::collections::BTreeSet::new();
+    v.retain(|d| seen.insert(*d));
+    v
+}
+
+/// `index.json` of a layout whose one entry is the attestation index.
+fn layout_index(att: &Attested, name: Option<&str>) -> Vec<u8> {
+    let mut entry = descriptor(MEDIA_INDEX, &att.index, att.index_size);
+    let mut ann = BTreeMap::new();
+    ann.insert(
+        ANNOTATION_REF_NAME,
+        name.map(|n| split_tag(n).1)
+            .unwrap_or_else(|| "latest".to_owned()),
+    );
+    if let Some(n) = name {
+        ann.insert(ANNOTATION_IMAGE_NAME, n.to_owned());
+    }
+    entry["annotations"] = json!(ann);
+    let mut bytes = canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [entry],
+    }));
+    bytes.push(b'\n');
+    bytes
+}
+
+fn member(size: u64, dir: bool) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
+
+/// Writes an OCI archive holding the image and its attestations.
+pub fn write_oci_archive<W: Write>(
+    store: &Store,
+    image: &Image,
+    att: &Attested,
+    name: Option<&str>,
+    out: W,
+) -> Result<W, ExportError> {
+    let werr = |source| ExportError::Write {
+        path: "oci archive".into(),
+        source,
+    };
+    let mut b = tar::Builder::new(out);
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    b.append_data(
+        &mut member(layout.len() as u64, false),
+        "oci-layout",
+        &layout[..],
+    )
+    .map_err(werr)?;
+    let idx = layout_index(att, name);
+    b.append_data(&mut member(idx.len() as u64, false), "index.json", &idx[..])
+        .map_err(werr)?;
+    b.append_data(&mut member(0, true), "blobs/", io::empty())
+        .map_err(werr)?;
+    b.append_data(&mut member(0, true), "blobs/sha256/", io::empty())
+        .map_err(werr)?;
+    for d in all_blobs(image, att) {
+        let berr = |source| ExportError::Blob { digest: d, source };
+        let size = store.blob_size(&d).map_err(berr)?;
+        let f = store.open_blob(&d).map_err(berr)?;
+        b.append_data(
+            &mut member(size, false),
+            format!("blobs/sha256/{}", d.hex()),
+            f,
+        )
+        .map_err(werr)?;
+    }
+    b.into_inner().map_err(werr)
+}
+
+/// Writes a new OCI layout directory holding the image and its attestations
+/// (an existing layout is added to: blobs it has are kept, its `index.json`
+/// gets the entry, replacing one of the same ref name).
+pub fn write_oci_layout(
+    store: &Store,
+    image: &Image,
+    att: &Attested,
+    name: Option<&str>,
+    dir: &Path,
+) -> Result<(), ExportError> {
+    let werr = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExportError::Write { path, source }
+    };
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(werr(&blobs))?;
+    for d in all_blobs(image, att) {
+        let dest = blobs.join(d.hex());
+        if dest.is_file() {
+            continue;
+        }
+        write_file_atomic(&dest, |w| {
+            let mut f = store
+                .open_blob(&d)
+                .map_err(|source| ExportError::Blob { digest: d, source })?;
+            io::copy(&mut f, w).map_err(werr(&dest))?;
+            Ok(())
+        })?;
+    }
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&layout_index(att, name)).expect("our own JSON");
+    if let Ok(bytes) = std::fs::read(dir.join("index.json"))
+        && let Ok(old) = serde_json::from_slice::<serde_json::Value>(&bytes)
+    {
+        let tag = &index["manifests"][0]["annotations"][ANNOTATION_REF_NAME];
+        let mut kept: Vec<serde_json::Value> = old["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| &m["annotations"][ANNOTATION_REF_NAME] != tag)
+            .collect();
+        kept.push(index["manifests"][0].clone());
+        index["manifests"] = json!(kept);
+    }
+    let mut bytes = canonical_json(&index);
+    bytes.push(b'\n');
+    write_file_atomic(&dir.join("oci-layout"), |w| {
+        w.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(werr(dir))
+    })?;
+    write_file_atomic(&dir.join("index.json"), |w| {
+        w.write_all(&bytes).map_err(werr(dir))
+    })
+}
+
+/// BuildKit's local exporter's file name for a statement: `provenance.json`,
+/// `sbom.spdx.json`, `sbom.cdx.json`.
+pub fn local_file_name(predicate_type: &str) -> &'static str {
+    match predicate_type {
+        "https://spdx.dev/Document" => "sbom.spdx.json",
+        "https://cyclonedx.org/bom" => "sbom.cdx.json",
+        t if t.starts_with("https://slsa.dev/provenance/") => "provenance.json",
+        _ => "attestation.json",
+    }
+}
+
+/// Writes each statement as a file in `dir` (beside the root filesystem a
+/// `type=local` export wrote there, as BuildKit's local exporter does).
+pub fn write_statement_files(dir: &Path, statements: &[Statement]) -> Result<(), ExportError> {
+    for s in statements {
+        let path = dir.join(local_file_name(&s.predicate_type));
+        write_file_atomic(&path, |w| {
+            w.write_all(&s.bytes).map_err(|source| ExportError::Write {
+                path: path.clone(),
+                source,
+            })
+        })?;
+    }
+    Ok(())
+}
