@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use kiln_llb::pb::op::Kind;
+use kiln_llb::pb::op::Op as Kind;
 
 #[test]
 fn graph_llb_writes_a_definition_buildkit_reads() {

@@ -7,10 +7,10 @@ use kiln_dag::{
     Op, Platform, SourceOp, Vertex,
 };
 use kiln_oci::static_base::{self, Kind};
-use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::BaseConfig;
+use crate::marshal::marshal_op;
 use crate::pb;
 
 /// The Kilnfile a definition came from, so BuildKit can point at its lines.
@@ -118,7 +118,7 @@ pub fn emit(def: &Definition, opts: &Options) -> Result<Llb, EmitError> {
             }],
             ..Default::default()
         };
-        let bytes = terminal.encode_to_vec();
+        let bytes = marshal_op(&terminal);
         metadata.insert(
             op_digest(&bytes),
             pb::OpMetadata {
@@ -205,7 +205,7 @@ impl Emitter<'_> {
         })
     }
 
-    fn op(&self, inputs: Inputs, kind: pb::op::Kind, platform: Option<&Platform>) -> pb::Op {
+    fn op(&self, inputs: Inputs, kind: pb::op::Op, platform: Option<&Platform>) -> pb::Op {
         self.op_on(
             inputs,
             kind,
@@ -215,7 +215,7 @@ impl Emitter<'_> {
 
     /// An op that builds on `base`: it runs on `base`'s platform (a step on
     /// an `arm64` image is an `arm64` step), the build's for scratch.
-    fn op_inheriting(&self, inputs: Inputs, kind: pb::op::Kind, base: &Option<String>) -> pb::Op {
+    fn op_inheriting(&self, inputs: Inputs, kind: pb::op::Op, base: &Option<String>) -> pb::Op {
         let platform = base
             .as_ref()
             .and_then(|d| self.platforms.get(d))
@@ -224,7 +224,7 @@ impl Emitter<'_> {
         self.op_on(inputs, kind, platform)
     }
 
-    fn op_on(&self, inputs: Inputs, kind: pb::op::Kind, platform: pb::Platform) -> pb::Op {
+    fn op_on(&self, inputs: Inputs, kind: pb::op::Op, platform: pb::Platform) -> pb::Op {
         pb::Op {
             inputs: inputs.0,
             op: Some(kind),
@@ -235,7 +235,7 @@ impl Emitter<'_> {
 
     /// Marshals `op`, records its metadata and returns its digest.
     fn push(&mut self, op: pb::Op, name: String, meta: &Meta, cap_list: &[&str]) -> String {
-        let bytes = op.encode_to_vec();
+        let bytes = marshal_op(&op);
         let digest = op_digest(&bytes);
         if !self.platforms.contains_key(&digest) {
             self.ops.push((digest.clone(), bytes));
@@ -291,7 +291,7 @@ impl Emitter<'_> {
                 } => {
                     let op = self.op(
                         Inputs::default(),
-                        pb::op::Kind::Source(pb::SourceOp {
+                        pb::op::Op::Source(pb::SourceOp {
                             identifier: format!("docker-image://{reference}"),
                             attrs: BTreeMap::new(),
                         }),
@@ -332,7 +332,7 @@ impl Emitter<'_> {
                     attrs.insert("local.sharedkeyhint".to_string(), name.clone());
                     let op = self.op(
                         Inputs::default(),
-                        pb::op::Kind::Source(pb::SourceOp {
+                        pb::op::Op::Source(pb::SourceOp {
                             identifier: format!("local://{name}"),
                             attrs,
                         }),
@@ -543,8 +543,9 @@ impl Emitter<'_> {
             network: network as i32,
             security: pb::SecurityMode::Sandbox as i32,
             secretenv,
+            ..Default::default()
         };
-        let op = self.op_inheriting(inputs, pb::op::Kind::Exec(exec), &root);
+        let op = self.op_inheriting(inputs, pb::op::Op::Exec(exec), &root);
         let name = v
             .meta
             .name
@@ -651,7 +652,7 @@ impl Emitter<'_> {
                 action: Some(action),
             });
         }
-        let op = self.op_inheriting(inputs, pb::op::Kind::File(pb::FileOp { actions }), &base);
+        let op = self.op_inheriting(inputs, pb::op::Op::File(pb::FileOp { actions }), &base);
         let name = v.meta.name.clone().unwrap_or_else(|| file_name(f));
         Ok(Some(self.push(op, name, &v.meta, &cap_list)))
     }
@@ -677,7 +678,7 @@ impl Emitter<'_> {
                         })
                         .collect(),
                 };
-                let op = self.op_inheriting(inputs, pb::op::Kind::Merge(merge), &parts[0]);
+                let op = self.op_inheriting(inputs, pb::op::Op::Merge(merge), &parts[0]);
                 let name = v.meta.name.clone().unwrap_or_else(|| "merge".into());
                 Ok(Some(self.push(op, name, &v.meta, &["mergeop"])))
             }
@@ -819,7 +820,7 @@ fn static_base_op(platform: &Platform) -> (pb::Op, Vec<&'static str>) {
     }
     let op = pb::Op {
         inputs: Vec::new(),
-        op: Some(pb::op::Kind::File(pb::FileOp { actions })),
+        op: Some(pb::op::Op::File(pb::FileOp { actions })),
         platform: Some(pb_platform(platform)),
         constraints: Some(pb::WorkerConstraints::default()),
     };

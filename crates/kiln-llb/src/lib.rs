@@ -9,6 +9,13 @@
 //! extra image. [`image_config`] gives the image configuration the gateway
 //! frontend returns as `containerimage.config`.
 //!
+//! [`pb`] is generated at build time from BuildKit v0.32.2's own
+//! `solver/pb/ops.proto` (vendored under `proto/` with its license; protox
+//! and prost-build, no `protoc`). Ops are marshalled by [`marshal_op`] in the
+//! field order of Go's deterministic marshal, so the digests kiln computes
+//! are the ones BuildKit recomputes; `tests/remarshal.rs` holds them to
+//! BuildKit's Go code (`llb-remarshal`) for every example and op kind.
+//!
 //! [`to_text`] decodes a marshalled definition back into readable text (the
 //! snapshot tests use it), and [`Graph`] reads one as a graph for the parity
 //! tests against kiln's own DAG.
@@ -20,11 +27,13 @@
 
 mod config;
 mod emit;
+mod marshal;
 pub mod pb;
 mod text;
 
 pub use config::{BaseConfig, image_config};
 pub use emit::{EmitError, Llb, Options, SourceFile, emit, op_digest};
+pub use marshal::marshal_op;
 pub use text::{DecodeError, Graph, GraphOp, to_text};
 
 use prost::Message as _;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use prost::Message as _;
 
 use crate::emit::op_digest;
-use crate::pb::{self, file_action::Action, op::Kind};
+use crate::pb::{self, file_action::Action, op::Op as Kind};
 
 /// A definition that is not well-formed LLB.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +177,14 @@ pub fn to_text(def: &pb::Definition) -> Result<String, DecodeError> {
                     d.lower.as_ref().map(|l| l.input),
                     d.upper.as_ref().map(|u| u.input)
                 );
+            }
+            // kiln emits neither; shown in case a definition from elsewhere
+            // is dumped.
+            Some(Kind::Build(b)) => {
+                let _ = writeln!(out, "  build (builder input {})", b.builder);
+            }
+            Some(Kind::Passthrough(_)) => {
+                let _ = writeln!(out, "  passthrough");
             }
         }
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use kiln_llb::pb::{self, file_action::Action, op::Kind, user_opt::User};
+use kiln_llb::pb::{self, file_action::Action, op::Op as Kind, user_opt::User};
 use kiln_llb::{EmitError, Graph, Options, decode, emit, encode, to_text};
 
 fn graph() -> (kiln_dag::Definition, Graph, pb::Definition) {

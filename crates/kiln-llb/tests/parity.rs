@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 
 use kiln_dag::{Definition, Digest, FileAction, MountKind, Network, Op, SourceOp};
-use kiln_llb::pb::{self, file_action::Action, op::Kind};
+use kiln_llb::pb::{self, file_action::Action, op::Op as Kind};
 use kiln_llb::{Graph, Options, decode, emit, encode};
 use kiln_oci::static_base::{self, Kind as EntryKind};
 use sha2::Digest as _;
@@ -403,7 +403,9 @@ fn llb_side(def: &pb::Definition) -> (BTreeSet<String>, String) {
                 let parts: Vec<String> = m.inputs.iter().map(|i| input(i.input)).collect();
                 node(&mut lines, format!("merge {parts:?}"))
             }
-            Kind::Diff(_) => panic!("kiln emits no diff ops"),
+            Kind::Diff(_) | Kind::Build(_) | Kind::Passthrough(_) => {
+                panic!("kiln emits no diff, build or passthrough ops")
+            }
         };
         ids.insert(op.digest.clone(), id);
     }

@@ -280,7 +280,7 @@ async fn build(
         .read_file(pb::ReadFileRequest {
             r#ref: kilnfile_ref.id,
             file_path: filename.clone(),
-            range: None,
+            ..Default::default()
         })
         .await
         .map_err(call("ReadFile"))?
@@ -335,6 +335,7 @@ async fn build(
     Ok(pb::BuildResult {
         result: Some(result),
         metadata,
+        ..Default::default()
     })
 }
 

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use kiln_frontend_gateway::pb;
-use kiln_llb::pb::op::Kind;
+use kiln_llb::pb::op::Op as Kind;
 use prost::Message as _;
 use support::{BUILD_REF, Call, Fake, KILNFILE_REF, run_frontend};
 

@@ -151,6 +151,7 @@ async fn handle(
                                 architecture: "amd64".into(),
                                 ..Default::default()
                             }],
+                            ..Default::default()
                         }],
                     }
                     .encode_to_vec(),
@@ -164,7 +165,7 @@ async fn handle(
             let def = req.definition.clone().unwrap_or_default();
             let graph = kiln_llb::Graph::from_definition(&def).expect("well-formed LLB");
             let loads_kilnfile = graph.ops.iter().any(|o| {
-                matches!(&o.op.op, Some(kiln_llb::pb::op::Kind::Source(s)) if s.identifier == "local://dockerfile")
+                matches!(&o.op.op, Some(kiln_llb::pb::op::Op::Source(s)) if s.identifier == "local://dockerfile")
             });
             log.lock().unwrap().push((now, Call::Solve(req)));
             let id = if loads_kilnfile {
@@ -181,7 +182,7 @@ async fn handle(
                                 id: id.into(),
                                 def: None,
                             })),
-                            metadata: Default::default(),
+                            ..Default::default()
                         }),
                     }
                     .encode_to_vec(),
