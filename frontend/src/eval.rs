@@ -221,7 +221,7 @@ fn sig(table: &[(&str, &'static str)], name: &str) -> &'static str {
 }
 
 /// The closest candidate within a small edit distance.
-pub(crate) fn did_you_mean<'a>(
+pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {

@@ -15,6 +15,8 @@
 pub mod ast;
 pub mod diag;
 mod eval;
+
+pub use eval::did_you_mean;
 pub mod lexer;
 pub mod parser;
 pub mod span;

@@ -83,6 +83,10 @@ pub struct ImageConfig {
     pub cmd: Option<Vec<String>>,
     pub labels: BTreeMap<String, String>,
     pub exposed_ports: BTreeSet<String>,
+    /// Mount points declared for the image (Dockerfile `VOLUME`).
+    pub volumes: BTreeSet<String>,
+    /// The signal that stops the container (Dockerfile `STOPSIGNAL`).
+    pub stop_signal: Option<String>,
 }
 
 impl Canonical for ImageConfig {
@@ -111,6 +115,16 @@ impl Canonical for ImageConfig {
         e.u64(self.exposed_ports.len() as u64);
         for p in &self.exposed_ports {
             e.str(p);
+        }
+        // Trailing tags, written only when set, so the digests of builds
+        // without them stay what they were.
+        if !self.volumes.is_empty() {
+            e.tag("volumes");
+            e.strs(&self.volumes.iter().cloned().collect::<Vec<_>>());
+        }
+        if let Some(s) = &self.stop_signal {
+            e.tag("stop_signal");
+            e.str(s);
         }
     }
 }
@@ -184,6 +198,8 @@ struct Config {
     env: Option<Arc<Link<EnvSet>>>,
     labels: Option<Arc<Link<(String, String)>>>,
     ports: Option<Arc<Link<String>>>,
+    volumes: Option<Arc<Link<String>>>,
+    stop_signal: Option<Arc<str>>,
     workdir: Option<Arc<str>>,
     user: Option<Arc<str>>,
     entrypoint: Option<Arc<Vec<String>>>,
@@ -202,6 +218,8 @@ impl Config {
             env: self.env.clone(),
             labels: self.labels.clone(),
             ports: self.ports.clone(),
+            volumes: self.volumes.clone(),
+            stop_signal: self.stop_signal.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             entrypoint: self.entrypoint.clone(),
@@ -266,6 +284,8 @@ impl Config {
                 cmd: self.cmd.as_deref().cloned(),
                 labels,
                 exposed_ports: items(&self.ports).cloned().collect(),
+                volumes: items(&self.volumes).cloned().collect(),
+                stop_signal: self.stop_signal.as_deref().map(str::to_string),
             })
         })
     }
@@ -324,6 +344,9 @@ pub struct Exec {
     /// At most this many processes (threads included) in the step; `None`
     /// leaves the runtime's default.
     pub pids_limit: Option<u64>,
+    /// Variables for this step only (a Dockerfile's build args), after the
+    /// image's; not kept in the configuration of the result.
+    pub env: Vec<(String, String)>,
 }
 
 impl Exec {
@@ -343,6 +366,7 @@ impl Exec {
             mounts: Vec::new(),
             network: Network::Host,
             pids_limit: None,
+            env: Vec::new(),
         }
     }
 
@@ -358,6 +382,13 @@ impl Exec {
 
     pub fn pids_limit(mut self, n: u64) -> Exec {
         self.pids_limit = Some(n);
+        self
+    }
+
+    /// Sets `key` for this step only; it replaces an image variable of the
+    /// same name in place.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Exec {
+        self.env.push((key.into(), value.into()));
         self
     }
 }
@@ -585,9 +616,16 @@ impl State {
             };
             mounts.push(Mount { target, kind });
         }
+        let mut env = (*self.config.env()).clone();
+        for (k, v) in exec.env {
+            match env.iter_mut().find(|(ek, _)| *ek == k) {
+                Some(slot) => slot.1 = v,
+                None => env.push((k, v)),
+            }
+        }
         let op = ExecOp {
             args: exec.args,
-            env: (*self.config.env()).clone(),
+            env,
             cwd: self.config.workdir.as_deref().map(str::to_string),
             user: self.config.user.as_deref().map(str::to_string),
             network: exec.network,
@@ -722,6 +760,18 @@ impl State {
     pub fn label(&self, key: impl Into<String>, value: impl Into<String>) -> State {
         let (k, v) = (key.into(), value.into());
         self.with_config(|c| c.labels = push(&c.labels, (k, v)))
+    }
+
+    /// Declares a mount point of the image.
+    pub fn volume(&self, path: impl Into<String>) -> State {
+        let path = path.into();
+        self.with_config(|c| c.volumes = push(&c.volumes, path))
+    }
+
+    /// Sets the signal that stops the container.
+    pub fn stop_signal(&self, signal: impl Into<String>) -> State {
+        let signal: String = signal.into();
+        self.with_config(|c| c.stop_signal = Some(signal.into()))
     }
 
     /// Declares a port, `8080` meaning `8080/tcp`.

@@ -148,6 +148,22 @@ pub fn image_config(def: &Definition, base: Option<&BaseConfig>, platform: &Plat
             }
         }
     }
+    if !over.volumes.is_empty() {
+        let volumes = cfg
+            .entry("Volumes")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !volumes.is_object() {
+            *volumes = Value::Object(Map::new());
+        }
+        if let Some(m) = volumes.as_object_mut() {
+            for v in &over.volumes {
+                m.insert(v.clone(), json!({}));
+            }
+        }
+    }
+    if let Some(s) = &over.stop_signal {
+        cfg.insert("StopSignal".into(), json!(s));
+    }
     img.insert("config".into(), Value::Object(cfg));
     Value::Object(img)
 }

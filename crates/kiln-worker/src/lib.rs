@@ -400,89 +400,18 @@ impl Inner {
             .map_err(|e| Error::Store(crate::chain(&e)))
     }
 
-    /// An image by reference for `platform` (the source's own, else
-    /// `--platform`'s): the local tag first (unless `--pull=always`), else
-    /// the registry.
     fn image(
         &self,
         reference: &str,
         platform: Option<&kiln_dag::Platform>,
     ) -> Result<Image, Error> {
-        let ierr = |reason: String| Error::Image {
-            reference: reference.to_string(),
-            reason,
+        let lookup = ImageLookup {
+            store: &self.store,
+            pull: self.opts.pull,
+            registry: &self.opts.registry,
+            platform: &self.opts.platform,
         };
-        let platform = platform.unwrap_or(&self.opts.platform).clone();
-        let parsed =
-            kiln_registry::Reference::parse(reference).map_err(|e| ierr(crate::chain(&e)))?;
-        let local = match (parsed.tag(), parsed.digest()) {
-            (_, Some(d)) => format!("{}@{d}", parsed.name()),
-            (Some(t), None) => format!("{}:{t}", parsed.name()),
-            (None, None) => format!("{}:latest", parsed.name()),
-        };
-        if self.opts.pull != PullPolicy::Always {
-            // a local name may point at another platform's manifest (an
-            // earlier pull for another platform retagged it): only ours counts
-            let ours = |img: &Image| {
-                let (os, arch) = (
-                    img.config.os().to_string(),
-                    img.config.architecture().to_string(),
-                );
-                (os.is_empty() || os == platform.os)
-                    && (arch.is_empty() || arch == platform.architecture)
-            };
-            if let Ok(img) = Image::resolve(&self.store, reference)
-                && ours(&img)
-            {
-                return Ok(img);
-            }
-            // `kiln import -t bb:1` names it `bb:1`, the frontend's
-            // normalized reference is `docker.io/library/bb:1`.
-            let short = local
-                .strip_prefix("docker.io/library/")
-                .or_else(|| local.strip_prefix("docker.io/"));
-            for name in std::iter::once(local.as_str()).chain(short) {
-                if let Ok(img) = Image::resolve(&self.store, name)
-                    && ours(&img)
-                {
-                    return Ok(img);
-                }
-            }
-            if let Some(d) = parsed.digest()
-                && let Ok(img) = Image::load(&self.store, d)
-                && ours(&img)
-            {
-                return Ok(img);
-            }
-        }
-        if self.opts.pull == PullPolicy::Never {
-            return Err(Error::NotLocal {
-                reference: reference.to_string(),
-            });
-        }
-        let client = kiln_registry::Client::new(self.opts.registry.clone())
-            .map_err(|e| ierr(crate::chain(&e)))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ierr(crate::chain(&e)))?;
-        // Manifest and config only: every key below a base needs just the
-        // manifest digest, and a fully cached build never reads its layers.
-        // They are lazy blobs, fetched (verified) by the store's
-        // `RegistrySource` when a step first reads one.
-        let pulled = rt
-            .block_on(client.pull_lazy(&parsed, &platform, &self.store))
-            .map_err(|e| ierr(crate::chain(&e)))?;
-        tracing::debug!(
-            reference,
-            fetched = pulled.fetched,
-            lazy = pulled.lazy,
-            "pulled a base image lazily"
-        );
-        self.store
-            .set_tag(&local, &pulled.manifest_digest)
-            .map_err(|e| Error::Store(crate::chain(&e)))?;
-        Image::load(&self.store, &pulled.manifest_digest).map_err(|e| ierr(crate::chain(&e)))
+        lookup.image(reference, platform)
     }
 
     fn base_config(&self, r: &Ref) -> Result<Option<ImageConfiguration>, Error> {
@@ -851,6 +780,121 @@ impl kiln_solver::Worker for LocalWorker {
     }
 }
 
+/// What resolving a base image needs: the store, the pull policy, the
+/// registry settings and the build's platform.
+pub struct ImageLookup<'a> {
+    pub store: &'a Store,
+    pub pull: PullPolicy,
+    pub registry: &'a kiln_registry::Settings,
+    pub platform: &'a kiln_registry::Platform,
+}
+
+impl ImageLookup<'_> {
+    /// An image by reference for `platform` (the source's own, else
+    /// `--platform`'s): the local tag first (unless `--pull=always`), else
+    /// the registry.
+    pub fn image(
+        &self,
+        reference: &str,
+        platform: Option<&kiln_dag::Platform>,
+    ) -> Result<Image, Error> {
+        let ierr = |reason: String| Error::Image {
+            reference: reference.to_string(),
+            reason,
+        };
+        let platform = platform.unwrap_or(self.platform).clone();
+        let parsed =
+            kiln_registry::Reference::parse(reference).map_err(|e| ierr(crate::chain(&e)))?;
+        let local = match (parsed.tag(), parsed.digest()) {
+            (_, Some(d)) => format!("{}@{d}", parsed.name()),
+            (Some(t), None) => format!("{}:{t}", parsed.name()),
+            (None, None) => format!("{}:latest", parsed.name()),
+        };
+        if self.pull != PullPolicy::Always {
+            // a local name may point at another platform's manifest (an
+            // earlier pull for another platform retagged it): only ours counts
+            let ours = |img: &Image| {
+                let (os, arch) = (
+                    img.config.os().to_string(),
+                    img.config.architecture().to_string(),
+                );
+                (os.is_empty() || os == platform.os)
+                    && (arch.is_empty() || arch == platform.architecture)
+            };
+            if let Ok(img) = Image::resolve(self.store, reference)
+                && ours(&img)
+            {
+                return Ok(img);
+            }
+            // `kiln import -t bb:1` names it `bb:1`, the frontend's
+            // normalized reference is `docker.io/library/bb:1`.
+            let short = local
+                .strip_prefix("docker.io/library/")
+                .or_else(|| local.strip_prefix("docker.io/"));
+            for name in std::iter::once(local.as_str()).chain(short) {
+                if let Ok(img) = Image::resolve(self.store, name)
+                    && ours(&img)
+                {
+                    return Ok(img);
+                }
+            }
+            if let Some(d) = parsed.digest()
+                && let Ok(img) = Image::load(self.store, d)
+                && ours(&img)
+            {
+                return Ok(img);
+            }
+        }
+        if self.pull == PullPolicy::Never {
+            return Err(Error::NotLocal {
+                reference: reference.to_string(),
+            });
+        }
+        let client = kiln_registry::Client::new(self.registry.clone())
+            .map_err(|e| ierr(crate::chain(&e)))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ierr(crate::chain(&e)))?;
+        // Manifest and config only: every key below a base needs just the
+        // manifest digest, and a fully cached build never reads its layers.
+        // They are lazy blobs, fetched (verified) by the store's
+        // `RegistrySource` when a step first reads one.
+        let pulled = rt
+            .block_on(client.pull_lazy(&parsed, &platform, self.store))
+            .map_err(|e| ierr(crate::chain(&e)))?;
+        tracing::debug!(
+            reference,
+            fetched = pulled.fetched,
+            lazy = pulled.lazy,
+            "pulled a base image lazily"
+        );
+        self.store
+            .set_tag(&local, &pulled.manifest_digest)
+            .map_err(|e| Error::Store(crate::chain(&e)))?;
+        Image::load(self.store, &pulled.manifest_digest).map_err(|e| ierr(crate::chain(&e)))
+    }
+
+    /// The image config of a base image, resolved as a build's source is
+    /// ([`ImageLookup::image`]: manifest and config, never layers), for a
+    /// Dockerfile's expansion of `$PATH` and relative `WORKDIR`s. Call it
+    /// outside an async runtime: a pull runs one of its own.
+    pub fn config(
+        &self,
+        reference: &str,
+        platform: Option<&kiln_dag::Platform>,
+    ) -> Result<Config, Error> {
+        let img = self.image(reference, platform)?;
+        let bytes = self
+            .store
+            .read_blob(&img.config_digest)
+            .map_err(|e| Error::Store(crate::chain(&e)))?;
+        let c: ImageConfiguration = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(format!("image config {}: {e}", img.config_digest)))?;
+        Ok(c.config().clone().unwrap_or_default())
+    }
+}
+
 /// Failures while assembling the final image.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
@@ -922,6 +966,18 @@ pub fn assemble(
             }
         }
         config.set_exposed_ports(Some(ports));
+    }
+    if !over.volumes.is_empty() {
+        let mut volumes = config.volumes().clone().unwrap_or_default();
+        for v in &over.volumes {
+            if !volumes.contains(v) {
+                volumes.push(v.clone());
+            }
+        }
+        config.set_volumes(Some(volumes));
+    }
+    if let Some(s) = &over.stop_signal {
+        config.set_stop_signal(Some(s.clone()));
     }
     img.config = config;
     // Only now do directory layers become blobs, and only this image's: a

@@ -15,7 +15,7 @@ use kiln_worker::{LocalWorker, PullPolicy, WorkerOptions};
 use miette::{IntoDiagnostic, WrapErr};
 use tokio_util::sync::CancellationToken;
 
-use super::check::{kilnfile_path, load, parse_build_args, report};
+use super::check::{parse_build_args, report};
 use crate::progress::{Mode, Printer, StepInfo};
 
 /// Build an image from a Kilnfile
@@ -123,10 +123,20 @@ pub enum Pull {
     Never,
 }
 
+impl Pull {
+    fn policy(self) -> PullPolicy {
+        match self {
+            Pull::Missing => PullPolicy::Missing,
+            Pull::Always => PullPolicy::Always,
+            Pull::Never => PullPolicy::Never,
+        }
+    }
+}
+
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
-    let path = kilnfile_path(args.file.as_deref(), &args.context);
-    let (name, text) = load(&path)?;
+    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    let (name, text) = (file.name.clone(), file.text.clone());
     let platform = args
         .platform
         .as_deref()
@@ -138,7 +148,25 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.build_args)?,
         platform: platform.clone(),
     };
-    let compiled = match kiln_frontend::compile(&name, &text, &opts) {
+    let compiled = match file.kind {
+        super::buildfile::Kind::Kilnfile => file.compile(&opts, &kiln_dockerfile::NoBaseImages),
+        super::buildfile::Kind::Dockerfile => {
+            // A Dockerfile reads what its bases set (`ENV PATH=$PATH:..`).
+            let store = super::images::open_store()?;
+            let registry = super::registry::settings()?;
+            let host = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
+            let bases = super::buildfile::StoreBases {
+                lookup: kiln_worker::ImageLookup {
+                    store: &store,
+                    pull: args.pull.policy(),
+                    registry: &registry,
+                    platform: &host,
+                },
+            };
+            file.compile(&opts, &bases)
+        }
+    };
+    let compiled = match compiled {
         Ok(c) => c,
         Err(diags) => {
             report(&diags);
@@ -196,11 +224,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         store.clone(),
         WorkerOptions {
             context,
-            pull: match args.pull {
-                Pull::Missing => PullPolicy::Missing,
-                Pull::Always => PullPolicy::Always,
-                Pull::Never => PullPolicy::Never,
-            },
+            pull: args.pull.policy(),
             registry: super::registry::settings()?,
             platform: platform.clone().unwrap_or_else(kiln_dag::Platform::host),
             epoch,

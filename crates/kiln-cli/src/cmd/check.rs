@@ -1,7 +1,7 @@
-//! `kiln check`: parse and check a Kilnfile, report diagnostics.
+//! `kiln check`: parse and check a Kilnfile or Dockerfile, report diagnostics.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiln_frontend::{Diagnostics, Options};
@@ -33,47 +33,7 @@ pub struct Args {
     pub context: PathBuf,
 }
 
-/// Errors before the Kilnfile can be checked at all.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum LoadError {
-    #[error("cannot read Kilnfile `{path}`: {source}")]
-    #[diagnostic(
-        code(kiln::kilnfile),
-        help("pass the file with `-f FILE`, or a CONTEXT directory that contains a `Kilnfile`")
-    )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("Kilnfile `{path}` is not valid UTF-8")]
-    #[diagnostic(code(kiln::kilnfile), help("save the file as UTF-8 text"))]
-    NotUtf8 { path: PathBuf },
-    #[error("invalid build arg `{arg}`: the name is empty")]
-    #[diagnostic(code(kiln::build_arg), help("write `--build-arg NAME=VALUE`"))]
-    BuildArg { arg: String },
-}
-
-/// The Kilnfile's path: `-f FILE`, else `CONTEXT/Kilnfile`.
-pub fn kilnfile_path(file: Option<&Path>, context: &Path) -> PathBuf {
-    match file {
-        Some(f) => f.to_path_buf(),
-        // Keep `Kilnfile:1:2` rather than `./Kilnfile:1:2` in diagnostics.
-        None if context == Path::new(".") => PathBuf::from("Kilnfile"),
-        None => context.join("Kilnfile"),
-    }
-}
-
-/// Reads the Kilnfile; the name used in diagnostics is the path as given.
-pub fn load(path: &Path) -> Result<(String, String), LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8 {
-        path: path.to_path_buf(),
-    })?;
-    Ok((path.display().to_string(), text))
-}
+pub use super::buildfile::LoadError;
 
 /// `NAME=VALUE` pairs; a bare `NAME` takes the environment's value, as
 /// `docker build` does (and is skipped when the variable is unset).
@@ -108,14 +68,14 @@ pub fn report(diags: &Diagnostics) {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let path = kilnfile_path(args.file.as_deref(), &args.context);
-    let (name, text) = load(&path)?;
+    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    let name = &file.name;
     let opts = Options {
         target: args.target,
         build_args: parse_build_args(&args.build_args)?,
         platform: None,
     };
-    let diags = kiln_frontend::check(&name, &text, &opts);
+    let diags = file.check(&opts);
     report(&diags);
     if diags.has_errors() {
         let n = diags.errors().count();

@@ -1,4 +1,4 @@
-//! `kiln graph`: print the build graph of a Kilnfile target.
+//! `kiln graph`: print the build graph of a Kilnfile or Dockerfile target.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use kiln_frontend::{Options, Platform};
 
-use super::check::{kilnfile_path, load, parse_build_args, report};
+use super::check::{parse_build_args, report};
 
 /// Print the build graph of a target as text, DOT or JSON
 ///
@@ -56,14 +56,33 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let path = kilnfile_path(args.file.as_deref(), &args.context);
-    let (name, text) = load(&path)?;
+    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    let (name, text) = (file.name.clone(), file.text.clone());
     let opts = Options {
         target: args.target,
         build_args: parse_build_args(&args.build_args)?,
         platform: args.platform.clone(),
     };
-    let compiled = match kiln_frontend::compile(&name, &text, &opts) {
+    // A Dockerfile's graph depends on what its bases set (`ENV PATH=$PATH:..`):
+    // ask the store (and the registry), as the build does.
+    let compiled = match file.kind {
+        super::buildfile::Kind::Kilnfile => file.compile(&opts, &kiln_dockerfile::NoBaseImages),
+        super::buildfile::Kind::Dockerfile => {
+            let store = super::images::open_store()?;
+            let registry = super::registry::settings()?;
+            let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+            let bases = super::buildfile::StoreBases {
+                lookup: kiln_worker::ImageLookup {
+                    store: &store,
+                    pull: kiln_worker::PullPolicy::Missing,
+                    registry: &registry,
+                    platform: &platform,
+                },
+            };
+            file.compile(&opts, &bases)
+        }
+    };
+    let compiled = match compiled {
         Ok(c) => c,
         Err(diags) => {
             report(&diags);

@@ -3,6 +3,7 @@
 
 pub mod base;
 pub mod build;
+pub mod buildfile;
 pub mod cache;
 pub mod check;
 pub mod graph;

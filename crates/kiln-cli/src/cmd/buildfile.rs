@@ -1,0 +1,162 @@
+//! The build file of `kiln build`, `kiln check` and `kiln graph`: a
+//! Kilnfile or a Dockerfile, found and told apart here, compiled by its own
+//! frontend to the same graph.
+
+use std::path::{Path, PathBuf};
+
+use kiln_frontend::{Compiled, Diagnostics, Options};
+
+/// Which frontend reads the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Kilnfile,
+    Dockerfile,
+}
+
+/// A build file read from disk.
+#[derive(Debug, Clone)]
+pub struct BuildFile {
+    /// The path as given, as diagnostics show it.
+    pub name: String,
+    pub text: String,
+    pub kind: Kind,
+}
+
+/// Errors before the build file can be compiled at all.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error("cannot read build file `{path}`: {source}")]
+    #[diagnostic(
+        code(kiln::build_file),
+        help(
+            "pass the file with `-f FILE`, or a CONTEXT directory that contains a `Kilnfile` or a `Dockerfile`"
+        )
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no `Kilnfile`, `Dockerfile` or `Containerfile` in `{context}`")]
+    #[diagnostic(
+        code(kiln::build_file),
+        help("pass the build file with `-f FILE`, or run kiln in the directory that holds it")
+    )]
+    Missing { context: PathBuf },
+    #[error("build file `{path}` is not valid UTF-8")]
+    #[diagnostic(code(kiln::build_file), help("save the file as UTF-8 text"))]
+    NotUtf8 { path: PathBuf },
+    #[error("invalid build arg `{arg}`: the name is empty")]
+    #[diagnostic(code(kiln::build_arg), help("write `--build-arg NAME=VALUE`"))]
+    BuildArg { arg: String },
+}
+
+/// `-f FILE`, else the context's `Kilnfile`, else its `Dockerfile` or
+/// `Containerfile`, as docker looks for them.
+pub fn locate(file: Option<&Path>, context: &Path) -> Result<PathBuf, LoadError> {
+    if let Some(f) = file {
+        return Ok(f.to_path_buf());
+    }
+    // Keep `Kilnfile:1:2` rather than `./Kilnfile:1:2` in diagnostics.
+    let at = |n: &str| {
+        if context == Path::new(".") {
+            PathBuf::from(n)
+        } else {
+            context.join(n)
+        }
+    };
+    for n in [
+        "Kilnfile",
+        "Dockerfile",
+        "Containerfile",
+        "dockerfile",
+        "containerfile",
+    ] {
+        let p = at(n);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if !context.is_dir() {
+        // Say what is wrong with the path given, not that it lacks files.
+        return Err(LoadError::Read {
+            path: at("Kilnfile"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    Err(LoadError::Missing {
+        context: context.to_path_buf(),
+    })
+}
+
+/// Reads the build file and tells by its content which frontend reads it.
+pub fn load(file: Option<&Path>, context: &Path) -> Result<BuildFile, LoadError> {
+    let path = locate(file, context)?;
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8 { path: path.clone() })?;
+    let kind = if kiln_dockerfile::looks_like_dockerfile(&text) {
+        Kind::Dockerfile
+    } else {
+        Kind::Kilnfile
+    };
+    if kind == Kind::Dockerfile && file.is_none() {
+        // Say so: the user may have expected a Kilnfile.
+        eprintln!("reading the Dockerfile `{}`", path.display());
+    }
+    Ok(BuildFile {
+        name: path.display().to_string(),
+        text,
+        kind,
+    })
+}
+
+impl BuildFile {
+    /// Compiles to the graph of one target. A Dockerfile asks `bases` what
+    /// its `FROM` images set (their environment and working directory).
+    pub fn compile(
+        &self,
+        opts: &Options,
+        bases: &dyn kiln_dockerfile::BaseImages,
+    ) -> Result<Compiled, Diagnostics> {
+        match self.kind {
+            Kind::Kilnfile => kiln_frontend::compile(&self.name, &self.text, opts),
+            Kind::Dockerfile => kiln_dockerfile::compile(&self.name, &self.text, opts, bases),
+        }
+    }
+
+    /// Every error and warning, reading nothing but the file itself.
+    pub fn check(&self, opts: &Options) -> Diagnostics {
+        match self.kind {
+            Kind::Kilnfile => kiln_frontend::check(&self.name, &self.text, opts),
+            Kind::Dockerfile => {
+                kiln_dockerfile::check(&self.name, &self.text, opts, &kiln_dockerfile::NoBaseImages)
+            }
+        }
+    }
+}
+
+/// Base image configs from the store, pulling manifest and config (never
+/// layers) when the image is not there, as the build itself would.
+pub struct StoreBases<'a> {
+    pub lookup: kiln_worker::ImageLookup<'a>,
+}
+
+impl kiln_dockerfile::BaseImages for StoreBases<'_> {
+    fn config(
+        &self,
+        reference: &str,
+        platform: &kiln_dag::Platform,
+    ) -> Result<Option<kiln_dockerfile::BaseConfig>, String> {
+        let c = self
+            .lookup
+            .config(reference, Some(platform))
+            .map_err(|e| kiln_types::error_chain(&e))?;
+        Ok(Some(kiln_dockerfile::BaseConfig {
+            env: c.env().clone().unwrap_or_default(),
+            workdir: c.working_dir().clone(),
+            user: c.user().clone(),
+        }))
+    }
+}

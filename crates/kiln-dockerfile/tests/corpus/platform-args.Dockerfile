@@ -1,0 +1,8 @@
+# test: --platform linux/arm64
+FROM --platform=$BUILDPLATFORM debian:bookworm AS build
+ARG TARGETPLATFORM
+ARG TARGETOS TARGETARCH TARGETVARIANT
+ARG BUILDARCH
+RUN echo "building on $BUILDARCH for $TARGETPLATFORM ($TARGETOS/$TARGETARCH$TARGETVARIANT)" > /out
+FROM scratch
+COPY --from=build /out /out-${TARGETARCH}

@@ -1,0 +1,7 @@
+# test: --target Test
+FROM debian:bookworm AS base
+RUN echo base
+FROM base AS test
+RUN echo test
+FROM base AS release
+RUN echo release

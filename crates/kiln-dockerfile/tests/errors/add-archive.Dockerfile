@@ -1,0 +1,2 @@
+FROM debian
+ADD vendor.tar.gz /vendor/

@@ -1,0 +1,2 @@
+FROM debian
+ADD --checksum=sha256:00 a /b

@@ -1,0 +1,2 @@
+FROM debian
+ADD git@github.com:moby/buildkit.git /src

@@ -1,0 +1,2 @@
+FROM debian
+ADD https://example.com/x.tgz /x

@@ -1,0 +1,2 @@
+FROM debian
+ARG 9-bad!=x

@@ -1,0 +1,1 @@
+FROM nosuch/image:1

@@ -1,0 +1,2 @@
+FROM debian
+COPY --chmod=999 a /b

@@ -1,0 +1,2 @@
+FROM debian
+COPY --chmod=u+x a /b

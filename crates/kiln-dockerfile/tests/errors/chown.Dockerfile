@@ -1,0 +1,2 @@
+FROM debian
+COPY --chown= a /b

@@ -1,0 +1,2 @@
+FROM debian
+COPY a b /dest

@@ -1,0 +1,2 @@
+FROM debian
+COPY --parents a/b /c/

@@ -1,0 +1,2 @@
+FROM debian
+EXPOSE 80/http

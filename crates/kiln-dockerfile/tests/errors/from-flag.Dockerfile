@@ -1,0 +1,1 @@
+FROM --flag=x debian

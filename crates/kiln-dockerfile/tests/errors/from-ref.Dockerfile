@@ -1,0 +1,2 @@
+FROM debian
+COPY --from=nosuch/ /x /y

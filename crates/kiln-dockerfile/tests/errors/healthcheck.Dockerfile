@@ -1,0 +1,2 @@
+FROM debian
+HEALTHCHECK CMD curl -f http://localhost/

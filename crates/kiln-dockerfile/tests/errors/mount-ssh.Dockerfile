@@ -1,0 +1,2 @@
+FROM debian
+RUN --mount=type=ssh git clone x

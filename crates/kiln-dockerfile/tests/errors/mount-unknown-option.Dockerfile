@@ -1,0 +1,2 @@
+FROM debian
+RUN --mount=type=bind,target=/x,bogus=1 echo

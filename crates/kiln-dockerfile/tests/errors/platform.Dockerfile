@@ -1,0 +1,1 @@
+FROM --platform=linux/nonsense-arch/x/y debian

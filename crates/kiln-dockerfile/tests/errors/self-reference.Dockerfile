@@ -1,0 +1,2 @@
+FROM debian AS a
+COPY --from=a /x /y

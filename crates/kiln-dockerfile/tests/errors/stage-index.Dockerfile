@@ -1,0 +1,2 @@
+FROM debian AS a
+COPY --from=3 /x /y

@@ -1,0 +1,1 @@
+FROM debian AS 1st

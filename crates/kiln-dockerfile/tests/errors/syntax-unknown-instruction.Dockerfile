@@ -1,0 +1,2 @@
+FROM debian
+FOO bar

@@ -1,0 +1,3 @@
+# test: --target relase
+FROM debian AS build
+FROM scratch AS release

@@ -1,0 +1,2 @@
+# test: --build-arg UNUSED=1
+FROM debian
