@@ -119,6 +119,10 @@ impl Bridge {
         self.unary(method!("ResolveImageConfig"), req).await
     }
 
+    pub async fn warn(&mut self, req: pb::WarnRequest) -> Result<pb::WarnResponse, tonic::Status> {
+        self.unary(method!("Warn"), req).await
+    }
+
     pub async fn ret(
         &mut self,
         req: pb::ReturnRequest,

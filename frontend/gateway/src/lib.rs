@@ -275,6 +275,8 @@ async fn build(
     let mut lopts = LlbOptions::new(platform.clone());
     lopts.session_id = env.session_id.clone();
     let load_llb = kiln_llb::emit(&load.definition(), &lopts)?;
+    let load_vertex = load_llb.root.clone().unwrap_or_default();
+    let load_def = load_llb.definition.clone();
     let kilnfile_ref = solve(bridge, caps, load_llb.definition).await?;
     let data = bridge
         .read_file(pb::ReadFileRequest {
@@ -302,9 +304,21 @@ async fn build(
     };
     let compiled = kiln_frontend::compile(&filename, &text, &opts)
         .map_err(|d| kilnfile_error(&d, &filename, &text))?;
-    for w in compiled.warnings.summary().lines() {
-        tracing::warn!("{w}");
-    }
+    let source_info = pb::SourceInfo {
+        filename: filename.clone(),
+        data: text.as_bytes().to_vec(),
+        definition: Some(load_def),
+        language: LANGUAGE.into(),
+    };
+    warn_all(
+        bridge,
+        caps,
+        &compiled.warnings,
+        &load_vertex,
+        &source_info,
+        &text,
+    )
+    .await;
     let def = compiled.definition;
 
     // 3. The configs run steps and the result inherit from images.
@@ -396,35 +410,111 @@ async fn resolve_configs(
         .collect()
 }
 
-/// Diagnostics as BuildKit's error: the one-line summaries as the message,
-/// and an `errdefs.Source` detail per located error so BuildKit's clients
-/// print the Kilnfile lines.
+/// The `language` BuildKit's clients show for the Kilnfile.
+const LANGUAGE: &str = "Kilnfile";
+
+/// Where `span` is, as BuildKit's 1-based line and 0-based character.
+fn pb_range(
+    idx: &kiln_frontend::span::LineIndex,
+    text: &str,
+    span: kiln_frontend::span::Span,
+) -> pb::Range {
+    let pos = |offset: u32| {
+        let lc = idx.line_col(text, offset as usize);
+        pb::Position {
+            line: lc.line as i32,
+            character: lc.col.saturating_sub(1) as i32,
+        }
+    };
+    pb::Range {
+        start: Some(pos(span.start)),
+        end: Some(pos(span.end)),
+    }
+}
+
+/// The one-line summary of `diag`, and its help on a second line: BuildKit
+/// shows the error message, so the help kiln prints must be in it.
+fn message_of(d: &kiln_frontend::Diagnostics, diag: &kiln_frontend::Diagnostic) -> String {
+    let mut msg = d.summary_of(diag).trim_end().to_string();
+    if !diag.help.is_empty() {
+        msg.push_str("\n  help: ");
+        msg.push_str(&diag.help);
+    }
+    msg
+}
+
+/// Sends the compile's warnings through the gateway's `Warn`, located in the
+/// Kilnfile like BuildKit's own lint warnings, so buildctl and buildx show
+/// them. A gateway without the capability gets them in the frontend's log.
+async fn warn_all(
+    bridge: &mut Bridge,
+    caps: &Caps,
+    warnings: &kiln_frontend::Diagnostics,
+    vertex: &str,
+    info: &pb::SourceInfo,
+    text: &str,
+) {
+    let idx = kiln_frontend::span::LineIndex::new(text);
+    for w in warnings.warnings() {
+        if !caps.has("gateway.warnings") || vertex.is_empty() {
+            tracing::warn!("{}", message_of(warnings, w));
+            continue;
+        }
+        let req = pb::WarnRequest {
+            digest: vertex.to_string(),
+            level: 1,
+            short: format!("{} [{}]", w.message, w.code).into_bytes(),
+            detail: (!w.help.is_empty())
+                .then(|| w.help.clone().into_bytes())
+                .into_iter()
+                .collect(),
+            url: String::new(),
+            info: Some(info.clone()),
+            ranges: w
+                .span
+                .map(|s| pb_range(&idx, text, s))
+                .into_iter()
+                .collect(),
+        };
+        if let Err(e) = bridge.warn(req).await {
+            tracing::warn!(
+                "{} (the gateway's Warn failed: {e})",
+                message_of(warnings, w)
+            );
+        }
+    }
+}
+
+/// Diagnostics as BuildKit's error: each error's summary and help as the
+/// message, and an `errdefs.Source` detail per error so BuildKit's clients
+/// print the Kilnfile lines. An error without a place (an unknown target)
+/// gets a detail with no ranges: it prints nothing, and it keeps BuildKit
+/// from pinning the error on the `// syntax=` line, which it does to a
+/// forwarded frontend's error that has no source at all.
 fn kilnfile_error(d: &kiln_frontend::Diagnostics, filename: &str, text: &str) -> GatewayError {
     let summary = d.summary().trim_end().to_string();
+    let message = d
+        .errors()
+        .map(|diag| message_of(d, diag))
+        .collect::<Vec<_>>()
+        .join("\n");
     let idx = kiln_frontend::span::LineIndex::new(text);
     let info = pb::SourceInfo {
         filename: filename.to_string(),
         data: text.as_bytes().to_vec(),
         definition: None,
-        language: "Kilnfile".into(),
+        language: LANGUAGE.into(),
     };
     let details = d
         .errors()
-        .filter_map(|diag| diag.span)
-        .map(|span| {
-            let pos = |offset: u32| {
-                let lc = idx.line_col(text, offset as usize);
-                pb::Position {
-                    line: lc.line as i32,
-                    character: lc.col.saturating_sub(1) as i32,
-                }
-            };
+        .map(|diag| {
             let source = pb::ErrorSource {
                 info: Some(info.clone()),
-                ranges: vec![pb::Range {
-                    start: Some(pos(span.start)),
-                    end: Some(pos(span.end)),
-                }],
+                ranges: diag
+                    .span
+                    .map(|s| pb_range(&idx, text, s))
+                    .into_iter()
+                    .collect(),
             };
             pb::Any {
                 type_url: pb::ERROR_SOURCE_TYPE.into(),
@@ -435,7 +525,7 @@ fn kilnfile_error(d: &kiln_frontend::Diagnostics, filename: &str, text: &str) ->
     GatewayError::Kilnfile {
         status: pb::Status {
             code: INVALID_ARGUMENT,
-            message: summary.clone(),
+            message,
             details,
         },
         summary,
