@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Build(cmd::build::Args),
+    // boxed: its flags make it far bigger than the other commands' args
+    Build(Box<cmd::build::Args>),
     Cache(cmd::cache::Args),
     Check(cmd::check::Args),
     Graph(cmd::graph::Args),
@@ -40,6 +41,7 @@ enum Command {
     Images(cmd::images::Args),
     Tag(cmd::tag::Args),
     Save(cmd::save::Args),
+    Sbom(cmd::sbom::Args),
     Import(cmd::import::Args),
     Base(cmd::base::Args),
     Info(cmd::info::Args),
@@ -60,12 +62,13 @@ fn main() -> ExitCode {
         Command::Pull(a) => a.registry.clone(),
         Command::Push(a) => a.registry.clone(),
         Command::Save(a) => a.registry.clone(),
+        Command::Sbom(a) => a.registry.clone(),
         Command::Base(a) => a.registry.clone(),
         _ => Default::default(),
     };
     cmd::registry::init(registry.with_leading(cli.registry));
     let result = start_up().and_then(|()| match cli.command {
-        Command::Build(args) => cmd::build::run(args),
+        Command::Build(args) => cmd::build::run(*args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Graph(args) => cmd::graph::run(args),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Images(args) => cmd::images::run(args),
         Command::Tag(args) => cmd::tag::run(args),
         Command::Save(args) => cmd::save::run(args),
+        Command::Sbom(args) => cmd::sbom::run(args),
         Command::Import(args) => cmd::import::run(args),
         Command::Base(args) => cmd::base::run(args),
         Command::Info(args) => cmd::info::run(args),

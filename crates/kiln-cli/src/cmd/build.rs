@@ -114,6 +114,9 @@ pub struct Args {
     /// them (`cache-mounts=false` to ignore them). Repeatable
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
+
+    #[command(flatten)]
+    pub attest: super::attest::AttestOpts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -344,12 +347,39 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
     }
+    // SBOM and provenance, attached to what the outputs write
+    let attested = if outputs.is_empty() && args.tags.is_empty() {
+        None
+    } else {
+        let tag = args.tags.first().map(|t| super::tag::full_name(t));
+        let image_name = tag.or_else(|| outputs.iter().find_map(|o| o.names.first().cloned()));
+        super::attest::for_build(super::attest::Build {
+            store: &store,
+            image: &image,
+            def: &def,
+            opts: &args.attest,
+            file: &name,
+            text: &text,
+            target: &compiled.target,
+            platform: platform.as_ref(),
+            build_args: &opts.build_args,
+            secret_flags: &args.secrets,
+            steps: &out.steps,
+            started: t0,
+            epoch,
+            static_rooted: matches!(
+                stage_source(&def, &def.root),
+                Some(kiln_dag::SourceOp::StaticBase { .. })
+            ),
+            name: image_name.as_deref(),
+        })?
+    };
     for spec in &outputs {
         let mut spec = spec.clone();
         if spec.names.is_empty() {
             spec.names = args.tags.iter().map(|t| super::tag::full_name(t)).collect();
         }
-        super::save::write_output(&store, &image, &spec)?;
+        super::attest::write_output(&store, &image, attested.as_ref(), &spec)?;
     }
     if let Some(i) = &import {
         let (n, bytes) = i.source().fetched();

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each exposes `Args` (clap) and
 //! `run(Args) -> miette::Result<ExitCode>`; `main.rs` only dispatches.
 
+pub mod attest;
 pub mod base;
 pub mod build;
 pub mod buildfile;
@@ -16,6 +17,7 @@ pub mod push;
 pub mod registry;
 pub mod sandbox_child;
 pub mod save;
+pub mod sbom;
 pub mod tag;
 
 /// Whether an error comes from a full disk (ENOSPC somewhere in its chain,

@@ -1,0 +1,508 @@
+//! `--sbom`, `--provenance` and `--attest` of `kiln build`: which
+//! attestations a build gets (buildx's spellings and BuildKit's defaults,
+//! see docs/build.md), making them (kiln-sbom), attaching them to the image
+//! (kiln-oci's attestation layout) and writing them with each `-o` output.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kiln_oci::attestation::{self, Attested, Layout, Statement};
+use kiln_oci::{Image, OutputKind, OutputSpec, Store};
+use kiln_sbom::Format;
+use kiln_sbom::provenance::{BuildInputs, Mode};
+use miette::{IntoDiagnostic, WrapErr};
+
+/// The attestation flags of `kiln build`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AttestOpts {
+    /// Attach an SBOM (SPDX 2.3 JSON): `--sbom`, `--sbom=true|false`, or
+    /// `--sbom=format=cyclonedx` for CycloneDX 1.6 [default: on for images
+    /// built on `static_base()`, else off]
+    #[arg(long, value_name = "BOOL|format=FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sbom: Option<String>,
+
+    /// Attach SLSA v1 provenance: `--provenance=true|false`,
+    /// `--provenance=mode=min|max` (`max` adds build arg values and the
+    /// steps; secrets never appear) [default: mode=min]
+    #[arg(long, value_name = "BOOL|mode=MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
+
+    /// buildx's long form: `type=sbom[,format=cyclonedx]`,
+    /// `type=provenance[,mode=max]`, `type=...,disabled=true`. Repeatable
+    #[arg(long = "attest", value_name = "type=sbom|provenance[,KEY=VALUE]")]
+    pub attest: Vec<String>,
+
+    /// Attach attestations as BuildKit does (`index`: an index entry
+    /// annotated `vnd.docker.reference.type=attestation-manifest`) or as OCI
+    /// 1.1 referrers (`referrers`: the manifest names the image as `subject`)
+    #[arg(long, value_name = "LAYOUT", default_value = "index", value_parser = ["index", "referrers"])]
+    pub attest_layout: String,
+}
+
+/// What a build attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub sbom: Option<Format>,
+    pub provenance: Option<Mode>,
+    pub layout: Layout,
+}
+
+fn bool_value(flag: &str, v: &str) -> miette::Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => miette::bail!("`{flag}={v}`: expected true or false"),
+    }
+}
+
+fn sbom_setting(flag: &str, kv: &BTreeMap<&str, &str>) -> miette::Result<Option<Format>> {
+    if kv.get("disabled").is_some_and(|v| *v == "true") {
+        return Ok(None);
+    }
+    match kv.get("format").copied() {
+        None | Some("spdx") => Ok(Some(Format::Spdx)),
+        Some("cyclonedx") => Ok(Some(Format::CycloneDx)),
+        Some(f) => miette::bail!("`{flag}`: unknown SBOM format `{f}`; use spdx or cyclonedx"),
+    }
+}
+
+fn provenance_setting(flag: &str, kv: &BTreeMap<&str, &str>) -> miette::Result<Option<Mode>> {
+    if kv.get("disabled").is_some_and(|v| *v == "true") {
+        return Ok(None);
+    }
+    match kv.get("mode").copied() {
+        None | Some("min") => Ok(Some(Mode::Min)),
+        Some("max") => Ok(Some(Mode::Max)),
+        Some(m) => miette::bail!("`{flag}`: unknown provenance mode `{m}`; use min or max"),
+    }
+}
+
+fn key_values<'a>(flag: &str, s: &'a str) -> miette::Result<BTreeMap<&'a str, &'a str>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| miette::miette!("`{flag}`: `{p}` is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+impl AttestOpts {
+    /// The attestations to make; `static_rooted` says whether the image was
+    /// built on `static_base()` (the SBOM's default).
+    pub fn plan(&self, static_rooted: bool) -> miette::Result<Plan> {
+        let mut sbom = static_rooted.then_some(Format::Spdx);
+        let mut provenance = Some(Mode::Min);
+        if let Some(v) = &self.sbom {
+            let flag = format!("--sbom={v}");
+            sbom = if v.contains('=') {
+                sbom_setting(&flag, &key_values(&flag, v)?)?
+            } else {
+                bool_value("--sbom", v)?.then_some(Format::Spdx)
+            };
+        }
+        if let Some(v) = &self.provenance {
+            let flag = format!("--provenance={v}");
+            provenance = if v.contains('=') {
+                provenance_setting(&flag, &key_values(&flag, v)?)?
+            } else {
+                bool_value("--provenance", v)?.then_some(Mode::Min)
+            };
+        }
+        for a in &self.attest {
+            let flag = format!("--attest {a}");
+            let kv = key_values(&flag, a)?;
+            match kv.get("type").copied() {
+                Some("sbom") => sbom = sbom_setting(&flag, &kv)?,
+                Some("provenance") => provenance = provenance_setting(&flag, &kv)?,
+                Some(t) => miette::bail!(
+                    help = "use type=sbom or type=provenance",
+                    "`{flag}`: unknown attestation type `{t}`"
+                ),
+                None => miette::bail!(
+                    help = "e.g. `--attest type=provenance,mode=max`",
+                    "`{flag}`: missing `type=`"
+                ),
+            }
+        }
+        Ok(Plan {
+            sbom,
+            provenance,
+            layout: if self.attest_layout == "referrers" {
+                Layout::Referrers
+            } else {
+                Layout::Index
+            },
+        })
+    }
+}
+
+/// The `--secret` ids and values, which provenance must never contain.
+pub fn secrets_of(flags: &[String]) -> miette::Result<kiln_sbom::provenance::Secrets> {
+    let values =
+        kiln_worker::mounts::Secrets::from_flags(flags).map_err(|e| miette::miette!("{e}"))?;
+    let mut s = kiln_sbom::provenance::Secrets::default();
+    for f in flags {
+        let id = f
+            .split(',')
+            .find_map(|p| p.strip_prefix("id="))
+            .unwrap_or(f.as_str())
+            .to_string();
+        if let Some(v) = values.get(&id) {
+            s.values.push(v.to_vec());
+        }
+        s.ids.push(id);
+    }
+    Ok(s)
+}
+
+/// The stage a vertex's root filesystem chain starts from.
+fn chain_source<'a>(
+    by: &BTreeMap<kiln_dag::Digest, &'a kiln_dag::Vertex>,
+    from: &kiln_dag::Digest,
+) -> Option<&'a kiln_dag::SourceOp> {
+    let mut cur = by.get(from)?;
+    loop {
+        match &cur.op {
+            kiln_dag::Op::Source(s) => return Some(s),
+            _ => cur = by.get(cur.inputs.first()?)?,
+        }
+    }
+}
+
+/// The manifest digest a registry source resolved to (after the build, its
+/// local name or its pinned digest).
+fn resolved(store: &Store, reference: &str) -> Option<kiln_types::Digest> {
+    if let Some((_, d)) = reference.rsplit_once('@') {
+        return kiln_types::Digest::parse(d).ok();
+    }
+    Image::resolve(store, reference).ok().map(|i| i.digest)
+}
+
+/// Every registry image the build started from, with its manifest digest.
+pub fn base_images(store: &Store, def: &kiln_dag::Definition) -> Vec<(String, kiln_types::Digest)> {
+    let mut out: Vec<(String, kiln_types::Digest)> = def
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            kiln_dag::Op::Source(kiln_dag::SourceOp::Image { reference, .. }) => {
+                resolved(store, reference).map(|d| (reference.clone(), d))
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What the final stage copied out of other stages: the GENERATED_FROM
+/// relationships a scanner cannot know.
+pub fn origins(store: &Store, def: &kiln_dag::Definition) -> Vec<kiln_sbom::Origin> {
+    let by: BTreeMap<kiln_dag::Digest, &kiln_dag::Vertex> =
+        def.vertices.iter().map(|v| (v.digest, v)).collect();
+    let mut out = Vec::new();
+    let mut cur = by.get(&def.root).copied();
+    while let Some(v) = cur {
+        if let kiln_dag::Op::File(f) = &v.op {
+            for a in &f.actions {
+                let kiln_dag::FileAction::Copy { from, dest, .. } = a else {
+                    continue;
+                };
+                let Some(src) = v.inputs.get(*from) else {
+                    continue;
+                };
+                let base = match chain_source(&by, src) {
+                    Some(kiln_dag::SourceOp::Image { reference, .. }) => {
+                        resolved(store, reference).map(|d| (reference.clone(), d))
+                    }
+                    // context files are not a build stage
+                    Some(kiln_dag::SourceOp::Context { .. }) | None => continue,
+                    Some(_) => None,
+                };
+                let stage = by
+                    .get(src)
+                    .and_then(|s| s.meta.name.clone())
+                    .unwrap_or_else(|| src.short());
+                let dest = if dest.starts_with('/') {
+                    dest.clone()
+                } else {
+                    format!("/{dest}")
+                };
+                out.push(kiln_sbom::Origin {
+                    path: dest,
+                    stage,
+                    base,
+                });
+            }
+        }
+        cur = v.inputs.first().and_then(|i| by.get(i).copied());
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The image's SBOM document, from the store's `sbom` record when this
+/// image was described before (a no-op rebuild reads no layer).
+pub fn sbom_document(
+    store: &Store,
+    image: &Image,
+    name: &str,
+    format: Format,
+    epoch: i64,
+    origins: &[kiln_sbom::Origin],
+) -> miette::Result<Vec<u8>> {
+    let key = format!("{}\0{name}\0{format:?}\0{epoch}\0{origins:?}", image.digest);
+    let key = kiln_types::Digest::of(key.as_bytes()).to_string();
+    if let Ok(Some(doc)) = store.get_record("sbom", key.as_bytes()) {
+        return Ok(doc);
+    }
+    let sbom = kiln_sbom::generate(store, image, name, epoch, origins)
+        .into_diagnostic()
+        .wrap_err("cannot read the image for its SBOM")?;
+    let doc = format.render(&sbom).into_diagnostic()?;
+    if let Err(e) = store.put_record("sbom", key.as_bytes(), &doc) {
+        eprintln!("warning: the SBOM is not cached in the store: {e}");
+    }
+    Ok(doc)
+}
+
+/// Makes the planned statements for `image` and attaches them in the store.
+pub fn attach(
+    store: &Store,
+    image: &Image,
+    name: Option<&str>,
+    plan: &Plan,
+    sbom: impl FnOnce() -> miette::Result<Vec<u8>>,
+    provenance: impl FnOnce(Mode) -> miette::Result<Vec<u8>>,
+) -> miette::Result<Option<(Attested, Vec<Statement>)>> {
+    if plan.sbom.is_none() && plan.provenance.is_none() {
+        return Ok(None);
+    }
+    let c = &image.config;
+    let platform = match c.variant() {
+        Some(v) => format!("{}/{}/{v}", c.os(), c.architecture()),
+        None => format!("{}/{}", c.os(), c.architecture()),
+    };
+    let subject = || kiln_sbom::statement::subject(name, &image.digest, &platform);
+    let mut statements = Vec::new();
+    if let Some(f) = plan.sbom {
+        let doc = sbom()?;
+        statements.push(Statement {
+            predicate_type: f.predicate_type().to_string(),
+            bytes: kiln_sbom::statement::wrap(f.predicate_type(), subject(), &doc)
+                .into_diagnostic()?,
+        });
+    }
+    if let Some(m) = plan.provenance {
+        let p = provenance(m)?;
+        statements.push(Statement {
+            predicate_type: kiln_sbom::statement::PREDICATE_SLSA1.to_string(),
+            bytes: kiln_sbom::statement::wrap(kiln_sbom::statement::PREDICATE_SLSA1, subject(), &p)
+                .into_diagnostic()?,
+        });
+    }
+    let att = attestation::attach(store, image, &statements, plan.layout)
+        .into_diagnostic()
+        .wrap_err("cannot attach the attestations")?;
+    Ok(Some((att, statements)))
+}
+
+/// The provenance predicate of this build.
+pub fn provenance(
+    inputs: &BuildInputs,
+    secrets: &kiln_sbom::provenance::Secrets,
+    mode: Mode,
+) -> miette::Result<Vec<u8>> {
+    kiln_sbom::provenance::predicate(inputs, secrets, mode).into_diagnostic()
+}
+
+/// Writes one `-o` output with the attestations: an index for `oci`,
+/// `oci-layout` and a pushing `registry`/`image`, statement files beside a
+/// `local` tree; other types (and stdout) as without them.
+// ExportError carries its path and source by value, as kiln-oci's writers do
+#[allow(clippy::result_large_err)]
+pub fn write_output(
+    store: &Store,
+    image: &Image,
+    attested: Option<&(Attested, Vec<Statement>)>,
+    spec: &OutputSpec,
+) -> miette::Result<()> {
+    let Some((att, statements)) = attested else {
+        return super::save::write_output(store, image, spec);
+    };
+    let to_stdout = spec.dest.as_deref() == Some(Path::new("-"));
+    let name = spec.names.first().map(String::as_str);
+    let ctx = || {
+        format!(
+            "cannot write `type={}` output with its attestations",
+            spec.kind
+        )
+    };
+    match spec.kind {
+        OutputKind::Oci if !to_stdout => {
+            let dest = spec
+                .dest
+                .as_deref()
+                .expect("parsed specs of type=oci have a dest");
+            kiln_oci::write_file_atomic(dest, |w| {
+                attestation::write_oci_archive(store, image, att, name, w).map(drop)
+            })
+            .into_diagnostic()
+            .wrap_err_with(ctx)
+        }
+        OutputKind::OciLayout => {
+            let dest = spec
+                .dest
+                .as_deref()
+                .expect("parsed specs of type=oci-layout have a dest");
+            attestation::write_oci_layout(store, image, att, name, dest)
+                .into_diagnostic()
+                .wrap_err_with(ctx)
+        }
+        OutputKind::Registry if spec.push => {
+            for n in &spec.names {
+                let full = super::tag::full_name(n);
+                image
+                    .tag(store, &full)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+                let dest = kiln_registry::Reference::parse(n)
+                    .into_diagnostic()?
+                    .normalized();
+                let insecure =
+                    spec.options.get("registry.insecure").map(String::as_str) == Some("true");
+                super::push::push_to(
+                    store,
+                    &att.index,
+                    &dest,
+                    &Default::default(),
+                    insecure,
+                    false,
+                )?;
+            }
+            Ok(())
+        }
+        OutputKind::Local => {
+            super::save::write_output(store, image, spec)?;
+            let dest = spec
+                .dest
+                .as_deref()
+                .expect("parsed specs of type=local have a dest");
+            attestation::write_statement_files(dest, statements)
+                .into_diagnostic()
+                .wrap_err_with(ctx)
+        }
+        _ => super::save::write_output(store, image, spec),
+    }
+}
+
+/// What `kiln build` knows when its image is done.
+pub struct Build<'a> {
+    pub store: &'a Store,
+    pub image: &'a Image,
+    pub def: &'a kiln_dag::Definition,
+    pub opts: &'a AttestOpts,
+    /// the build file's name as given and its text
+    pub file: &'a str,
+    pub text: &'a str,
+    pub target: &'a str,
+    pub platform: Option<&'a kiln_dag::Platform>,
+    pub build_args: &'a BTreeMap<String, String>,
+    pub secret_flags: &'a [String],
+    pub steps: &'a [kiln_solver::StepReport],
+    pub started: std::time::Instant,
+    pub epoch: i64,
+    pub static_rooted: bool,
+    /// the name the image is known by (first tag or output name)
+    pub name: Option<&'a str>,
+}
+
+/// Makes and attaches the attestations `kiln build` was asked for (none
+/// when every one is off).
+pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement>)>> {
+    let plan = b.opts.plan(b.static_rooted)?;
+    let name = b
+        .name
+        .map(str::to_string)
+        .unwrap_or_else(|| b.image.digest.to_string());
+    let platform = b.platform.cloned().unwrap_or_else(kiln_dag::Platform::host);
+    attach(
+        b.store,
+        b.image,
+        b.name,
+        &plan,
+        || {
+            let format = plan.sbom.unwrap_or(Format::Spdx);
+            sbom_document(
+                b.store,
+                b.image,
+                &name,
+                format,
+                b.epoch,
+                &origins(b.store, b.def),
+            )
+        },
+        |mode| {
+            // wall-clock times, unless SOURCE_DATE_EPOCH asks for a
+            // reproducible build: then the build's epoch, so the index and
+            // its digest are the same on every run
+            let (started, finished) = if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+                (b.epoch, b.epoch)
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                (now - b.started.elapsed().as_secs() as i64, now)
+            };
+            let context_keys: Vec<String> = b
+                .steps
+                .iter()
+                .filter(|s| {
+                    b.def.vertices.iter().any(|v| {
+                        v.digest == s.vertex
+                            && matches!(
+                                v.op,
+                                kiln_dag::Op::Source(kiln_dag::SourceOp::Context { .. })
+                            )
+                    })
+                })
+                .map(|s| s.key.to_string())
+                .collect();
+            let inputs = BuildInputs {
+                file_path: b.file.to_string(),
+                file_sha256: kiln_types::Digest::of(b.text.as_bytes()).hex(),
+                frontend: if b.file.contains("Dockerfile") {
+                    "dockerfile"
+                } else {
+                    "kilnfile"
+                }
+                .into(),
+                target: Some(b.target.to_string()),
+                platform: platform.to_string(),
+                build_args: b.build_args.clone(),
+                context_digest: (!context_keys.is_empty()).then(|| {
+                    kiln_types::Digest::of(context_keys.join("\n").as_bytes()).to_string()
+                }),
+                base_images: base_images(b.store, b.def),
+                debs: Vec::new(),
+                steps: b
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.vertex.to_string(),
+                            s.name.clone().unwrap_or_default(),
+                            s.cached,
+                        )
+                    })
+                    .collect(),
+                builder_platform: kiln_dag::Platform::host().to_string(),
+                started,
+                finished,
+            };
+            provenance(&inputs, &secrets_of(b.secret_flags)?, mode)
+        },
+    )
+}
