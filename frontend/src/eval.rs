@@ -59,7 +59,11 @@ pub(crate) enum Opt {
         target: Option<String>,
         required: bool,
         env: Option<String>,
+        /// Mode, uid and gid of the secret file (`.mode`, `.uid`, `.gid`).
+        file: (u32, u32, u32),
     },
+    /// A variable for one `run` step only.
+    Env(String, String),
     Tmpfs {
         target: String,
         size: Option<u64>,
@@ -85,6 +89,7 @@ impl Opt {
             Opt::Platform(_) => "platform",
             Opt::Cache { .. } => "cache",
             Opt::Secret { .. } => "secret",
+            Opt::Env(..) => "env",
             Opt::Tmpfs { .. } => "tmpfs",
             Opt::Bind { .. } => "bind",
             Opt::Network(_) => "network",
@@ -157,12 +162,16 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ),
     (
         "secret",
-        "secret(id: string), then .target(string) .required(bool) .env(name: string)",
+        "secret(id: string), then .target(string) .required(bool) .env(name: string) .mode(0o400) .uid(n) .gid(n)",
     ),
     ("tmpfs", "tmpfs(target: string), then .size(bytes: integer)"),
     ("bind", "bind(source: path, target: string), then .rw()"),
     ("network", "network(\"host\" | \"none\" | \"isolated\")"),
     ("pids", "pids(limit: integer, 1 to 4194304)"),
+    (
+        "env",
+        "env(name: string, value: string): a variable for this `run` step only",
+    ),
     ("chown", "chown(\"user[:group]\")"),
     ("chmod", "chmod(mode: octal integer, e.g. 0o755)"),
     ("mode", "mode(mode: octal integer, e.g. 0o644)"),
@@ -175,7 +184,7 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ("path", ".path(absolute: string) -> path"),
     (
         "run",
-        ".run(command: string | [string]) or .run(command, [cache(..), secret(..), tmpfs(..), bind(..), network(..), pids(..)])",
+        ".run(command: string | [string]) or .run(command, [cache(..), secret(..), tmpfs(..), bind(..), network(..), pids(..), env(..)])",
     ),
     (
         "copy",
@@ -198,6 +207,8 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ("cmd", ".cmd([string, ..])"),
     ("label", ".label(key: string, value: string)"),
     ("expose", ".expose(port: integer | \"port/proto\")"),
+    ("volume", ".volume(path: string)"),
+    ("stop_signal", ".stop_signal(signal: string)"),
 ];
 
 const CONTEXT_METHODS: &[(&str, &str)] = &[("path", ".path(relative: string) -> path")];
@@ -209,6 +220,9 @@ const SECRET_METHODS: &[(&str, &str)] = &[
     ("target", ".target(path: string)"),
     ("required", ".required(bool)"),
     ("env", ".env(name: string)"),
+    ("mode", ".mode(mode: octal integer, default 0o400)"),
+    ("uid", ".uid(id: integer, default 0)"),
+    ("gid", ".gid(id: integer, default 0)"),
 ];
 const TMPFS_METHODS: &[(&str, &str)] = &[("size", ".size(bytes: integer)")];
 const BIND_METHODS: &[(&str, &str)] = &[("rw", ".rw()")];
@@ -731,6 +745,24 @@ impl<'a> Eval<'a> {
         None
     }
 
+    /// A numeric user or group id of a secret file.
+    fn id_arg(&mut self, arg: &Arg, signature: &str) -> Option<u32> {
+        let (n, _) = self.int_arg(arg, signature)?;
+        match u32::try_from(n) {
+            Ok(id) if id != u32::MAX => Some(id),
+            _ => {
+                self.err(
+                    "kiln::bad-value",
+                    arg.1,
+                    format!("id `{n}` is out of range"),
+                    "not a uid or gid",
+                    "a uid or gid is a number below 4294967295",
+                );
+                None
+            }
+        }
+    }
+
     fn chown(&mut self, arg: &Arg, signature: &str) -> Option<Chown> {
         let s = self.str_arg(arg, signature)?;
         let (user, group) = self.owner(arg.1, &s, "owner")?;
@@ -885,7 +917,7 @@ impl<'a> Eval<'a> {
         let (min, max) = match name {
             "arg" | "image" | "oci_layout" => (1, 2),
             "context" | "scratch" | "static_base" | "allow_dynamic" => (0, 0),
-            "bind" => (2, 2),
+            "bind" | "env" => (2, 2),
             _ => (1, 1),
         };
         if !self.arity(name, signature, span, &args, min, max) {
@@ -961,6 +993,7 @@ impl<'a> Eval<'a> {
                     target: None,
                     required: false,
                     env: None,
+                    file: (0o400, 0, 0),
                 })),
             "tmpfs" => r(self
                 .abs_path(&args[0], signature, "tmpfs target")
@@ -1006,6 +1039,28 @@ impl<'a> Eval<'a> {
                     })
                 })),
             "pids" => r(self.pids(&args[0], signature).map(Opt::Pids)),
+            "env" => {
+                let name = self.nonempty(&args[0], signature, "environment variable name");
+                let value = self
+                    .str_arg(&args[1], signature)
+                    .filter(|v| self.no_nul(args[1].1, v, "environment variable value"));
+                match (name, value) {
+                    (Some(k), Some(v)) if !k.contains('=') && !k.contains('\0') => {
+                        Value::Opt(Box::new(Opt::Env(k, v)))
+                    }
+                    (Some(k), Some(_)) => {
+                        self.err(
+                            "kiln::bad-value",
+                            args[0].1,
+                            format!("invalid environment variable name `{k}`"),
+                            "not a variable name",
+                            "names cannot contain `=`: give the name and value separately, `env(\"KEY\", \"value\")`",
+                        );
+                        Value::Poison
+                    }
+                    _ => Value::Poison,
+                }
+            }
             "chown" => r(self.chown(&args[0], signature).map(Opt::Chown)),
             "chmod" => r(self.mode_arg(&args[0], signature).map(Opt::Chmod)),
             "mode" => r(self.mode_arg(&args[0], signature).map(Opt::Mode)),
@@ -1384,7 +1439,11 @@ impl<'a> Eval<'a> {
                 }),
             (
                 Opt::Secret {
-                    id, required, env, ..
+                    id,
+                    required,
+                    env,
+                    file,
+                    ..
                 },
                 "target",
             ) => self
@@ -1394,10 +1453,15 @@ impl<'a> Eval<'a> {
                     target: Some(t),
                     required,
                     env,
+                    file,
                 }),
             (
                 Opt::Secret {
-                    id, target, env, ..
+                    id,
+                    target,
+                    env,
+                    file,
+                    ..
                 },
                 "required",
             ) => self
@@ -1407,12 +1471,42 @@ impl<'a> Eval<'a> {
                     target,
                     required,
                     env,
+                    file,
                 }),
             (
                 Opt::Secret {
                     id,
                     target,
                     required,
+                    env,
+                    file: (mode, uid, gid),
+                },
+                which @ ("mode" | "uid" | "gid"),
+            ) => {
+                let file = match which {
+                    "mode" => self.mode_arg(&args[0], signature).map(|m| (m, uid, gid)),
+                    _ => self.id_arg(&args[0], signature).map(|n| {
+                        if which == "uid" {
+                            (mode, n, gid)
+                        } else {
+                            (mode, uid, n)
+                        }
+                    }),
+                };
+                file.map(|file| Opt::Secret {
+                    id,
+                    target,
+                    required,
+                    env,
+                    file,
+                })
+            }
+            (
+                Opt::Secret {
+                    id,
+                    target,
+                    required,
+                    file,
                     ..
                 },
                 "env",
@@ -1431,6 +1525,7 @@ impl<'a> Eval<'a> {
                         target,
                         required,
                         env: Some(name),
+                        file,
                     })
                 } else {
                     self.err(
@@ -1584,7 +1679,7 @@ impl<'a> Eval<'a> {
                 let Some(opts) = self.opts_arg(
                     args.get(1),
                     "run",
-                    &["cache", "secret", "tmpfs", "bind", "network", "pids"],
+                    &["cache", "secret", "tmpfs", "bind", "network", "pids", "env"],
                     signature,
                 ) else {
                     return Value::Poison;
@@ -1614,20 +1709,26 @@ impl<'a> Eval<'a> {
                             target,
                             required,
                             env: Some(name),
+                            ..
                         } if target.is_none() => ExecMount::SecretEnv { name, id, required },
                         Opt::Secret {
                             id,
                             target,
                             required,
+                            file: (mode, uid, gid),
                             ..
                         } => ExecMount::Secret {
                             target: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
                             id,
                             required,
-                            mode: 0o400,
-                            uid: 0,
-                            gid: 0,
+                            mode,
+                            uid,
+                            gid,
                         },
+                        Opt::Env(k, v) => {
+                            exec = exec.env(k, v);
+                            continue;
+                        }
                         Opt::Tmpfs { target, size } => ExecMount::Tmpfs { target, size },
                         Opt::Bind { from, target, rw } => {
                             let (state, selector) = self.path_source(&from, &[], &[], span);
@@ -1798,6 +1899,14 @@ impl<'a> Eval<'a> {
                     config(st.label(k, v))
                 }
             }
+            "volume" => match self.nonempty(&args[0], signature, "volume path") {
+                Some(p) if self.no_nul(args[0].1, &p, "volume path") => config(st.volume(p)),
+                _ => Value::Poison,
+            },
+            "stop_signal" => match self.nonempty(&args[0], signature, "signal") {
+                Some(sig) if self.no_nul(args[0].1, &sig, "signal") => config(st.stop_signal(sig)),
+                _ => Value::Poison,
+            },
             "workdir" => match self.nonempty(&args[0], signature, "directory") {
                 Some(p) => config(st.workdir(&p)),
                 None => Value::Poison,
@@ -1836,8 +1945,13 @@ impl<'a> Eval<'a> {
                     }
                     Value::Str(s) => {
                         let (p, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-                        let ok = p.parse::<u16>().is_ok_and(|n| n > 0)
-                            && matches!(proto, "tcp" | "udp" | "sctp");
+                        let port = |n: &str| n.parse::<u16>().is_ok_and(|n| n > 0);
+                        // A range `8000-8010` as docker's `EXPOSE` takes it.
+                        let ports = match p.split_once('-') {
+                            Some((a, b)) => port(a) && port(b),
+                            None => port(p),
+                        };
+                        let ok = ports && matches!(proto, "tcp" | "udp" | "sctp");
                         ok.then(|| s.clone())
                     }
                     Value::Poison => return Value::Poison,
@@ -1855,7 +1969,7 @@ impl<'a> Eval<'a> {
                             args[0].1,
                             "invalid port",
                             "not a port",
-                            "write a port from 1 to 65535, optionally with a protocol: `8080` or \"53/udp\" (tcp, udp, sctp)",
+                            "write a port from 1 to 65535, optionally with a protocol: `8080`, \"53/udp\" (tcp, udp, sctp) or a range \"8000-8010\"",
                         );
                         Value::Poison
                     }
