@@ -61,7 +61,13 @@ pub struct PkgId(pub u32);
 pub struct Index {
     text: String,
     records: Vec<Record>,
-    by_name: HashMap<Box<str>, Vec<PkgId>>,
+    /// Package name to its slot in `slots`.
+    by_name: HashMap<Box<str>, u32>,
+    /// Per name, every version of it.
+    slots: Vec<Vec<PkgId>>,
+    /// Virtual (provided) name to the packages providing it, with the
+    /// provided version.
+    provided: HashMap<Box<str>, Vec<(PkgId, Option<Span>)>>,
 }
 
 impl Index {
@@ -139,11 +145,24 @@ impl Index {
             let id = PkgId(self.records.len() as u32);
             self.records.push(r);
             let pname = &self.text[r.name.start as usize..(r.name.start + r.name.len) as usize];
-            match self.by_name.get_mut(pname) {
-                Some(v) => v.push(id),
+            match self.by_name.get(pname) {
+                Some(&slot) => self.slots[slot as usize].push(id),
                 None => {
-                    let key: Box<str> = pname.into();
-                    self.by_name.insert(key, vec![id]);
+                    self.by_name.insert(pname.into(), self.slots.len() as u32);
+                    self.slots.push(vec![id]);
+                }
+            }
+            if r.provides.len > 0 {
+                let text = &self.text
+                    [r.provides.start as usize..(r.provides.start + r.provides.len) as usize];
+                for (name, version) in provides(text) {
+                    let v = version.map(span);
+                    match self.provided.get_mut(name) {
+                        Some(list) => list.push((id, v)),
+                        None => {
+                            self.provided.insert(name.into(), vec![(id, v)]);
+                        }
+                    }
                 }
             }
         }
@@ -175,12 +194,36 @@ impl Index {
 
     /// Every version of the package called `name`.
     pub fn named(&self, name: &str) -> &[PkgId] {
-        self.by_name.get(name).map_or(&[], |v| v.as_slice())
+        self.slot(name).map_or(&[], |s| self.slot_ids(s))
+    }
+
+    /// The slot of a name: names are numbered `0..slot_count()`.
+    pub fn slot(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every version of the name in `slot`.
+    pub fn slot_ids(&self, slot: u32) -> &[PkgId] {
+        &self.slots[slot as usize]
     }
 
     /// All package names (for did-you-mean).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(|k| &**k)
+    }
+
+    /// The packages whose `Provides` names `name`, with the version they
+    /// provide.
+    pub fn providers(&self, name: &str) -> Vec<(PkgId, Option<&str>)> {
+        self.provided.get(name).map_or_else(Vec::new, |list| {
+            list.iter()
+                .map(|(id, v)| (*id, v.map(|v| self.get(v))))
+                .collect()
+        })
     }
 
     /// Every package.
@@ -231,6 +274,24 @@ impl Index {
     pub fn status(&self, id: PkgId) -> &str {
         self.get(self.rec(id).status)
     }
+}
+
+/// The names a `Provides` field gives, with their versions (`name (=
+/// version)`), read without allocating.
+pub(crate) fn provides(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    text.split([',', '|']).filter_map(|p| {
+        let p = p.trim();
+        let end = p.find([' ', '(', ':']).unwrap_or(p.len());
+        let name = &p[..end];
+        if name.is_empty() {
+            return None;
+        }
+        let version = p[end..].split_once('(').and_then(|(_, rest)| {
+            let inner = rest.split_once(')')?.0.trim();
+            Some(inner.trim_start_matches(['=', '<', '>']).trim())
+        });
+        Some((name, version.filter(|v| !v.is_empty())))
+    })
 }
 
 #[cfg(test)]

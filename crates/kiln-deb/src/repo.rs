@@ -117,10 +117,10 @@ impl Repository {
     ) -> Result<String, RepoError> {
         let rel_url = source.dists_url("Release");
         let plain = release.entry(&rel_url, &format!("{dir}/Packages"))?.clone();
-        if !store.has_blob(&plain.sha256) {
-            let xz = release
-                .entry(&rel_url, &format!("{dir}/Packages.xz"))?
-                .clone();
+        let xz = release
+            .entry(&rel_url, &format!("{dir}/Packages.xz"))?
+            .clone();
+        if !store.has_blob(&plain.sha256) || !store.has_blob(&xz.sha256) {
             let url = if release.by_hash {
                 source.dists_url(&format!("{dir}/by-hash/SHA256/{}", xz.sha256.hex()))
             } else {
@@ -162,6 +162,9 @@ impl Repository {
                 });
             }
             store.put_blob(&text).map_err(RepoError::Store)?;
+            // the signed form too, so the repository can be served again
+            // as it was (a local mirror, apt pointed at the same index)
+            store.put_blob(&compressed).map_err(RepoError::Store)?;
         }
         let bytes = store.read_blob(&plain.sha256).map_err(RepoError::Store)?;
         String::from_utf8(bytes).map_err(|_| RepoError::NotText {

@@ -84,10 +84,8 @@ pub struct Resolver<'a> {
     index: &'a Index,
     arch: &'a str,
     installed: Option<&'a Index>,
-    /// The candidate of each name: its highest version for `arch`.
-    candidates: HashMap<&'a str, PkgId>,
-    /// Virtual name to (candidate providing it, provided version).
-    providers: HashMap<String, Vec<(PkgId, Option<String>)>>,
+    /// The candidate of each name slot: its highest version for `arch`.
+    candidates: Vec<Option<PkgId>>,
 }
 
 struct State<'a> {
@@ -99,43 +97,31 @@ struct State<'a> {
 
 impl<'a> Resolver<'a> {
     pub fn new(index: &'a Index, arch: &'a str) -> Resolver<'a> {
-        let mut candidates: HashMap<&str, PkgId> = HashMap::new();
-        for id in index.ids() {
-            let a = index.arch(id);
-            if a != arch && a != "all" {
-                continue;
-            }
-            let name = index.name(id);
-            match candidates.get(name) {
-                Some(&old) if compare_versions(index.version(id), index.version(old)).is_le() => {}
-                _ => {
-                    candidates.insert(name, id);
+        let candidates = (0..index.slot_count() as u32)
+            .map(|slot| {
+                let mut best: Option<PkgId> = None;
+                for &id in index.slot_ids(slot) {
+                    let a = index.arch(id);
+                    if a != arch && a != "all" {
+                        continue;
+                    }
+                    best = match best {
+                        Some(old)
+                            if compare_versions(index.version(id), index.version(old)).is_le() =>
+                        {
+                            Some(old)
+                        }
+                        _ => Some(id),
+                    };
                 }
-            }
-        }
-        let mut providers: HashMap<String, Vec<(PkgId, Option<String>)>> = HashMap::new();
-        for &id in candidates.values() {
-            let p = index.provides(id);
-            if p.is_empty() {
-                continue;
-            }
-            // an unreadable Provides provides nothing; Depends errors are reported
-            for group in parse_field(p).unwrap_or_default() {
-                for r in group {
-                    let v = r.constraint.map(|(_, v)| v);
-                    providers.entry(r.name).or_default().push((id, v));
-                }
-            }
-        }
-        for v in providers.values_mut() {
-            v.sort_by(|a, b| index.name(a.0).cmp(index.name(b.0)));
-        }
+                best
+            })
+            .collect();
         Resolver {
             index,
             arch,
             installed: None,
             candidates,
-            providers,
         }
     }
 
@@ -148,7 +134,20 @@ impl<'a> Resolver<'a> {
 
     /// The candidate of `name`, if the index has one for the architecture.
     pub fn candidate(&self, name: &str) -> Option<PkgId> {
-        self.candidates.get(name).copied()
+        self.candidates[self.index.slot(name)? as usize]
+    }
+
+    /// The candidates that provide `name`, by package name, with the
+    /// version they provide.
+    fn providers(&self, name: &str) -> Vec<(PkgId, Option<&'a str>)> {
+        let mut list: Vec<(PkgId, Option<&'a str>)> = self
+            .index
+            .providers(name)
+            .into_iter()
+            .filter(|(id, _)| self.candidate(self.index.name(*id)) == Some(*id))
+            .collect();
+        list.sort_by(|a, b| self.index.name(a.0).cmp(self.index.name(b.0)));
+        list
     }
 
     pub fn resolve(&self, req: &Request) -> Result<Resolution, ResolveError> {
@@ -174,6 +173,10 @@ impl<'a> Resolver<'a> {
                 arch,
                 constraint: None,
             };
+            if self.installed_at(name, self.index.version(id)) {
+                // apt: "already the newest version"
+                continue;
+            }
             if !self.arch_ok(&rel, id) {
                 return Err(ResolveError::Unknown {
                     name: format!("{name}:{}", rel.arch.unwrap_or_default()),
@@ -190,9 +193,9 @@ impl<'a> Resolver<'a> {
     /// A requested name the index has only as a virtual package: apt takes
     /// its one provider, and asks to choose among several.
     fn pick_virtual(&self, name: &str) -> Result<PkgId, ResolveError> {
-        match self.providers.get(name).map(Vec::as_slice) {
-            Some([(id, _)]) => Ok(*id),
-            Some(list) if !list.is_empty() => Err(ResolveError::Virtual {
+        match self.providers(name).as_slice() {
+            [(id, _)] => Ok(*id),
+            list if !list.is_empty() => Err(ResolveError::Virtual {
                 name: name.to_string(),
                 providers: list
                     .iter()
@@ -209,9 +212,10 @@ impl<'a> Resolver<'a> {
     /// Up to three names close to `name`.
     fn suggest(&self, name: &str) -> Vec<String> {
         let mut scored: Vec<(f64, &str)> = self
-            .candidates
-            .keys()
-            .map(|n| (strsim::jaro_winkler(name, n), *n))
+            .index
+            .names()
+            .filter(|n| self.candidate(n).is_some())
+            .map(|n| (strsim::jaro_winkler(name, n), n))
             .filter(|(s, _)| *s > 0.8)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
@@ -220,6 +224,15 @@ impl<'a> Resolver<'a> {
             .take(3)
             .map(|(_, n)| n.to_string())
             .collect()
+    }
+
+    /// Whether the installed packages have `name` at `version`.
+    fn installed_at(&self, name: &str, version: &str) -> bool {
+        self.installed.is_some_and(|inst| {
+            inst.named(name).iter().any(|&i| {
+                is_installed(inst, i) && compare_versions(inst.version(i), version).is_eq()
+            })
+        })
     }
 
     /// Whether the architecture qualifier of `rel` admits `id`.
@@ -294,12 +307,10 @@ impl<'a> Resolver<'a> {
                 // a virtual package never satisfies an `:any` relation
                 continue;
             }
-            let Some(list) = self.providers.get(&rel.name) else {
-                continue;
-            };
+            let list = self.providers(&rel.name);
             let mut ok: Vec<PkgId> = list
                 .iter()
-                .filter(|(_, v)| provide_meets(rel, v.as_deref()))
+                .filter(|(_, v)| provide_meets(rel, *v))
                 .map(|(id, _)| *id)
                 .collect();
             // apt's order of providers: essential first, then by priority
@@ -379,7 +390,7 @@ impl<'a> Resolver<'a> {
                     format!("`{}` is at version {}", rel.name, self.index.version(id))
                 }
                 Some(_) => format!("`{}` does not match the architecture", rel.name),
-                None if self.providers.contains_key(&rel.name) => {
+                None if !self.providers(&rel.name).is_empty() => {
                     format!("no provider of `{}` matches", rel.name)
                 }
                 None => format!("`{}` is not in the index", rel.name),
@@ -419,6 +430,7 @@ fn priority_rank(p: &str) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::provides;
 
     const IDX: &str = "\
 Package: app
@@ -494,6 +506,20 @@ Architecture: amd64
             })
             .unwrap();
         assert_eq!(names(&idx, &got), ["app=1", "py=3.11"]);
+    }
+
+    #[test]
+    fn provides_fields() {
+        let got: Vec<_> = provides("python3-foo (= 1.2-3), libx, c-abi (= 2)").collect();
+        assert_eq!(
+            got,
+            [
+                ("python3-foo", Some("1.2-3")),
+                ("libx", None),
+                ("c-abi", Some("2"))
+            ]
+        );
+        assert_eq!(provides("").count(), 0);
     }
 
     #[test]
