@@ -21,6 +21,7 @@
 
 mod bridge;
 pub mod pb;
+pub mod subrequest;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -109,6 +110,10 @@ pub enum GatewayError {
     },
     #[error("the image config of `{reference}` is not valid JSON: {reason}")]
     ImageConfig { reference: String, reason: String },
+    #[error(
+        "unsupported subrequest `{request}` (kiln answers frontend.outline, frontend.targets, frontend.lint)"
+    )]
+    Subrequest { request: String },
     #[error(transparent)]
     Emit(#[from] kiln_llb::EmitError),
     #[error("{summary}")]
@@ -302,6 +307,21 @@ async fn build(
         build_args,
         platform: Some(platform.clone()),
     };
+    if let Some(request) = env.opts.get("requestid").filter(|r| !r.is_empty()) {
+        let input = subrequest::Input {
+            filename: &filename,
+            text: &text,
+            opts: &opts,
+        };
+        let metadata =
+            subrequest::answer(request, &input).ok_or_else(|| GatewayError::Subrequest {
+                request: request.clone(),
+            })?;
+        return Ok(pb::BuildResult {
+            metadata,
+            ..Default::default()
+        });
+    }
     let compiled = kiln_frontend::compile(&filename, &text, &opts)
         .map_err(|d| kilnfile_error(&d, &filename, &text))?;
     let source_info = pb::SourceInfo {
