@@ -96,20 +96,22 @@ pub fn install(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         (produced, applied)
     });
-    // the producer's error first: a bad package ends the stream early
-    let (packages, dir_times, current) = match produced {
-        Ok(p) => (p.packages, p.dir_times, None),
-        Err((e, label)) => match (&e, applied) {
-            // the producer stopped because apply_tar stopped reading
-            (ProduceError::Write(_), Err(source)) => {
-                return Err(InstallError::Apply { deb: label, source });
-            }
-            _ => return Err(e.into_install(label)),
-        },
+    let (packages, dir_times, owners) = match produced {
+        Ok(p) => (p.packages, p.dir_times, p.owners),
+        Err((e, label)) => {
+            return Err(match applied {
+                // the producer stopped because the unpacker did
+                Err(source) if e.is_broken_pipe() => InstallError::Apply { deb: label, source },
+                // otherwise the package is at fault: it ended the stream early
+                _ => e.into_install(label),
+            });
+        }
     };
-    let _: Option<()> = current;
     let applied = applied.map_err(|source| InstallError::Apply {
-        deb: "the package set".into(),
+        deb: error_path(&source)
+            .and_then(|p| owners.get(merged_path(p.as_bytes()).as_slice()))
+            .cloned()
+            .unwrap_or_else(|| "the package set".into()),
         source,
     })?;
     set_dir_times(target, Path::new(""), &dir_times)?;
@@ -130,6 +132,16 @@ enum ProduceError {
 }
 
 impl ProduceError {
+    fn is_broken_pipe(&self) -> bool {
+        match self {
+            ProduceError::Write(e) => e.kind() == io::ErrorKind::BrokenPipe,
+            ProduceError::Deb(DebError::Read { source, .. }) => {
+                source.kind() == io::ErrorKind::BrokenPipe
+            }
+            _ => false,
+        }
+    }
+
     fn into_install(self, deb: String) -> InstallError {
         match self {
             ProduceError::Deb(e) => InstallError::Deb(e),
@@ -147,6 +159,9 @@ impl ProduceError {
 
 struct Produced {
     packages: Vec<String>,
+    /// Which package (label) wrote each path last, to name the package
+    /// an unpacking error is about.
+    owners: HashMap<Vec<u8>, String>,
     /// Directory path (relative, no `./`) to the last mtime an entry gave.
     dir_times: HashMap<Vec<u8>, u64>,
 }
@@ -162,26 +177,28 @@ fn dir_header(mode: u32) -> tar::Header {
     h
 }
 
-/// `./bin/x` -> `usr/bin/x`; other names lose their `./` only.
+/// A tar name made relative and lexically clean (empty and `.`
+/// components dropped, `..` popping but never above the root, as
+/// kiln-layer reads names; openat2 is the guard either way), with the
+/// merged-/usr rename: `./bin/x` -> `usr/bin/x`.
 fn merged_path(raw: &[u8]) -> Vec<u8> {
-    let mut p = raw;
-    loop {
-        if let Some(r) = p.strip_prefix(b"./") {
-            p = r;
-        } else if let Some(r) = p.strip_prefix(b"/") {
-            p = r;
-        } else {
-            break;
+    let mut comps: Vec<&[u8]> = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                comps.pop();
+            }
+            _ => comps.push(c),
         }
     }
-    let first = p.split(|b| *b == b'/').next().unwrap_or(b"");
-    if MERGED.iter().any(|m| m.as_bytes() == first) {
-        let mut out = b"usr/".to_vec();
-        out.extend_from_slice(p);
-        out
-    } else {
-        p.to_vec()
+    if comps
+        .first()
+        .is_some_and(|first| MERGED.iter().any(|m| m.as_bytes() == *first))
+    {
+        comps.insert(0, b"usr");
     }
+    comps.join(&b'/')
 }
 
 fn os(b: &[u8]) -> &Path {
@@ -201,17 +218,20 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(0);
         h.set_size(0);
         b.append_link(&mut h, m, format!("usr/{m}")).map_err(w)?;
     }
     let mut dir_times = HashMap::new();
+    let mut owners = HashMap::new();
     let mut controls: Vec<(String, crate::deb::Control)> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for deb in debs {
         let label = deb.label.clone();
         let (control, ()) = read_deb(&label, io::BufReader::new(deb.file), |_, data| {
-            copy_data(data, &mut b, &mut dir_times).map_err(|e| match e {
+            copy_data(data, &mut b, &mut dir_times, &mut owners, &label).map_err(|e| match e {
                 ProduceError::Deb(e) => e,
                 ProduceError::Data(source) | ProduceError::Write(source) => DebError::Read {
                     deb: label.clone(),
@@ -251,6 +271,7 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
     b.into_inner().and_then(|mut out| out.flush()).map_err(w)?;
     Ok(Produced {
         packages,
+        owners,
         dir_times,
     })
 }
@@ -264,6 +285,19 @@ fn append_file(b: &mut tar::Builder<ChanWriter>, path: &str, data: &[u8]) -> io:
     h.set_mtime(0);
     h.set_size(data.len() as u64);
     b.append_data(&mut h, path, data)
+}
+
+/// The entry an unpacking error names, if it names one.
+fn error_path(e: &ApplyError) -> Option<&str> {
+    match e {
+        ApplyError::Entry { path, .. }
+        | ApplyError::Chown { path, .. }
+        | ApplyError::Unmapped { path, .. }
+        | ApplyError::NotADirectory { path, .. }
+        | ApplyError::TooLarge { path, .. }
+        | ApplyError::SparseMap { path, .. } => Some(path),
+        _ => None,
+    }
 }
 
 /// The control stanza with dpkg's `Status` after `Package`, as in
@@ -287,6 +321,8 @@ fn copy_data(
     data: &mut dyn Read,
     b: &mut tar::Builder<ChanWriter>,
     dir_times: &mut HashMap<Vec<u8>, u64>,
+    owners: &mut HashMap<Vec<u8>, String>,
+    label: &str,
 ) -> Result<(), ProduceError> {
     let mut tar = tar::Archive::new(data);
     for e in tar.entries().map_err(ProduceError::Data)? {
@@ -302,11 +338,11 @@ fn copy_data(
             continue;
         }
         let mut h = e.header().clone();
+        owners.insert(path.clone(), label.to_string());
         match kind {
             tar::EntryType::Directory => {
                 let t = h.mtime().map_err(ProduceError::Data)?;
-                let key = path.strip_suffix(b"/").unwrap_or(&path).to_vec();
-                dir_times.insert(key, t);
+                dir_times.insert(path.clone(), t);
                 b.append_data(&mut h, os(&path), io::empty())
                     .map_err(ProduceError::Write)?;
             }
@@ -455,7 +491,9 @@ mod tests {
     #[test]
     fn merged_names() {
         assert_eq!(merged_path(b"./bin/bash"), b"usr/bin/bash");
-        assert_eq!(merged_path(b"./bin/"), b"usr/bin/");
+        assert_eq!(merged_path(b"./bin/"), b"usr/bin");
+        assert_eq!(merged_path(b"../../etc/x"), b"etc/x");
+        assert_eq!(merged_path(b"./a/../../bin/x"), b"usr/bin/x");
         assert_eq!(merged_path(b"./lib64/ld"), b"usr/lib64/ld");
         assert_eq!(merged_path(b"./binx/y"), b"binx/y");
         assert_eq!(merged_path(b"./usr/bin/x"), b"usr/bin/x");
