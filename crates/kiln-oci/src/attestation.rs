@@ -197,16 +197,27 @@ pub fn statements_of(store: &Store, image: &Digest) -> Result<Vec<Statement>, At
     let read = |d: &Digest| store.read_blob(d).map_err(|e| bad(e.to_string()));
     let idx: serde_json::Value =
         serde_json::from_slice(&read(&index)?).map_err(|e| bad(e.to_string()))?;
-    statements_in_index(&idx, image, &|d| read(d)).map_err(bad)
+    statements_in_index(&idx, image, &|d, _| read(d)).map_err(bad)
 }
+
+/// What [`statements_in_index`] asks its reader for: a manifest, or a blob
+/// of the size its descriptor gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    Manifest,
+    Blob { size: u64 },
+}
+
+/// How [`statements_in_index`] reads a manifest or blob by digest.
+pub type ReadFn<'a> = dyn Fn(&Digest, Fetch) -> Result<Vec<u8>, AttestationError> + 'a;
 
 /// The statements of the attestation manifest an index holds for `image`
 /// (BuildKit's layout or a referrer), read through `read`. Shared with the
-/// registry path, which reads blobs over the network.
+/// registry path, which reads manifests and blobs over the network.
 pub fn statements_in_index(
     index: &serde_json::Value,
     image: &Digest,
-    read: &dyn Fn(&Digest) -> Result<Vec<u8>, AttestationError>,
+    read: &ReadFn<'_>,
 ) -> Result<Vec<Statement>, String> {
     let want = image.to_string();
     let Some(entries) = index["manifests"].as_array() else {
@@ -225,8 +236,9 @@ pub fn statements_in_index(
             .as_str()
             .and_then(|s| Digest::parse(s).ok())
             .ok_or("a manifest entry without a digest")?;
-        let m: serde_json::Value = serde_json::from_slice(&read(&d).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let m: serde_json::Value =
+            serde_json::from_slice(&read(&d, Fetch::Manifest).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         if referrer && m["subject"]["digest"] != want.as_str() {
             continue;
         }
@@ -239,7 +251,13 @@ pub fn statements_in_index(
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                bytes: read(&d).map_err(|e| e.to_string())?,
+                bytes: read(
+                    &d,
+                    Fetch::Blob {
+                        size: l["size"].as_u64().unwrap_or(0),
+                    },
+                )
+                .map_err(|e| e.to_string())?,
             });
         }
     }

@@ -19,17 +19,19 @@ pub struct AttestOpts {
     /// `--sbom=format=cyclonedx` for CycloneDX 1.6 [default: on for images
     /// built on `static_base()`, else off]
     #[arg(long, value_name = "BOOL|format=FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(value_parser = check_sbom)]
     pub sbom: Option<String>,
 
     /// Attach SLSA v1 provenance: `--provenance=true|false`,
     /// `--provenance=mode=min|max` (`max` adds build arg values and the
     /// steps; secrets never appear) [default: mode=min]
     #[arg(long, value_name = "BOOL|mode=MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(value_parser = check_provenance)]
     pub provenance: Option<String>,
 
     /// buildx's long form: `type=sbom[,format=cyclonedx]`,
     /// `type=provenance[,mode=max]`, `type=...,disabled=true`. Repeatable
-    #[arg(long = "attest", value_name = "type=sbom|provenance[,KEY=VALUE]")]
+    #[arg(long = "attest", value_name = "type=sbom|provenance[,KEY=VALUE]", value_parser = check_attest)]
     pub attest: Vec<String>,
 
     /// Attach attestations as BuildKit does (`index`: an index entry
@@ -37,6 +39,36 @@ pub struct AttestOpts {
     /// 1.1 referrers (`referrers`: the manifest names the image as `subject`)
     #[arg(long, value_name = "LAYOUT", default_value = "index", value_parser = ["index", "referrers"])]
     pub attest_layout: String,
+}
+
+/// Flag values are checked when the command line is parsed, before anything
+/// is built.
+fn check(opts: AttestOpts) -> Result<(), String> {
+    opts.plan(false).map(drop).map_err(|e| e.to_string())
+}
+
+fn check_sbom(s: &str) -> Result<String, String> {
+    check(AttestOpts {
+        sbom: Some(s.into()),
+        ..Default::default()
+    })
+    .map(|()| s.to_string())
+}
+
+fn check_provenance(s: &str) -> Result<String, String> {
+    check(AttestOpts {
+        provenance: Some(s.into()),
+        ..Default::default()
+    })
+    .map(|()| s.to_string())
+}
+
+fn check_attest(s: &str) -> Result<String, String> {
+    check(AttestOpts {
+        attest: vec![s.into()],
+        ..Default::default()
+    })
+    .map(|()| s.to_string())
 }
 
 /// What a build attaches.

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use kiln_oci::attestation::{self, AttestationError, Statement};
+use kiln_oci::attestation::{self, AttestationError, Fetch, Statement};
 use kiln_oci::{Image, Store};
 use kiln_registry::{Client, Platform, Reference};
 use kiln_sbom::Format;
@@ -94,23 +94,28 @@ fn pull_remote(
         serde_json::from_slice(&store.read_blob(&index).into_diagnostic()?).into_diagnostic()?;
     let ep = super::registry::settings()?.origin(reference.registry(), reference.repository());
     // manifests are fetched by digest, blobs into the store, then read
-    let read = |d: &kiln_types::Digest| -> Result<Vec<u8>, AttestationError> {
+    let read = |d: &kiln_types::Digest, what: Fetch| -> Result<Vec<u8>, AttestationError> {
         let bad = |reason: String| AttestationError::BadIndex {
             image: image.digest,
             digest: *d,
             reason,
         };
-        if let Ok(m) = rt.block_on(client.get_manifest(&ep, &d.to_string(), Some(d))) {
-            return Ok(m.bytes);
+        match what {
+            Fetch::Manifest => rt
+                .block_on(client.get_manifest(&ep, &d.to_string(), Some(d)))
+                .map(|m| m.bytes)
+                .map_err(|e| bad(kiln_types::error_chain(&e))),
+            Fetch::Blob { size } => {
+                let blob = kiln_registry::manifest::Blob {
+                    digest: *d,
+                    size,
+                    media_type: attestation::MEDIA_IN_TOTO.into(),
+                };
+                rt.block_on(client.fetch_blob(&ep, &blob, store))
+                    .map_err(|e| bad(kiln_types::error_chain(&e)))?;
+                store.read_blob(d).map_err(|e| bad(e.to_string()))
+            }
         }
-        let blob = kiln_registry::manifest::Blob {
-            digest: *d,
-            size: 0,
-            media_type: attestation::MEDIA_IN_TOTO.into(),
-        };
-        rt.block_on(client.fetch_blob(&ep, &blob, store))
-            .map_err(|e| bad(e.to_string()))?;
-        store.read_blob(d).map_err(|e| bad(e.to_string()))
     };
     let statements = attestation::statements_in_index(&index, &image.digest, &read)
         .map_err(|e| miette::miette!("cannot read the attestations of `{reference}`: {e}"))?;

@@ -1,0 +1,394 @@
+//! SBOM and provenance as their consumers read them: buildx's `imagetools
+//! inspect` on an image kiln pushed to the loopback registry, skopeo
+//! copying it, podman running it from an archive that holds the
+//! attestations, `kiln sbom` on local and remote images, and no build
+//! secret anywhere in what was attached.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Registry, kiln_in, ok_in, podman_run};
+
+/// A value no document may contain: passed as a `--secret` and, by
+/// mistake, as a build arg too.
+const SECRET: &str = "kiln-test-secret-4f1d9c";
+
+fn buildx() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/buildkit/buildx")
+}
+
+/// A context with a static busybox and a Kilnfile shipping it on the static base.
+fn project(dir: &Path) -> PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox"))
+        .expect("busybox-static (.ci/setup) is installed");
+    std::fs::write(
+        ctx.join("Kilnfile"),
+        "let version = arg(\"VERSION\", \"1\");\n\
+         let app = static_base()\n\
+             .copy(context().path(\"busybox\"), \"/usr/local/bin/busybox\")\n\
+             .label(\"org.example.version\", version)\n\
+             .entrypoint([\"/usr/local/bin/busybox\", \"echo\", \"hello from kiln\"]);\n",
+    )
+    .unwrap();
+    ctx
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    kiln_types::Digest::of(bytes).hex()
+}
+
+/// `buildx imagetools inspect --format FORMAT REF` with a throwaway config
+/// that lets it talk plain HTTP to the loopback registry.
+fn imagetools(dir: &Path, reference: &str, format: &str) -> serde_json::Value {
+    let cfg = dir.join("docker-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let o = Command::new(buildx())
+        .args(["imagetools", "inspect", "--format", format, reference])
+        .env("DOCKER_CONFIG", &cfg)
+        .env("HOME", dir)
+        .output()
+        .expect("run buildx");
+    assert!(
+        o.status.success(),
+        "buildx imagetools inspect {format} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("buildx prints JSON")
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            files_under(&e.path(), out);
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+#[test]
+fn buildx_reads_what_kiln_pushed_and_no_secret_is_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let reg = Registry::start();
+    let remote = format!("{}/attest/app:1", reg.addr);
+    let archive = dir.join("app.tar");
+    let local = dir.join("rootfs");
+    let o = common::kiln_command(
+        &dir.join("home"),
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--provenance=mode=max",
+            "--secret",
+            "id=token,env=KILN_TEST_TOKEN",
+            "--build-arg",
+            "VERSION=2.5",
+            "--build-arg",
+            &format!("TOKEN={SECRET}"),
+            "-t",
+            "app:1",
+            "-o",
+            &format!("type=registry,name={remote},registry.insecure=true"),
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            ".",
+        ],
+    )
+    .env("KILN_TEST_TOKEN", SECRET)
+    .output()
+    .unwrap();
+    assert!(
+        o.status.success(),
+        "kiln build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let digest = String::from_utf8(o.stdout).unwrap().trim().to_string();
+
+    // buildx finds both attestations on the pushed index
+    let sbom = imagetools(dir, &remote, "{{json .SBOM}}");
+    let spdx = &sbom["SPDX"];
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3", "{sbom}");
+    let busybox = std::fs::read(ctx.join("busybox")).unwrap();
+    let file = spdx["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fileName"] == "./usr/local/bin/busybox")
+        .unwrap_or_else(|| panic!("busybox not in the SBOM: {sbom}"));
+    let sums = file["checksums"].to_string();
+    assert!(sums.contains(&sha256_hex(&busybox)), "{file}");
+    let names: Vec<&str> = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"ca-certificates") && names.contains(&"tzdata"),
+        "{names:?}"
+    );
+    let prov = imagetools(dir, &remote, "{{json .Provenance}}");
+    let slsa = &prov["SLSA"];
+    let kilnfile = std::fs::read(ctx.join("Kilnfile")).unwrap();
+    assert_eq!(
+        slsa["buildDefinition"]["externalParameters"]["configSource"]["digest"]["sha256"],
+        sha256_hex(&kilnfile),
+        "{prov}"
+    );
+    assert_eq!(
+        slsa["buildDefinition"]["externalParameters"]["request"]["args"]["build-arg:VERSION"],
+        "2.5",
+        "{prov}"
+    );
+
+    // skopeo copies the image out of the index, and it is the one kiln built
+    let copy = dir.join("copy");
+    let o = Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{remote}"),
+            &format!("oci:{}:x", copy.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new("skopeo")
+        .args(["inspect", &format!("oci:{}:x", copy.display())])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+
+    // podman runs it from the archive that holds the attestations
+    assert_eq!(podman_run(dir, &archive).trim(), "hello from kiln");
+
+    // the local export has the statements beside the root filesystem
+    for f in ["sbom.spdx.json", "provenance.json"] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(local.join(f)).unwrap()).unwrap();
+        assert_eq!(v["_type"], "https://in-toto.io/Statement/v0.1", "{f}");
+        assert_eq!(
+            v["subject"][0]["digest"]["sha256"],
+            digest.trim_start_matches("sha256:"),
+            "{f}"
+        );
+    }
+
+    // no secret in any document: what buildx read, the archive's blobs
+    // (statements are uncompressed JSON), the local statements, kiln sbom
+    let mut docs = vec![sbom.to_string(), prov.to_string()];
+    let unpacked = dir.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .unpack(&unpacked)
+        .unwrap();
+    let mut files = Vec::new();
+    files_under(&unpacked, &mut files);
+    files.push(local.join("sbom.spdx.json"));
+    files.push(local.join("provenance.json"));
+    let mut statements = 0;
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        if bytes.starts_with(br#"{"_type":"#) {
+            statements += 1;
+        }
+        docs.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    assert!(
+        statements >= 4,
+        "the archive and the local export hold the statements"
+    );
+    let o = common::kiln_command(&dir.join("home"), &ctx, &["sbom", "app:1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    docs.push(String::from_utf8(o.stdout).unwrap());
+    for d in &docs {
+        assert!(!d.contains(SECRET), "a secret in an attestation:\n{d}");
+    }
+}
+
+#[test]
+fn kiln_sbom_prints_the_attached_sbom_or_generates_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let home = dir.join("home");
+    let run = |args: &[&str]| {
+        let o = common::kiln_command(&home, &ctx, args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "kiln {args:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    run(&["build", "--progress", "plain", "-t", "app:1", "."]);
+    let attached: serde_json::Value = serde_json::from_str(&run(&["sbom", "app:1"])).unwrap();
+    let generated: serde_json::Value =
+        serde_json::from_str(&run(&["sbom", "--generate", "app:1"])).unwrap();
+    // the same generator: the same packages and files
+    assert_eq!(attached["packages"], generated["packages"]);
+    assert_eq!(attached["files"], generated["files"]);
+    let cdx: serde_json::Value =
+        serde_json::from_str(&run(&["sbom", "--format", "cyclonedx", "app:1"])).unwrap();
+    assert_eq!(cdx["specVersion"], "1.6");
+    assert!(
+        cdx["components"]
+            .to_string()
+            .contains("/usr/local/bin/busybox")
+    );
+
+    // a remote image without attestations gets a generated SBOM
+    let reg = Registry::start();
+    let remote = format!("{}/plain/app:1", reg.addr);
+    run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--sbom=false",
+        "--provenance=false",
+        "-o",
+        &format!("type=registry,name={remote},registry.insecure=true"),
+        ".",
+    ]);
+    let fresh = dir.join("fresh");
+    let o = common::kiln_command(
+        &fresh,
+        &ctx,
+        &["sbom", "--insecure-registry", &reg.addr, &remote],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["spdxVersion"], "SPDX-2.3");
+    assert!(v["files"].to_string().contains("./usr/local/bin/busybox"));
+    let missing = common::kiln_command(
+        &fresh,
+        &ctx,
+        &[
+            "sbom",
+            "--insecure-registry",
+            &reg.addr,
+            &format!("{}/nothing:1", reg.addr),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn defaults_and_flags_decide_what_is_attached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let index_of = |args: &[&str], name: &str| -> serde_json::Value {
+        let dest = dir.join(name);
+        let out = format!("type=oci,dest={}", dest.display());
+        let mut all = vec!["build", "--progress", "plain"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", &out, "."]);
+        ok_in(&ctx, &all);
+        let o = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}", dest.display()),
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let predicate_types = |index: &serde_json::Value, name: &str| -> Vec<String> {
+        // the attestation manifest of the archive, read from the tar
+        let dest = dir.join(name);
+        let unpacked = dir.join(format!("{name}.d"));
+        std::fs::create_dir_all(&unpacked).unwrap();
+        tar::Archive::new(std::fs::File::open(&dest).unwrap())
+            .unpack(&unpacked)
+            .unwrap();
+        let att = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+            .expect("an attestation manifest");
+        let d = att["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(unpacked.join("blobs/sha256").join(d)).unwrap())
+                .unwrap();
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    // on the static base: SBOM and min provenance by default
+    let i = index_of(&[], "default.tar");
+    assert_eq!(
+        predicate_types(&i, "default.tar"),
+        [
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v1"
+        ]
+    );
+    // buildx's long form
+    let i = index_of(
+        &[
+            "--attest",
+            "type=sbom,disabled=true",
+            "--attest",
+            "type=provenance,mode=max",
+        ],
+        "attest.tar",
+    );
+    assert_eq!(
+        predicate_types(&i, "attest.tar"),
+        ["https://slsa.dev/provenance/v1"]
+    );
+    let i = index_of(
+        &["--sbom=format=cyclonedx", "--provenance=false"],
+        "cdx.tar",
+    );
+    assert_eq!(
+        predicate_types(&i, "cdx.tar"),
+        ["https://cyclonedx.org/bom"]
+    );
+    // none: the archive holds the plain image manifest, as before
+    let i = index_of(&["--sbom=false", "--provenance=false"], "none.tar");
+    assert_eq!(
+        i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{i}"
+    );
+    let bad = kiln_in(&ctx, &["build", "--attest", "type=nonsense", "."]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown attestation type `nonsense`"));
+}
