@@ -111,12 +111,11 @@ fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-fn go_string(data: &[u8], at: usize) -> Option<(String, usize)> {
+fn go_string(data: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let (len, n) = uvarint(data.get(at..)?)?;
     let start = at + n;
     let end = start.checked_add(usize::try_from(len).ok()?)?;
-    let s = data.get(start..end)?;
-    Some((String::from_utf8_lossy(s).into_owned(), end))
+    Some((data.get(start..end)?, end))
 }
 
 /// Parses the `.go.buildinfo` section's bytes.
@@ -135,11 +134,14 @@ pub fn go_build_info(section: &[u8]) -> Result<GoBuildInfo, String> {
     }
     let (go_version, next) =
         go_string(data, GO_HEADER).ok_or("`.go.buildinfo`: bad version string")?;
+    let go_version = String::from_utf8_lossy(go_version).into_owned();
     let (mut modinfo, _) = go_string(data, next).ok_or("`.go.buildinfo`: bad module info")?;
-    // the module info is framed by two 16-byte sentinels (runtime/debug)
-    if modinfo.len() >= 33 && modinfo.as_bytes()[modinfo.len() - 17] == b'\n' {
-        modinfo = modinfo[16..modinfo.len() - 16].to_string();
+    // the module info is framed by two 16-byte sentinels (runtime/debug),
+    // which are not UTF-8: cut them off the bytes
+    if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
+        modinfo = &modinfo[16..modinfo.len() - 16];
     }
+    let modinfo = String::from_utf8_lossy(modinfo);
     let mut info = GoBuildInfo {
         go_version,
         path: None,

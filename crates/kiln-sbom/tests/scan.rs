@@ -44,6 +44,12 @@ fn finds_every_kind_of_package_and_each_executable() {
     ] {
         assert!(p.iter().any(|x| x == want), "missing {want} in {p:#?}");
     }
+    let go = s
+        .packages
+        .iter()
+        .find(|p| p.name == "example.com/hello")
+        .unwrap();
+    assert_eq!(go.location.as_deref(), Some("/usr/local/bin/hello-go"));
     // removed packages, replaced modules and package.json files that are
     // not a package's root are not packages
     for absent in ["oldpkg", "github.com/old/mod", "not-a-package-root"] {
@@ -220,4 +226,30 @@ fn the_static_base_sbom_validates_too() {
     let s = kiln_sbom::scan(&t, subject(), 0, &[]);
     validate(Format::Spdx, &s);
     validate(Format::CycloneDx, &s);
+}
+
+#[test]
+fn go_build_info_without_a_module_keeps_its_path() {
+    // what Go 1.19 writes for `go build main.go` outside a module, framed by
+    // runtime/debug's two sentinels (not UTF-8)
+    let modinfo: Vec<u8> = [
+        &b"0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6"[..],
+        b"path\tcommand-line-arguments\nbuild\t-compiler=gc\nbuild\tCGO_ENABLED=0\n",
+        b"\xf92C1\x86\x18 r\x00\x82B\x10A\x16\xd8\xf2",
+    ]
+    .concat();
+    let mut section = b"\xff Go buildinf:\x08\x02".to_vec();
+    section.resize(32, 0);
+    section.push(8);
+    section.extend_from_slice(b"go1.19.8");
+    section.push(modinfo.len() as u8);
+    section.extend_from_slice(&modinfo);
+    let info = kiln_sbom::go_build_info(&section).unwrap();
+    assert_eq!(info.go_version, "go1.19.8");
+    assert_eq!(info.path.as_deref(), Some("command-line-arguments"));
+    assert!(info.main.is_none());
+    assert_eq!(
+        info.settings[1],
+        ("CGO_ENABLED".to_string(), "0".to_string())
+    );
 }
