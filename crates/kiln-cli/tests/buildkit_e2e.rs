@@ -574,5 +574,91 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
     assert!(text.contains("kiln::unused-build-arg"), "{text}");
     let (good, text) = call(&["--check"]);
     assert!(good, "no warnings, no failure:\n{text}");
+
+    // Named contexts replace an image: with another image (buildctl's
+    // `context:` option) and with a directory of the client (buildx's
+    // `--build-context`).
+    let named = project(
+        scratch,
+        "named",
+        None,
+        "let app = image(\"example.invalid/base:1\")\n    .copy(context().path(\"f\"), \"/f\");\n",
+        &frontend,
+    );
+    std::fs::write(named.join("f"), "from the context\n").unwrap();
+    let named_out = scratch.join("named-out");
+    let ctx_opt = format!("context:example.invalid/base:1=docker-image://{frontend}");
+    let out = format!("type=local,dest={}", named_out.display());
+    ok(
+        bk.build(&named, &["--opt", &ctx_opt, "--output", &out]),
+        "buildctl build with a named image context",
+    );
+    assert!(named_out.join("usr/local/bin/kiln-frontend").is_file());
+    assert!(named_out.join("f").is_file());
+    let altbase = scratch.join("altbase");
+    std::fs::create_dir_all(&altbase).unwrap();
+    std::fs::write(altbase.join("from-local"), "x").unwrap();
+    let named_out2 = scratch.join("named-out2");
+    ok(
+        buildx(&[
+            "build",
+            "--builder",
+            "kiln-e2e",
+            "-f",
+            named.join("Kilnfile").to_str().unwrap(),
+            "--build-context",
+            &format!("example.invalid/base:1={}", altbase.display()),
+            "--output",
+            &format!("type=local,dest={}", named_out2.display()),
+            named.to_str().unwrap(),
+        ]),
+        "buildx build with a local named context",
+    );
+    assert!(named_out2.join("from-local").is_file());
+    assert!(named_out2.join("f").is_file());
+    assert!(!named_out2.join("usr").exists());
+
+    // no-cache: the named binding's steps run again, the others stay cached.
+    let vertex_of = |log: &str, prefix: &str| -> String {
+        log.lines()
+            .find_map(|l| {
+                let (n, rest) = l.split_once(' ')?;
+                rest.starts_with(prefix).then(|| n.to_string())
+            })
+            .unwrap_or_else(|| panic!("no `{prefix}` step:\n{log}"))
+    };
+    let cached = |log: &str, prefix: &str| {
+        let n = vertex_of(log, prefix);
+        log.lines().any(|l| l == format!("{n} CACHED"))
+    };
+    let log = ok(
+        bk.build(&stages, &["--opt", "target=app"]),
+        "a cached build",
+    );
+    assert!(cached(&log, "gen: run"), "{log}");
+    let log = ok(
+        bk.build(&stages, &["--opt", "target=app", "--opt", "no-cache=gen"]),
+        "a build with no-cache=gen",
+    );
+    println!("--- no-cache=gen:\n{log}");
+    assert!(!cached(&log, "gen: run"), "{log}");
+    assert!(cached(&log, "app: image"), "{log}");
+
+    // cache-imports: export the build's cache to the registry, drop
+    // BuildKit's own, and build again from the import.
+    let cache_ref = format!("{}/kiln-e2e-cache:stages", reg.addr);
+    let export = format!("type=registry,ref={cache_ref},mode=max");
+    ok(
+        bk.build(&stages, &["--opt", "target=app", "--export-cache", &export]),
+        "a build exporting its cache",
+    );
+    ok(bk.buildctl(&["prune", "--all"]), "buildctl prune");
+    let import = format!("type=registry,ref={cache_ref}");
+    let log = ok(
+        bk.build(&stages, &["--opt", "target=app", "--import-cache", &import]),
+        "a build importing the cache",
+    );
+    println!("--- cache import:\n{log}");
+    assert!(cached(&log, "gen: run"), "{log}");
     drop(bk);
 }

@@ -20,6 +20,7 @@
 //! Logs go to stderr only: stdout is the gRPC connection.
 
 mod bridge;
+pub mod inputs;
 pub mod pb;
 pub mod subrequest;
 
@@ -230,12 +231,14 @@ async fn solve(
     bridge: &mut Bridge,
     caps: &Caps,
     definition: kiln_llb::pb::Definition,
+    cache_imports: Vec<pb::CacheOptionsEntry>,
 ) -> Result<pb::Ref, GatewayError> {
     let resp = bridge
         .solve(pb::SolveRequest {
             definition: Some(definition.clone()),
             allow_result_return: true,
             allow_result_array_ref: caps.has("proto.refarray"),
+            cache_imports,
             ..Default::default()
         })
         .await
@@ -282,7 +285,7 @@ async fn build(
     let load_llb = kiln_llb::emit(&load.definition(), &lopts)?;
     let load_vertex = load_llb.root.clone().unwrap_or_default();
     let load_def = load_llb.definition.clone();
-    let kilnfile_ref = solve(bridge, caps, load_llb.definition).await?;
+    let kilnfile_ref = solve(bridge, caps, load_llb.definition, Vec::new()).await?;
     let data = bridge
         .read_file(pb::ReadFileRequest {
             r#ref: kilnfile_ref.id,
@@ -339,7 +342,9 @@ async fn build(
         &text,
     )
     .await;
-    let def = compiled.definition;
+    let mut def = compiled.definition;
+    inputs::apply_contexts(&mut def, &inputs::named_contexts(&env.opts)?);
+    let cache_imports = inputs::cache_imports(&env.opts)?;
 
     // 3. The configs run steps and the result inherit from images.
     let base_configs = resolve_configs(bridge, env, &def, &platform).await?;
@@ -352,8 +357,9 @@ async fn build(
         name: filename.clone(),
         text,
     });
-    let llb = kiln_llb::emit(&def, &lopts)?;
-    let result_ref = solve(bridge, caps, llb.definition).await?;
+    let mut llb = kiln_llb::emit(&def, &lopts)?;
+    inputs::apply_no_cache(&env.opts, &mut llb.definition);
+    let result_ref = solve(bridge, caps, llb.definition, cache_imports).await?;
     let config = kiln_llb::image_config(&def, lopts.base_configs.get(&def.config_from), &platform);
     let metadata = [(
         IMAGE_CONFIG_KEY.to_string(),
