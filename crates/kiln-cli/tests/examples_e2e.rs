@@ -38,35 +38,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// The Debian builder as `REGISTRY/library/debian:bookworm`: the cached
-/// debootstrap rootfs, `kiln import`ed into a scratch store and `kiln push`ed.
-fn serve_builder(reg: &Registry, scratch: &Path) {
-    let rootfs = common::debian_builder_rootfs();
-    assert!(
-        Path::new(&rootfs).join("usr/bin/apt-get").exists(),
-        "{rootfs}"
-    );
-    let home = scratch.join("import-home");
-    let kiln = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_HOME", &home)
-            .env_remove("KILN_REGISTRY_MIRROR")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "kiln {args:?} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    kiln(&["import", &rootfs, "-t", "debian-builder:bookworm"]);
-    let dest = format!("{}/library/debian:bookworm", reg.addr);
-    kiln(&["push", "-q", "debian-builder:bookworm", &dest]);
-    // The import store is not needed any more: the builds pull.
-    let _ = std::fs::remove_dir_all(&home);
-}
-
 /// Who runs kiln: root, or `kilntest` through setpriv.
 #[derive(Clone, Copy, PartialEq)]
 enum User {
@@ -399,7 +370,7 @@ fn examples_end_to_end(user: User) {
     );
     let reg = Registry::start();
     let b = Builds::new(user, &reg);
-    serve_builder(&reg, b.dir.path());
+    common::serve_debian_builder(&reg, b.dir.path());
 
     // go-hello, cold: runs and prints its line.
     let go = b.context("go-hello");

@@ -44,19 +44,25 @@ pub(crate) struct StageCx {
     pub env: Vars,
     /// `ARG`s declared in this stage, with their values when they have one.
     pub args: Vec<(String, Option<String>)>,
+    /// What expanding instructions see: `ENV`s and valued `ARG`s, the
+    /// later one of a name winning (as BuildKit orders them).
+    pub vars: Vars,
     pub shell: Vec<String>,
 }
 
 impl StageCx {
-    /// Variables an expanding instruction sees: args, then env over them.
+    /// Variables an expanding instruction sees.
     pub fn vars(&self) -> Vars {
-        let mut v: Vars = self
-            .args
+        self.vars.clone()
+    }
+
+    /// Build args a `RUN` gets in its environment: the valued ones whose
+    /// name no `ENV` set (an `ENV` wins, as Docker documents).
+    pub fn run_args(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.args
             .iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-            .collect();
-        v.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        v
+            .filter(|(k, _)| !self.env.contains_key(k))
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
     }
 }
 
@@ -510,6 +516,7 @@ impl<'a> Lowerer<'a> {
             no_shell: None,
             env: Vars::new(),
             args: Vec::new(),
+            vars: Vars::new(),
             shell: vec!["/bin/sh".into(), "-c".into()],
         };
         let lower = image.to_ascii_lowercase();
@@ -525,13 +532,16 @@ impl<'a> Lowerer<'a> {
             // A stage: its filesystem and configuration go on.
             cx.state = self.stages[prev].state.clone();
             cx.env = config_env(&cx.state);
+            cx.vars = cx.env.clone();
             cx.no_shell = self.stages[prev].no_shell;
         } else if lower == "scratch" {
             cx.state = State::scratch().with_meta(meta(self, "scratch".into()));
             cx.no_shell = Some("scratch");
             // BuildKit makes sure every stage's image has a PATH.
             cx.env.insert("PATH".into(), kiln_dag::DEFAULT_PATH.into());
-            cx.state = cx.state.env("PATH", kiln_dag::DEFAULT_PATH);
+            cx.vars.insert("PATH".into(), kiln_dag::DEFAULT_PATH.into());
+            // BuildKit's empty image works in `/`
+            cx.state = cx.state.env("PATH", kiln_dag::DEFAULT_PATH).workdir("/");
         } else if image.is_empty() {
             self.error(
                 "dockerfile::from",
@@ -553,6 +563,7 @@ impl<'a> Lowerer<'a> {
                             for kv in &base.env {
                                 if let Some((k, v)) = kv.split_once('=') {
                                     cx.env.insert(k.to_string(), v.to_string());
+                                    cx.vars.insert(k.to_string(), v.to_string());
                                 }
                             }
                             if let Some(w) = base.workdir.filter(|w| !w.is_empty()) {
@@ -561,6 +572,7 @@ impl<'a> Lowerer<'a> {
                             // BuildKit makes sure every stage's image has a PATH.
                             if !cx.env.contains_key("PATH") {
                                 cx.env.insert("PATH".into(), kiln_dag::DEFAULT_PATH.into());
+                                cx.vars.insert("PATH".into(), kiln_dag::DEFAULT_PATH.into());
                                 cx.state = cx.state.env("PATH", kiln_dag::DEFAULT_PATH);
                             }
                         }
@@ -624,6 +636,9 @@ impl<'a> Lowerer<'a> {
                     // Declared without a value: the global's or the
                     // automatic one, when there is one.
                     let value = value.or_else(|| self.global.get(&name).cloned());
+                    if let Some(v) = &value {
+                        cx.vars.insert(name.clone(), v.clone());
+                    }
                     cx.args.retain(|(n, _)| *n != name);
                     cx.args.push((name, value));
                 }
@@ -632,6 +647,7 @@ impl<'a> Lowerer<'a> {
                 let span = e.arguments.span.clone();
                 for (k, v) in self.pairs(&e.arguments.value, &cx.vars(), &span, "ENV") {
                     cx.env.insert(k.clone(), v.clone());
+                    cx.vars.insert(k.clone(), v.clone());
                     cx.state = cx.state.env(k, v);
                 }
             }
@@ -702,7 +718,18 @@ impl<'a> Lowerer<'a> {
                                 );
                                 continue;
                             }
-                            cx.state = cx.state.expose(port);
+                            // BuildKit lists every port of a range
+                            let (num, proto) = port.split_once('/').unwrap_or((port, "tcp"));
+                            match num.split_once('-') {
+                                Some((a, b)) => {
+                                    let (a, b): (u16, u16) =
+                                        (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+                                    for p in a..=b {
+                                        cx.state = cx.state.expose(&format!("{p}/{proto}"));
+                                    }
+                                }
+                                None => cx.state = cx.state.expose(&format!("{num}/{proto}")),
+                            }
                         }
                     }
                 }
@@ -872,7 +899,12 @@ impl<'a> Lowerer<'a> {
     }
 
     /// The state `--from=X`/`from=X` names: a stage, else an image.
-    pub fn stage_or_image(&mut self, cx: &StageCx, name: &str, span: &Range<usize>) -> Option<State> {
+    pub fn stage_or_image(
+        &mut self,
+        cx: &StageCx,
+        name: &str,
+        span: &Range<usize>,
+    ) -> Option<State> {
         if let Some(s) = self.stage_ref(name, cx.index) {
             return Some(s);
         }

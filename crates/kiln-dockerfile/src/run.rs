@@ -75,10 +75,8 @@ impl Lowerer<'_> {
             return;
         }
         let mut exec = Exec::argv(argv).network(network);
-        for (k, v) in &cx.args {
-            if let Some(v) = v {
-                exec = exec.env(k.clone(), v.clone());
-            }
+        for (k, v) in cx.run_args() {
+            exec = exec.env(k.clone(), v.clone());
         }
         for m in exec_mounts {
             exec = exec.mount(m);

@@ -474,7 +474,20 @@ fn copy(
     if meta.is_dir() {
         let sel = Selection::patterns(include, exclude)?;
         let entries = select::walk(src_root, &src_rel, &sel)?;
+        // A destination directory the copy creates takes the source
+        // directory's mode (or `chmod`), as BuildKit's copy does.
+        let new_dest = !dest_dir.as_os_str().is_empty()
+            && !is_dir(&dest_dir)
+            && !cx.change.join(&dest_dir).exists();
         ensure_parents(cx, &dest_dir.join("x"))?;
+        if new_dest {
+            use std::os::unix::fs::MetadataExt;
+            set_meta(
+                &cx.change.join(&dest_dir),
+                chmod.unwrap_or(meta.mode() & 0o7777),
+                cx.owner,
+            )?;
+        }
         for (e, from) in entries {
             let to = cx.change.join(&dest_dir).join(&e.rel);
             copy_entry(&from, &to, &e.kind, e.mode, chmod, cx.owner)?;

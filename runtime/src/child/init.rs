@@ -109,6 +109,10 @@ pub(super) fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]
     .map_err(errno_fail("open the rootfs"))?;
     let mut stubs = Vec::new();
 
+    // /dev first: a step's own mounts below it (a heredoc script at
+    // /dev/pipes, a tmpfs at /dev/shm) go on top of the sandbox's /dev
+    // instead of under it, where the /dev tmpfs would hide them
+    setup_dev(root.as_fd(), &rootfs, &mut stubs)?;
     for m in &cfg.mounts {
         let stage = format!("mount `{}`", m.target);
         match &m.kind {
@@ -156,7 +160,6 @@ pub(super) fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]
             }
         }
     }
-    setup_dev(root.as_fd(), &rootfs, &mut stubs)?;
     let proc_fd = target_in_root(root.as_fd(), "/proc", Want::Dir, &mut stubs)?;
     mount(
         "mount /proc",

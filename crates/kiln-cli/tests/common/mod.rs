@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+pub mod buildkit;
+pub mod oci;
 mod registry;
 mod rootfs;
 
@@ -138,6 +140,35 @@ pub fn debian_builder_rootfs() -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// The Debian builder as `REGISTRY/library/debian:bookworm`: the cached
+/// debootstrap rootfs, `kiln import`ed into a scratch store and `kiln push`ed.
+pub fn serve_debian_builder(reg: &Registry, scratch: &Path) {
+    let rootfs = debian_builder_rootfs();
+    assert!(
+        Path::new(&rootfs).join("usr/bin/apt-get").exists(),
+        "{rootfs}"
+    );
+    let home = scratch.join("import-home");
+    let kiln = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_HOME", &home)
+            .env_remove("KILN_REGISTRY_MIRROR")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "kiln {args:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    kiln(&["import", &rootfs, "-t", "debian-builder:bookworm"]);
+    let dest = format!("{}/library/debian:bookworm", reg.addr);
+    kiln(&["push", "-q", "debian-builder:bookworm", &dest]);
+    // The import store is not needed any more: the builds pull.
+    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// Finished steps of the plain progress: (name, status) for the lines
