@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# examples/go-hello through kiln's BuildKit frontend (`// syntax=`) against
+# bench/go-hello.Dockerfile through BuildKit's built-in dockerfile.v0, on the
+# same buildkitd (v0.32.2, root, runc worker), interleaved (issue 19).
+#   bench/buildkit-frontend.sh [COLD_PAIRS] [CACHED_PAIRS]
+# Cold: `buildctl prune --all` before each build (the Debian builder comes
+# from a loopback registry, golang-go from deb.debian.org; kiln's cold build
+# also pulls its frontend image). Cached: the same build again, nothing
+# changed. Prints one line per build and the medians. Needs root, the
+# release build of the static frontend (frontend/gateway/build-image.sh
+# builds it) and a release `kiln`.
+set -euo pipefail
+cold_pairs=${1:-3}
+cached_pairs=${2:-10}
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers=$(cd "$root/../shared/peers/buildkit" && pwd)
+kiln=${KILN:-$root/target/release/kiln}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 2
+    rm -rf "$work" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+reg=127.0.0.1:$port
+printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
+    "$work/reg" "$reg" > "$work/reg.yml"
+docker-registry serve "$work/reg.yml" > "$work/reg.log" 2>&1 &
+pids+=($!)
+cat > "$work/bk.toml" <<EOF
+root = "$work/bk"
+[grpc]
+  address = ["unix://$work/bk.sock"]
+[worker.oci]
+  enabled = true
+  binary = "runc"
+  snapshotter = "overlayfs"
+[worker.containerd]
+  enabled = false
+[registry."$reg"]
+  http = true
+[registry."docker.io"]
+  mirrors = ["$reg"]
+EOF
+"$peers/buildkitd" --config "$work/bk.toml" > "$work/bk.log" 2>&1 &
+pids+=($!)
+bctl() { "$peers/buildctl" --addr "unix://$work/bk.sock" "$@"; }
+until bctl debug workers >/dev/null 2>&1; do sleep 0.2; done
+
+export KILN_HOME=$work/kiln-home
+"$kiln" import "$(bash "$root/.ci/builder-image.sh")" -t debian-builder:bookworm >/dev/null
+"$kiln" push -q debian-builder:bookworm "$reg/library/debian:bookworm" >/dev/null
+triple=$(rustc -vV | sed -n 's/^host: //p')
+mkdir -p "$work/fctx"
+cp "$root/target/$triple/release/kiln-frontend" "$work/fctx/"
+"$kiln" build -f "$root/frontend/gateway/Kilnfile" "$work/fctx" \
+    -o "type=registry,name=$reg/kiln-frontend:bench" >/dev/null 2>&1
+
+mkdir -p "$work/kiln" "$work/docker"
+cp "$root/examples/go-hello/main.go" "$work/kiln/"
+cp "$root/examples/go-hello/main.go" "$work/docker/"
+{ echo "// syntax=$reg/kiln-frontend:bench"; grep -v '^// syntax=' "$root/examples/go-hello/Kilnfile"; } \
+    > "$work/kiln/Kilnfile"
+cp "$root/bench/go-hello.Dockerfile" "$work/docker/Dockerfile"
+
+build() { # kiln|docker -> seconds
+    local d=$work/$1 file=Dockerfile
+    [ "$1" = kiln ] && file=Kilnfile
+    local t0 t1
+    t0=$(date +%s.%N)
+    bctl build --progress quiet --frontend dockerfile.v0 --local "context=$d" \
+        --local "dockerfile=$d" --opt "filename=$file" \
+        --output "type=oci,dest=$work/$1.tar" >/dev/null 2>"$work/$1.err" ||
+        { cat "$work/$1.err" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    awk "BEGIN {printf \"%.3f\", $t1 - $t0}"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+: > "$work/cold.kiln"; : > "$work/cold.docker"
+for i in $(seq "$cold_pairs"); do
+    for who in kiln docker; do
+        bctl prune --all >/dev/null
+        s=$(build "$who"); echo "cold $who $s"; echo "$s" >> "$work/cold.$who"
+    done
+done
+# Warm both caches again (each cold run above pruned the other's).
+build kiln >/dev/null; build docker >/dev/null
+: > "$work/cached.kiln"; : > "$work/cached.docker"
+for i in $(seq "$cached_pairs"); do
+    for who in kiln docker; do
+        s=$(build "$who"); echo "cached $who $s"; echo "$s" >> "$work/cached.$who"
+    done
+done
+for kind in cold cached; do
+    echo "median $kind: kiln $(median < "$work/$kind.kiln") s, dockerfile.v0 $(median < "$work/$kind.docker") s"
+done
