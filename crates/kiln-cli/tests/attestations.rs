@@ -392,3 +392,128 @@ fn defaults_and_flags_decide_what_is_attached() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown attestation type `nonsense`"));
 }
+
+/// Copies `examples/NAME` (the files only) into `dir`.
+fn example(name: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let ctx = dir.join(name);
+    std::fs::create_dir_all(&ctx).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), ctx.join(e.file_name())).unwrap();
+        }
+    }
+    ctx
+}
+
+#[test]
+fn go_hello_sbom_names_the_go_toolchain_and_the_builder_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let reg = Registry::start();
+    common::serve_debian_builder(&reg, dir);
+    let ctx = example("go-hello", dir);
+    let home = dir.join("home");
+    let archive = dir.join("go.tar");
+    let mirror = format!("docker.io={}", reg.addr);
+    let o = common::kiln_command(
+        &home,
+        &ctx,
+        &[
+            "build",
+            "--registry-mirror",
+            &mirror,
+            "--progress",
+            "plain",
+            "-t",
+            "go-hello:1",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            ".",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = common::kiln_command(&home, &ctx, &["sbom", "go-hello:1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sbom: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let packages = sbom["packages"].as_array().unwrap();
+    let purl = |p: &serde_json::Value| {
+        p["externalRefs"][0]["referenceLocator"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let id_of = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        packages
+            .iter()
+            .find(|p| pred(p))
+            .map(|p| p["SPDXID"].as_str().unwrap().to_string())
+    };
+    // the Go toolchain that built the binary, read from its build info
+    let stdlib = id_of(&|p| purl(p).starts_with("pkg:golang/stdlib@1."))
+        .unwrap_or_else(|| panic!("no Go stdlib: {sbom}"));
+    // the builder stage and the digest of its Debian base
+    let debian = id_of(&|p| purl(p).starts_with("pkg:oci/debian@sha256"))
+        .unwrap_or_else(|| panic!("no base: {sbom}"));
+    let rels = sbom["relationships"].as_array().unwrap();
+    let has = |a: &str, t: &str, b: &str| {
+        rels.iter().any(|r| {
+            r["spdxElementId"] == a && r["relationshipType"] == t && r["relatedSpdxElement"] == b
+        })
+    };
+    let file = sbom["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fileName"] == "./usr/local/bin/hello")
+        .unwrap_or_else(|| panic!("no hello: {sbom}"));
+    let file = file["SPDXID"].as_str().unwrap();
+    let stage = rels
+        .iter()
+        .find(|r| {
+            r["spdxElementId"] == file
+                && r["relationshipType"] == "GENERATED_FROM"
+                && has(
+                    r["relatedSpdxElement"].as_str().unwrap(),
+                    "GENERATED_FROM",
+                    &debian,
+                )
+        })
+        .unwrap_or_else(|| panic!("hello is not GENERATED_FROM a stage on debian: {sbom}"));
+    assert!(
+        stage["relatedSpdxElement"]
+            .as_str()
+            .unwrap()
+            .contains("stage")
+    );
+    assert!(rels.iter().any(
+        |r| r["relationshipType"] == "DEPENDS_ON" && r["relatedSpdxElement"] == stdlib.as_str()
+    ));
+    // provenance names the Debian base by digest too
+    let unpacked = dir.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .unpack(&unpacked)
+        .unwrap();
+    let mut files = Vec::new();
+    files_under(&unpacked, &mut files);
+    let prov = files
+        .iter()
+        .filter_map(|f| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(f).unwrap()).ok()
+        })
+        .find(|v| v["predicateType"] == "https://slsa.dev/provenance/v1")
+        .expect("a provenance statement in the archive");
+    let deps = prov["predicate"]["buildDefinition"]["resolvedDependencies"].to_string();
+    assert!(
+        deps.contains("pkg:docker/docker.io/library/debian:bookworm"),
+        "{deps}"
+    );
+}
