@@ -1948,7 +1948,9 @@ impl<'a> Eval<'a> {
                         let port = |n: &str| n.parse::<u16>().is_ok_and(|n| n > 0);
                         // A range `8000-8010` as docker's `EXPOSE` takes it.
                         let ports = match p.split_once('-') {
-                            Some((a, b)) => port(a) && port(b),
+                            Some((a, b)) => {
+                                port(a) && port(b) && a.parse::<u16>().ok() <= b.parse().ok()
+                            }
                             None => port(p),
                         };
                         let ok = ports && matches!(proto, "tcp" | "udp" | "sctp");
@@ -1962,7 +1964,23 @@ impl<'a> Eval<'a> {
                     }
                 };
                 match port {
-                    Some(p) => config(st.expose(&p)),
+                    Some(p) => {
+                        // A range is every port in it, as BuildKit lists them.
+                        let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                        let range = num.split_once('-').and_then(|(a, b)| {
+                            Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))
+                        });
+                        match range {
+                            Some((a, b)) => {
+                                let mut s = st.clone();
+                                for n in a..=b {
+                                    s = s.expose(&format!("{n}/{proto}"));
+                                }
+                                config(s)
+                            }
+                            None => config(st.expose(&p)),
+                        }
+                    }
                     None => {
                         self.err(
                             "kiln::bad-value",

@@ -356,7 +356,7 @@ impl Lowerer<'_> {
 /// `dir/*.go` -> (`/dir`, Some(`*.go`)); a path without wildcards ->
 /// (`/path`, None). Wildcards in a directory part keep the rest as the
 /// pattern below the last plain directory.
-fn split_wildcard(path: &str) -> (String, Option<String>) {
+pub(crate) fn split_wildcard(path: &str) -> (String, Option<String>) {
     let norm = kiln_dag::resolve_path("/", path);
     let norm = if norm.len() > 1 {
         norm.trim_end_matches('/').to_string()

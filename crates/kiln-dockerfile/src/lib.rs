@@ -14,7 +14,11 @@
 //! answers from its store or a registry.
 //!
 //! What kiln cannot do yet is a located error that says so, never ignored.
+//!
+//! [`convert`] (`convert.rs`) writes a Dockerfile out as an idiomatic
+//! Kilnfile that lowers to the same graph (`kiln convert`).
 
+mod convert;
 mod copy;
 mod lower;
 mod run;
@@ -23,6 +27,7 @@ mod text;
 
 use std::sync::Arc;
 
+pub use convert::{Converted, convert};
 use kiln_frontend::{Compiled, Diagnostic, Diagnostics, Options};
 pub use kiln_frontend::{Platform, State};
 

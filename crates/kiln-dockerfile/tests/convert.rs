@@ -1,0 +1,104 @@
+//! `kiln convert`: every Dockerfile of `tests/corpus/` converts to a
+//! Kilnfile whose graph is the Dockerfile's (same root, same image config,
+//! same definition digest), and the converted text is pinned by a snapshot.
+
+mod common;
+
+use kiln_dockerfile::{Platform, compile, convert};
+use kiln_frontend::Options;
+
+fn options(src: &str) -> Options {
+    let mut opts = common::options(src);
+    if opts.platform.is_none() {
+        opts.platform = Some(Platform::parse("linux/amd64").unwrap());
+    }
+    opts
+}
+
+/// The Kilnfile binding `kiln convert` gives a stage name.
+fn binding(stage: &str) -> String {
+    stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_converts_to_the_same_graph() {
+    insta::glob!("corpus/*.Dockerfile", |path| {
+        let src = std::fs::read_to_string(path).unwrap();
+        let opts = options(&src);
+        let docker = compile("Dockerfile", &src, &opts, &common::DebianLike)
+            .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
+        let converted = convert("Dockerfile", &src, &opts, &common::DebianLike)
+            .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
+        let kopts = Options {
+            target: opts.target.as_deref().map(binding),
+            ..opts.clone()
+        };
+        let kiln =
+            kiln_frontend::compile("Kilnfile", &converted.text, &kopts).unwrap_or_else(|d| {
+                panic!(
+                    "{}: the converted Kilnfile does not compile:\n{}\n{}",
+                    path.display(),
+                    converted.text,
+                    d.render_plain()
+                )
+            });
+        assert_eq!(
+            kiln.definition.config,
+            docker.definition.config,
+            "{}: image config differs; Kilnfile:\n{}",
+            path.display(),
+            converted.text
+        );
+        assert_eq!(
+            kiln.definition.root,
+            docker.definition.root,
+            "{}: root differs; Kilnfile:\n{}\nkiln graph:\n{}\ndockerfile graph:\n{}",
+            path.display(),
+            converted.text,
+            kiln.definition.to_text(),
+            docker.definition.to_text()
+        );
+        assert_eq!(kiln.definition.digest(), docker.definition.digest());
+        // Idiomatic: no warnings of its own (an unused binding, say).
+        let own: Vec<_> = kiln
+            .warnings
+            .warnings()
+            .filter(|d| d.code != "kiln::unused-build-arg")
+            .collect();
+        assert!(
+            own.is_empty(),
+            "{}:\n{}",
+            path.display(),
+            kiln.warnings.render_plain()
+        );
+        insta::assert_snapshot!(converted.text);
+    });
+}
+
+/// What the Kilnfile cannot say is a located error, not a silent change.
+#[test]
+fn what_does_not_convert_is_a_located_error() {
+    let src = "FROM debian:bookworm\nEXPOSE 80/TCP\n";
+    let opts = options(src);
+    let err = convert("Dockerfile", src, &opts, &common::DebianLike).unwrap_err();
+    let text = err.render_plain();
+    assert!(text.contains("dockerfile::convert"), "{text}");
+    assert!(text.contains("Dockerfile:2:8"), "{text}");
+}
+
+/// A Dockerfile with errors is not converted: its own errors are returned.
+#[test]
+fn a_broken_dockerfile_gives_its_errors() {
+    let src = "FROM debian:bookworm\nRUN --security=insecure true\n";
+    let err = convert("Dockerfile", src, &options(src), &common::DebianLike).unwrap_err();
+    assert!(err.render_plain().contains("--security=insecure"));
+}
