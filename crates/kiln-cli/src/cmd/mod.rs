@@ -7,6 +7,7 @@ pub mod build;
 pub mod buildfile;
 pub mod cache;
 pub mod check;
+pub mod convert;
 pub mod graph;
 mod hints;
 pub mod images;

@@ -1,0 +1,147 @@
+//! `kiln convert`: a Dockerfile written out as a Kilnfile that builds the
+//! same image.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kiln_frontend::{Options, Platform};
+
+use super::buildfile::Kind;
+use super::check::{parse_build_args, report};
+
+/// Convert a Dockerfile to a Kilnfile that builds the same image
+///
+/// Writes an idiomatic Kilnfile: a `let` per stage named after it, build
+/// args as `arg(..)`, the Dockerfile's comments, `context().path(..)` and
+/// `stage.path(..)` copies, run options for mounts and network. Its graph
+/// is checked against the Dockerfile's before anything is written: the
+/// same root digest and image config, so `kiln build` of either gives the
+/// same image. What the Kilnfile cannot say is an error at its line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Dockerfile [default: CONTEXT/Dockerfile or CONTEXT/Containerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Write the Kilnfile here instead of stdout (`-` is stdout)
+    #[arg(short = 'o', long = "output", value_name = "KILNFILE")]
+    pub output: Option<PathBuf>,
+
+    /// A build arg's value, written as the `arg(..)`'s value for this
+    /// conversion; `NAME` alone takes the environment's. Repeatable
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// The target platform the automatic platform args stand for
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<Platform>,
+
+    /// The build context directory
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ConvertError {
+    #[error("`{path}` is already a Kilnfile")]
+    #[diagnostic(
+        code(kiln::convert),
+        help("`kiln convert` reads a Dockerfile; pass one with `-f Dockerfile`")
+    )]
+    NotDockerfile { path: String },
+    #[error(
+        "the converted Kilnfile builds a different graph than `{path}` (root {kiln} vs {docker})"
+    )]
+    #[diagnostic(
+        code(kiln::convert),
+        help(
+            "this is a bug in `kiln convert`: please report it with the Dockerfile; `kiln build -f {path}` builds the Dockerfile as it is"
+        )
+    )]
+    Differs {
+        path: String,
+        kiln: String,
+        docker: String,
+    },
+    #[error("cannot write `{path}`")]
+    #[diagnostic(
+        code(kiln::convert),
+        help("check that the directory exists and is writable")
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    if file.kind == Kind::Kilnfile {
+        return Err(ConvertError::NotDockerfile { path: file.name }.into());
+    }
+    let opts = Options {
+        target: None,
+        build_args: parse_build_args(&args.build_args)?,
+        platform: args.platform.clone(),
+    };
+    // The base images' working directory and PATH are part of the graph,
+    // so ask the store (and the registry) as a build does.
+    let store = super::images::open_store()?;
+    let registry = super::registry::settings()?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let bases = super::buildfile::StoreBases {
+        lookup: kiln_worker::ImageLookup {
+            store: &store,
+            pull: kiln_worker::PullPolicy::Missing,
+            registry: &registry,
+            platform: &platform,
+        },
+    };
+    let converted = match kiln_dockerfile::convert(&file.name, &file.text, &opts, &bases) {
+        Ok(c) => c,
+        Err(diags) => {
+            report(&diags);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report(&converted.warnings);
+    // Never write a Kilnfile that would build something else.
+    let docker = file.compile(&opts, &bases);
+    let kiln = kiln_frontend::compile("Kilnfile", &converted.text, &opts);
+    if let (Ok(d), Ok(k)) = (&docker, &kiln)
+        && d.definition.digest() != k.definition.digest()
+    {
+        return Err(ConvertError::Differs {
+            path: file.name,
+            kiln: k.definition.root.to_string(),
+            docker: d.definition.root.to_string(),
+        }
+        .into());
+    }
+    if let Err(diags) = kiln {
+        report(&diags);
+        return Err(ConvertError::Differs {
+            path: file.name,
+            kiln: "none (it does not compile)".into(),
+            docker: docker.map_or_else(|_| "none".into(), |d| d.definition.root.to_string()),
+        }
+        .into());
+    }
+    match args.output.filter(|o| o.as_os_str() != "-") {
+        Some(path) => {
+            std::fs::write(&path, &converted.text).map_err(|source| ConvertError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            eprintln!("wrote `{}` from `{}`", path.display(), file.name);
+        }
+        None => {
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(converted.text.as_bytes());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
