@@ -112,6 +112,18 @@ fn every_op_keeps_its_digest_when_buildkit_remarshals_it() {
             let op = pb::Op::decode(bytes.as_slice()).expect("an op");
             assert_eq!(&marshal_op(&op), bytes, "{name}: op does not round-trip");
         }
+        // Source locations are keyed by those digests (BuildKit looks them
+        // up by the digests it recomputes), and every step has one.
+        if let Some(src) = &d.source {
+            let digests: Vec<String> = d.def.iter().map(|b| op_digest(b)).collect();
+            assert!(!src.locations.is_empty(), "{name}: no locations");
+            for key in src.locations.keys() {
+                assert!(
+                    digests.contains(key),
+                    "{name}: location for unknown op {key}"
+                );
+            }
+        }
         let ours: String = d
             .def
             .iter()
