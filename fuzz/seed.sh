@@ -12,3 +12,14 @@ for f in ../frontend/tests/parse/*.kiln ../frontend/tests/diagnostics/*.kiln; do
     cp "$f" "$corpus/$(basename "$(dirname "$f")")-$(basename "$f" .kiln)"
 done
 echo "seeded $(ls "$corpus" | wc -l) inputs into fuzz/$corpus" >&2
+# The Dockerfile target: the lowering and diagnostics corpora, the
+# conformance suite's Dockerfiles.
+corpus=corpus/dockerfile
+mkdir -p "$corpus"
+for f in ../crates/kiln-dockerfile/tests/corpus/*.Dockerfile ../crates/kiln-dockerfile/tests/errors/*.Dockerfile; do
+    cp "$f" "$corpus/$(basename "$(dirname "$f")")-$(basename "$f" .Dockerfile)"
+done
+for f in ../crates/kiln-cli/tests/dockerfiles/*/Dockerfile; do
+    cp "$f" "$corpus/conformance-$(basename "$(dirname "$f")")"
+done
+echo "seeded $(ls "$corpus" | wc -l) inputs into fuzz/$corpus" >&2

@@ -82,10 +82,13 @@ impl Lowerer<'_> {
             return;
         }
         // heredoc names come from the instruction's line
-        let line_end = self.src[keyword.start..]
+        let line_end = self
+            .src
+            .get(keyword.start..)
+            .unwrap_or("")
             .find('\n')
             .map_or(self.src.len(), |i| keyword.start + i);
-        let markers = text::heredoc_markers(&self.src[keyword.start..line_end]);
+        let markers = text::heredoc_markers(self.src.get(keyword.start..line_end).unwrap_or(""));
         let mut heredoc_index = 0;
         let summary_end = srcs
             .iter()

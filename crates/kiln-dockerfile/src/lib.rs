@@ -102,6 +102,8 @@ pub fn compile(
     opts: &Options,
     bases: &dyn BaseImages,
 ) -> Result<Compiled, Diagnostics> {
+    // The parser's offsets count from after a byte order mark.
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let source: Arc<str> = Arc::from(src);
     let out = lower::lower(file_name, src, opts, bases);
     let has_errors = out.diags.iter().any(Diagnostic::is_error);
@@ -121,6 +123,7 @@ pub fn compile(
 
 /// Parses and checks: every error and warning, in source order.
 pub fn check(file_name: &str, src: &str, opts: &Options, bases: &dyn BaseImages) -> Diagnostics {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let out = lower::lower(file_name, src, opts, bases);
     Diagnostics::new(file_name, Arc::from(src), out.diags)
 }

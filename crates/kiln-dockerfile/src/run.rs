@@ -137,10 +137,13 @@ impl Lowerer<'_> {
                 // The command line as written: after the flags, to the end
                 // of the line that opens the heredocs.
                 let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
-                let line_end = self.src[from..]
+                let line_end = self
+                    .src
+                    .get(from..)
+                    .unwrap_or("")
                     .find('\n')
                     .map_or(self.src.len(), |i| from + i);
-                let line = self.src[from..line_end].trim();
+                let line = self.src.get(from..line_end).unwrap_or("").trim();
                 let markers = text::heredoc_markers(line);
                 if markers.len() != r.here_docs.len() {
                     self.error(
