@@ -183,7 +183,7 @@ fn buildx_reads_what_kiln_pushed_and_no_secret_is_in_it() {
     for f in ["sbom.spdx.json", "provenance.json"] {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(local.join(f)).unwrap()).unwrap();
-        assert_eq!(v["_type"], "https://in-toto.io/Statement/v0.1", "{f}");
+        assert_eq!(v["_type"], "https://in-toto.io/Statement/v1", "{f}");
         assert_eq!(
             v["subject"][0]["digest"]["sha256"],
             digest.trim_start_matches("sha256:"),
@@ -516,4 +516,134 @@ fn go_hello_sbom_names_the_go_toolchain_and_the_builder_stage() {
         deps.contains("pkg:docker/docker.io/library/debian:bookworm"),
         "{deps}"
     );
+}
+
+/// The blob `digest` (`sha256:...`) of an unpacked OCI layout, as JSON.
+fn blob_json(layout: &Path, digest: &serde_json::Value) -> serde_json::Value {
+    let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+    serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// The image index of an OCI archive (through `index.json`'s one entry
+/// when that is an index, as BuildKit writes it), unpacked into `into`.
+fn archive_index(archive: &Path, into: &Path) -> serde_json::Value {
+    std::fs::create_dir_all(into).unwrap();
+    tar::Archive::new(std::fs::File::open(archive).unwrap())
+        .unpack(into)
+        .unwrap();
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(into.join("index.json")).unwrap()).unwrap();
+    let first = &top["manifests"][0];
+    if first["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        blob_json(into, &first["digest"])
+    } else {
+        top
+    }
+}
+
+/// The shape of an attestation: what a reader depends on, without digests,
+/// sizes and contents.
+fn attestation_shape(layout: &Path, index: &serde_json::Value) -> serde_json::Value {
+    let entries = index["manifests"].as_array().unwrap();
+    let att = entries
+        .iter()
+        .find(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+        .unwrap_or_else(|| panic!("no attestation manifest in {index}"));
+    let image = entries
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux")
+        .expect("the image entry");
+    let m = blob_json(layout, &att["digest"]);
+    let config = blob_json(layout, &m["config"]["digest"]);
+    let layer = &m["layers"][0];
+    let statement = blob_json(layout, &layer["digest"]);
+    serde_json::json!({
+        "index": index["mediaType"],
+        "entries": entries.len(),
+        "entry": {
+            "mediaType": att["mediaType"],
+            "platform": att["platform"],
+            "annotations": att["annotations"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            "points at the image": att["annotations"]["vnd.docker.reference.digest"] == image["digest"],
+        },
+        "manifest": {
+            "mediaType": m["mediaType"],
+            "config": m["config"]["mediaType"],
+            "config os/arch": [&config["os"], &config["architecture"]],
+            "layer": layer["mediaType"],
+            "layer annotations": layer["annotations"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        },
+        "statement": {
+            "_type": statement["_type"],
+            "predicateType is the annotation": statement["predicateType"] == layer["annotations"]["in-toto.io/predicate-type"],
+            // BuildKit leaves the subject to the index's reference
+            // annotation; kiln names the image there too
+            "subject is the image or implied": statement["subject"] == serde_json::json!([])
+                || statement["subject"][0]["digest"]["sha256"].as_str().map(|h| format!("sha256:{h}"))
+                    == image["digest"].as_str().map(str::to_string),
+        },
+    })
+}
+
+#[test]
+fn the_attestation_layout_is_buildkits() {
+    assert!(
+        rustix_free_is_root(),
+        "buildkitd's runc worker needs root: run as CI does"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Kilnfile"),
+        "let app = scratch().copy(context().path(\"hello.txt\"), \"/hello.txt\");\n",
+    )
+    .unwrap();
+    let reg = Registry::start();
+    let bk = common::buildkit::Buildkitd::start(&reg.addr);
+    let theirs = dir.join("buildkit.tar");
+    let o = bk.build_dockerfile(
+        &ctx,
+        &theirs,
+        &["--opt".into(), "attest:provenance=mode=max".into()],
+    );
+    assert!(
+        o.status.success(),
+        "buildctl build:\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        bk.log()
+    );
+    let ours = dir.join("kiln.tar");
+    ok_in(
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--provenance=mode=max",
+            "-o",
+            &format!("type=oci,dest={}", ours.display()),
+            ".",
+        ],
+    );
+    let t = dir.join("t");
+    let b = archive_index(&theirs, &t);
+    let o = dir.join("o");
+    let k = archive_index(&ours, &o);
+    assert_eq!(attestation_shape(&o, &k), attestation_shape(&t, &b));
+}
+
+/// Whether the test runs as root (the uid of `/proc/self`).
+fn rustix_free_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }

@@ -22,7 +22,7 @@ use std::path::Path;
 use kiln_store::{Digest, Store, StoreError};
 use serde_json::json;
 
-use crate::image::{Image, MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST};
+use crate::image::{Image, MEDIA_INDEX, MEDIA_MANIFEST};
 use crate::json::canonical_json;
 use crate::output::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ExportError, write_file_atomic};
 use crate::reference::split_tag;
@@ -107,29 +107,13 @@ pub fn attach(
         "mediaType": MEDIA_MANIFEST,
         "layers": layers,
     });
-    match layout {
-        Layout::Index => {
-            // BuildKit's config: unknown platform, a diff id per statement
-            let config = canonical_json(&json!({
-                "architecture": "unknown",
-                "os": "unknown",
-                "config": {},
-                "rootfs": {
-                    "type": "layers",
-                    "diff_ids": blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-                },
-            }));
-            let c = put(&config)?;
-            manifest["config"] = descriptor(MEDIA_CONFIG, &c, config.len() as u64);
-            blobs.push(c);
-        }
-        Layout::Referrers => {
-            let c = put(b"{}")?;
-            manifest["config"] = descriptor(MEDIA_EMPTY, &c, 2);
-            manifest["artifactType"] = json!(ARTIFACT_TYPE);
-            manifest["subject"] = image_desc.clone();
-            blobs.push(c);
-        }
+    // BuildKit v0.32's attestation manifests have the empty config
+    let c = put(b"{}")?;
+    manifest["config"] = descriptor(MEDIA_EMPTY, &c, 2);
+    blobs.push(c);
+    if layout == Layout::Referrers {
+        manifest["artifactType"] = json!(ARTIFACT_TYPE);
+        manifest["subject"] = image_desc.clone();
     }
     let manifest = canonical_json(&manifest);
     let m = put(&manifest)?;

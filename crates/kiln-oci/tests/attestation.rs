@@ -15,11 +15,11 @@ fn statements() -> Vec<Statement> {
     vec![
         Statement {
             predicate_type: "https://spdx.dev/Document".into(),
-            bytes: br#"{"_type":"https://in-toto.io/Statement/v0.1","predicate":{}}"#.to_vec(),
+            bytes: br#"{"_type":"https://in-toto.io/Statement/v1","predicate":{}}"#.to_vec(),
         },
         Statement {
             predicate_type: "https://slsa.dev/provenance/v1".into(),
-            bytes: br#"{"_type":"https://in-toto.io/Statement/v0.1","predicate":{"p":1}}"#.to_vec(),
+            bytes: br#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"p":1}}"#.to_vec(),
         },
     ]
 }

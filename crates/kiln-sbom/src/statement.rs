@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// The statement type BuildKit writes (buildx reads v0.1 and v1).
-pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
+/// The statement type BuildKit v0.32 writes.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
 pub const PREDICATE_CYCLONEDX: &str = "https://cyclonedx.org/bom";
 pub const PREDICATE_SLSA1: &str = "https://slsa.dev/provenance/v1";

@@ -104,7 +104,7 @@ fn the_statement_names_the_image_as_buildkit_does() {
     let s = kiln_sbom::statement::subject(Some("registry.example/app:1"), &d, "linux/amd64");
     let st = kiln_sbom::statement::wrap(kiln_sbom::statement::PREDICATE_SLSA1, s, b"{}").unwrap();
     let v: serde_json::Value = serde_json::from_slice(&st).unwrap();
-    assert_eq!(v["_type"], "https://in-toto.io/Statement/v0.1");
+    assert_eq!(v["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(
         v["subject"][0]["name"],
         "pkg:docker/registry.example/app@1?platform=linux%2Famd64"
