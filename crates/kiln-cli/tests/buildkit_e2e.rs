@@ -7,13 +7,15 @@
 //! `// syntax=` line. `docker.io` is mirrored to the registry, which serves
 //! the debootstrapped Debian builder as `library/debian:bookworm`.
 //!
-//! The cases build through `buildctl` (go-hello; cache-secret with a secret
-//! and cache mounts; a two-stage build with a build argument and `--opt
-//! target`) and `buildx build` (remote driver: the two-stage build); each result runs under podman
-//! and prints what it should, with kiln's image config. Then what a user
-//! sees when things go wrong: a failing step at its Kilnfile line, an
-//! unknown target with kiln's help and no line, a warning through the
-//! gateway.
+//! The cases build through `buildctl` and `buildx build` (remote driver):
+//! go-hello, cache-secret (a secret and cache mounts), a two-stage build
+//! with a build argument and a target that is not the last; each result
+//! runs under podman (or its files are read) and has kiln's image config.
+//! Then what a user sees when things go wrong (a failing step at its
+//! Kilnfile line, a compile error at its line, an unknown target with
+//! kiln's help and no line, a warning through the gateway), subrequests
+//! (`buildx build --call targets|outline`, `--check`), named contexts,
+//! `no-cache` and a cache import.
 
 mod common;
 
@@ -468,6 +470,48 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
         cfg["config"]["Entrypoint"],
         serde_json::json!(["/bin/cat", "/msg"]),
         "{cfg}"
+    );
+
+    // go-hello and cache-secret through buildx too (their steps are
+    // cached by now: this is buildx's side of the protocol).
+    let bx_go = scratch.join("go-hello-buildx.tar");
+    ok(
+        buildx(&[
+            "build",
+            "--builder",
+            "kiln-e2e",
+            "-f",
+            go.join("Kilnfile").to_str().unwrap(),
+            "--output",
+            &format!("type=oci,dest={}", bx_go.display()),
+            go.to_str().unwrap(),
+        ]),
+        "buildx build of go-hello",
+    );
+    assert_eq!(
+        common::podman_run(scratch, &bx_go).trim(),
+        "hello from a static Go binary built by kiln"
+    );
+    assert_eq!(oci_config(&bx_go, scratch)["config"]["User"], "65532");
+    let bx_cs = scratch.join("cache-secret-buildx");
+    ok(
+        buildx(&[
+            "build",
+            "--builder",
+            "kiln-e2e",
+            "-f",
+            cs.join("Kilnfile").to_str().unwrap(),
+            "--secret",
+            &secret,
+            "--output",
+            &format!("type=local,dest={}", bx_cs.display()),
+            cs.to_str().unwrap(),
+        ]),
+        "buildx build of cache-secret",
+    );
+    assert_eq!(
+        std::fs::read_to_string(bx_cs.join("greeting")).unwrap(),
+        "hello, the build saw a token of 17 bytes\n"
     );
 
     // A failing step: BuildKit shows the Kilnfile at the step's line, which
