@@ -38,7 +38,7 @@ pub use op::{
     SourceOp,
 };
 pub use state::{
-    CommandLocations, CopyOptions, DEFAULT_PATH, Exec, ExecMount, ImageConfig,
+    CommandLocations, CopyOptions, DEFAULT_PATH, Exec, ExecMount, Healthcheck, ImageConfig,
     STATIC_BASE_REVISION, State, resolve_path,
 };
 

@@ -87,6 +87,45 @@ pub struct ImageConfig {
     pub volumes: BTreeSet<String>,
     /// The signal that stops the container (Dockerfile `STOPSIGNAL`).
     pub stop_signal: Option<String>,
+    /// How a runtime checks the container is healthy (Dockerfile
+    /// `HEALTHCHECK`; a Docker extension of the image config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Docker's `Healthcheck` of an image config; durations in nanoseconds,
+/// as Docker writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// `["CMD", argv...]`, `["CMD-SHELL", command]` or `["NONE"]`.
+    pub test: Vec<String>,
+    pub interval: Option<u64>,
+    pub timeout: Option<u64>,
+    pub start_period: Option<u64>,
+    pub start_interval: Option<u64>,
+    pub retries: Option<u32>,
+}
+
+impl Healthcheck {
+    /// The config's `Healthcheck` object as Docker and BuildKit write it.
+    pub fn docker_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("Test".into(), serde_json::json!(self.test));
+        for (k, v) in [
+            ("Interval", self.interval),
+            ("Timeout", self.timeout),
+            ("StartPeriod", self.start_period),
+            ("StartInterval", self.start_interval),
+        ] {
+            if let Some(n) = v.filter(|n| *n > 0) {
+                m.insert(k.into(), serde_json::json!(n));
+            }
+        }
+        if let Some(r) = self.retries.filter(|r| *r > 0) {
+            m.insert("Retries".into(), serde_json::json!(r));
+        }
+        serde_json::Value::Object(m)
+    }
 }
 
 impl Canonical for ImageConfig {
@@ -125,6 +164,26 @@ impl Canonical for ImageConfig {
         if let Some(s) = &self.stop_signal {
             e.tag("stop_signal");
             e.str(s);
+        }
+        if let Some(h) = &self.healthcheck {
+            e.tag("healthcheck");
+            e.strs(&h.test);
+            for d in [h.interval, h.timeout, h.start_period, h.start_interval] {
+                match d {
+                    Some(n) => {
+                        e.bool(true);
+                        e.u64(n);
+                    }
+                    None => e.bool(false),
+                }
+            }
+            match h.retries {
+                Some(n) => {
+                    e.bool(true);
+                    e.u64(u64::from(n));
+                }
+                None => e.bool(false),
+            }
         }
     }
 }
@@ -200,6 +259,7 @@ struct Config {
     ports: Option<Arc<Link<String>>>,
     volumes: Option<Arc<Link<String>>>,
     stop_signal: Option<Arc<str>>,
+    healthcheck: Option<Arc<Healthcheck>>,
     workdir: Option<Arc<str>>,
     user: Option<Arc<str>>,
     entrypoint: Option<Arc<Vec<String>>>,
@@ -220,6 +280,7 @@ impl Config {
             ports: self.ports.clone(),
             volumes: self.volumes.clone(),
             stop_signal: self.stop_signal.clone(),
+            healthcheck: self.healthcheck.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             entrypoint: self.entrypoint.clone(),
@@ -286,6 +347,7 @@ impl Config {
                 exposed_ports: items(&self.ports).cloned().collect(),
                 volumes: items(&self.volumes).cloned().collect(),
                 stop_signal: self.stop_signal.as_deref().map(str::to_string),
+                healthcheck: self.healthcheck.as_deref().cloned(),
             })
         })
     }
@@ -780,6 +842,11 @@ impl State {
             port.to_string()
         } else {
             format!("{port}/tcp")
+    /// Sets how a runtime checks the container's health.
+    pub fn healthcheck(&self, h: Healthcheck) -> State {
+        self.with_config(|c| c.healthcheck = Some(Arc::new(h)))
+    }
+
         };
         self.with_config(|c| c.ports = push(&c.ports, port))
     }

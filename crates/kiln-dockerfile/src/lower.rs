@@ -692,10 +692,7 @@ impl<'a> Lowerer<'a> {
                         };
                         kiln_dag::Chown { user, group }
                     });
-                    cx.state = cx
-                        .state
-                        .mkdir(&cwd, 0o755, true, owner)
-                        .with_meta(meta);
+                    cx.state = cx.state.mkdir(&cwd, 0o755, true, owner).with_meta(meta);
                 }
             }
             I::User(u) => {
@@ -777,12 +774,7 @@ impl<'a> Lowerer<'a> {
             I::Run(r) => self.run(cx, r),
             I::Copy(c) => self.copy(cx, c),
             I::Add(a) => self.add(cx, a),
-            I::Healthcheck(h) => self.error(
-                "dockerfile::unsupported",
-                &h.healthcheck.span,
-                "`HEALTHCHECK` is not supported by kiln yet",
-                "remove it and let the orchestrator probe the service (Kubernetes probes, compose `healthcheck:`)",
-            ),
+            I::Healthcheck(h) => self.healthcheck(cx, h),
             I::Onbuild(o) => self.error(
                 "dockerfile::unsupported",
                 &o.onbuild.span,
@@ -800,6 +792,72 @@ impl<'a> Lowerer<'a> {
                 );
             }
         }
+    }
+
+    /// `HEALTHCHECK [--interval=D ...] CMD ...` or `HEALTHCHECK NONE`.
+    fn healthcheck(&mut self, cx: &mut StageCx, h: &pd::HealthcheckInstruction<'_>) {
+        let mut hc = kiln_dag::Healthcheck::default();
+        for flag in &h.options {
+            let span = flag.span();
+            let value = flag.value.as_ref().map_or("", |v| &v.value);
+            let name = &*flag.name.value;
+            let duration = |lw: &mut Self| match parse_duration(value) {
+                Some(n) if n == 0 || n >= 1_000_000 => Some(n),
+                Some(_) => {
+                    lw.error(
+                        "dockerfile::healthcheck",
+                        &span,
+                        format!("`--{name}={value}` is less than 1ms"),
+                        "write at least `1ms`, or `0s` for the default",
+                    );
+                    None
+                }
+                None => {
+                    lw.error(
+                        "dockerfile::healthcheck",
+                        &span,
+                        format!("invalid duration `--{name}={value}`"),
+                        "write a duration such as `30s`, `1m30s` or `500ms`",
+                    );
+                    None
+                }
+            };
+            match name {
+                "interval" => hc.interval = duration(self),
+                "timeout" => hc.timeout = duration(self),
+                "start-period" => hc.start_period = duration(self),
+                "start-interval" => hc.start_interval = duration(self),
+                "retries" => match value.parse::<u32>() {
+                    Ok(n) => hc.retries = Some(n),
+                    Err(_) => self.error(
+                        "dockerfile::healthcheck",
+                        &span,
+                        format!("invalid `--retries={value}`"),
+                        "write a whole number of retries",
+                    ),
+                },
+                other => self.error(
+                    "dockerfile::flag",
+                    &span,
+                    format!("unknown flag `--{other}` for `HEALTHCHECK`"),
+                    "`HEALTHCHECK` takes `--interval`, `--timeout`, `--start-period`, `--start-interval` and `--retries`",
+                ),
+            }
+        }
+        hc.test = match &h.arguments {
+            pd::HealthcheckArguments::Cmd { arguments, .. } => match arguments {
+                pd::Command::Exec(a) => std::iter::once("CMD".to_string())
+                    .chain(a.value.iter().map(|s| s.value.to_string()))
+                    .collect(),
+                pd::Command::Shell(s) => vec![
+                    "CMD-SHELL".to_string(),
+                    text::join_continuations(s.value, self.escape),
+                ],
+                _ => Vec::new(),
+            },
+            _ => vec!["NONE".to_string()],
+        };
+        cx.state = cx.state.healthcheck(hc);
     }
 
     /// `CMD`/`ENTRYPOINT` arguments: exec form as written, shell form through
@@ -964,6 +1022,40 @@ fn config_env(s: &State) -> Vars {
         .collect::<BTreeMap<_, _>>()
         .into_iter()
         .collect()
+}
+
+/// A Go duration (`1h2m3.5s`, `500ms`, `0`) in nanoseconds.
+fn parse_duration(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += num * unit;
+    }
+    (total.is_finite() && total < u64::MAX as f64).then_some(total as u64)
 }
 
 fn valid_port(p: &str) -> bool {

@@ -164,6 +164,9 @@ pub fn image_config(def: &Definition, base: Option<&BaseConfig>, platform: &Plat
     if let Some(s) = &over.stop_signal {
         cfg.insert("StopSignal".into(), json!(s));
     }
+    if let Some(h) = &over.healthcheck {
+        cfg.insert("Healthcheck".into(), h.docker_json());
+    }
     img.insert("config".into(), Value::Object(cfg));
     Value::Object(img)
 }

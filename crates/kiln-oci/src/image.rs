@@ -271,6 +271,9 @@ pub struct NewImage {
     /// config `created`, seconds since the epoch (SOURCE_DATE_EPOCH)
     pub created: i64,
     pub manifest_annotations: BTreeMap<String, String>,
+    /// Fields of the runtime config beyond OCI's, as Docker writes them
+    /// (`Healthcheck`, `OnBuild`, `Shell`): merged into `config` as given.
+    pub docker_config: BTreeMap<String, serde_json::Value>,
 }
 
 impl NewImage {
@@ -284,6 +287,7 @@ impl NewImage {
             history: Vec::new(),
             created,
             manifest_annotations: BTreeMap::new(),
+            docker_config: BTreeMap::new(),
         }
     }
 
@@ -297,6 +301,7 @@ impl NewImage {
             history: base.config.history().clone().unwrap_or_default(),
             created,
             manifest_annotations: BTreeMap::new(),
+            docker_config: BTreeMap::new(),
         }
     }
 
@@ -327,7 +332,17 @@ impl NewImage {
         } else {
             Some(self.history.clone())
         });
-        let config_bytes = canonical_json(&config);
+        let config_bytes = if self.docker_config.is_empty() {
+            canonical_json(&config)
+        } else {
+            let mut v = serde_json::to_value(&config).expect("an image config serializes");
+            if let Some(c) = v.get_mut("config").and_then(|c| c.as_object_mut()) {
+                for (k, x) in &self.docker_config {
+                    c.insert(k.clone(), x.clone());
+                }
+            }
+            canonical_json(&v)
+        };
         let config_digest = store.put_blob(&config_bytes).map_err(ImageError::Write)?;
 
         let mut builder = oci_spec::image::ImageManifestBuilder::default()

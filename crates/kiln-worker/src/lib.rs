@@ -941,6 +941,17 @@ pub fn assemble(
         set_env(&mut env, k, v);
     }
     config.set_env((!env.is_empty()).then_some(env));
+        // Docker's fields beyond OCI's (a base image's healthcheck) carry
+        // over: oci-spec's config type has no place for them.
+        if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(c) = raw.get("config").and_then(|c| c.as_object())
+        {
+            for k in ["Healthcheck", "OnBuild", "Shell"] {
+                if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
+                    img.docker_config.insert(k.to_string(), v.clone());
+                }
+            }
+        }
     if let Some(w) = &over.workdir {
         config.set_working_dir(Some(w.clone()));
     }
@@ -989,4 +1000,8 @@ pub fn assemble(
     }
     img.commit(store)
         .map_err(|e| AssembleError::Commit(crate::chain(&e)))
+    if let Some(h) = &over.healthcheck {
+        img.docker_config
+            .insert("Healthcheck".into(), h.docker_json());
+    }
 }

@@ -1,2 +1,2 @@
 FROM debian
-HEALTHCHECK CMD curl -f http://localhost/
+HEALTHCHECK --interval=10x CMD true
