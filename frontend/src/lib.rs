@@ -18,6 +18,7 @@ mod eval;
 
 pub use eval::did_you_mean;
 pub mod lexer;
+pub mod lint;
 pub mod parser;
 pub mod span;
 

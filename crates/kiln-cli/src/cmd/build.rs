@@ -46,6 +46,11 @@ pub struct Args {
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,
 
+    /// Make the lints' warnings (root user, unpinned base, could ship on
+    /// `static_base()`) errors that stop the build
+    #[arg(long)]
+    pub strict: bool,
+
     /// Set a build arg declared with `arg("NAME")`; `NAME` alone takes the
     /// value from the environment. Repeatable
     #[arg(long = "build-arg", value_name = "NAME=VALUE")]
@@ -179,6 +184,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
     };
     report(&compiled.warnings);
+    if super::check::lints(&file, &compiled.definition, args.strict) {
+        eprintln!("error: {name}: lint errors");
+        return Ok(ExitCode::FAILURE);
+    }
     let outputs = args
         .outputs
         .iter()

@@ -28,9 +28,33 @@ pub struct Args {
     #[arg(long = "build-arg", value_name = "NAME=VALUE")]
     pub build_args: Vec<String>,
 
+    /// Make the lints' warnings (root user, unpinned base, could ship on
+    /// `static_base()`) errors
+    #[arg(long)]
+    pub strict: bool,
+
     /// The build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
+}
+
+/// Reports the seeds' lints of `def` (`kiln_frontend::lint`), errors under
+/// `strict`; true when one is an error.
+pub fn lints(
+    file: &super::buildfile::BuildFile,
+    def: &kiln_frontend::Definition,
+    strict: bool,
+) -> bool {
+    let dockerfile = file.kind == super::buildfile::Kind::Dockerfile;
+    let mut found = kiln_frontend::lint::lint(&file.name, &file.text, def, dockerfile);
+    if strict {
+        for d in &mut found {
+            d.severity = kiln_frontend::Severity::Error;
+        }
+    }
+    let diags = Diagnostics::new(&file.name, std::sync::Arc::from(file.text.as_str()), found);
+    report(&diags);
+    diags.has_errors()
 }
 
 pub use super::buildfile::LoadError;
@@ -80,6 +104,14 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if diags.has_errors() {
         let n = diags.errors().count();
         eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
+        return Ok(ExitCode::FAILURE);
+    }
+    // The lints read the lowered graph (nothing is pulled: a Dockerfile's
+    // bases are not looked up).
+    if let Ok(compiled) = file.compile(&opts, &kiln_dockerfile::NoBaseImages)
+        && lints(&file, &compiled.definition, args.strict)
+    {
+        eprintln!("error: {name}: lint errors");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

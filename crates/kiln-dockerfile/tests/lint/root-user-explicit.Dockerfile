@@ -1,0 +1,3 @@
+# lint::root-user: USER 0 is root
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:0000000000000000000000000000000000000000000000000000000000000000
+USER 0
