@@ -8,14 +8,18 @@
 //! 1. pings the gateway for its capabilities and workers;
 //! 2. solves the `dockerfile` local (only the Kilnfile, `filename` option)
 //!    and reads the Kilnfile through `ReadFile`;
-//! 3. compiles it with `kiln-frontend` (`target`, `build-arg:NAME`,
-//!    `platform` options); a malformed Kilnfile is returned to BuildKit as
-//!    an error carrying its `file:line:col` and an `errdefs.Source` detail,
-//!    so `docker build` shows the line;
+//! 3. answers a subrequest (`requestid`: targets, outline, lint; see
+//!    [`subrequest`]) instead of building, or compiles the Kilnfile with
+//!    `kiln-frontend` (`target`, `build-arg:NAME`, `platform` options); a
+//!    malformed Kilnfile is returned to BuildKit as an error carrying each
+//!    error's `file:line:col` and help and an `errdefs.Source` detail, so
+//!    buildctl and buildx show the line; warnings go through `Warn`;
+//!    named contexts replace images ([`inputs`]);
 //! 4. resolves the image configs of `image(..)` bases that run steps or the
 //!    result inherit from (`ResolveImageConfig`);
-//! 5. emits the LLB (`kiln-llb`), solves it and returns the result with
-//!    its `containerimage.config`.
+//! 5. emits the LLB (`kiln-llb`; `no-cache` marks ops), solves it with the
+//!    `cache-imports` and returns the result with its
+//!    `containerimage.config`.
 //!
 //! Logs go to stderr only: stdout is the gRPC connection.
 
