@@ -37,6 +37,13 @@ pub struct Args {
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<Platform>,
 
+    /// Do not read the base images' configs from the store or a registry.
+    /// Their working directory and a missing `PATH` are part of the graph:
+    /// for a base that sets either, the Kilnfile then differs from what
+    /// `kiln build` of the Dockerfile gives
+    #[arg(long)]
+    pub offline: bool,
+
     /// The build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -91,7 +98,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let store = super::images::open_store()?;
     let registry = super::registry::settings()?;
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let bases = super::buildfile::StoreBases {
+    let lookup = super::buildfile::StoreBases {
         lookup: kiln_worker::ImageLookup {
             store: &store,
             pull: kiln_worker::PullPolicy::Missing,
@@ -99,7 +106,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             platform: &platform,
         },
     };
-    let converted = match kiln_dockerfile::convert(&file.name, &file.text, &opts, &bases) {
+    let bases: &dyn kiln_dockerfile::BaseImages = if args.offline {
+        &kiln_dockerfile::NoBaseImages
+    } else {
+        &lookup
+    };
+    let converted = match kiln_dockerfile::convert(&file.name, &file.text, &opts, bases) {
         Ok(c) => c,
         Err(diags) => {
             report(&diags);
@@ -108,7 +120,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     report(&converted.warnings);
     // Never write a Kilnfile that would build something else.
-    let docker = file.compile(&opts, &bases);
+    let docker = file.compile(&opts, bases);
     let kiln = kiln_frontend::compile("Kilnfile", &converted.text, &opts);
     if let (Ok(d), Ok(k)) = (&docker, &kiln)
         && d.definition.digest() != k.definition.digest()
