@@ -647,3 +647,51 @@ fn rustix_free_is_root() -> bool {
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
 }
+
+#[test]
+fn a_no_op_rebuild_reuses_its_attestations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let index = |name: &str| {
+        let dest = dir.join(name);
+        ok_in(
+            &ctx,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=oci,dest={}", dest.display()),
+                ".",
+            ],
+        );
+        archive_index(&dest, &dir.join(format!("{name}.d")))
+    };
+    let first = index("1.tar");
+    // provenance carries wall-clock times: a second later they would differ
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = index("2.tar");
+    assert_eq!(first, second, "the no-op rebuild made new attestations");
+    // a changed build arg is a new provenance (mode=max records it)
+    let dest = dir.join("3.tar");
+    ok_in(
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--provenance=mode=max",
+            "--build-arg",
+            "VERSION=9",
+            "-o",
+            &format!("type=oci,dest={}", dest.display()),
+            ".",
+        ],
+    );
+    let third = archive_index(&dest, &dir.join("3.d"));
+    assert_ne!(
+        first["manifests"][1]["digest"],
+        third["manifests"][1]["digest"]
+    );
+}

@@ -184,6 +184,62 @@ pub fn statements_of(store: &Store, image: &Digest) -> Result<Vec<Statement>, At
     statements_in_index(&idx, image, &|d, _| read(d)).map_err(bad)
 }
 
+/// The attestations a previous [`attach`] stored under `index` for `image`,
+/// so a rebuild that made the same image reuses them without a write.
+pub fn load(
+    store: &Store,
+    image: &Image,
+    index: &Digest,
+) -> Result<(Attested, Vec<Statement>), AttestationError> {
+    let bad = |reason: String| AttestationError::BadIndex {
+        image: image.digest,
+        digest: *index,
+        reason,
+    };
+    let read = |d: &Digest| store.read_blob(d).map_err(|e| bad(e.to_string()));
+    let bytes = read(index)?;
+    let idx: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let want = image.digest.to_string();
+    let entry = idx["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e["annotations"][ANNOTATION_REFERENCE_DIGEST] == want.as_str()
+                || e["artifactType"] == ARTIFACT_TYPE
+        })
+        .ok_or_else(|| bad("no attestation manifest for the image".into()))?;
+    let parse = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| Digest::parse(s).ok())
+            .ok_or_else(|| bad("a descriptor without a digest".into()))
+    };
+    let m = parse(&entry["digest"])?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(&m)?).map_err(|e| bad(e.to_string()))?;
+    let mut blobs = vec![m];
+    for l in manifest["layers"].as_array().into_iter().flatten() {
+        blobs.push(parse(&l["digest"])?);
+    }
+    blobs.push(parse(&manifest["config"]["digest"])?);
+    for d in &blobs {
+        if !store.has_blob(d) {
+            return Err(bad(format!("blob {d} is gone")));
+        }
+    }
+    let statements = statements_in_index(&idx, &image.digest, &|d, _| read(d)).map_err(bad)?;
+    Ok((
+        Attested {
+            index: *index,
+            index_size: bytes.len() as u64,
+            image: image.digest,
+            attestation: m,
+            blobs,
+        },
+        statements,
+    ))
+}
+
 /// What [`statements_in_index`] asks its reader for: a manifest, or a blob
 /// of the size its descriptor gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,8 +44,10 @@ pub struct BuildInputs {
     pub base_images: Vec<(String, kiln_types::Digest)>,
     /// packages installed without `run`: name, version, sha256 of the `.deb`
     pub debs: Vec<(String, String, String)>,
-    /// the build's steps (mode=max): vertex digest, name, cached
-    pub steps: Vec<(String, String, bool)>,
+    /// the build's steps (mode=max): vertex digest and name (not whether
+    /// they were cached: a rebuild describes the same image as the build
+    /// that ran them)
+    pub steps: Vec<(String, String)>,
     /// the host the build ran on
     pub builder_platform: String,
     /// seconds since the epoch
@@ -217,7 +219,7 @@ pub fn predicate(
             serde_json::Value::Array(
                 b.steps
                     .iter()
-                    .map(|(d, n, c)| serde_json::json!({"vertex": d, "name": n, "cached": c}))
+                    .map(|(d, n)| serde_json::json!({"vertex": d, "name": n}))
                     .collect(),
             ),
         );

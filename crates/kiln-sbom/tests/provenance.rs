@@ -26,7 +26,7 @@ fn inputs() -> BuildInputs {
             kiln_types::Digest::of(b"debian"),
         )],
         debs: vec![("ca-certificates".into(), "20230311".into(), "ef".repeat(32))],
-        steps: vec![("sha256:00".into(), "go build".into(), false)],
+        steps: vec![("sha256:00".into(), "go build".into())],
         builder_platform: "linux/amd64".into(),
         started: 10,
         finished: 20,

@@ -300,16 +300,31 @@ pub fn sbom_document(
 }
 
 /// Makes the planned statements for `image` and attaches them in the store.
+/// `reuse` names what they say apart from times: when a build with the same
+/// key attached them before (a no-op rebuild), those are reused, written
+/// nothing, and keep that build's times (they are cached with the image).
 pub fn attach(
     store: &Store,
     image: &Image,
     name: Option<&str>,
     plan: &Plan,
+    reuse: Option<&str>,
     sbom: impl FnOnce() -> miette::Result<Vec<u8>>,
     provenance: impl FnOnce(Mode) -> miette::Result<Vec<u8>>,
 ) -> miette::Result<Option<(Attested, Vec<Statement>)>> {
     if plan.sbom.is_none() && plan.provenance.is_none() {
         return Ok(None);
+    }
+    let key = reuse.map(|r| {
+        kiln_types::Digest::of(format!("{}\0{name:?}\0{plan:?}\0{r}", image.digest).as_bytes())
+            .to_string()
+    });
+    if let Some(k) = &key
+        && let Ok(Some(index)) = store.get_record("attestation-reuse", k.as_bytes())
+        && let Ok(index) = kiln_types::Digest::parse(&String::from_utf8_lossy(&index))
+        && let Ok(found) = attestation::load(store, image, &index)
+    {
+        return Ok(Some(found));
     }
     let c = &image.config;
     let platform = match c.variant() {
@@ -337,6 +352,15 @@ pub fn attach(
     let att = attestation::attach(store, image, &statements, plan.layout)
         .into_diagnostic()
         .wrap_err("cannot attach the attestations")?;
+    if let Some(k) = &key
+        && let Err(e) = store.put_record(
+            "attestation-reuse",
+            k.as_bytes(),
+            att.index.to_string().as_bytes(),
+        )
+    {
+        eprintln!("warning: the attestations are not cached in the store: {e}");
+    }
     Ok(Some((att, statements)))
 }
 
@@ -459,11 +483,59 @@ pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement
         .map(str::to_string)
         .unwrap_or_else(|| b.image.digest.to_string());
     let platform = b.platform.cloned().unwrap_or_else(kiln_dag::Platform::host);
+    let context_keys: Vec<String> = b
+        .steps
+        .iter()
+        .filter(|s| {
+            b.def.vertices.iter().any(|v| {
+                v.digest == s.vertex
+                    && matches!(
+                        v.op,
+                        kiln_dag::Op::Source(kiln_dag::SourceOp::Context { .. })
+                    )
+            })
+        })
+        .map(|s| s.key.to_string())
+        .collect();
+    let mut inputs = BuildInputs {
+        file_path: b.file.to_string(),
+        file_sha256: kiln_types::Digest::of(b.text.as_bytes()).hex(),
+        frontend: if b.file.contains("Dockerfile") {
+            "dockerfile"
+        } else {
+            "kilnfile"
+        }
+        .into(),
+        target: Some(b.target.to_string()),
+        platform: platform.to_string(),
+        build_args: b.build_args.clone(),
+        context_digest: (!context_keys.is_empty())
+            .then(|| kiln_types::Digest::of(context_keys.join("\n").as_bytes()).to_string()),
+        base_images: base_images(b.store, b.def),
+        debs: Vec::new(),
+        // which steps ran is not part of what the image is: a rebuild that
+        // found them cached reuses the attestations of the build that ran them
+        steps: b
+            .steps
+            .iter()
+            .map(|s| (s.vertex.to_string(), s.name.clone().unwrap_or_default()))
+            .collect(),
+        builder_platform: kiln_dag::Platform::host().to_string(),
+        started: 0,
+        finished: 0,
+    };
+    let secrets = secrets_of(b.secret_flags)?;
+    // everything the statements say but the times
+    let reuse = match plan.provenance {
+        Some(m) => String::from_utf8_lossy(&provenance(&inputs, &secrets, m)?).into_owned(),
+        None => String::new(),
+    };
     attach(
         b.store,
         b.image,
         b.name,
         &plan,
+        Some(&reuse),
         || {
             let format = plan.sbom.unwrap_or(Format::Spdx);
             sbom_document(
@@ -488,53 +560,9 @@ pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement
                     .unwrap_or(0);
                 (now - b.started.elapsed().as_secs() as i64, now)
             };
-            let context_keys: Vec<String> = b
-                .steps
-                .iter()
-                .filter(|s| {
-                    b.def.vertices.iter().any(|v| {
-                        v.digest == s.vertex
-                            && matches!(
-                                v.op,
-                                kiln_dag::Op::Source(kiln_dag::SourceOp::Context { .. })
-                            )
-                    })
-                })
-                .map(|s| s.key.to_string())
-                .collect();
-            let inputs = BuildInputs {
-                file_path: b.file.to_string(),
-                file_sha256: kiln_types::Digest::of(b.text.as_bytes()).hex(),
-                frontend: if b.file.contains("Dockerfile") {
-                    "dockerfile"
-                } else {
-                    "kilnfile"
-                }
-                .into(),
-                target: Some(b.target.to_string()),
-                platform: platform.to_string(),
-                build_args: b.build_args.clone(),
-                context_digest: (!context_keys.is_empty()).then(|| {
-                    kiln_types::Digest::of(context_keys.join("\n").as_bytes()).to_string()
-                }),
-                base_images: base_images(b.store, b.def),
-                debs: Vec::new(),
-                steps: b
-                    .steps
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.vertex.to_string(),
-                            s.name.clone().unwrap_or_default(),
-                            s.cached,
-                        )
-                    })
-                    .collect(),
-                builder_platform: kiln_dag::Platform::host().to_string(),
-                started,
-                finished,
-            };
-            provenance(&inputs, &secrets_of(b.secret_flags)?, mode)
+            inputs.started = started;
+            inputs.finished = finished;
+            provenance(&inputs, &secrets, mode)
         },
     )
 }
