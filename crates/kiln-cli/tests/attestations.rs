@@ -695,3 +695,55 @@ fn a_no_op_rebuild_reuses_its_attestations() {
         third["manifests"][1]["digest"]
     );
 }
+
+#[test]
+fn an_unprivileged_user_gets_the_same_attestations() {
+    assert!(
+        rustix_free_is_root(),
+        "needs root to run kiln as `kilntest` (.ci/setup)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    common::chown_kilntest(dir);
+    let home = dir.join("kilntest-home");
+    let archive = dir.join("app.tar");
+    let out = format!("type=oci,dest={}", archive.display());
+    common::kilntest_ok(
+        &home,
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app:1",
+            "-o",
+            &out,
+            ".",
+        ],
+    );
+    let index = archive_index(&archive, &dir.join("unpacked"));
+    let shape = attestation_shape(&dir.join("unpacked"), &index);
+    assert_eq!(shape["entries"], 2, "{shape}");
+    let (sbom, _) = common::kilntest_ok(&home, &ctx, &["sbom", "app:1"]);
+    let v: serde_json::Value = serde_json::from_str(&sbom).unwrap();
+    assert!(
+        v["files"].to_string().contains("./usr/local/bin/busybox"),
+        "{v}"
+    );
+    // the same SBOM as root's build of the same project
+    let root_home = dir.join("root-home");
+    let o = common::kiln_command(
+        &root_home,
+        &ctx,
+        &["build", "--progress", "plain", "-t", "app:1", "."],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = common::kiln_command(&root_home, &ctx, &["sbom", "app:1"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), sbom);
+}
