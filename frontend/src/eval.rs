@@ -117,6 +117,8 @@ pub(crate) enum Value {
     Context,
     Path(Box<PathRef>),
     Opt(Box<Opt>),
+    /// `debian(..)`: a Debian package set, added with `.packages(..)`.
+    Debian(Box<kiln_dag::DebianPackages>),
     /// Evaluation failed (already reported); accepted everywhere silently.
     Poison,
 }
@@ -132,6 +134,7 @@ impl Value {
             Value::Context => "the build context".into(),
             Value::Path(_) => "a path".into(),
             Value::Opt(o) => format!("the option `{}(..)`", o.name()),
+            Value::Debian(_) => "a Debian package set".into(),
             Value::Poison => "an invalid value".into(),
         }
     }
@@ -155,6 +158,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "oci_layout(path: string) or oci_layout(path: string, tag: string) -> image",
     ),
     ("oci_archive", "oci_archive(path: string) -> image"),
+    (
+        "debian",
+        "debian(suite: string) -> Debian package set, then .packages([..]) .exclude([..]) .mirror(url) .snapshot(\"YYYYMMDDTHHMMSSZ\") .components([..]) .arch(name) .keyring(path)",
+    ),
     ("platform", "platform(\"os/arch[/variant]\")"),
     (
         "cache",
@@ -209,6 +216,20 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ("expose", ".expose(port: integer | \"port/proto\")"),
     ("volume", ".volume(path: string)"),
     ("stop_signal", ".stop_signal(signal: string)"),
+    (
+        "packages",
+        ".packages(set: debian(\"bookworm\").packages([\"python3\", ..]))",
+    ),
+];
+
+const DEBIAN_METHODS: &[(&str, &str)] = &[
+    ("packages", ".packages([name: string, ..])"),
+    ("exclude", ".exclude([name: string, ..])"),
+    ("mirror", ".mirror(url: string)"),
+    ("snapshot", ".snapshot(\"YYYYMMDDTHHMMSSZ\")"),
+    ("components", ".components([name: string, ..])"),
+    ("arch", ".arch(debian_architecture: string)"),
+    ("keyring", ".keyring(context_path: string)"),
 ];
 
 const CONTEXT_METHODS: &[(&str, &str)] = &[("path", ".path(relative: string) -> path")];
@@ -1071,6 +1092,31 @@ impl<'a> Eval<'a> {
                 .nonempty(&args[0], signature, "pattern")
                 .map(Opt::Exclude)),
             "allow_dynamic" => Value::Opt(Box::new(Opt::AllowDynamic)),
+            "debian" => match self.nonempty(&args[0], signature, "suite") {
+                Some(suite) if Self::debian_name(&suite) => {
+                    Value::Debian(Box::new(kiln_dag::DebianPackages {
+                        mirror: None,
+                        suite,
+                        components: Vec::new(),
+                        arch: None,
+                        snapshot: None,
+                        keyrings: Vec::new(),
+                        packages: Vec::new(),
+                        exclude: Vec::new(),
+                    }))
+                }
+                Some(suite) => {
+                    self.err(
+                        "kiln::bad-value",
+                        args[0].1,
+                        format!("invalid suite `{suite}`"),
+                        "not a suite name",
+                        "name a Debian suite or codename, e.g. \"bookworm\" or \"stable\"",
+                    );
+                    Value::Poison
+                }
+                None => Value::Poison,
+            },
             _ => Value::Poison,
         }
     }
@@ -1298,6 +1344,7 @@ impl<'a> Eval<'a> {
             Value::Poison => return Value::Poison,
             Value::Image(_) => (IMAGE_METHODS, "an image"),
             Value::Context => (CONTEXT_METHODS, "the build context"),
+            Value::Debian(_) => (DEBIAN_METHODS, "a Debian package set"),
             Value::Opt(o) => match **o {
                 Opt::Cache { .. } => (CACHE_METHODS, "`cache(..)`"),
                 Opt::Secret { .. } => (SECRET_METHODS, "`secret(..)`"),
@@ -1359,8 +1406,151 @@ impl<'a> Eval<'a> {
                 None => Value::Poison,
             },
             Value::Opt(o) => self.opt_method((**o).clone(), name, signature, &args),
+            Value::Debian(d) => self.debian_method((**d).clone(), name, signature, &args),
             _ => Value::Poison,
         }
+    }
+
+    /// Suite, component and architecture names: URL path segments.
+    fn debian_name(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._+~".contains(&b))
+            && s != "."
+            && s != ".."
+    }
+
+    /// Debian package names (Policy 5.6.1), with an optional `:arch`.
+    fn package_name(s: &str) -> bool {
+        let (name, arch) = s.split_once(':').unwrap_or((s, ""));
+        name.len() >= 2
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+            && (arch.is_empty() && !s.contains(':') || Self::debian_name(arch))
+    }
+
+    /// Names checked one by one, each error at its own array item.
+    fn package_names(&mut self, arg: &Arg, signature: &str, what: &str) -> Option<Vec<String>> {
+        let names = self.strs_arg(arg, signature)?;
+        let Value::Array(items) = &arg.0 else {
+            return None;
+        };
+        let mut ok = true;
+        for (name, item) in names.iter().zip(items) {
+            if !Self::package_name(name) {
+                ok = false;
+                self.err(
+                    "kiln::bad-value",
+                    item.1,
+                    format!("invalid {what} `{name}`"),
+                    "not a Debian package name",
+                    "package names are lower case letters, digits and `+-.`, at least two long, e.g. \"python3\" or \"libstdc++6\"",
+                );
+            }
+        }
+        ok.then_some(names)
+    }
+
+    fn debian_method(
+        &mut self,
+        mut d: kiln_dag::DebianPackages,
+        name: &str,
+        signature: &str,
+        args: &[Arg],
+    ) -> Value {
+        let arg = &args[0];
+        match name {
+            "packages" => match self.package_names(arg, signature, "package name") {
+                Some(p) => d.packages.extend(p),
+                None => return Value::Poison,
+            },
+            "exclude" => match self.package_names(arg, signature, "excluded package") {
+                Some(p) => d.exclude.extend(p),
+                None => return Value::Poison,
+            },
+            "mirror" => {
+                let Some(url) = self.nonempty(arg, signature, "repository URL") else {
+                    return Value::Poison;
+                };
+                let rest = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                    self.err(
+                        "kiln::bad-value",
+                        arg.1,
+                        format!("invalid repository URL `{url}`"),
+                        "not an http(s) URL",
+                        "write the archive root, the URL before `dists/`, e.g. \"http://deb.debian.org/debian\"",
+                    );
+                    return Value::Poison;
+                }
+                d.mirror = Some(url.trim_end_matches('/').to_string());
+                d.snapshot = None;
+            }
+            "snapshot" => {
+                let Some(t) = self.nonempty(arg, signature, "snapshot time") else {
+                    return Value::Poison;
+                };
+                let b = t.as_bytes();
+                let ok = b.len() == 16
+                    && b[8] == b'T'
+                    && b[15] == b'Z'
+                    && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+                if !ok {
+                    self.err(
+                        "kiln::bad-value",
+                        arg.1,
+                        format!("invalid snapshot time `{t}`"),
+                        "not `YYYYMMDDTHHMMSSZ`",
+                        "write a snapshot.debian.org time in UTC, e.g. \"20250520T000000Z\"",
+                    );
+                    return Value::Poison;
+                }
+                d.snapshot = Some(t);
+                d.mirror = None;
+            }
+            "components" => {
+                let Some(c) = self.strs_arg(arg, signature) else {
+                    return Value::Poison;
+                };
+                if c.is_empty() || !c.iter().all(|c| Self::debian_name(c)) {
+                    self.err(
+                        "kiln::bad-value",
+                        arg.1,
+                        "invalid components",
+                        "not a list of component names",
+                        "name one or more components, e.g. [\"main\", \"contrib\"]",
+                    );
+                    return Value::Poison;
+                }
+                d.components = c;
+            }
+            "arch" => {
+                let Some(a) = self.nonempty(arg, signature, "architecture") else {
+                    return Value::Poison;
+                };
+                if !Self::debian_name(&a) {
+                    self.err(
+                        "kiln::bad-value",
+                        arg.1,
+                        format!("invalid architecture `{a}`"),
+                        "not a Debian architecture name",
+                        "write Debian's name, e.g. \"amd64\", \"arm64\" or \"armhf\"",
+                    );
+                    return Value::Poison;
+                }
+                d.arch = Some(a);
+            }
+            "keyring" => match self.context_path(arg, signature) {
+                Some(p) => d.keyrings.push(p),
+                None => return Value::Poison,
+            },
+            _ => return Value::Poison,
+        }
+        Value::Debian(Box::new(d))
     }
 
     fn context_path(&mut self, arg: &Arg, signature: &str) -> Option<String> {
@@ -1843,6 +2033,29 @@ impl<'a> Eval<'a> {
                     let s = st.mkdir(&path, mode, true, chown);
                     step(self, s, format!("mkdir {path}"))
                 }
+            }
+            "packages" => {
+                let d = match &args[0].0 {
+                    Value::Debian(d) => (**d).clone(),
+                    Value::Poison => return Value::Poison,
+                    _ => {
+                        self.type_error(&args[0], "a Debian package set", signature);
+                        return Value::Poison;
+                    }
+                };
+                if d.packages.is_empty() {
+                    self.err(
+                        "kiln::bad-value",
+                        args[0].1,
+                        "a package set without packages",
+                        "no packages named",
+                        "name them with `.packages([..])`, e.g. `debian(\"bookworm\").packages([\"python3\"])`",
+                    );
+                    return Value::Poison;
+                }
+                let label = format!("packages {} {}", d.suite, d.packages.join(" "));
+                let set = self.named(State::debian_packages(d), label.clone(), args[0].1);
+                step(self, State::merge(&[st.clone(), set]), label)
             }
             "symlink" => {
                 let target = self.nonempty(&args[0], signature, "symlink target");

@@ -187,6 +187,13 @@ fn summary(op: &Op) -> String {
                 None => format!("oci_layout {path}"),
             },
             SourceOp::OciArchive { path } => format!("oci_archive {path}"),
+            SourceOp::DebianPackages(d) => {
+                let mut s = format!("debian {} {:?}", d.suite, d.packages);
+                if !d.exclude.is_empty() {
+                    let _ = write!(s, " exclude={:?}", d.exclude);
+                }
+                s
+            }
         },
         Op::Exec(x) => {
             let mut s = format!("exec {:?}", x.args);

@@ -34,8 +34,8 @@ pub use kiln_types::{
     Digest, DigestError as DigestParseError, Platform, PlatformError as PlatformParseError,
 };
 pub use op::{
-    CacheSharing, Chown, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind, Network, Op,
-    SourceOp,
+    CacheSharing, Chown, DebianPackages, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind,
+    Network, Op, SourceOp,
 };
 pub use state::{
     CommandLocations, CopyOptions, DEFAULT_PATH, Exec, ExecMount, Healthcheck, ImageConfig,

@@ -50,6 +50,29 @@ pub enum SourceOp {
     OciLayout { path: String, tag: Option<String> },
     /// An image in a local OCI archive (tar of a layout).
     OciArchive { path: String },
+    /// Debian packages from an apt repository, resolved at solve time like
+    /// `apt-get install --no-install-recommends` and unpacked without
+    /// maintainer scripts (kiln-deb). At solve time it is keyed by the
+    /// SHA256s of the resolved `.deb`s.
+    DebianPackages(DebianPackages),
+}
+
+/// What a Debian package source asks for. `None` fields take kiln-deb's
+/// defaults (Debian's mirror, the build platform's architecture).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebianPackages {
+    pub mirror: Option<String>,
+    pub suite: String,
+    pub components: Vec<String>,
+    /// Debian's architecture name (`amd64`, `armhf`, ...).
+    pub arch: Option<String>,
+    /// A snapshot.debian.org time (`20250520T000000Z`).
+    pub snapshot: Option<String>,
+    /// Keyring files, relative to the context; empty: the Debian archive
+    /// keyring.
+    pub keyrings: Vec<String>,
+    pub packages: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 /// Run a process on input 0 (the root filesystem); the changed root is the
@@ -265,6 +288,17 @@ impl Canonical for SourceOp {
             SourceOp::OciArchive { path } => {
                 e.tag("oci_archive");
                 e.str(path);
+            }
+            SourceOp::DebianPackages(d) => {
+                e.tag("debian_packages");
+                e.opt_str(d.mirror.as_deref());
+                e.str(&d.suite);
+                e.strs(&d.components);
+                e.opt_str(d.arch.as_deref());
+                e.opt_str(d.snapshot.as_deref());
+                e.strs(&d.keyrings);
+                e.strs(&d.packages);
+                e.strs(&d.exclude);
             }
         }
     }

@@ -553,6 +553,12 @@ impl State {
         State::source(SourceOp::OciArchive { path: path.into() }, None)
     }
 
+    /// A Debian package set: a filesystem of the unpacked packages, to
+    /// [`State::merge`] onto an image.
+    pub fn debian_packages(set: crate::op::DebianPackages) -> State {
+        State::source(SourceOp::DebianPackages(set), None)
+    }
+
     /// Layers `states` on top of each other (later wins). The configuration
     /// and base are the first state's. Panics on an empty slice, which is a
     /// programming error.

@@ -61,6 +61,10 @@ pub struct Llb {
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
     #[error(
+        "the Debian package set of `{suite}`{at} is resolved and unpacked by kiln's own worker and has no LLB form yet: build this Kilnfile with `kiln build`"
+    )]
+    PackageSet { suite: String, at: String },
+    #[error(
         "{what} `{path}`{at} is local to kiln and has no BuildKit source: push the image to a registry and use `image(..)` instead"
     )]
     UnsupportedSource {
@@ -349,6 +353,10 @@ impl Emitter<'_> {
                 SourceOp::OciArchive { path } => Err(EmitError::UnsupportedSource {
                     what: "the OCI archive",
                     path: path.clone(),
+                    at,
+                }),
+                SourceOp::DebianPackages(d) => Err(EmitError::PackageSet {
+                    suite: d.suite.clone(),
                     at,
                 }),
             },

@@ -100,6 +100,7 @@ pub(crate) fn cache_key(op: &Op, source: Option<&Digest>, deps: &[(bool, Digest)
                 SourceOp::Scratch => "scratch",
                 SourceOp::StaticBase { .. } => "static_base",
                 SourceOp::OciLayout { .. } | SourceOp::OciArchive { .. } => "oci",
+                SourceOp::DebianPackages(_) => "debian_packages",
             });
         }
         op => op.encode(&mut e),

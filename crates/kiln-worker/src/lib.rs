@@ -22,6 +22,7 @@ pub mod entrycheck;
 pub mod fileop;
 pub mod gc;
 pub mod mounts;
+pub mod packages;
 pub mod patterns;
 pub mod select;
 pub mod snapshot;
@@ -93,6 +94,8 @@ pub enum Error {
     Local { path: String, reason: String },
     #[error("the static base: {0}")]
     StaticBase(String),
+    #[error(transparent)]
+    Packages(Box<packages::PackagesError>),
     #[error("the build context `{path}` changed while the build read it: build again")]
     ContextChanged { path: String },
     #[error("`{command}` exited with {status}\n{tail}")]
@@ -275,6 +278,14 @@ impl Inner {
                 })?;
                 Ok((dag_digest(&img.digest)?, image_ref(&img)))
             }
+            SourceOp::DebianPackages(op) => packages::resolve(
+                &self.store,
+                op,
+                &self.opts.platform,
+                &self.opts.context,
+                self.opts.epoch,
+            )
+            .map_err(|e| Error::Packages(Box::new(e))),
             SourceOp::Context { .. } => {
                 let root = &self.opts.context;
                 let (key, entries) = self.context_key(src)?;

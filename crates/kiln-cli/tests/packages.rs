@@ -1,0 +1,103 @@
+//! Debian package sets on `static_base()`: `debian("bookworm")
+//! .packages(["python3"])` resolved, verified and unpacked without `RUN`,
+//! the same image as root and as the unprivileged kilntest, running under
+//! podman; `run` stays forbidden, bad names are located, unknown ones get
+//! a did-you-mean from the index.
+
+mod common;
+
+use std::path::Path;
+
+const PYTHON: &str = r#"let app = static_base()
+    .packages(debian("bookworm").packages(["python3"]))
+    .entrypoint(["python3", "-c", "print(1+1)"]);
+"#;
+
+fn write(dir: &Path, kilnfile: &str) {
+    std::fs::write(dir.join("Kilnfile"), kilnfile).unwrap();
+}
+
+#[test]
+fn python3_on_static_base_runs_the_same_as_root_and_rootless() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, PYTHON);
+    let (root_out, _) = common::ok_in(d, &["build", "-o", "type=oci,dest=root.tar", "."]);
+    std::fs::create_dir(d.join("podman")).unwrap();
+    assert_eq!(
+        common::podman_run(&d.join("podman"), &d.join("root.tar")),
+        "2\n"
+    );
+    // the same set as kilntest, in a store of its own
+    let user = d.join("user");
+    std::fs::create_dir(&user).unwrap();
+    write(&user, PYTHON);
+    common::chown_kilntest(d);
+    let (user_out, err) = common::kilntest_ok(
+        &user.join("home"),
+        &user,
+        &["build", "-o", "type=oci,dest=user.tar", "."],
+    );
+    let digest = |out: &str| out.lines().last().unwrap_or("").trim().to_string();
+    assert!(digest(&root_out).starts_with("sha256:"), "{root_out}");
+    assert_eq!(
+        digest(&root_out),
+        digest(&user_out),
+        "root and kilntest built different images:\n{err}"
+    );
+    // and the dpkg records are where scanners look
+    common::ok_in(d, &["build", "-o", "type=local,dest=tree", "."]);
+    let status = std::fs::read_to_string(d.join("tree/var/lib/dpkg/status.d/python3")).unwrap();
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    assert!(d.join("tree/var/lib/dpkg/status.d/libc6.md5sums").is_file());
+    assert!(
+        std::fs::symlink_metadata(d.join("tree/bin"))
+            .unwrap()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn run_stays_forbidden_and_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        r#"let app = static_base()
+    .packages(debian("bookworm").packages(["python3"]))
+    .run("echo hi");
+"#,
+    );
+    let o = common::kiln_in(d, &["check", "."]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("kiln::run-without-shell"), "{err}");
+    write(
+        d,
+        r#"let app = static_base()
+    .packages(debian("bookworm").packages(["python3", "Bad Name"]));
+"#,
+    );
+    let o = common::kiln_in(d, &["check", "."]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("invalid package name `Bad Name`"), "{err}");
+    assert!(err.contains("Kilnfile:2:"), "{err}");
+}
+
+#[test]
+fn an_unknown_package_gets_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        r#"let app = static_base()
+    .packages(debian("bookworm").packages(["pyhton3"]));
+"#,
+    );
+    let o = common::kiln_in(d, &["build", "."]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("unknown package `pyhton3`"), "{err}");
+    assert!(err.contains("did you mean `python3`"), "{err}");
+}

@@ -1,0 +1,219 @@
+//! The Debian package source (`SourceOp::DebianPackages`): the repository
+//! opened and verified, the set resolved like apt, the `.deb`s downloaded
+//! into the store and unpacked into one layer (kiln-deb). The key is what
+//! the layer is a function of: the resolved packages' SHA256s, the
+//! architecture and `SOURCE_DATE_EPOCH`; a layer already made for that key
+//! is reused, so only the repository's `InRelease` is fetched again.
+
+use std::fs::File;
+use std::path::Path;
+
+use kiln_dag::{DebianPackages, Digest};
+use kiln_deb::{
+    DebInput, DebRef, FetchError, Fetcher, InstallError, RepoError, Repository, Request,
+    ResolveError, Resolver, Source, SourceError,
+};
+use kiln_layer::{ApplyOptions, IdMapping, IdRange, Ownership, WriteOptions};
+use kiln_store::Store;
+
+use crate::snapshot::{self, LayerRef, Ref, SnapshotError};
+
+/// Record kind of package layers by key.
+const RECORD: &str = "deb-layer";
+
+/// A package set that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PackagesError {
+    #[error("the Debian package source")]
+    Source(#[source] SourceError),
+    #[error("the Debian repository `{mirror}` ({suite})")]
+    Repo {
+        mirror: String,
+        suite: String,
+        #[source]
+        source: Box<RepoError>,
+    },
+    #[error("the Debian packages of `{suite}`")]
+    Resolve {
+        suite: String,
+        #[source]
+        source: ResolveError,
+    },
+    #[error("downloading Debian packages")]
+    Download(#[source] FetchError),
+    #[error("unpacking Debian packages")]
+    Install(#[source] Box<InstallError>),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot start the download runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot use the store: {0}")]
+    Store(String),
+}
+
+/// The repository the op names, for the build's platform when it names
+/// no architecture; keyrings are files of the context.
+fn source(
+    op: &DebianPackages,
+    platform: &kiln_types::Platform,
+    context: &Path,
+) -> Result<Source, PackagesError> {
+    let mut s = Source::debian(&op.suite)
+        .with_platform(platform)
+        .map_err(PackagesError::Source)?;
+    if let Some(m) = &op.mirror {
+        s = s.with_mirror(m).map_err(PackagesError::Source)?;
+    }
+    if let Some(t) = &op.snapshot {
+        s = s.with_snapshot(t).map_err(PackagesError::Source)?;
+    }
+    if let Some(a) = &op.arch {
+        s.arch = a.clone();
+    }
+    if !op.components.is_empty() {
+        s.components = op.components.clone();
+    }
+    if !op.keyrings.is_empty() {
+        s.keyrings = op.keyrings.iter().map(|k| context.join(k)).collect();
+    }
+    s.validate().map_err(PackagesError::Source)?;
+    Ok(s)
+}
+
+/// The key of a resolved set: its packages by SHA256, the architecture,
+/// the epoch the layer's times are clamped to, and the layout version.
+pub fn key(debs: &[DebRef], arch: &str, epoch: i64) -> Digest {
+    let mut e = kiln_dag::canonical::Encoder::new();
+    e.tag("kiln-debian-packages/v1");
+    e.str(arch);
+    e.u64(epoch.max(0) as u64);
+    e.u64(debs.len() as u64);
+    for d in debs {
+        e.str(&d.name);
+        e.str(&d.version);
+        e.str(&d.sha256.to_string());
+    }
+    Digest::of(&e.into_bytes())
+}
+
+/// Resolves `op` and makes (or finds) its layer: the key and the result.
+pub fn resolve(
+    store: &Store,
+    op: &DebianPackages,
+    platform: &kiln_types::Platform,
+    context: &Path,
+    epoch: i64,
+) -> Result<(Digest, Ref), PackagesError> {
+    let source = source(op, platform, context)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PackagesError::Runtime)?;
+    let fetcher = Fetcher::new().map_err(PackagesError::Download)?;
+    let repo = rt
+        .block_on(Repository::open(&source, &fetcher, store))
+        .map_err(|source_err| PackagesError::Repo {
+            mirror: source.mirror.clone(),
+            suite: source.suite.clone(),
+            source: Box::new(source_err),
+        })?;
+    let resolved = Resolver::new(&repo.index, &source.arch)
+        .resolve(&Request {
+            packages: op.packages.clone(),
+            exclude: op.exclude.clone(),
+        })
+        .map_err(|e| PackagesError::Resolve {
+            suite: source.suite.clone(),
+            source: e,
+        })?;
+    let debs = resolved
+        .packages
+        .iter()
+        .map(|id| repo.deb(*id))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PackagesError::Repo {
+            mirror: source.mirror.clone(),
+            suite: source.suite.clone(),
+            source: Box::new(e),
+        })?;
+    let key = key(&debs, &source.arch, epoch);
+    let known = store
+        .get_record(RECORD, key.as_bytes())
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
+        .filter(|r| r.complete(store));
+    if let Some(r) = known {
+        return Ok((key, r));
+    }
+    tracing::info!(packages = debs.len(), suite = %source.suite, "downloading Debian packages");
+    rt.block_on(kiln_deb::download(&source, &debs, &fetcher, store))
+        .map_err(PackagesError::Download)?;
+    let dir = snapshot::temp_dir(store, "debian")?;
+    let layer = unpack(store, &debs, &dir, epoch);
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = Ref {
+        layers: vec![layer?],
+        config: None,
+    };
+    let bytes = serde_json::to_vec(&r).map_err(|e| PackagesError::Store(e.to_string()))?;
+    store
+        .put_record(RECORD, key.as_bytes(), &bytes)
+        .map_err(|e| PackagesError::Store(kiln_types::error_chain(&e)))?;
+    Ok((key, r))
+}
+
+/// Unpacks `debs` (sorted by name, so the order is the set's, not the
+/// resolver's) into `dir` and writes it as one layer blob.
+fn unpack(
+    store: &Store,
+    debs: &[DebRef],
+    dir: &Path,
+    epoch: i64,
+) -> Result<LayerRef, PackagesError> {
+    let mut sorted: Vec<&DebRef> = debs.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let inputs = sorted
+        .iter()
+        .map(|d| {
+            let path = store.blob_path(&d.sha256);
+            File::open(&path)
+                .map(|file| DebInput {
+                    label: format!("{}_{}_{}.deb", d.name, d.version, d.arch),
+                    file,
+                })
+                .map_err(|e| PackagesError::Store(format!("`{}`: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let root = rustix::process::geteuid().is_root();
+    let opts = ApplyOptions {
+        ownership: if root {
+            Ownership::Keep
+        } else {
+            Ownership::Ignore
+        },
+        ..ApplyOptions::default()
+    };
+    kiln_deb::install(dir, inputs, &opts).map_err(|e| PackagesError::Install(Box::new(e)))?;
+    // rootless, everything is ours on disk and root's in the layer
+    let id_map = (!root).then(|| {
+        let one = |host: u32| {
+            vec![IdRange {
+                container: 0,
+                host,
+                size: 1,
+            }]
+        };
+        IdMapping {
+            uids: one(rustix::process::geteuid().as_raw()),
+            gids: one(rustix::process::getegid().as_raw()),
+        }
+    });
+    let wopts = WriteOptions {
+        overlay_whiteouts: false,
+        id_map,
+        source_date_epoch: Some(epoch.max(0) as u64),
+        xattrs: false,
+    };
+    Ok(snapshot::layer_from_dir(store, dir, &wopts)?)
+}
