@@ -388,6 +388,30 @@ fn defaults_and_flags_decide_what_is_attached() {
         i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
         "{i}"
     );
+    // a flat tar holds the statements beside the root filesystem
+    let flat = dir.join("flat.tar");
+    ok_in(
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=tar,dest={}", flat.display()),
+            ".",
+        ],
+    );
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&flat).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    for f in ["sbom.spdx.json", "provenance.json", "usr/local/bin/busybox"] {
+        assert!(
+            names.iter().any(|n| n.trim_start_matches("./") == f),
+            "{f} not in {names:?}"
+        );
+    }
     let bad = kiln_in(&ctx, &["build", "--attest", "type=nonsense", "."]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown attestation type `nonsense`"));

@@ -89,6 +89,17 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 
 /// Writes the merged filesystem of `image` as an uncompressed tar.
 pub fn write_flat_tar<W: Write>(store: &Store, image: &Image, out: W) -> Result<W, FlattenError> {
+    write_flat_tar_with(store, image, &[], out)
+}
+
+/// [`write_flat_tar`] with `extra` files (name, bytes) after the root
+/// filesystem: the attestations BuildKit's tar exporter puts beside it.
+pub fn write_flat_tar_with<W: Write>(
+    store: &Store,
+    image: &Image,
+    extra: &[(&str, &[u8])],
+    out: W,
+) -> Result<W, FlattenError> {
     // winner: path -> (layer index, entry index within the layer)
     let mut winner: HashMap<String, (usize, usize)> = HashMap::new();
     let mut deleted: HashSet<String> = HashSet::new(); // subtree gone for lower layers
@@ -160,6 +171,19 @@ pub fn write_flat_tar<W: Write>(store: &Store, image: &Image, out: W) -> Result<
             }
             copy_entry(&mut builder, entry, &path)?;
         }
+    }
+    for (name, bytes) in extra {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(bytes.len() as u64);
+        builder
+            .append_data(&mut h, name, *bytes)
+            .map_err(|source| FlattenError::Write {
+                path: (*name).to_owned(),
+                source,
+            })?;
     }
     builder.into_inner().map_err(|source| FlattenError::Write {
         path: "end of archive".into(),

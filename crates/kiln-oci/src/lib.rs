@@ -34,7 +34,7 @@ pub mod reference;
 pub mod static_base;
 
 pub use compression::{Compression, CompressionError, LayerInfo, LayerWriter, layer_from_bytes};
-pub use flatten::{FlattenError, open_layer, write_flat_tar};
+pub use flatten::{FlattenError, open_layer, write_flat_tar, write_flat_tar_with};
 pub use image::{Image, ImageError, Layer, NewImage, rfc3339, source_date_epoch};
 pub use import::{ImportError, import_oci_archive, import_oci_layout, import_rootfs};
 pub use json::canonical_json;

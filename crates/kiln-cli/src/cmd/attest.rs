@@ -374,8 +374,8 @@ pub fn provenance(
 }
 
 /// Writes one `-o` output with the attestations: an index for `oci`,
-/// `oci-layout` and a pushing `registry`/`image`, statement files beside a
-/// `local` tree; other types (and stdout) as without them.
+/// `oci-layout` and a pushing `registry`/`image`, statement files beside the
+/// root filesystem of `local` and `tar`; `docker` (and stdout) without them.
 // ExportError carries its path and source by value, as kiln-oci's writers do
 #[allow(clippy::result_large_err)]
 pub fn write_output(
@@ -448,6 +448,28 @@ pub fn write_output(
             attestation::write_statement_files(dest, statements)
                 .into_diagnostic()
                 .wrap_err_with(ctx)
+        }
+        OutputKind::Tar if !to_stdout => {
+            let dest = spec
+                .dest
+                .as_deref()
+                .expect("parsed specs of type=tar have a dest");
+            let files: Vec<(&str, &[u8])> = statements
+                .iter()
+                .map(|s| {
+                    (
+                        attestation::local_file_name(&s.predicate_type),
+                        s.bytes.as_slice(),
+                    )
+                })
+                .collect();
+            kiln_oci::write_file_atomic(dest, |w| {
+                kiln_oci::write_flat_tar_with(store, image, &files, w)
+                    .map(drop)
+                    .map_err(kiln_oci::ExportError::from)
+            })
+            .into_diagnostic()
+            .wrap_err_with(ctx)
         }
         _ => super::save::write_output(store, image, spec),
     }
