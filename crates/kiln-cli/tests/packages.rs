@@ -55,6 +55,23 @@ fn python3_on_static_base_runs_the_same_as_root_and_rootless() {
             .unwrap()
             .is_symlink()
     );
+    // the package layer's record is build cache like any other
+    let (out, err) = common::ok_in(d, &["cache", "check"]);
+    assert!(
+        format!("{out}{err}").contains("the store is consistent"),
+        "{out}{err}"
+    );
+    let (du, err) = common::ok_in(d, &["cache", "du"]);
+    assert!(format!("{du}{err}").contains("deb-layer"), "{du}{err}");
+    common::ok_in(d, &["cache", "prune"]);
+    let (out, err) = common::ok_in(d, &["cache", "check"]);
+    assert!(
+        format!("{out}{err}").contains("the store is consistent"),
+        "{out}{err}"
+    );
+    // and a rebuild after the prune gives the same image
+    let (again, _) = common::ok_in(d, &["build", "."]);
+    assert_eq!(digest(&again), digest(&root_out));
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub const GC_LOCK: &str = "gc";
 const PRIMARY_KINDS: &[&str] = &[
     "build-cache",
     "context-layer",
+    "deb-layer",
     "static-base",
     "content-digest",
     "context-stat",
@@ -259,7 +260,7 @@ fn layer_refs(l: &LayerRef, out: &mut Refs) {
 
 fn parse_record(kind: &str, bytes: &[u8]) -> Option<Refs> {
     match kind {
-        "build-cache" | "context-layer" => serde_json::from_slice::<Ref>(bytes)
+        "build-cache" | "context-layer" | "deb-layer" => serde_json::from_slice::<Ref>(bytes)
             .ok()
             .map(|r| ref_refs(&r)),
         COMMIT_KIND => {
@@ -509,7 +510,7 @@ fn closure(store: &Store, inv: &Inventory, tags: bool, kept_primary: &[&Record])
             }
         }
         // the merged view of a kept chain stays too
-        if let ("build-cache" | "context-layer", Ok(rf)) = (
+        if let ("build-cache" | "context-layer" | "deb-layer", Ok(rf)) = (
             r.kind.as_str(),
             serde_json::from_slice::<Ref>(&fs::read(&r.item.path).unwrap_or_default()),
         ) {
@@ -826,7 +827,7 @@ pub fn check(store: &Store, helper: Option<&Path>) -> Result<Removed, GcError> {
             None => Some("unreadable".to_string()),
             Some(refs) => {
                 let mut why = refs.manifests.iter().find_map(|m| manifest_ok(m).err());
-                if why.is_none() && matches!(r.kind.as_str(), "build-cache" | "context-layer") {
+                if why.is_none() && matches!(r.kind.as_str(), "build-cache" | "context-layer" | "deb-layer") {
                     why = record_ref_problem(
                         store,
                         &r.item.path,
