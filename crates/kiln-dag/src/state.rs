@@ -878,6 +878,19 @@ impl State {
         }
     }
 
+    /// [`State::with_meta`] on a state the caller owns: a vertex nothing
+    /// else holds yet (the one a step just made) takes the meta in place
+    /// instead of being copied.
+    pub fn into_meta(mut self, meta: Meta) -> State {
+        if !Arc::ptr_eq(&self.base, &self.node)
+            && let Some(node) = Arc::get_mut(&mut self.node)
+        {
+            node.meta = meta;
+            return self;
+        }
+        self.with_meta(meta)
+    }
+
     /// The digest of the current filesystem vertex.
     pub fn digest(&self) -> Digest {
         self.node.digest

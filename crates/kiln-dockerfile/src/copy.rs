@@ -50,7 +50,7 @@ impl Lowerer<'_> {
         srcs: &[pd::Source<'_>],
         dest: &pd::UnescapedString<'_>,
     ) {
-        let vars = cx.vars();
+        let vars = &cx.vars;
         let Some(flags) = self.copy_flags(cx, what, options, &vars) else {
             return;
         };
@@ -128,7 +128,7 @@ impl Lowerer<'_> {
                     let mode = flags.chmod.unwrap_or(0o644);
                     state = state
                         .mkfile(&path, data.as_bytes(), mode, flags.chown.clone())
-                        .with_meta(meta.clone());
+                        .into_meta(meta.clone());
                 }
                 pd::Source::Path(p) => {
                     let Some(path) = self.expand(&p.value, &vars, &p.span) else {
@@ -182,7 +182,7 @@ impl Lowerer<'_> {
                     };
                     state = state
                         .copy(&from, &dir, &dest_for, opts)
-                        .with_meta(meta.clone());
+                        .into_meta(meta.clone());
                 }
                 _ => {
                     self.error(

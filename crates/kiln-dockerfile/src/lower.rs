@@ -51,11 +51,6 @@ pub(crate) struct StageCx {
 }
 
 impl StageCx {
-    /// Variables an expanding instruction sees.
-    pub fn vars(&self) -> Vars {
-        self.vars.clone()
-    }
-
     /// Build args a `RUN` gets in its environment: the valued ones whose
     /// name no `ENV` set (an `ENV` wins, as Docker documents).
     pub fn run_args(&self) -> impl Iterator<Item = (&String, &String)> {
@@ -631,8 +626,7 @@ impl<'a> Lowerer<'a> {
     fn instruction(&mut self, cx: &mut StageCx, ins: &I<'_>) {
         match ins {
             I::Arg(a) => {
-                let vars = cx.vars();
-                for (name, value) in self.arg_decls(a, &vars) {
+                for (name, value) in self.arg_decls(a, &cx.vars) {
                     // Declared without a value: the global's or the
                     // automatic one, when there is one.
                     let value = value.or_else(|| self.global.get(&name).cloned());
@@ -645,7 +639,7 @@ impl<'a> Lowerer<'a> {
             }
             I::Env(e) => {
                 let span = e.arguments.span.clone();
-                for (k, v) in self.pairs(&e.arguments.value, &cx.vars(), &span, "ENV") {
+                for (k, v) in self.pairs(&e.arguments.value, &mut cx.vars, &span, "ENV") {
                     cx.env.insert(k.clone(), v.clone());
                     cx.vars.insert(k.clone(), v.clone());
                     cx.state = cx.state.env(k, v);
@@ -653,7 +647,7 @@ impl<'a> Lowerer<'a> {
             }
             I::Label(l) => {
                 let span = l.arguments.span.clone();
-                for (k, v) in self.pairs(&l.arguments.value, &cx.vars(), &span, "LABEL") {
+                for (k, v) in self.pairs(&l.arguments.value, &mut cx.vars, &span, "LABEL") {
                     cx.state = cx.state.label(k, v);
                 }
             }
@@ -668,7 +662,7 @@ impl<'a> Lowerer<'a> {
             }
             I::Workdir(w) => {
                 let span = w.arguments.span.clone();
-                let Some(path) = self.expand(&w.arguments.value, &cx.vars(), &span) else {
+                let Some(path) = self.expand(&w.arguments.value, &cx.vars, &span) else {
                     return;
                 };
                 if path.is_empty() {
@@ -692,17 +686,17 @@ impl<'a> Lowerer<'a> {
                         };
                         kiln_dag::Chown { user, group }
                     });
-                    cx.state = cx.state.mkdir(&cwd, 0o755, true, owner).with_meta(meta);
+                    cx.state = cx.state.mkdir(&cwd, 0o755, true, owner).into_meta(meta);
                 }
             }
             I::User(u) => {
                 let span = u.arguments.span.clone();
-                if let Some(user) = self.expand(&u.arguments.value, &cx.vars(), &span) {
+                if let Some(user) = self.expand(&u.arguments.value, &cx.vars, &span) {
                     cx.state = cx.state.user(user);
                 }
             }
             I::Expose(e) => {
-                let vars = cx.vars();
+                let vars = &cx.vars;
                 for p in &e.arguments {
                     if let Some(port) = self.expand(&p.value, &vars, &p.span) {
                         for port in port.split_whitespace() {
@@ -732,7 +726,7 @@ impl<'a> Lowerer<'a> {
                 }
             }
             I::Volume(v) => {
-                let vars = cx.vars();
+                let vars = &cx.vars;
                 let items: Vec<&pd::UnescapedString<'_>> = match &v.arguments {
                     pd::JsonOrStringArray::Json(a) => a.value.iter().collect(),
                     pd::JsonOrStringArray::String(a) => a.iter().collect(),
@@ -754,7 +748,7 @@ impl<'a> Lowerer<'a> {
             }
             I::Stopsignal(s) => {
                 let span = s.arguments.span.clone();
-                if let Some(sig) = self.expand(&s.arguments.value, &cx.vars(), &span) {
+                if let Some(sig) = self.expand(&s.arguments.value, &cx.vars, &span) {
                     cx.state = cx.state.stop_signal(sig);
                 }
             }
@@ -875,10 +869,12 @@ impl<'a> Lowerer<'a> {
     }
 
     /// `KEY=VALUE ...` (or the old `KEY VALUE` form) of `ENV`/`LABEL`.
+    /// `ENV` pairs are added to `vars` as they go (each sees the ones before
+    /// it on the same line); `LABEL` leaves `vars` as it is.
     fn pairs(
         &mut self,
         raw: &str,
-        vars: &Vars,
+        vars: &mut Vars,
         span: &Range<usize>,
         what: &str,
     ) -> Vec<(String, String)> {
@@ -908,9 +904,6 @@ impl<'a> Lowerer<'a> {
             }
             return out;
         }
-        // Each pair sees the ones before it on the same line (as BuildKit's
-        // ENV does since it expands in order).
-        let mut vars = vars.clone();
         for w in words {
             let Some((k, v)) = w.split_once('=') else {
                 self.error(
@@ -921,7 +914,7 @@ impl<'a> Lowerer<'a> {
                 );
                 continue;
             };
-            let (Some(k), Some(v)) = (self.expand(k, &vars, span), self.expand(v, &vars, span))
+            let (Some(k), Some(v)) = (self.expand(k, vars, span), self.expand(v, vars, span))
             else {
                 continue;
             };

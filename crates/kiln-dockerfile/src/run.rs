@@ -17,7 +17,7 @@ const PIPES: &str = "/dev/pipes";
 impl Lowerer<'_> {
     pub(crate) fn run(&mut self, cx: &mut StageCx, r: &pd::RunInstruction<'_>) {
         let start = r.run.span.start;
-        let vars = cx.vars();
+        let vars = &cx.vars;
         let mut exec_mounts = Vec::new();
         let mut network = Network::Host;
         let mut ok = true;
@@ -96,7 +96,7 @@ impl Lowerer<'_> {
             .map_or(instruction_end(&r.arguments), |h| h.span.start);
         let summary = self.summary(start, end);
         let meta = self.step_meta(cx, start, &summary);
-        cx.state = cx.state.run(exec).with_meta(meta);
+        cx.state = cx.state.run(exec).into_meta(meta);
     }
 
     /// The argv, and a `#!` heredoc script to mount at [`PIPES`].
