@@ -64,6 +64,9 @@ pub(crate) enum Opt {
     },
     /// A variable for one `run` step only.
     Env(String, String),
+    /// A healthcheck option: `interval`, `timeout`, `start_period`,
+    /// `start_interval` (nanoseconds) or `retries`.
+    Health(&'static str, u64),
     Tmpfs {
         target: String,
         size: Option<u64>,
@@ -90,6 +93,7 @@ impl Opt {
             Opt::Cache { .. } => "cache",
             Opt::Secret { .. } => "secret",
             Opt::Env(..) => "env",
+            Opt::Health(what, _) => what,
             Opt::Tmpfs { .. } => "tmpfs",
             Opt::Bind { .. } => "bind",
             Opt::Network(_) => "network",
@@ -179,6 +183,17 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "env",
         "env(name: string, value: string): a variable for this `run` step only",
     ),
+    ("interval", "interval(duration: string, e.g. \"30s\")"),
+    ("timeout", "timeout(duration: string, e.g. \"5s\")"),
+    (
+        "start_period",
+        "start_period(duration: string, e.g. \"1m30s\")",
+    ),
+    (
+        "start_interval",
+        "start_interval(duration: string, e.g. \"2s\")",
+    ),
+    ("retries", "retries(count: integer)"),
     ("chown", "chown(\"user[:group]\")"),
     ("chmod", "chmod(mode: octal integer, e.g. 0o755)"),
     ("mode", "mode(mode: octal integer, e.g. 0o644)"),
@@ -215,6 +230,11 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ("label", ".label(key: string, value: string)"),
     ("expose", ".expose(port: integer | \"port/proto\")"),
     ("volume", ".volume(path: string)"),
+    (
+        "healthcheck",
+        ".healthcheck(command: string | [string]) or .healthcheck(command, [interval(..), timeout(..), start_period(..), start_interval(..), retries(..)])",
+    ),
+    ("no_healthcheck", ".no_healthcheck()"),
     ("stop_signal", ".stop_signal(signal: string)"),
     (
         "packages",
@@ -766,6 +786,25 @@ impl<'a> Eval<'a> {
         None
     }
 
+    /// A duration as Docker writes one (`30s`, `1m30s`, `500ms`), in
+    /// nanoseconds: `0`, or at least 1ms.
+    fn duration_arg(&mut self, arg: &Arg, signature: &str) -> Option<u64> {
+        let s = self.str_arg(arg, signature)?;
+        match parse_duration(&s) {
+            Some(n) if n == 0 || n >= 1_000_000 => Some(n),
+            _ => {
+                self.err(
+                    "kiln::bad-value",
+                    arg.1,
+                    format!("invalid duration `{s}`"),
+                    "not a duration of at least 1ms",
+                    "write a duration such as \"30s\", \"1m30s\" or \"500ms\" (units ns, us, ms, s, m, h)",
+                );
+                None
+            }
+        }
+    }
+
     /// A numeric user or group id of a secret file.
     fn id_arg(&mut self, arg: &Arg, signature: &str) -> Option<u32> {
         let (n, _) = self.int_arg(arg, signature)?;
@@ -1060,6 +1099,34 @@ impl<'a> Eval<'a> {
                     })
                 })),
             "pids" => r(self.pids(&args[0], signature).map(Opt::Pids)),
+            "interval" | "timeout" | "start_period" | "start_interval" => {
+                let what = match name {
+                    "interval" => "interval",
+                    "timeout" => "timeout",
+                    "start_period" => "start_period",
+                    _ => "start_interval",
+                };
+                r(self
+                    .duration_arg(&args[0], signature)
+                    .map(|n| Opt::Health(what, n)))
+            }
+            "retries" => {
+                r(self
+                    .int_arg(&args[0], signature)
+                    .and_then(|(n, _)| match u32::try_from(n) {
+                        Ok(_) => Some(Opt::Health("retries", n)),
+                        Err(_) => {
+                            self.err(
+                                "kiln::bad-value",
+                                args[0].1,
+                                format!("`{n}` retries is out of range"),
+                                "too many",
+                                "give a count below 4294967296",
+                            );
+                            None
+                        }
+                    }))
+            }
             "env" => {
                 let name = self.nonempty(&args[0], signature, "environment variable name");
                 let value = self
@@ -1382,7 +1449,8 @@ impl<'a> Eval<'a> {
             "run" | "mkdir" => (1, 2),
             "copy" | "file" => (2, 3),
             "env" | "label" | "symlink" => (2, 2),
-            "rw" => (0, 0),
+            "rw" | "no_healthcheck" => (0, 0),
+            "healthcheck" => (1, 2),
             _ => (1, 1),
         };
         // `.env` on a secret takes one argument.
@@ -2112,6 +2180,63 @@ impl<'a> Eval<'a> {
                     config(st.label(k, v))
                 }
             }
+            "healthcheck" | "no_healthcheck" => {
+                let test = if name == "no_healthcheck" {
+                    vec!["NONE".to_string()]
+                } else {
+                    match &args[0].0 {
+                        Value::Str(s) if !s.trim().is_empty() => {
+                            vec!["CMD-SHELL".to_string(), s.clone()]
+                        }
+                        Value::Array(_) => match self.strs_arg(&args[0], signature) {
+                            Some(argv) if !argv.is_empty() => {
+                                std::iter::once("CMD".to_string()).chain(argv).collect()
+                            }
+                            Some(_) => {
+                                self.err("kiln::bad-value", args[0].1, "empty argv", "nothing to run", "give the program and its arguments, e.g. `.healthcheck([\"/app\", \"--health\"])`");
+                                return Value::Poison;
+                            }
+                            None => return Value::Poison,
+                        },
+                        Value::Str(_) => {
+                            self.err("kiln::bad-value", args[0].1, "empty command", "nothing to run", "give a shell command, e.g. `.healthcheck(\"curl -f http://localhost/\")`");
+                            return Value::Poison;
+                        }
+                        Value::Poison => return Value::Poison,
+                        _ => {
+                            self.type_error(&args[0], "a string or an array of strings", signature);
+                            return Value::Poison;
+                        }
+                    }
+                };
+                let allowed = [
+                    "interval",
+                    "timeout",
+                    "start_period",
+                    "start_interval",
+                    "retries",
+                ];
+                let Some(opts) = self.opts_arg(args.get(1), "healthcheck", &allowed, signature)
+                else {
+                    return Value::Poison;
+                };
+                let mut hc = kiln_dag::Healthcheck {
+                    test,
+                    ..Default::default()
+                };
+                for o in opts {
+                    if let Opt::Health(what, n) = o {
+                        match what {
+                            "interval" => hc.interval = Some(n),
+                            "timeout" => hc.timeout = Some(n),
+                            "start_period" => hc.start_period = Some(n),
+                            "start_interval" => hc.start_interval = Some(n),
+                            _ => hc.retries = u32::try_from(n).ok(),
+                        }
+                    }
+                }
+                config(st.healthcheck(hc))
+            }
             "volume" => match self.nonempty(&args[0], signature, "volume path") {
                 Some(p) if self.no_nul(args[0].1, &p, "volume path") => config(st.volume(p)),
                 _ => Value::Poison,
@@ -2212,6 +2337,42 @@ impl<'a> Eval<'a> {
             }
         }
     }
+}
+
+/// Go's `time.ParseDuration` forms, as BuildKit reads `HEALTHCHECK`
+/// flags (the same arithmetic as the Dockerfile frontend, so both give the
+/// same nanoseconds).
+fn parse_duration(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += num * unit;
+    }
+    (total.is_finite() && total < u64::MAX as f64).then_some(total as u64)
 }
 
 /// A short quoted label for progress output.

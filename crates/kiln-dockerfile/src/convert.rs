@@ -622,6 +622,43 @@ impl<'a> Converter<'a> {
                 let argv = self.command(cx, &e.arguments);
                 cx.push(format!("entrypoint({})", array(&argv)));
             }
+            I::Healthcheck(h) => {
+                let mut opts = Vec::new();
+                for flag in &h.options {
+                    let value = flag.value.as_ref().map_or("", |v| &v.value);
+                    let name = match &*flag.name.value {
+                        "interval" => "interval",
+                        "timeout" => "timeout",
+                        "start-period" => "start_period",
+                        "start-interval" => "start_interval",
+                        _ => {
+                            opts.push(format!("retries({value})"));
+                            continue;
+                        }
+                    };
+                    opts.push(format!("{name}({})", lit(value)));
+                }
+                let opts = if opts.is_empty() {
+                    String::new()
+                } else {
+                    format!(", [{}]", opts.join(", "))
+                };
+                match &h.arguments {
+                    pd::HealthcheckArguments::Cmd { arguments, .. } => match arguments {
+                        pd::Command::Exec(a) => {
+                            let argv: Vec<String> =
+                                a.value.iter().map(|s| s.value.to_string()).collect();
+                            cx.push(format!("healthcheck({}{opts})", array(&argv)));
+                        }
+                        pd::Command::Shell(sh) => {
+                            let cmd = text::join_continuations(sh.value, self.escape);
+                            cx.push(format!("healthcheck({}{opts})", lit(&cmd)));
+                        }
+                        _ => {}
+                    },
+                    _ => cx.push("no_healthcheck()".into()),
+                }
+            }
             I::Run(r) => self.run_step(cx, r),
             I::Copy(c) => self.copy(cx, &c.copy.span, &c.options, &c.src, &c.dest),
             I::Add(a) => self.copy(cx, &a.add.span, &a.options, &a.src, &a.dest),
