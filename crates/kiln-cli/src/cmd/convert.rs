@@ -84,7 +84,14 @@ pub enum ConvertError {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    // Without -f, the context's Dockerfile even when a Kilnfile is there
+    // (the one a previous `kiln convert -o Kilnfile` wrote, say).
+    let default = ["Dockerfile", "Containerfile", "dockerfile", "containerfile"]
+        .iter()
+        .map(|n| args.context.join(n))
+        .find(|p| p.is_file())
+        .map(|p| p.strip_prefix(".").map(PathBuf::from).unwrap_or(p));
+    let file = super::buildfile::load(args.file.as_deref().or(default.as_deref()), &args.context)?;
     if file.kind == Kind::Kilnfile {
         return Err(ConvertError::NotDockerfile { path: file.name }.into());
     }
