@@ -16,6 +16,7 @@ impl BaseImages for Bases {
             env: vec!["PATH=/usr/bin:/bin".into()],
             workdir: Some("/work".into()),
             user: None,
+            onbuild: Vec::new(),
         }))
     }
 }

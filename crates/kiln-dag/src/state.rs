@@ -91,6 +91,10 @@ pub struct ImageConfig {
     /// `HEALTHCHECK`; a Docker extension of the image config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+    /// Instructions a Dockerfile building on this image runs first
+    /// (Dockerfile `ONBUILD`; a Docker extension of the image config).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub onbuild: Vec<String>,
 }
 
 /// Docker's `Healthcheck` of an image config; durations in nanoseconds,
@@ -185,6 +189,10 @@ impl Canonical for ImageConfig {
                 None => e.bool(false),
             }
         }
+        if !self.onbuild.is_empty() {
+            e.tag("onbuild");
+            e.strs(&self.onbuild);
+        }
     }
 }
 
@@ -260,6 +268,7 @@ struct Config {
     volumes: Option<Arc<Link<String>>>,
     stop_signal: Option<Arc<str>>,
     healthcheck: Option<Arc<Healthcheck>>,
+    onbuild: Option<Arc<Link<String>>>,
     workdir: Option<Arc<str>>,
     user: Option<Arc<str>>,
     entrypoint: Option<Arc<Vec<String>>>,
@@ -281,6 +290,7 @@ impl Config {
             volumes: self.volumes.clone(),
             stop_signal: self.stop_signal.clone(),
             healthcheck: self.healthcheck.clone(),
+            onbuild: self.onbuild.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             entrypoint: self.entrypoint.clone(),
@@ -348,6 +358,11 @@ impl Config {
                 volumes: items(&self.volumes).cloned().collect(),
                 stop_signal: self.stop_signal.as_deref().map(str::to_string),
                 healthcheck: self.healthcheck.as_deref().cloned(),
+                onbuild: {
+                    let mut v: Vec<String> = items(&self.onbuild).cloned().collect();
+                    v.reverse();
+                    v
+                },
             })
         })
     }
@@ -840,6 +855,17 @@ impl State {
     pub fn stop_signal(&self, signal: impl Into<String>) -> State {
         let signal: String = signal.into();
         self.with_config(|c| c.stop_signal = Some(signal.into()))
+    }
+
+    /// Adds an instruction for images built on this one to run first.
+    pub fn onbuild(&self, trigger: impl Into<String>) -> State {
+        let trigger = trigger.into();
+        self.with_config(|c| c.onbuild = push(&c.onbuild, trigger))
+    }
+
+    /// Sets how a runtime checks the container's health.
+    pub fn healthcheck(&self, h: Healthcheck) -> State {
+        self.with_config(|c| c.healthcheck = Some(Arc::new(h)))
     }
 
     /// Declares a port, `8080` meaning `8080/tcp`.

@@ -38,6 +38,8 @@ pub struct BaseConfig {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    /// The image's `ONBUILD` triggers, which a stage built on it must run.
+    pub onbuild: Vec<String>,
 }
 
 /// Answers [`BaseConfig`] for an image reference (normalized) and platform:

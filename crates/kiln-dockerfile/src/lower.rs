@@ -561,6 +561,17 @@ impl<'a> Lowerer<'a> {
                                     cx.vars.insert(k.to_string(), v.to_string());
                                 }
                             }
+                            if !base.onbuild.is_empty() {
+                                self.error(
+                                    "dockerfile::unsupported",
+                                    &image_span,
+                                    format!(
+                                        "`{reference}` has `ONBUILD` triggers ({}), which kiln does not run yet",
+                                        base.onbuild.join("; ")
+                                    ),
+                                    "write the triggers' instructions into this stage, after its `FROM`, and build on the image's own base",
+                                );
+                            }
                             if let Some(w) = base.workdir.filter(|w| !w.is_empty()) {
                                 cx.state = cx.state.workdir(&w);
                             }
@@ -769,12 +780,13 @@ impl<'a> Lowerer<'a> {
             I::Copy(c) => self.copy(cx, c),
             I::Add(a) => self.add(cx, a),
             I::Healthcheck(h) => self.healthcheck(cx, h),
-            I::Onbuild(o) => self.error(
-                "dockerfile::unsupported",
-                &o.onbuild.span,
-                "`ONBUILD` is not supported by kiln yet",
-                "write the instructions into the Dockerfiles that build on this image",
-            ),
+            I::Onbuild(o) => {
+                // The trigger as written after `ONBUILD`, continuations joined.
+                let start = o.onbuild.span.end;
+                let end = keyword_end(self.src, start, self.escape);
+                let trigger = self.summary(start, end).trim().to_string();
+                cx.state = cx.state.onbuild(trigger);
+            }
             I::From(_) => {}
             _ => {
                 let span = keyword_span(ins);
@@ -1015,6 +1027,23 @@ fn config_env(s: &State) -> Vars {
         .collect::<BTreeMap<_, _>>()
         .into_iter()
         .collect()
+}
+
+/// The end of the instruction whose text starts at `start`: the end of its
+/// last line, following line continuations.
+fn keyword_end(src: &str, start: usize, escape: char) -> usize {
+    let mut at = start;
+    while let Some(rest) = src.get(at..) {
+        let Some(nl) = rest.find('\n') else {
+            return src.len();
+        };
+        let line = rest[..nl].trim_end_matches([' ', '\t', '\r']);
+        at += nl + 1;
+        if !line.ends_with(escape) {
+            return at - 1;
+        }
+    }
+    src.len()
 }
 
 /// A Go duration (`1h2m3.5s`, `500ms`, `0`) in nanoseconds.

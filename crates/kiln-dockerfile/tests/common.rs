@@ -43,6 +43,11 @@ impl BaseImages for DebianLike {
             ],
             workdir: None,
             user: None,
+            onbuild: if reference.contains("with-onbuild") {
+                vec!["RUN make".into()]
+            } else {
+                Vec::new()
+            },
         }))
     }
 }

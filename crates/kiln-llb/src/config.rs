@@ -167,6 +167,11 @@ pub fn image_config(def: &Definition, base: Option<&BaseConfig>, platform: &Plat
     if let Some(h) = &over.healthcheck {
         cfg.insert("Healthcheck".into(), h.docker_json());
     }
+    // a base's triggers are for the image built on it, not inherited
+    cfg.remove("OnBuild");
+    if !over.onbuild.is_empty() {
+        cfg.insert("OnBuild".into(), json!(over.onbuild));
+    }
     img.insert("config".into(), Value::Object(cfg));
     Value::Object(img)
 }

@@ -888,8 +888,9 @@ impl ImageLookup<'_> {
 
     /// The image config of a base image, resolved as a build's source is
     /// ([`ImageLookup::image`]: manifest and config, never layers), for a
-    /// Dockerfile's expansion of `$PATH` and relative `WORKDIR`s. Call it
-    /// outside an async runtime: a pull runs one of its own.
+    /// Dockerfile's expansion of `$PATH` and relative `WORKDIR`s, with its
+    /// `OnBuild` triggers (a Docker field oci-spec's type has no place
+    /// for). Call it outside an async runtime: a pull runs one of its own.
     pub fn config(
         &self,
         reference: &str,
@@ -902,7 +903,17 @@ impl ImageLookup<'_> {
             .map_err(|e| Error::Store(crate::chain(&e)))?;
         let c: ImageConfiguration = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Store(format!("image config {}: {e}", img.config_digest)))?;
-        Ok(c.config().clone().unwrap_or_default())
+        let onbuild = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                v["config"]["OnBuild"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        Ok((c.config().clone().unwrap_or_default(), onbuild))
     }
 }
 
@@ -957,7 +968,9 @@ pub fn assemble(
         if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(&bytes)
             && let Some(c) = raw.get("config").and_then(|c| c.as_object())
         {
-            for k in ["Healthcheck", "OnBuild", "Shell"] {
+            // (not `OnBuild`: a base's triggers are for the image built on
+            // it, Docker clears them there)
+            for k in ["Healthcheck", "Shell"] {
                 if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
                     img.docker_config.insert(k.to_string(), v.clone());
                 }
@@ -1000,6 +1013,14 @@ pub fn assemble(
     }
     if let Some(s) = &over.stop_signal {
         config.set_stop_signal(Some(s.clone()));
+    }
+    if let Some(h) = &over.healthcheck {
+        img.docker_config
+            .insert("Healthcheck".into(), h.docker_json());
+    }
+    if !over.onbuild.is_empty() {
+        img.docker_config
+            .insert("OnBuild".into(), serde_json::json!(over.onbuild));
     }
     img.config = config;
     // Only now do directory layers become blobs, and only this image's: a

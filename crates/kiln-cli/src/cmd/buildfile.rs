@@ -149,7 +149,7 @@ impl kiln_dockerfile::BaseImages for StoreBases<'_> {
         reference: &str,
         platform: &kiln_dag::Platform,
     ) -> Result<Option<kiln_dockerfile::BaseConfig>, String> {
-        let c = self
+        let (c, onbuild) = self
             .lookup
             .config(reference, Some(platform))
             .map_err(|e| kiln_types::error_chain(&e))?;
@@ -157,6 +157,7 @@ impl kiln_dockerfile::BaseImages for StoreBases<'_> {
             env: c.env().clone().unwrap_or_default(),
             workdir: c.working_dir().clone(),
             user: c.user().clone(),
+            onbuild,
         }))
     }
 }

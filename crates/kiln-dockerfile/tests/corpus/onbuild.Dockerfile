@@ -1,0 +1,4 @@
+FROM debian:bookworm
+ONBUILD RUN echo later \
+    && echo more
+ONBUILD COPY . /app/

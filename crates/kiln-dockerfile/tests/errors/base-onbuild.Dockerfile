@@ -1,0 +1,1 @@
+FROM example.com/with-onbuild:1

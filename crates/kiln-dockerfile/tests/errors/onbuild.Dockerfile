@@ -1,2 +1,0 @@
-FROM debian
-ONBUILD RUN echo later
