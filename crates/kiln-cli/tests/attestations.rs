@@ -771,3 +771,78 @@ fn an_unprivileged_user_gets_the_same_attestations() {
         .unwrap();
     assert_eq!(String::from_utf8(o.stdout).unwrap(), sbom);
 }
+
+/// `skopeo inspect --raw` of a reference on the loopback registry.
+fn raw(reference: &str) -> serde_json::Value {
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn referrers_layout_pushes_the_image_and_a_subject_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let reg = Registry::start();
+    let repo = format!("{}/referrers/app", reg.addr);
+    let (digest, _) = ok_in(
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--attest-layout",
+            "referrers",
+            "-o",
+            &format!("type=registry,name={repo}:1,registry.insecure=true"),
+            ".",
+        ],
+    );
+    let digest = digest.trim();
+    // the tag names the image manifest itself
+    let image = raw(&format!("{repo}:1"));
+    assert_eq!(
+        image["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{image}"
+    );
+    // the referrers tag schema's index lists the attestation manifest
+    let hex = digest.trim_start_matches("sha256:");
+    let fallback = raw(&format!("{repo}:sha256-{hex}"));
+    let entry = &fallback["manifests"][0];
+    assert_eq!(
+        entry["artifactType"], "application/vnd.docker.attestation.manifest.v1+json",
+        "{fallback}"
+    );
+    let att = raw(&format!("{repo}@{}", entry["digest"].as_str().unwrap()));
+    assert_eq!(att["subject"]["digest"], digest, "{att}");
+    let types: Vec<&str> = att["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["in-toto.io/predicate-type"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v1"
+        ]
+    );
+}

@@ -64,6 +64,10 @@ pub struct Attested {
     pub attestation: Digest,
     /// the attestation manifest, its config and statement blobs
     pub blobs: Vec<Digest>,
+    /// with [`Layout::Referrers`], the index a registry without the
+    /// referrers API is given under the tag `sha256-<image hex>` (the OCI
+    /// distribution spec's fallback), listing the attestation manifest
+    pub referrers_index: Option<Digest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,13 +156,35 @@ pub fn attach(
             i.to_string().as_bytes(),
         )
         .map_err(AttestationError::Store)?;
+    let referrers_index = match layout {
+        Layout::Index => None,
+        Layout::Referrers => Some(referrers_fallback(store, &m, manifest.len() as u64)?),
+    };
     Ok(Attested {
         index: i,
         index_size: index.len() as u64,
         image: image.digest,
         attestation: m,
         blobs,
+        referrers_index,
     })
+}
+
+/// The index the referrers tag schema (`sha256-<image hex>`) points at:
+/// the one attestation manifest, with its artifact type.
+fn referrers_fallback(
+    store: &Store,
+    manifest: &Digest,
+    size: u64,
+) -> Result<Digest, AttestationError> {
+    let mut entry = descriptor(MEDIA_MANIFEST, manifest, size);
+    entry["artifactType"] = json!(ARTIFACT_TYPE);
+    let fallback = canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [entry],
+    }));
+    store.put_blob(&fallback).map_err(AttestationError::Store)
 }
 
 /// The statements attached to the image `image` in this store (empty when
@@ -228,6 +254,15 @@ pub fn load(
         }
     }
     let statements = statements_in_index(&idx, &image.digest, &|d, _| read(d)).map_err(bad)?;
+    let referrers_index = if entry["artifactType"] == ARTIFACT_TYPE {
+        Some(referrers_fallback(
+            store,
+            &m,
+            entry["size"].as_u64().unwrap_or(0),
+        )?)
+    } else {
+        None
+    };
     Ok((
         Attested {
             index: *index,
@@ -235,6 +270,7 @@ pub fn load(
             image: image.digest,
             attestation: m,
             blobs,
+            referrers_index,
         },
         statements,
     ))

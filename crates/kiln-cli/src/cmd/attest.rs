@@ -428,6 +428,30 @@ pub fn write_output(
                     .normalized();
                 let insecure =
                     spec.options.get("registry.insecure").map(String::as_str) == Some("true");
+                if let Some(fallback) = att.referrers_index {
+                    // OCI 1.1 referrers: the image under its tag, the
+                    // attestation manifest (whose `subject` is the image)
+                    // by digest through the referrers tag schema's index
+                    super::push::push_to(
+                        store,
+                        &image.digest,
+                        &dest,
+                        &Default::default(),
+                        insecure,
+                        false,
+                    )?;
+                    let tag = format!("sha256-{}", image.digest.hex());
+                    let referrers = dest.with_tag(&tag).into_diagnostic()?;
+                    super::push::push_to(
+                        store,
+                        &fallback,
+                        &referrers,
+                        &Default::default(),
+                        insecure,
+                        true,
+                    )?;
+                    continue;
+                }
                 super::push::push_to(
                     store,
                     &att.index,
