@@ -118,3 +118,43 @@ fn an_unknown_package_gets_a_did_you_mean() {
     assert!(err.contains("unknown package `pyhton3`"), "{err}");
     assert!(err.contains("did you mean `python3`"), "{err}");
 }
+
+/// The precise ELF check: a dynamically linked program copied onto
+/// `static_base()` with Debian packages passes when its loader and
+/// libraries are in the image, and the error names what is missing when
+/// they are not.
+#[test]
+fn a_dynamic_binary_needs_its_loader_and_libraries_in_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // coreutils' `true`: dynamically linked against libc only
+    std::fs::copy("/usr/bin/true", d.join("true")).unwrap();
+    write(
+        d,
+        r#"let app = static_base()
+    .packages(debian("bookworm").packages(["libc6"]))
+    .copy(context().path("true"), "/usr/local/bin/true")
+    .entrypoint(["/usr/local/bin/true"]);
+"#,
+    );
+    common::ok_in(d, &["build", "-o", "type=oci,dest=ok.tar", "."]);
+    std::fs::create_dir(d.join("podman")).unwrap();
+    assert_eq!(common::podman_run(&d.join("podman"), &d.join("ok.tar")), "");
+    // the same without libc (excluded): the loader and libc are named
+    write(
+        d,
+        r#"let app = static_base()
+    .packages(debian("bookworm").packages(["zlib1g"]).exclude(["libc6"]))
+    .copy(context().path("true"), "/usr/local/bin/true");
+"#,
+    );
+    let o = common::kiln_in(d, &["build", "."]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("`/usr/local/bin/true` is dynamically linked"),
+        "{err}"
+    );
+    assert!(err.contains("the image lacks"), "{err}");
+    assert!(err.contains("`libc.so.6`"), "{err}");
+}

@@ -117,6 +117,9 @@ pub struct Offender {
     /// The copy step's name and Kilnfile location.
     pub step: Option<String>,
     pub location: Option<Location>,
+    /// The loader and libraries not found in the final image, when the
+    /// image carries Debian packages (its own loader and libraries).
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +234,23 @@ fn describe(base: &str, offenders: &[Offender]) -> String {
             s.push_str(&format!(", needs {}", o.needed.join(", ")));
         }
         s.push(')');
+        if !o.missing.is_empty() {
+            s.push_str(&format!(
+                ", and the image lacks {}",
+                o.missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         copied_by(&mut s, o);
+    }
+    if offenders.iter().any(|o| !o.missing.is_empty()) {
+        s.push_str(&format!(
+            "\nthe image is rooted in `{base}` with Debian packages that do not provide them: add the packages that ship them to `.packages([..])`"
+        ));
+        return s;
     }
     s.push_str(&format!(
         "\nthe image is rooted in `{base}`, which has no dynamic loader or libc: {} would not start",
@@ -255,7 +274,20 @@ fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, &SourceOp)> {
                 chain.push(cur);
                 cur = by_digest.get(cur.inputs.first()?)?;
             }
-            Op::Exec(_) | Op::Merge(_) => return None,
+            // a Debian package set merged on adds one layer per set
+            Op::Merge(_) => {
+                let sets = cur.inputs.iter().skip(1).all(|d| {
+                    by_digest
+                        .get(d)
+                        .is_some_and(|v| matches!(v.op, Op::Source(SourceOp::DebianPackages(_))))
+                });
+                if !sets {
+                    return None;
+                }
+                chain.push(cur);
+                cur = by_digest.get(cur.inputs.first()?)?;
+            }
+            Op::Exec(_) => return None,
         }
     }
 }
@@ -281,14 +313,28 @@ pub fn check(
         SourceOp::Scratch => "scratch()",
         _ => return Ok(()),
     };
-    // Each file op added exactly one layer on top of the source's: the last
-    // `chain.len()` layers of the result, in reverse order of `chain`.
-    if root.layers.len() < chain.len() {
+    // Each file op added exactly one layer on top of the source's, each
+    // package set one: the last layers of the result, in reverse order of
+    // `chain`.
+    let added = |v: &&Vertex| match v.op {
+        Op::Merge(_) => v.inputs.len() - 1,
+        _ => 1,
+    };
+    if root.layers.len() < chain.iter().map(added).sum::<usize>() {
         return Ok(());
     }
+    let packages = chain.iter().any(|v| matches!(v.op, Op::Merge(_)));
     let mut offenders = Vec::new();
     let mut foreign = Vec::new();
-    for (v, layer) in chain.iter().zip(root.layers.iter().rev()) {
+    let mut layers = root.layers.iter().rev();
+    for v in &chain {
+        if let Op::Merge(_) = v.op {
+            for _ in 0..added(v) {
+                layers.next();
+            }
+            continue;
+        }
+        let Some(layer) = layers.next() else { break };
         let Op::File(f) = &v.op else { continue };
         let copies: Vec<bool> = f
             .actions
@@ -311,6 +357,7 @@ pub fn check(
                 arch: f.arch,
                 step: v.meta.name.clone(),
                 location: v.meta.location.clone(),
+                missing: Vec::new(),
             };
             if f.dynamic {
                 offenders.push(o);
@@ -318,6 +365,15 @@ pub fn check(
                 foreign.push(o);
             }
         }
+    }
+    // With Debian packages the image carries its own loader and libraries:
+    // a binary is fine when they resolve in the final image.
+    if packages && !offenders.is_empty() {
+        let index = final_index(store, root)?;
+        offenders.retain_mut(|o| {
+            o.missing = missing_in(&index, o, arch);
+            !o.missing.is_empty()
+        });
     }
     // Base-most copies first, as they appear in the Kilnfile.
     offenders.reverse();
@@ -335,6 +391,74 @@ pub fn check(
         });
     }
     Ok(())
+}
+
+/// The merged filesystem of the final image's layers.
+fn final_index(store: &Store, root: &Ref) -> Result<crate::entrycheck::Index, ElfCheckError> {
+    let mut index = crate::entrycheck::Index::default();
+    for l in &root.layers {
+        let lerr = |reason: String| ElfCheckError::Layer {
+            digest: l.digest.clone(),
+            step: "the final image".to_string(),
+            reason,
+        };
+        let layer = l.to_layer().map_err(|e| lerr(crate::chain(&e)))?;
+        let rd = kiln_oci::open_layer(store, &layer).map_err(|e| lerr(crate::chain(&e)))?;
+        index.add_layer(rd).map_err(|e| lerr(crate::chain(&e)))?;
+    }
+    Ok(index)
+}
+
+/// Debian's multiarch directory name of a GOARCH.
+fn multiarch(arch: &str) -> &'static str {
+    match arch {
+        "amd64" => "x86_64-linux-gnu",
+        "arm64" => "aarch64-linux-gnu",
+        "arm" => "arm-linux-gnueabihf",
+        "386" => "i386-linux-gnu",
+        "ppc64le" => "powerpc64le-linux-gnu",
+        "s390x" => "s390x-linux-gnu",
+        "riscv64" => "riscv64-linux-gnu",
+        "mips64le" => "mips64el-linux-gnuabi64",
+        _ => "",
+    }
+}
+
+/// The loader and `DT_NEEDED` libraries of `o` that the image lacks: the
+/// loader by its path, each library in the loader's default and Debian's
+/// multiarch directories (what `ld.so` searches without RUNPATH or
+/// `ld.so.conf` entries).
+fn missing_in(index: &crate::entrycheck::Index, o: &Offender, arch: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    if let Some(i) = &o.interpreter
+        && !index.is_file(i)
+    {
+        missing.push(i.clone());
+    }
+    let ma = multiarch(o.arch.as_deref().unwrap_or(arch));
+    let mut dirs = vec![
+        format!("/lib/{ma}"),
+        format!("/usr/lib/{ma}"),
+        "/lib".to_string(),
+        "/usr/lib".to_string(),
+        "/lib64".to_string(),
+        "/usr/lib64".to_string(),
+        "/usr/local/lib".to_string(),
+    ];
+    if ma.is_empty() {
+        dirs.drain(..2);
+    }
+    for lib in &o.needed {
+        let found = if lib.contains('/') {
+            index.is_file(lib)
+        } else {
+            dirs.iter().any(|d| index.is_file(&format!("{d}/{lib}")))
+        };
+        if !found {
+            missing.push(lib.clone());
+        }
+    }
+    missing
 }
 
 /// An ELF file in a layer.
@@ -519,6 +643,7 @@ mod tests {
         let e = ElfCheckError::Dynamic {
             base: "static_base()".into(),
             offenders: vec![Offender {
+                missing: Vec::new(),
                 path: "/usr/local/bin/hello".into(),
                 interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
                 needed: vec!["libc.so.6".into()],
@@ -547,6 +672,7 @@ mod tests {
         let e = ElfCheckError::Arch {
             arch: "arm64".into(),
             offenders: vec![Offender {
+                missing: Vec::new(),
                 path: "/hello".into(),
                 interpreter: None,
                 needed: vec![],

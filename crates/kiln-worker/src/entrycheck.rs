@@ -183,6 +183,12 @@ impl Index {
         Ok(())
     }
 
+    /// Whether `path` names a file, through symlinks as the kernel follows
+    /// them (the ELF check's loader and library lookups).
+    pub fn is_file(&self, path: &str) -> bool {
+        matches!(self.resolve(path), Some((_, Kind::File { .. })))
+    }
+
     /// Follows `path` as the kernel does (symlinks anywhere, `..`), to the
     /// entry it names: `Ok(None)` when something on the way is missing.
     fn resolve(&self, path: &str) -> Option<(String, &Kind)> {
