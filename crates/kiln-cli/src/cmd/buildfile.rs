@@ -125,16 +125,6 @@ impl BuildFile {
             Kind::Dockerfile => kiln_dockerfile::compile(&self.name, &self.text, opts, bases),
         }
     }
-
-    /// Every error and warning, reading nothing but the file itself.
-    pub fn check(&self, opts: &Options) -> Diagnostics {
-        match self.kind {
-            Kind::Kilnfile => kiln_frontend::check(&self.name, &self.text, opts),
-            Kind::Dockerfile => {
-                kiln_dockerfile::check(&self.name, &self.text, opts, &kiln_dockerfile::NoBaseImages)
-            }
-        }
-    }
 }
 
 /// Base image configs from the store, pulling manifest and config (never

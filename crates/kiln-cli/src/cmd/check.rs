@@ -99,18 +99,20 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.build_args)?,
         platform: None,
     };
-    let diags = file.check(&opts);
-    report(&diags);
-    if diags.has_errors() {
-        let n = diags.errors().count();
-        eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
-        return Ok(ExitCode::FAILURE);
-    }
-    // The lints read the lowered graph (nothing is pulled: a Dockerfile's
-    // bases are not looked up).
-    if let Ok(compiled) = file.compile(&opts, &kiln_dockerfile::NoBaseImages)
-        && lints(&file, &compiled.definition, args.strict)
-    {
+    // One pass: compiling reports what checking does, and gives the
+    // lowered graph the lints read (nothing is pulled: a Dockerfile's bases
+    // are not looked up).
+    let compiled = match file.compile(&opts, &kiln_dockerfile::NoBaseImages) {
+        Ok(c) => c,
+        Err(diags) => {
+            report(&diags);
+            let n = diags.errors().count();
+            eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report(&compiled.warnings);
+    if lints(&file, &compiled.definition, args.strict) {
         eprintln!("error: {name}: lint errors");
         return Ok(ExitCode::FAILURE);
     }
