@@ -11,6 +11,11 @@
 //! assert_eq!(compiled.target, "app");
 //! assert_eq!(compiled.targets, ["build", "app"]);
 //! ```
+//!
+//! [`lint`] holds the seeds' lints (a step on a distroless base, a root
+//! user, a base by tag, a final stage that could be `static_base()`). They
+//! read a lowered [`Definition`], so a Dockerfile (`kiln-dockerfile`) gets
+//! the same ones; the CLI's `check` and `build` run them.
 
 pub mod ast;
 pub mod diag;
