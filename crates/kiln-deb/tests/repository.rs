@@ -110,3 +110,38 @@ fn debs_are_verified_before_they_are_stored() {
         .unwrap_err();
     assert!(e.to_string().contains(".deb.missing"), "{e}");
 }
+
+#[test]
+fn a_dead_mirror_is_retried_then_named() {
+    use std::time::{Duration, Instant};
+    // a loopback port nothing listens on: every connection is refused
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let source = common::bookworm()
+        .with_mirror(&format!("http://127.0.0.1:{port}/debian"))
+        .unwrap();
+    let mut fetcher = Fetcher::new().unwrap();
+    fetcher.retry = kiln_deb::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(100),
+    };
+    let t = Instant::now();
+    let e = common::rt()
+        .block_on(Repository::open(&source, &fetcher, &common::store()))
+        .unwrap_err();
+    match &e {
+        RepoError::Fetch(FetchError::Connection { url, attempts, .. }) => {
+            assert_eq!(*attempts, 3);
+            assert!(url.ends_with("/debian/dists/bookworm/InRelease"), "{url}");
+        }
+        other => panic!("expected a connection failure, got {other:?}"),
+    }
+    // it waited between tries (50 + 100 ms), and not for long
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
