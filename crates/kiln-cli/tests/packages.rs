@@ -158,3 +158,39 @@ fn a_dynamic_binary_needs_its_loader_and_libraries_in_the_image() {
     assert!(err.contains("the image lacks"), "{err}");
     assert!(err.contains("`libc.so.6`"), "{err}");
 }
+
+/// `examples/cc-app`: a C++ program built in the Debian builder (served
+/// from the loopback registry as `docker.io/library/debian:bookworm`, as
+/// examples_e2e does), shipped dynamically linked on `static_base()` with
+/// `libstdc++6` as a package set, runs under podman as 65532.
+#[test]
+fn cc_app_example_runs() {
+    let reg = common::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::serve_debian_builder(&reg, d);
+    let ctx = d.join("cc-app");
+    std::fs::create_dir(&ctx).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cc-app");
+    for f in ["Kilnfile", "main.cpp"] {
+        std::fs::copy(src.join(f), ctx.join(f)).unwrap();
+    }
+    let mirror = format!("docker.io={}", reg.addr);
+    let out = d.join("cc.tar");
+    common::ok_in(
+        d,
+        &[
+            "build",
+            ctx.to_str().unwrap(),
+            "--registry-mirror",
+            &mirror,
+            "-o",
+            &format!("type=oci,dest={}", out.display()),
+        ],
+    );
+    std::fs::create_dir(d.join("podman")).unwrap();
+    assert_eq!(
+        common::podman_run(&d.join("podman"), &out),
+        "hello from a dynamically linked C++ program on static_base()\n"
+    );
+}
