@@ -235,6 +235,10 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
         ".healthcheck(command: string | [string]) or .healthcheck(command, [interval(..), timeout(..), start_period(..), start_interval(..), retries(..)])",
     ),
     ("no_healthcheck", ".no_healthcheck()"),
+    (
+        "onbuild",
+        ".onbuild(instruction: string): a Dockerfile trigger for images built on this one",
+    ),
     ("stop_signal", ".stop_signal(signal: string)"),
     (
         "packages",
@@ -2237,6 +2241,10 @@ impl<'a> Eval<'a> {
                 }
                 config(st.healthcheck(hc))
             }
+            "onbuild" => match self.nonempty(&args[0], signature, "trigger") {
+                Some(t) if self.no_nul(args[0].1, &t, "trigger") => config(st.onbuild(t)),
+                _ => Value::Poison,
+            },
             "volume" => match self.nonempty(&args[0], signature, "volume path") {
                 Some(p) if self.no_nul(args[0].1, &p, "volume path") => config(st.volume(p)),
                 _ => Value::Poison,

@@ -659,6 +659,27 @@ impl<'a> Converter<'a> {
                     _ => cx.push("no_healthcheck()".into()),
                 }
             }
+            I::Onbuild(o) => {
+                // The trigger as written after `ONBUILD`, continuations
+                // joined, as `lower.rs` records it.
+                let start = o.onbuild.span.end;
+                let mut end = self.src.len();
+                let mut at = start;
+                while let Some(rest) = self.src.get(at..) {
+                    let Some(nl) = rest.find('\n') else {
+                        break;
+                    };
+                    let line = rest[..nl].trim_end_matches([' ', '\t', '\r']);
+                    at += nl + 1;
+                    if !line.ends_with(self.escape) {
+                        end = at - 1;
+                        break;
+                    }
+                }
+                let raw = self.src.get(start..end).unwrap_or("");
+                let trigger = text::join_continuations(raw, self.escape);
+                cx.push(format!("onbuild({})", lit(trigger.trim())));
+            }
             I::Run(r) => self.run_step(cx, r),
             I::Copy(c) => self.copy(cx, &c.copy.span, &c.options, &c.src, &c.dest),
             I::Add(a) => self.copy(cx, &a.add.span, &a.options, &a.src, &a.dest),
