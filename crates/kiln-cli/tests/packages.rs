@@ -194,3 +194,70 @@ fn cc_app_example_runs() {
         "hello from a dynamically linked C++ program on static_base()\n"
     );
 }
+
+/// `examples/python-app`: dependencies installed in the Debian builder
+/// from the example's wheels (one pure Python, one C extension), shipped on
+/// `static_base()` with python3 as a package set; the app answers an HTTP
+/// request under podman, as 65532.
+#[test]
+fn python_app_example_answers() {
+    let reg = common::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::serve_debian_builder(&reg, d);
+    let ctx = d.join("python-app");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-app");
+    std::fs::create_dir_all(ctx.join("wheels")).unwrap();
+    for f in ["Kilnfile", "app.py"] {
+        std::fs::copy(src.join(f), ctx.join(f)).unwrap();
+    }
+    for w in std::fs::read_dir(src.join("wheels")).unwrap() {
+        let w = w.unwrap();
+        std::fs::copy(w.path(), ctx.join("wheels").join(w.file_name())).unwrap();
+    }
+    let mirror = format!("docker.io={}", reg.addr);
+    let out = d.join("py.tar");
+    common::ok_in(
+        d,
+        &[
+            "build",
+            ctx.to_str().unwrap(),
+            "--registry-mirror",
+            &mirror,
+            "-o",
+            &format!("type=oci,dest={}", out.display()),
+        ],
+    );
+    let podman = d.join("podman");
+    std::fs::create_dir(&podman).unwrap();
+    let o = common::podman(&podman)
+        .args(["run", "--rm", "--network", "none"])
+        .arg(format!("oci-archive:{}", out.display()))
+        .arg("--self-test")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "&lt;hello from python3 on static_base()&gt; six 1.16.0, speedups markupsafe._speedups\n"
+    );
+    let o = common::podman(&podman)
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "python3",
+        ])
+        .arg(format!("oci-archive:{}", out.display()))
+        .args(["-c", "import os; print(os.getuid())"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "65532\n");
+}
