@@ -23,6 +23,32 @@ fn examples_emit_their_snapshot() {
     }
 }
 
+/// A package set has no LLB form yet: emission says so, naming where.
+#[test]
+fn package_set_examples_are_refused_with_the_reason() {
+    let sets = common::package_set_examples();
+    assert!(
+        !sets.is_empty(),
+        "examples/cc-app and examples/python-app use package sets"
+    );
+    for (name, text) in sets {
+        let def = common::compile("Kilnfile", &text);
+        let mut opts = Options::new(common::amd64());
+        opts.source = Some(SourceFile {
+            name: "Kilnfile".into(),
+            text: text.clone(),
+        });
+        match emit(&def, &opts) {
+            Err(e @ kiln_llb::EmitError::PackageSet { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("`bookworm` (at Kilnfile:"), "{name}: {msg}");
+                assert!(msg.contains("kiln build"), "{name}: {msg}");
+            }
+            other => panic!("{name}: expected the package-set error, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn digests_are_sha256_of_the_marshalled_ops_and_key_the_metadata() {
     for (name, text) in common::examples() {
