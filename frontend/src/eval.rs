@@ -1281,12 +1281,13 @@ impl<'a> Eval<'a> {
             .next_back()
             .or_else(|| self.opts.platform.clone());
         let label = format!("image {reference}");
-        self.source(
-            State::image(reference, platform),
-            Root::Registry,
-            span,
-            label,
-        )
+        // Distroless-style images have no shell either (`lint.rs`).
+        let root = if crate::lint::no_shell(&reference) {
+            Root::NoShell("a distroless image")
+        } else {
+            Root::Registry
+        };
+        self.source(State::image(reference, platform), root, span, label)
     }
 
     fn macro_call(&mut self, name: &Ident, args: Vec<Arg>, span: Span) -> Value {

@@ -5,7 +5,8 @@
 //! - `lint::run-without-shell` (error): a step runs on a distroless-style
 //!   base (`gcr.io/distroless/*`, `cgr.dev/chainguard/static`), which has
 //!   no `/bin/sh` or any program to run. (`scratch` and `static_base()`
-//!   are refused by each frontend already.)
+//!   are refused by each frontend already, and so is a Kilnfile's
+//!   `image(..)` of such a base, through `no_shell`.)
 //! - `lint::root-user` (warning): the image runs as root: no user set, or
 //!   `root`/`0`, on a base not known to set a non-root user.
 //! - `lint::unpinned-base` (warning): a base image by tag, not digest.
@@ -21,7 +22,7 @@ use crate::diag::Diagnostic;
 use crate::span::Span;
 
 /// Bases with no shell or any program (besides `scratch`/`static_base()`).
-fn no_shell(reference: &str) -> bool {
+pub(crate) fn no_shell(reference: &str) -> bool {
     let name = reference.split(['@', ':']).next().unwrap_or(reference);
     reference.starts_with("gcr.io/distroless/")
         || name == "cgr.dev/chainguard/static"
