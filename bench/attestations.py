@@ -28,8 +28,8 @@ def timed(cmd):
 
 
 def run(kiln, ctx, pairs, fresh):
-    with_ = [kiln, "build", "--progress", "plain", "-t", "bench:1", ctx]
-    without = with_[:-1] + ["--sbom=false", "--provenance=false", ctx]
+    with_ = [kiln, "build", "--progress", "plain", "--sbom", "--provenance=true", "-t", "bench:1", ctx]
+    without = [kiln, "build", "--progress", "plain", "-t", "bench:1", "--sbom=false", "--provenance=false", ctx]
     records = os.path.join(os.environ["KILN_HOME"], "records")
     a, b = [], []
     for _ in range(3):

@@ -240,7 +240,7 @@ fn kiln_sbom_prints_the_attached_sbom_or_generates_one() {
         );
         String::from_utf8(o.stdout).unwrap()
     };
-    run(&["build", "--progress", "plain", "-t", "app:1", "."]);
+    run(&["build", "--progress", "plain", "--sbom", "-t", "app:1", "."]);
     let attached: serde_json::Value = serde_json::from_str(&run(&["sbom", "app:1"])).unwrap();
     let generated: serde_json::Value =
         serde_json::from_str(&run(&["sbom", "--generate", "app:1"])).unwrap();
@@ -351,8 +351,14 @@ fn defaults_and_flags_decide_what_is_attached() {
             })
             .collect()
     };
-    // on the static base: SBOM and min provenance by default
-    let i = index_of(&[], "default.tar");
+    // an archive without flags: the plain image manifest, as before
+    let i = index_of(&[], "plain.tar");
+    assert_eq!(
+        i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{i}"
+    );
+    // any flag: on the static base, the SBOM comes with min provenance
+    let i = index_of(&["--provenance=true"], "default.tar");
     assert_eq!(
         predicate_types(&i, "default.tar"),
         [
@@ -396,6 +402,7 @@ fn defaults_and_flags_decide_what_is_attached() {
             "build",
             "--progress",
             "plain",
+            "--sbom",
             "-o",
             &format!("type=tar,dest={}", flat.display()),
             ".",
@@ -452,6 +459,7 @@ fn go_hello_sbom_names_the_go_toolchain_and_the_builder_stage() {
             &mirror,
             "--progress",
             "plain",
+            "--sbom",
             "-t",
             "go-hello:1",
             "-o",
@@ -685,6 +693,7 @@ fn a_no_op_rebuild_reuses_its_attestations() {
                 "build",
                 "--progress",
                 "plain",
+                "--provenance=true",
                 "-o",
                 &format!("type=oci,dest={}", dest.display()),
                 ".",
@@ -740,6 +749,7 @@ fn an_unprivileged_user_gets_the_same_attestations() {
             "build",
             "--progress",
             "plain",
+            "--sbom",
             "-t",
             "app:1",
             "-o",
@@ -761,7 +771,7 @@ fn an_unprivileged_user_gets_the_same_attestations() {
     let o = common::kiln_command(
         &root_home,
         &ctx,
-        &["build", "--progress", "plain", "-t", "app:1", "."],
+        &["build", "--progress", "plain", "--sbom", "-t", "app:1", "."],
     )
     .output()
     .unwrap();
@@ -804,6 +814,7 @@ fn referrers_layout_pushes_the_image_and_a_subject_manifest() {
             "build",
             "--progress",
             "plain",
+            "--provenance=true",
             "--attest-layout",
             "referrers",
             "-o",

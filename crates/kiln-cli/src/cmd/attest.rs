@@ -16,15 +16,16 @@ use miette::{IntoDiagnostic, WrapErr};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AttestOpts {
     /// Attach an SBOM (SPDX 2.3 JSON): `--sbom`, `--sbom=true|false`, or
-    /// `--sbom=format=cyclonedx` for CycloneDX 1.6 [default: on for images
-    /// built on `static_base()`, else off]
+    /// `--sbom=format=cyclonedx` for CycloneDX 1.6 [default: off; with any
+    /// other attestation flag, on for images built on `static_base()`]
     #[arg(long, value_name = "BOOL|format=FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     #[arg(value_parser = check_sbom)]
     pub sbom: Option<String>,
 
     /// Attach SLSA v1 provenance: `--provenance=true|false`,
     /// `--provenance=mode=min|max` (`max` adds build arg values and the
-    /// steps; secrets never appear) [default: mode=min]
+    /// steps; secrets never appear) [default: off; with any other
+    /// attestation flag, mode=min]
     #[arg(long, value_name = "BOOL|mode=MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     #[arg(value_parser = check_provenance)]
     pub provenance: Option<String>,
@@ -120,6 +121,11 @@ fn key_values<'a>(flag: &str, s: &'a str) -> miette::Result<BTreeMap<&'a str, &'
 }
 
 impl AttestOpts {
+    /// Whether any attestation flag was given.
+    pub fn explicit(&self) -> bool {
+        self.sbom.is_some() || self.provenance.is_some() || !self.attest.is_empty()
+    }
+
     /// The attestations to make; `static_rooted` says whether the image was
     /// built on `static_base()` (the SBOM's default).
     pub fn plan(&self, static_rooted: bool) -> miette::Result<Plan> {
@@ -523,6 +529,13 @@ pub struct Build<'a> {
 /// Makes and attaches the attestations `kiln build` was asked for (none
 /// when every one is off).
 pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement>)>> {
+    // opt-in: with attestations a tag names an index instead of the image
+    // manifest, which changes what scripts composing manifest lists over
+    // kiln's pushes (and `skopeo inspect` of another platform's archive)
+    // see; one flag asks for them
+    if !b.opts.explicit() {
+        return Ok(None);
+    }
     let plan = b.opts.plan(b.static_rooted)?;
     let name = b
         .name
