@@ -27,6 +27,19 @@ use crate::deb::{DebError, read_deb};
 /// The top-level directories that are symlinks into `/usr` (merged /usr).
 pub const MERGED: [&str; 4] = ["bin", "lib", "lib64", "sbin"];
 
+/// What is left out, as Debian's slim images leave it out with dpkg's
+/// `path-exclude`: manual pages, translations, info manuals and the
+/// documentation but for each package's `copyright` (kept for license
+/// compliance and the scanners that read it). The `.md5sums` records still
+/// list them, as on a slim Debian.
+pub fn left_out(path: &[u8]) -> bool {
+    const DROP: [&[u8]; 3] = [b"usr/share/man/", b"usr/share/locale/", b"usr/share/info/"];
+    if DROP.iter().any(|p| path.starts_with(p)) {
+        return true;
+    }
+    path.starts_with(b"usr/share/doc/") && !path.ends_with(b"/copyright")
+}
+
 /// Where dpkg records go in distroless images.
 pub const STATUS_DIR: &str = "var/lib/dpkg/status.d";
 
@@ -337,6 +350,20 @@ fn copy_data(
             }
             continue;
         }
+        // directories of the documentation stay (a `copyright` lives in one)
+        let skip = if kind == tar::EntryType::Directory {
+            !path.starts_with(b"usr/share/doc/") && left_out(&[&path[..], b"/"].concat())
+        } else {
+            left_out(&path)
+        };
+        if skip {
+            continue;
+        }
+        if kind == tar::EntryType::Link
+            && left_out(&merged_path(&e.link_name_bytes().unwrap_or_default()))
+        {
+            continue;
+        }
         let mut h = e.header().clone();
         owners.insert(path.clone(), label.to_string());
         match kind {
@@ -498,6 +525,16 @@ mod tests {
         assert_eq!(merged_path(b"./binx/y"), b"binx/y");
         assert_eq!(merged_path(b"./usr/bin/x"), b"usr/bin/x");
         assert_eq!(merged_path(b"/sbin"), b"usr/sbin");
+    }
+
+    #[test]
+    fn slim_paths() {
+        assert!(left_out(b"usr/share/man/man1/python3.1.gz"));
+        assert!(left_out(b"usr/share/locale/de/LC_MESSAGES/x.mo"));
+        assert!(left_out(b"usr/share/doc/libc6/changelog.Debian.gz"));
+        assert!(!left_out(b"usr/share/doc/libc6/copyright"));
+        assert!(!left_out(b"usr/share/zoneinfo/UTC"));
+        assert!(!left_out(b"usr/lib/python3.11/locale.py"));
     }
 
     #[test]

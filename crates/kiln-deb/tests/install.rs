@@ -81,6 +81,16 @@ fn python3_installs_runs_and_is_deterministic() {
     // libc6 ships its loader under ./lib64 and ./lib: they land in /usr
     assert!(root.join("usr/lib64/ld-linux-x86-64.so.2").exists() || !cfg!(target_arch = "x86_64"));
     assert!(root.join("usr/bin/python3.11").is_file());
+    // slim like Debian's slim images: no manuals or translations, the
+    // copyright of every package kept
+    assert!(!root.join("usr/share/man").exists());
+    assert!(!root.join("usr/share/locale").exists());
+    assert!(root.join("usr/share/doc/python3/copyright").is_file());
+    assert!(
+        !root
+            .join("usr/share/doc/python3/changelog.Debian.gz")
+            .exists()
+    );
     let status = std::fs::read_to_string(root.join("var/lib/dpkg/status.d/python3")).unwrap();
     assert!(
         status.starts_with("Package: python3\nStatus: install ok installed\n"),

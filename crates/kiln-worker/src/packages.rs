@@ -84,7 +84,7 @@ fn source(
 /// the epoch the layer's times are clamped to, and the layout version.
 pub fn key(debs: &[DebRef], arch: &str, epoch: i64) -> Digest {
     let mut e = kiln_dag::canonical::Encoder::new();
-    e.tag("kiln-debian-packages/v1");
+    e.tag("kiln-debian-packages/v2");
     e.str(arch);
     e.u64(epoch.max(0) as u64);
     e.u64(debs.len() as u64);
