@@ -61,9 +61,13 @@ fn a_foreign_keyring_rejects_the_signature() {
 
 #[test]
 fn debs_are_verified_before_they_are_stored() {
-    let store = common::store();
+    let shared = common::store();
     let source = common::bookworm();
-    let repo = common::open(&source, &store);
+    let repo = common::open(&source, &shared);
+    // the downloads go to a store of their own: one that has the package
+    // already would not download it again
+    let tmp = tempfile::tempdir().unwrap();
+    let store = kiln_store::Store::open(tmp.path().join("store")).unwrap();
     let id = repo.index.named("base-files")[0];
     let deb = repo.deb(id).unwrap();
     let fetcher = Fetcher::new().unwrap();
