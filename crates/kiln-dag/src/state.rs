@@ -874,11 +874,6 @@ impl State {
             port.to_string()
         } else {
             format!("{port}/tcp")
-    /// Sets how a runtime checks the container's health.
-    pub fn healthcheck(&self, h: Healthcheck) -> State {
-        self.with_config(|c| c.healthcheck = Some(Arc::new(h)))
-    }
-
         };
         self.with_config(|c| c.ports = push(&c.ports, port))
     }

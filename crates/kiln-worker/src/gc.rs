@@ -827,7 +827,12 @@ pub fn check(store: &Store, helper: Option<&Path>) -> Result<Removed, GcError> {
             None => Some("unreadable".to_string()),
             Some(refs) => {
                 let mut why = refs.manifests.iter().find_map(|m| manifest_ok(m).err());
-                if why.is_none() && matches!(r.kind.as_str(), "build-cache" | "context-layer" | "deb-layer") {
+                if why.is_none()
+                    && matches!(
+                        r.kind.as_str(),
+                        "build-cache" | "context-layer" | "deb-layer"
+                    )
+                {
                     why = record_ref_problem(
                         store,
                         &r.item.path,

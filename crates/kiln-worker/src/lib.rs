@@ -895,7 +895,7 @@ impl ImageLookup<'_> {
         &self,
         reference: &str,
         platform: Option<&kiln_dag::Platform>,
-    ) -> Result<Config, Error> {
+    ) -> Result<(Config, Vec<String>), Error> {
         let img = self.image(reference, platform)?;
         let bytes = self
             .store
@@ -953,16 +953,6 @@ pub fn assemble(
             .map_err(|e| AssembleError::Config(crate::chain(&e)))?;
         let base: ImageConfiguration =
             serde_json::from_slice(&bytes).map_err(|e| AssembleError::Config(crate::chain(&e)))?;
-        img.architecture = base.architecture().to_string();
-        img.variant = base.variant().clone();
-        config = base.config().clone().unwrap_or_default();
-    }
-    let over = &def.config;
-    let mut env = config.env().clone().unwrap_or_default();
-    for (k, v) in &over.env {
-        set_env(&mut env, k, v);
-    }
-    config.set_env((!env.is_empty()).then_some(env));
         // Docker's fields beyond OCI's (a base image's healthcheck) carry
         // over: oci-spec's config type has no place for them.
         if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -976,6 +966,16 @@ pub fn assemble(
                 }
             }
         }
+        img.architecture = base.architecture().to_string();
+        img.variant = base.variant().clone();
+        config = base.config().clone().unwrap_or_default();
+    }
+    let over = &def.config;
+    let mut env = config.env().clone().unwrap_or_default();
+    for (k, v) in &over.env {
+        set_env(&mut env, k, v);
+    }
+    config.set_env((!env.is_empty()).then_some(env));
     if let Some(w) = &over.workdir {
         config.set_working_dir(Some(w.clone()));
     }
@@ -1032,8 +1032,4 @@ pub fn assemble(
     }
     img.commit(store)
         .map_err(|e| AssembleError::Commit(crate::chain(&e)))
-    if let Some(h) = &over.healthcheck {
-        img.docker_config
-            .insert("Healthcheck".into(), h.docker_json());
-    }
 }
