@@ -51,10 +51,10 @@ impl Lowerer<'_> {
         dest: &pd::UnescapedString<'_>,
     ) {
         let vars = &cx.vars;
-        let Some(flags) = self.copy_flags(cx, what, options, &vars) else {
+        let Some(flags) = self.copy_flags(cx, what, options, vars) else {
             return;
         };
-        let Some(mut dest_path) = self.expand(&dest.value, &vars, &dest.span) else {
+        let Some(mut dest_path) = self.expand(&dest.value, vars, &dest.span) else {
             return;
         };
         if dest_path.is_empty() {
@@ -118,7 +118,7 @@ impl Lowerer<'_> {
                         data = text::chomp(&data);
                     }
                     if h.expand {
-                        data = shell::expand_raw(&data, &vars, self.escape);
+                        data = shell::expand_raw(&data, vars, self.escape);
                     }
                     let path = if into_dir {
                         format!("{dest_path}{}", m.name)
@@ -131,7 +131,7 @@ impl Lowerer<'_> {
                         .into_meta(meta.clone());
                 }
                 pd::Source::Path(p) => {
-                    let Some(path) = self.expand(&p.value, &vars, &p.span) else {
+                    let Some(path) = self.expand(&p.value, vars, &p.span) else {
                         return;
                     };
                     if !self.source_allowed(what, &path, &p.span, flags.from.is_some()) {

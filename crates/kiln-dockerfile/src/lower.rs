@@ -709,7 +709,7 @@ impl<'a> Lowerer<'a> {
             I::Expose(e) => {
                 let vars = &cx.vars;
                 for p in &e.arguments {
-                    if let Some(port) = self.expand(&p.value, &vars, &p.span) {
+                    if let Some(port) = self.expand(&p.value, vars, &p.span) {
                         for port in port.split_whitespace() {
                             if !valid_port(port) {
                                 self.error(
@@ -743,7 +743,7 @@ impl<'a> Lowerer<'a> {
                     pd::JsonOrStringArray::String(a) => a.iter().collect(),
                 };
                 for item in items {
-                    if let Some(path) = self.expand(&item.value, &vars, &item.span) {
+                    if let Some(path) = self.expand(&item.value, vars, &item.span) {
                         if path.is_empty() {
                             self.error(
                                 "dockerfile::volume",

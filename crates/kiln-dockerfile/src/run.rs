@@ -25,14 +25,14 @@ impl Lowerer<'_> {
             let span = flag.span();
             let raw = flag.value.as_ref().map_or("", |v| &v.value);
             match &*flag.name.value {
-                "mount" => match self.expand(raw, &vars, &span) {
+                "mount" => match self.expand(raw, vars, &span) {
                     Some(spec) => match self.mount(cx, &spec, &span) {
                         Some(m) => exec_mounts.push(m),
                         None => ok = false,
                     },
                     None => ok = false,
                 },
-                "network" => match self.expand(raw, &vars, &span).as_deref() {
+                "network" => match self.expand(raw, vars, &span).as_deref() {
                     Some("default") | Some("host") => network = Network::Host,
                     Some("none") => network = Network::None,
                     Some(other) => {

@@ -88,9 +88,9 @@ fn conformance_cases_convert_to_the_same_graph() {
 /// own, and returns the Kilnfile.
 fn converts_to_the_same_graph(path: &std::path::Path, src: &str, opts: &Options) -> String {
     let src = src.to_string();
-    let docker = compile("Dockerfile", &src, &opts, &common::DebianLike)
+    let docker = compile("Dockerfile", &src, opts, &common::DebianLike)
         .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
-    let converted = convert("Dockerfile", &src, &opts, &common::DebianLike)
+    let converted = convert("Dockerfile", &src, opts, &common::DebianLike)
         .unwrap_or_else(|d| panic!("{}:\n{}", path.display(), d.render_plain()));
     let kopts = Options {
         target: opts.target.as_deref().map(binding),
