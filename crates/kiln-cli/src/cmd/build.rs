@@ -177,14 +177,23 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let compiled = match compiled {
         Ok(c) => c,
         Err(diags) => {
-            report(&diags);
+            if matches!(args.progress.resolve(), Mode::Json) {
+                super::check::report_json(&diags);
+            } else {
+                report(&diags);
+            }
             let n = diags.errors().count();
             eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
             return Ok(ExitCode::FAILURE);
         }
     };
-    report(&compiled.warnings);
-    if super::check::lints(&file, &compiled.definition, args.strict) {
+    let json = matches!(args.progress.resolve(), Mode::Json);
+    if json {
+        super::check::report_json(&compiled.warnings);
+    } else {
+        report(&compiled.warnings);
+    }
+    if super::check::lints(&file, &compiled.definition, args.strict, json) {
         eprintln!("error: {name}: lint errors");
         return Ok(ExitCode::FAILURE);
     }

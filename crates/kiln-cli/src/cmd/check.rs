@@ -44,6 +44,7 @@ pub fn lints(
     file: &super::buildfile::BuildFile,
     def: &kiln_frontend::Definition,
     strict: bool,
+    json: bool,
 ) -> bool {
     let dockerfile = file.kind == super::buildfile::Kind::Dockerfile;
     let mut found = kiln_frontend::lint::lint(&file.name, &file.text, def, dockerfile);
@@ -53,7 +54,11 @@ pub fn lints(
         }
     }
     let diags = Diagnostics::new(&file.name, std::sync::Arc::from(file.text.as_str()), found);
-    report(&diags);
+    if json {
+        report_json(&diags);
+    } else {
+        report(&diags);
+    }
     diags.has_errors()
 }
 
@@ -91,6 +96,27 @@ pub fn report(diags: &Diagnostics) {
     }
 }
 
+/// Every diagnostic as one JSON object per line on stderr, for
+/// `--progress json` (where every line of stderr is an event).
+pub fn report_json(diags: &Diagnostics) {
+    let idx = kiln_frontend::span::LineIndex::new(&diags.source);
+    for d in &diags.items {
+        let location = d.span.map(|s| {
+            let lc = idx.line_col(&diags.source, s.start as usize);
+            format!("{}:{}:{}", diags.file_name, lc.line, lc.col)
+        });
+        let event = serde_json::json!({
+            "event": "diagnostic",
+            "severity": if d.is_error() { "error" } else { "warning" },
+            "code": d.code,
+            "message": d.message,
+            "location": location,
+            "help": d.help,
+        });
+        eprintln!("{event}");
+    }
+}
+
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
     let name = &file.name;
@@ -112,7 +138,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
     };
     report(&compiled.warnings);
-    if lints(&file, &compiled.definition, args.strict) {
+    if lints(&file, &compiled.definition, args.strict, false) {
         eprintln!("error: {name}: lint errors");
         return Ok(ExitCode::FAILURE);
     }
