@@ -2350,8 +2350,8 @@ impl<'a> Eval<'a> {
 
 /// Go's `time.ParseDuration` forms, as BuildKit reads `HEALTHCHECK`
 /// flags (the same arithmetic as the Dockerfile frontend, so both give the
-/// same nanoseconds).
-fn parse_duration(s: &str) -> Option<u64> {
+/// same nanoseconds; the Dockerfile frontend uses this one).
+pub fn parse_duration(s: &str) -> Option<u64> {
     if s == "0" {
         return Some(0);
     }

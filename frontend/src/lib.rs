@@ -21,7 +21,7 @@ pub mod ast;
 pub mod diag;
 mod eval;
 
-pub use eval::did_you_mean;
+pub use eval::{did_you_mean, parse_duration};
 pub mod lexer;
 pub mod lint;
 pub mod parser;

@@ -807,7 +807,7 @@ impl<'a> Lowerer<'a> {
             let span = flag.span();
             let value = flag.value.as_ref().map_or("", |v| &v.value);
             let name = &*flag.name.value;
-            let duration = |lw: &mut Self| match parse_duration(value) {
+            let duration = |lw: &mut Self| match kiln_frontend::parse_duration(value) {
                 Some(n) if n == 0 || n >= 1_000_000 => Some(n),
                 Some(_) => {
                     lw.error(
@@ -1044,40 +1044,6 @@ fn keyword_end(src: &str, start: usize, escape: char) -> usize {
         }
     }
     src.len()
-}
-
-/// A Go duration (`1h2m3.5s`, `500ms`, `0`) in nanoseconds.
-fn parse_duration(s: &str) -> Option<u64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += num * unit;
-    }
-    (total.is_finite() && total < u64::MAX as f64).then_some(total as u64)
 }
 
 fn valid_port(p: &str) -> bool {
