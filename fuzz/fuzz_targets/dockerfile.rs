@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let src = String::from_utf8_lossy(data);
     let _ = looks_like_dockerfile(&src);
     let diags = check("Dockerfile", &src, &Options::default(), &Bases);
+    let _ = kiln_dockerfile::convert("Dockerfile", &src, &Options::default(), &Bases);
     let _ = diags.render_plain();
     let mut opts = Options::default();
     opts.build_args.insert("VERSION".into(), "1.0".into());

@@ -44,6 +44,8 @@ pub fn convert(
     opts: &Options,
     bases: &dyn BaseImages,
 ) -> Result<Converted, Diagnostics> {
+    // The parser's offsets count from after a byte order mark.
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     // Any target: the conversion covers every stage.
     let check_opts = Options {
         target: None,
@@ -869,10 +871,13 @@ impl<'a> Converter<'a> {
             }
             pd::Command::Shell(_) => {
                 let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
-                let line_end = self.src[from..]
+                let line_end = self
+                    .src
+                    .get(from..)
+                    .unwrap_or("")
                     .find('\n')
                     .map_or(self.src.len(), |i| from + i);
-                let line = self.src[from..line_end].trim();
+                let line = self.src.get(from..line_end).unwrap_or("").trim();
                 let markers = text::heredoc_markers(line);
                 if markers.len() != r.here_docs.len() {
                     return None;
@@ -1076,10 +1081,13 @@ impl<'a> Converter<'a> {
             dest_path.push('/');
         }
         let into_dir = dest_path.ends_with('/');
-        let line_end = self.src[keyword.start..]
+        let line_end = self
+            .src
+            .get(keyword.start..)
+            .unwrap_or("")
             .find('\n')
             .map_or(self.src.len(), |i| keyword.start + i);
-        let markers = text::heredoc_markers(&self.src[keyword.start..line_end]);
+        let markers = text::heredoc_markers(self.src.get(keyword.start..line_end).unwrap_or(""));
         let mut heredoc_index = 0;
         for src in srcs {
             match src {

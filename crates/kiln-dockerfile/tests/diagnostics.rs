@@ -105,5 +105,8 @@ fn never_panics() {
         }
         let _ = check("Dockerfile", &s, &opts, &common::DebianLike);
         let _ = compile("Dockerfile", &s, &opts, &common::DebianLike);
+        let _ = kiln_dockerfile::convert("Dockerfile", &s, &opts, &common::DebianLike);
+        let bom = format!("\u{feff}{s}");
+        let _ = kiln_dockerfile::convert("Dockerfile", &bom, &opts, &common::DebianLike);
     }
 }
