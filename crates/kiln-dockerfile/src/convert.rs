@@ -76,9 +76,6 @@ pub fn convert(
     }
 }
 
-/// A `#!` heredoc run as a program: its name and content.
-type Script = (String, String);
-
 /// A string-valued Kilnfile expression.
 #[derive(Debug, Clone)]
 enum Expr {
@@ -823,7 +820,8 @@ impl<'a> Converter<'a> {
             }
         }
         opts.extend(network);
-        let Some((argv, script)) = self.run_args(cx, r) else {
+        // the argv exactly as the lowering makes it (run.rs)
+        let Ok((argv, script)) = crate::run::run_argv(self.src, self.escape, &cx.shell, r) else {
             return;
         };
         if let Some((name, data)) = script {
@@ -835,7 +833,10 @@ impl<'a> Converter<'a> {
                 lit(&format!("/{name}")),
                 lit(&data)
             )));
-            opts.insert(0, format!("bind({binding}.path(\"/\"), \"/dev/pipes\")"));
+            opts.insert(
+                0,
+                format!("bind({binding}.path(\"/\"), {})", lit(crate::run::PIPES)),
+            );
         }
         let cmd = if argv.len() == 3 && argv[..2] == DEFAULT_SHELL {
             lit(&argv[2])
@@ -850,69 +851,6 @@ impl<'a> Converter<'a> {
                 "run({cmd}, [{sep}{},\n    ])",
                 opts.join(&format!(",{sep}"))
             ));
-        }
-    }
-
-    /// The argv of a `RUN`, and a `#!` heredoc to run as a program (as
-    /// `run.rs` lowers them).
-    fn run_args(
-        &mut self,
-        cx: &Cx,
-        r: &pd::RunInstruction<'_>,
-    ) -> Option<(Vec<String>, Option<Script>)> {
-        match &r.arguments {
-            pd::Command::Exec(a) => {
-                Some((a.value.iter().map(|s| s.value.to_string()).collect(), None))
-            }
-            pd::Command::Shell(s) if r.here_docs.is_empty() => {
-                let mut argv = cx.shell.clone();
-                argv.push(text::join_continuations(s.value, self.escape));
-                Some((argv, None))
-            }
-            pd::Command::Shell(_) => {
-                let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
-                let line_end = self
-                    .src
-                    .get(from..)
-                    .unwrap_or("")
-                    .find('\n')
-                    .map_or(self.src.len(), |i| from + i);
-                let line = self.src.get(from..line_end).unwrap_or("").trim();
-                let markers = text::heredoc_markers(line);
-                if markers.len() != r.here_docs.len() {
-                    return None;
-                }
-                let body = |i: usize| {
-                    let d = r.here_docs[i].value.to_string();
-                    if markers[i].chomp { text::chomp(&d) } else { d }
-                };
-                let only_marker = markers.len() == 1
-                    && line
-                        .trim_start_matches('<')
-                        .trim_start_matches('-')
-                        .trim_matches(['"', '\''])
-                        == markers[0].name;
-                if only_marker {
-                    let data = body(0);
-                    if data.starts_with("#!") {
-                        let path = format!("/dev/pipes/{}", markers[0].name);
-                        return Some((vec![path], Some((markers[0].name.clone(), data))));
-                    }
-                    let mut argv = cx.shell.clone();
-                    argv.push(data);
-                    return Some((argv, None));
-                }
-                let mut full = line.to_string();
-                for (i, m) in markers.iter().enumerate() {
-                    full.push('\n');
-                    full.push_str(&r.here_docs[i].value);
-                    full.push_str(&m.name);
-                }
-                let mut argv = cx.shell.clone();
-                argv.push(full);
-                Some((argv, None))
-            }
-            _ => None,
         }
     }
 

@@ -9,10 +9,10 @@ use crate::lower::{Lowerer, StageCx};
 use crate::text;
 
 /// A `#!` heredoc run as a program: its name and content.
-type Script = (String, String);
+pub(crate) type Script = (String, String);
 
 /// Where BuildKit mounts a `#!` heredoc script to run it.
-const PIPES: &str = "/dev/pipes";
+pub(crate) const PIPES: &str = "/dev/pipes";
 
 impl Lowerer<'_> {
     pub(crate) fn run(&mut self, cx: &mut StageCx, r: &pd::RunInstruction<'_>) {
@@ -115,76 +115,27 @@ impl Lowerer<'_> {
             );
             return None;
         }
-        match &r.arguments {
-            pd::Command::Exec(a) => {
-                if !r.here_docs.is_empty() {
-                    self.error(
-                        "dockerfile::heredoc",
-                        &r.run.span,
-                        "a heredoc needs the shell form of `RUN`",
-                        "write `RUN <<EOF` followed by the script",
-                    );
-                    return None;
-                }
-                Some((a.value.iter().map(|s| s.value.to_string()).collect(), None))
+        if matches!(r.arguments, pd::Command::Exec(_)) && !r.here_docs.is_empty() {
+            self.error(
+                "dockerfile::heredoc",
+                &r.run.span,
+                "a heredoc needs the shell form of `RUN`",
+                "write `RUN <<EOF` followed by the script",
+            );
+            return None;
+        }
+        match run_argv(self.src, self.escape, &cx.shell, r) {
+            Ok(v) => Some(v),
+            Err(ArgvError::HeredocMismatch) => {
+                self.error(
+                    "dockerfile::heredoc",
+                    &r.run.span,
+                    "the heredoc markers of this `RUN` could not be matched with their bodies",
+                    "put every `<<NAME` on the `RUN` line and end each body with `NAME` alone on a line",
+                );
+                None
             }
-            pd::Command::Shell(s) if r.here_docs.is_empty() => {
-                let mut argv = cx.shell.clone();
-                argv.push(text::join_continuations(s.value, self.escape));
-                Some((argv, None))
-            }
-            pd::Command::Shell(_) => {
-                // The command line as written: after the flags, to the end
-                // of the line that opens the heredocs.
-                let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
-                let line_end = self
-                    .src
-                    .get(from..)
-                    .unwrap_or("")
-                    .find('\n')
-                    .map_or(self.src.len(), |i| from + i);
-                let line = self.src.get(from..line_end).unwrap_or("").trim();
-                let markers = text::heredoc_markers(line);
-                if markers.len() != r.here_docs.len() {
-                    self.error(
-                        "dockerfile::heredoc",
-                        &r.run.span,
-                        "the heredoc markers of this `RUN` could not be matched with their bodies",
-                        "put every `<<NAME` on the `RUN` line and end each body with `NAME` alone on a line",
-                    );
-                    return None;
-                }
-                let body = |i: usize| {
-                    let d = r.here_docs[i].value.to_string();
-                    if markers[i].chomp { text::chomp(&d) } else { d }
-                };
-                let only_marker = markers.len() == 1
-                    && line
-                        .trim_start_matches('<')
-                        .trim_start_matches('-')
-                        .trim_matches(['"', '\''])
-                        == markers[0].name;
-                if only_marker {
-                    let data = body(0);
-                    if data.starts_with("#!") {
-                        let path = format!("{PIPES}/{}", markers[0].name);
-                        return Some((vec![path], Some((markers[0].name.clone(), data))));
-                    }
-                    let mut argv = cx.shell.clone();
-                    argv.push(data);
-                    return Some((argv, None));
-                }
-                let mut full = line.to_string();
-                for (i, m) in markers.iter().enumerate() {
-                    full.push('\n');
-                    full.push_str(&r.here_docs[i].value);
-                    full.push_str(&m.name);
-                }
-                let mut argv = cx.shell.clone();
-                argv.push(full);
-                Some((argv, None))
-            }
-            _ => None,
+            Err(ArgvError::UnknownForm) => None,
         }
     }
 
@@ -466,6 +417,80 @@ impl Lowerer<'_> {
                 })
             }
         }
+    }
+}
+
+/// Why [`run_argv`] has no argv.
+pub(crate) enum ArgvError {
+    /// The `<<NAME` markers on the `RUN` line do not pair with its bodies.
+    HeredocMismatch,
+    /// A command form the parser added that kiln does not know.
+    UnknownForm,
+}
+
+/// The argv of a `RUN` as BuildKit builds it, and a `#!` heredoc script to
+/// mount at [`PIPES`]: exec form as written; shell form through `shell`;
+/// a lone heredoc as the shell's script (or, with `#!`, run as a program);
+/// other heredocs reassembled for the shell to read. The lowering and
+/// `kiln convert` both take it from here.
+pub(crate) fn run_argv(
+    src: &str,
+    escape: char,
+    shell: &[String],
+    r: &pd::RunInstruction<'_>,
+) -> Result<(Vec<String>, Option<Script>), ArgvError> {
+    let with_shell = |last: String| {
+        let mut argv = shell.to_vec();
+        argv.push(last);
+        argv
+    };
+    match &r.arguments {
+        pd::Command::Exec(a) => Ok((a.value.iter().map(|s| s.value.to_string()).collect(), None)),
+        pd::Command::Shell(s) if r.here_docs.is_empty() => {
+            Ok((with_shell(text::join_continuations(s.value, escape)), None))
+        }
+        pd::Command::Shell(_) => {
+            // The command line as written: after the flags, to the end of
+            // the line that opens the heredocs.
+            let from = r.options.last().map_or(r.run.span.end, |f| f.span().end);
+            let line_end = src
+                .get(from..)
+                .unwrap_or("")
+                .find('\n')
+                .map_or(src.len(), |i| from + i);
+            let line = src.get(from..line_end).unwrap_or("").trim();
+            let markers = text::heredoc_markers(line);
+            if markers.len() != r.here_docs.len() {
+                return Err(ArgvError::HeredocMismatch);
+            }
+            let only_marker = markers.len() == 1
+                && line
+                    .trim_start_matches('<')
+                    .trim_start_matches('-')
+                    .trim_matches(['"', '\''])
+                    == markers[0].name;
+            if only_marker {
+                let data = r.here_docs[0].value.to_string();
+                let data = if markers[0].chomp {
+                    text::chomp(&data)
+                } else {
+                    data
+                };
+                if data.starts_with("#!") {
+                    let path = format!("{PIPES}/{}", markers[0].name);
+                    return Ok((vec![path], Some((markers[0].name.clone(), data))));
+                }
+                return Ok((with_shell(data), None));
+            }
+            let mut full = line.to_string();
+            for (i, m) in markers.iter().enumerate() {
+                full.push('\n');
+                full.push_str(&r.here_docs[i].value);
+                full.push_str(&m.name);
+            }
+            Ok((with_shell(full), None))
+        }
+        _ => Err(ArgvError::UnknownForm),
     }
 }
 
