@@ -156,24 +156,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.build_args)?,
         platform: platform.clone(),
     };
-    let compiled = match file.kind {
-        super::buildfile::Kind::Kilnfile => file.compile(&opts, &kiln_dockerfile::NoBaseImages),
-        super::buildfile::Kind::Dockerfile => {
-            // A Dockerfile reads what its bases set (`ENV PATH=$PATH:..`).
-            let store = super::images::open_store()?;
-            let registry = super::registry::settings()?;
-            let host = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
-            let bases = super::buildfile::StoreBases {
-                lookup: kiln_worker::ImageLookup {
-                    store: &store,
-                    pull: args.pull.policy(),
-                    registry: &registry,
-                    platform: &host,
-                },
-            };
-            file.compile(&opts, &bases)
-        }
-    };
+    let compiled = file.compile_for_build(&opts, args.pull.policy())?;
     let compiled = match compiled {
         Ok(c) => c,
         Err(diags) => {

@@ -125,22 +125,62 @@ impl BuildFile {
             Kind::Dockerfile => kiln_dockerfile::compile(&self.name, &self.text, opts, bases),
         }
     }
+
+    /// [`BuildFile::compile`] for a build or its graph: a Dockerfile's bases
+    /// are read from the store (and the registry, under `pull`), which a
+    /// Kilnfile never needs.
+    pub fn compile_for_build(
+        &self,
+        opts: &Options,
+        pull: kiln_worker::PullPolicy,
+    ) -> miette::Result<Result<Compiled, Diagnostics>> {
+        Ok(match self.kind {
+            Kind::Kilnfile => self.compile(opts, &kiln_dockerfile::NoBaseImages),
+            Kind::Dockerfile => {
+                self.compile(opts, &StoreBases::open(opts.platform.as_ref(), pull)?)
+            }
+        })
+    }
 }
 
 /// Base image configs from the store, pulling manifest and config (never
 /// layers) when the image is not there, as the build itself would.
-pub struct StoreBases<'a> {
-    pub lookup: kiln_worker::ImageLookup<'a>,
+pub struct StoreBases {
+    store: kiln_oci::Store,
+    registry: kiln_registry::Settings,
+    platform: kiln_dag::Platform,
+    pull: kiln_worker::PullPolicy,
 }
 
-impl kiln_dockerfile::BaseImages for StoreBases<'_> {
+impl StoreBases {
+    /// The store and the registry settings as a build opens them, for
+    /// images of `platform` (else this machine's).
+    pub fn open(
+        platform: Option<&kiln_dag::Platform>,
+        pull: kiln_worker::PullPolicy,
+    ) -> miette::Result<StoreBases> {
+        Ok(StoreBases {
+            store: super::images::open_store()?,
+            registry: super::registry::settings()?,
+            platform: platform.cloned().unwrap_or_else(kiln_dag::Platform::host),
+            pull,
+        })
+    }
+}
+
+impl kiln_dockerfile::BaseImages for StoreBases {
     fn config(
         &self,
         reference: &str,
         platform: &kiln_dag::Platform,
     ) -> Result<Option<kiln_dockerfile::BaseConfig>, String> {
-        let (c, onbuild) = self
-            .lookup
+        let lookup = kiln_worker::ImageLookup {
+            store: &self.store,
+            pull: self.pull,
+            registry: &self.registry,
+            platform: &self.platform,
+        };
+        let (c, onbuild) = lookup
             .config(reference, Some(platform))
             .map_err(|e| kiln_types::error_chain(&e))?;
         Ok(Some(kiln_dockerfile::BaseConfig {

@@ -102,21 +102,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     // The base images' working directory and PATH are part of the graph,
     // so ask the store (and the registry) as a build does.
-    let store = super::images::open_store()?;
-    let registry = super::registry::settings()?;
-    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let lookup = super::buildfile::StoreBases {
-        lookup: kiln_worker::ImageLookup {
-            store: &store,
-            pull: kiln_worker::PullPolicy::Missing,
-            registry: &registry,
-            platform: &platform,
-        },
-    };
+    let online;
     let bases: &dyn kiln_dockerfile::BaseImages = if args.offline {
         &kiln_dockerfile::NoBaseImages
     } else {
-        &lookup
+        online = super::buildfile::StoreBases::open(
+            opts.platform.as_ref(),
+            kiln_worker::PullPolicy::Missing,
+        )?;
+        &online
     };
     let converted = match kiln_dockerfile::convert(&file.name, &file.text, &opts, bases) {
         Ok(c) => c,

@@ -65,23 +65,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     // A Dockerfile's graph depends on what its bases set (`ENV PATH=$PATH:..`):
     // ask the store (and the registry), as the build does.
-    let compiled = match file.kind {
-        super::buildfile::Kind::Kilnfile => file.compile(&opts, &kiln_dockerfile::NoBaseImages),
-        super::buildfile::Kind::Dockerfile => {
-            let store = super::images::open_store()?;
-            let registry = super::registry::settings()?;
-            let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-            let bases = super::buildfile::StoreBases {
-                lookup: kiln_worker::ImageLookup {
-                    store: &store,
-                    pull: kiln_worker::PullPolicy::Missing,
-                    registry: &registry,
-                    platform: &platform,
-                },
-            };
-            file.compile(&opts, &bases)
-        }
-    };
+    let compiled = file.compile_for_build(&opts, kiln_worker::PullPolicy::Missing)?;
     let compiled = match compiled {
         Ok(c) => c,
         Err(diags) => {
