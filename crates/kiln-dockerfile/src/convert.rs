@@ -856,19 +856,9 @@ impl<'a> Converter<'a> {
 
     /// One `--mount=` spec as a run option.
     fn mount(&mut self, cx: &Cx, spec: &str, span: &Range<usize>) -> Option<String> {
-        let mut kv: Vec<(String, Option<String>)> = Vec::new();
-        for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-            match field.split_once('=') {
-                Some((k, v)) => kv.push((k.to_ascii_lowercase(), Some(v.to_string()))),
-                None => kv.push((field.to_ascii_lowercase(), None)),
-            }
-        }
-        let get = |names: &[&str]| -> Option<String> {
-            kv.iter()
-                .rev()
-                .find(|(k, _)| names.contains(&k.as_str()))
-                .map(|(_, v)| v.clone().unwrap_or_else(|| "true".to_string()))
-        };
+        // the spec read as the lowering reads it (run.rs)
+        let fields = crate::run::MountFields::parse(spec);
+        let get = |names: &[&str]| fields.get(names);
         let yes =
             |names: &[&str]| get(names).is_some_and(|v| v == "true" || v == "1" || v.is_empty());
         let target =
@@ -889,7 +879,7 @@ impl<'a> Converter<'a> {
             }
             "tmpfs" => {
                 let mut s = format!("tmpfs({})", lit(&target?));
-                if let Some(size) = get(&["size"]).and_then(|v| parse_size(&v)) {
+                if let Some(size) = get(&["size"]).and_then(|v| crate::run::parse_size(&v)) {
                     let _ = write!(s, ".size({size})");
                 }
                 Some(s)
@@ -1355,18 +1345,4 @@ fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, String)> {
             p.variant.clone().unwrap_or_default(),
         ),
     ]
-}
-
-/// `64m`, `1g`, `4096`: bytes, as `run.rs` reads a tmpfs size.
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (num, mult) = match s.chars().last()? {
-        'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        't' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }

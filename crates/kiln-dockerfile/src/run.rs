@@ -141,23 +141,8 @@ impl Lowerer<'_> {
 
     /// One `--mount=` spec (already expanded).
     fn mount(&mut self, cx: &StageCx, spec: &str, span: &Range<usize>) -> Option<ExecMount> {
-        let mut kv: Vec<(String, Option<String>)> = Vec::new();
-        for field in spec.split(',') {
-            let field = field.trim();
-            if field.is_empty() {
-                continue;
-            }
-            match field.split_once('=') {
-                Some((k, v)) => kv.push((k.to_ascii_lowercase(), Some(v.to_string()))),
-                None => kv.push((field.to_ascii_lowercase(), None)),
-            }
-        }
-        let get = |names: &[&str]| -> Option<String> {
-            kv.iter()
-                .rev()
-                .find(|(k, _)| names.contains(&k.as_str()))
-                .map(|(_, v)| v.clone().unwrap_or_else(|| "true".to_string()))
-        };
+        let fields = MountFields::parse(spec);
+        let get = |names: &[&str]| fields.get(names);
         let flag = |names: &[&str], default: bool| -> Result<bool, String> {
             match get(names) {
                 None => Ok(default),
@@ -233,7 +218,7 @@ impl Lowerer<'_> {
                 return None;
             }
         };
-        if let Some((k, _)) = kv.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        if let Some(k) = fields.keys().find(|k| !known.contains(k)) {
             self.error(
                 "dockerfile::mount",
                 span,
@@ -503,8 +488,39 @@ fn instruction_end(c: &pd::Command<'_>) -> usize {
     }
 }
 
+/// The fields of a `--mount=` spec: `key=value` or a bare `key` (which
+/// reads as `true`), keys lowercased, the last of a name winning.
+pub(crate) struct MountFields(Vec<(String, Option<String>)>);
+
+impl MountFields {
+    pub(crate) fn parse(spec: &str) -> MountFields {
+        let fields = spec.split(',').map(str::trim).filter(|f| !f.is_empty());
+        MountFields(
+            fields
+                .map(|f| match f.split_once('=') {
+                    Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
+                    None => (f.to_ascii_lowercase(), None),
+                })
+                .collect(),
+        )
+    }
+
+    /// The value of the last field named one of `names`.
+    pub(crate) fn get(&self, names: &[&str]) -> Option<String> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| names.contains(&k.as_str()))
+            .map(|(_, v)| v.clone().unwrap_or_else(|| "true".to_string()))
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+}
+
 /// `64m`, `1g`, `4096`: bytes (binary units, as docker's RAMInBytes).
-fn parse_size(s: &str) -> Option<u64> {
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim().to_ascii_lowercase();
     let s = s.strip_suffix('b').unwrap_or(&s);
     let (num, mult) = match s.chars().last()? {
