@@ -20,10 +20,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::Registry;
+use common::buildkit::Buildkitd;
 
 const PEERS: &str = "../../../shared/peers/buildkit";
 
@@ -45,119 +45,26 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// buildkitd as root in its own root directory and socket, with the
-/// registry as `docker.io`'s mirror; killed and waited for on drop.
-struct Buildkitd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Buildkitd {
-    fn start(registry: &str) -> Buildkitd {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("buildkitd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "root = \"{root}\"\n\
-                 [grpc]\n  address = [\"unix://{sock}\"]\n\
-                 [worker.oci]\n  enabled = true\n  binary = \"runc\"\n  snapshotter = \"overlayfs\"\n\
-                 [worker.containerd]\n  enabled = false\n\
-                 [registry.\"{registry}\"]\n  http = true\n\
-                 [registry.\"docker.io\"]\n  mirrors = [\"{registry}\"]\n",
-                root = dir.path().join("root").display(),
-                sock = dir.path().join("buildkitd.sock").display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("buildkitd.log")).unwrap();
-        let child = Command::new(peer("buildkitd"))
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start buildkitd");
-        let mut bk = Buildkitd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let o = bk.buildctl(&["debug", "workers"]);
-            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("linux/amd64") {
-                return bk;
-            }
-            if let Ok(Some(st)) = bk.child.try_wait() {
-                panic!("buildkitd exited: {st}\n{}", bk.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "buildkitd not ready in 60 s\n{}",
-                bk.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!(
-            "unix://{}",
-            self.dir.path().join("buildkitd.sock").display()
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("buildkitd.log")).unwrap_or_default()
-    }
-
-    fn buildctl(&self, args: &[&str]) -> Output {
-        Command::new(peer("buildctl"))
-            .arg("--addr")
-            .arg(self.addr())
-            .args(args)
-            .output()
-            .expect("run buildctl")
-    }
-
-    /// `buildctl build` of the Kilnfile in `dir` with its syntax line;
-    /// `extra` are further flags (outputs, options, secrets).
-    fn build(&self, dir: &Path, extra: &[&str]) -> Output {
-        let ctx = format!("context={}", dir.display());
-        let df = format!("dockerfile={}", dir.display());
-        let mut args = vec![
-            "build",
-            "--progress",
-            "plain",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            &ctx,
-            "--local",
-            &df,
-            "--opt",
-            "filename=Kilnfile",
-        ];
-        args.extend_from_slice(extra);
-        self.buildctl(&args)
-    }
-}
-
-impl Drop for Buildkitd {
-    fn drop(&mut self) {
-        // SIGTERM by its pid, so it unmounts its snapshots before the
-        // temp dir goes.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `buildctl build` of the Kilnfile in `dir` with its syntax line;
+/// `extra` are further flags (outputs, options, secrets).
+fn build(bk: &Buildkitd, dir: &Path, extra: &[&str]) -> Output {
+    let ctx = format!("context={}", dir.display());
+    let df = format!("dockerfile={}", dir.display());
+    let mut args = vec![
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        &ctx,
+        "--local",
+        &df,
+        "--opt",
+        "filename=Kilnfile",
+    ];
+    args.extend_from_slice(extra);
+    bk.run(&args)
 }
 
 fn ok(o: Output, what: &str) -> String {
@@ -341,7 +248,7 @@ fn kilnfiles_build_on_buildkit_through_the_syntax_line() {
     let go_tar = scratch.join("go-hello.tar");
     let out = format!("type=oci,dest={}", go_tar.display());
     ok(
-        bk.build(&go, &["--output", &out]),
+        build(&bk, &go, &["--output", &out]),
         "buildctl build of go-hello",
     );
     assert_eq!(
@@ -370,7 +277,7 @@ fn kilnfiles_build_on_buildkit_through_the_syntax_line() {
     let secret = format!("id=token,src={}", token.display());
     let out = format!("type=local,dest={}", cs_out.display());
     ok(
-        bk.build(&cs, &["--secret", &secret, "--output", &out]),
+        build(&bk, &cs, &["--secret", &secret, "--output", &out]),
         "buildctl build of cache-secret",
     );
     assert_eq!(
@@ -402,7 +309,8 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
     let st_tar = scratch.join("stages.tar");
     let out = format!("type=oci,dest={}", st_tar.display());
     ok(
-        bk.build(
+        build(
+            &bk,
             &stages,
             &[
                 "--opt",
@@ -432,12 +340,7 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
     };
     ok(
         buildx(&[
-            "create",
-            "--name",
-            "kiln-e2e",
-            "--driver",
-            "remote",
-            &bk.addr(),
+            "create", "--name", "kiln-e2e", "--driver", "remote", &bk.sock,
         ]),
         "buildx create",
     );
@@ -523,7 +426,7 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
         "let app = image(\"docker.io/library/debian:bookworm\")\n    .run(\"echo about to fail && exit 3\");\n",
         &frontend,
     );
-    let o = bk.build(&failing, &[]);
+    let o = build(&bk, &failing, &[]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     println!("--- a failing step:\n{err}");
     assert!(!o.status.success(), "{err}");
@@ -536,7 +439,7 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
 
     // An unknown target: kiln's help, and no line at all (not the syntax
     // line).
-    let o = bk.build(&stages, &["--opt", "target=apq"]);
+    let o = build(&bk, &stages, &["--opt", "target=apq"]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     println!("--- an unknown target:\n{err}");
     assert!(!o.status.success(), "{err}");
@@ -555,7 +458,7 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
         "let app = image(\"docker.io/library/debian:bookworm\")\n    .run(42);\n",
         &frontend,
     );
-    let o = bk.build(&broken, &[]);
+    let o = build(&bk, &broken, &[]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     println!("--- a compile error:\n{err}");
     assert!(!o.status.success(), "{err}");
@@ -567,7 +470,7 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
 
     // A warning (an unused build argument) reaches the client.
     let err = ok(
-        bk.build(&stages, &["--opt", "build-arg:UNUSED=1"]),
+        build(&bk, &stages, &["--opt", "build-arg:UNUSED=1"]),
         "buildctl build with an unused build argument",
     );
     println!("--- a warning:\n{err}");
@@ -634,7 +537,7 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
     let ctx_opt = format!("context:example.invalid/base:1=docker-image://{frontend}");
     let out = format!("type=local,dest={}", named_out.display());
     ok(
-        bk.build(&named, &["--opt", &ctx_opt, "--output", &out]),
+        build(&bk, &named, &["--opt", &ctx_opt, "--output", &out]),
         "buildctl build with a named image context",
     );
     assert!(named_out.join("usr/local/bin/kiln-frontend").is_file());
@@ -676,12 +579,16 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
         log.lines().any(|l| l == format!("{n} CACHED"))
     };
     let log = ok(
-        bk.build(&stages, &["--opt", "target=app"]),
+        build(&bk, &stages, &["--opt", "target=app"]),
         "a cached build",
     );
     assert!(cached(&log, "gen: run"), "{log}");
     let log = ok(
-        bk.build(&stages, &["--opt", "target=app", "--opt", "no-cache=gen"]),
+        build(
+            &bk,
+            &stages,
+            &["--opt", "target=app", "--opt", "no-cache=gen"],
+        ),
         "a build with no-cache=gen",
     );
     println!("--- no-cache=gen:\n{log}");
@@ -693,13 +600,21 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
     let cache_ref = format!("{}/kiln-e2e-cache:stages", reg.addr);
     let export = format!("type=registry,ref={cache_ref},mode=max");
     ok(
-        bk.build(&stages, &["--opt", "target=app", "--export-cache", &export]),
+        build(
+            &bk,
+            &stages,
+            &["--opt", "target=app", "--export-cache", &export],
+        ),
         "a build exporting its cache",
     );
-    ok(bk.buildctl(&["prune", "--all"]), "buildctl prune");
+    ok(bk.run(&["prune", "--all"]), "buildctl prune");
     let import = format!("type=registry,ref={cache_ref}");
     let log = ok(
-        bk.build(&stages, &["--opt", "target=app", "--import-cache", &import]),
+        build(
+            &bk,
+            &stages,
+            &["--opt", "target=app", "--import-cache", &import],
+        ),
         "a build importing the cache",
     );
     println!("--- cache import:\n{log}");

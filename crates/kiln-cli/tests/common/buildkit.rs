@@ -45,10 +45,14 @@ impl Buildkitd {
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut bk = bk;
         loop {
-            let o = bk.buildctl().args(["debug", "workers"]).output().unwrap();
-            if o.status.success() {
+            let o = bk.run(&["debug", "workers"]);
+            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("linux/amd64") {
                 break;
+            }
+            if let Some(Ok(Some(st))) = bk.child.as_mut().map(|c| c.try_wait()) {
+                panic!("buildkitd exited: {st}\n{}", bk.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -65,6 +69,11 @@ impl Buildkitd {
         let mut c = Command::new(peers_dir().join("buildctl"));
         c.arg("--addr").arg(&self.sock);
         c
+    }
+
+    /// `buildctl --addr SOCK ARGS`, run to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.buildctl().args(args).output().expect("run buildctl")
     }
 
     /// `buildctl build` with the Dockerfile frontend on `context`, the OCI
