@@ -30,31 +30,20 @@ pub struct Args {
     #[command(flatten)]
     pub registry: super::registry::RegistryOpts,
 
-    /// The build context directory
-    #[arg(value_name = "CONTEXT", default_value = ".")]
-    pub context: PathBuf,
+    #[command(flatten)]
+    pub input: super::args::BuildFileArgs,
 
-    /// The Kilnfile [default: CONTEXT/Kilnfile]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: super::args::TargetArg,
 
     /// Name the image in the local store (repeatable)
     #[arg(short = 't', long = "tag", value_name = "NAME")]
     pub tags: Vec<String>,
 
-    /// Build this target (a top-level image binding) instead of the last one
-    #[arg(long, value_name = "TARGET")]
-    pub target: Option<String>,
-
     /// Make the lints' warnings (root user, unpinned base, could ship on
     /// `static_base()`) errors that stop the build
     #[arg(long)]
     pub strict: bool,
-
-    /// Set a build arg declared with `arg("NAME")`; `NAME` alone takes the
-    /// value from the environment. Repeatable
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
 
     /// Give `run` steps a secret: `id=ID,src=PATH` reads a file,
     /// `id=ID,env=VAR` an environment variable, `id=ID` alone the variable
@@ -143,7 +132,7 @@ impl Pull {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
-    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let (name, text) = (file.name.clone(), file.text.clone());
     let platform = args
         .platform
@@ -152,8 +141,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .transpose()
         .map_err(|e| miette::miette!(help = "e.g. `--platform linux/arm64`", "{e}"))?;
     let opts = Options {
-        target: args.target.clone(),
-        build_args: parse_build_args(&args.build_args)?,
+        target: args.target.target.clone(),
+        build_args: parse_build_args(&args.input.build_args)?,
         platform: platform.clone(),
     };
     let compiled = file.compile_for_build(&opts, args.pull.policy())?;
@@ -215,9 +204,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let helper = std::env::current_exe()
         .into_diagnostic()
         .wrap_err("cannot find the kiln executable for the sandbox helper")?;
-    let context = std::path::absolute(&args.context)
+    let context = std::path::absolute(&args.input.context)
         .into_diagnostic()
-        .wrap_err_with(|| format!("bad context `{}`", args.context.display()))?;
+        .wrap_err_with(|| format!("bad context `{}`", args.input.context.display()))?;
     if !context.is_dir() {
         miette::bail!(
             "the build context `{}` is not a directory: pass the directory that holds the files the Kilnfile copies",

@@ -1,7 +1,6 @@
 //! `kiln check`: parse and check a Kilnfile or Dockerfile, report diagnostics.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiln_frontend::{Diagnostics, Options};
@@ -15,27 +14,16 @@ use kiln_frontend::{Diagnostics, Options};
 /// pulled or read besides the Kilnfile itself.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The Kilnfile to check [default: CONTEXT/Kilnfile]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: super::args::BuildFileArgs,
 
-    /// Check this target (a top-level image binding) instead of the last one
-    #[arg(long, value_name = "TARGET")]
-    pub target: Option<String>,
-
-    /// Set a build arg declared with `arg("NAME")`; `NAME` alone takes the
-    /// value from the environment. Repeatable
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
+    #[command(flatten)]
+    pub target: super::args::TargetArg,
 
     /// Make the lints' warnings (root user, unpinned base, could ship on
     /// `static_base()`) errors
     #[arg(long)]
     pub strict: bool,
-
-    /// The build context directory
-    #[arg(value_name = "CONTEXT", default_value = ".")]
-    pub context: PathBuf,
 }
 
 /// Reports the seeds' lints of `def` (`kiln_frontend::lint`), errors under
@@ -118,11 +106,11 @@ pub fn report_json(diags: &Diagnostics) {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let name = &file.name;
     let opts = Options {
-        target: args.target,
-        build_args: parse_build_args(&args.build_args)?,
+        target: args.target.target,
+        build_args: parse_build_args(&args.input.build_args)?,
         platform: None,
     };
     // One pass: compiling reports what checking does, and gives the

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kiln_frontend::{Options, Platform};
+use kiln_frontend::Options;
 
 use super::buildfile::Kind;
 use super::check::{parse_build_args, report};
@@ -20,22 +20,15 @@ use super::check::{parse_build_args, report};
 /// same image. What the Kilnfile cannot say is an error at its line.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The Dockerfile [default: CONTEXT/Dockerfile or CONTEXT/Containerfile]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: super::args::BuildFileArgs,
 
     /// Write the Kilnfile here instead of stdout (`-` is stdout)
     #[arg(short = 'o', long = "output", value_name = "KILNFILE")]
     pub output: Option<PathBuf>,
 
-    /// A build arg's value, written as the `arg(..)`'s value for this
-    /// conversion; `NAME` alone takes the environment's. Repeatable
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
-
-    /// The target platform the automatic platform args stand for
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<Platform>,
+    #[command(flatten)]
+    pub platform: super::args::PlatformArg,
 
     /// Do not read the base images' configs from the store or a registry.
     /// Their working directory and a missing `PATH` are part of the graph:
@@ -43,10 +36,6 @@ pub struct Args {
     /// `kiln build` of the Dockerfile gives
     #[arg(long)]
     pub offline: bool,
-
-    /// The build context directory
-    #[arg(value_name = "CONTEXT", default_value = ".")]
-    pub context: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -88,17 +77,20 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // (the one a previous `kiln convert -o Kilnfile` wrote, say).
     let default = ["Dockerfile", "Containerfile", "dockerfile", "containerfile"]
         .iter()
-        .map(|n| args.context.join(n))
+        .map(|n| args.input.context.join(n))
         .find(|p| p.is_file())
         .map(|p| p.strip_prefix(".").map(PathBuf::from).unwrap_or(p));
-    let file = super::buildfile::load(args.file.as_deref().or(default.as_deref()), &args.context)?;
+    let file = super::buildfile::load(
+        args.input.file.as_deref().or(default.as_deref()),
+        &args.input.context,
+    )?;
     if file.kind == Kind::Kilnfile {
         return Err(ConvertError::NotDockerfile { path: file.name }.into());
     }
     let opts = Options {
         target: None,
-        build_args: parse_build_args(&args.build_args)?,
-        platform: args.platform.clone(),
+        build_args: parse_build_args(&args.input.build_args)?,
+        platform: args.platform.platform.clone(),
     };
     // The base images' working directory and PATH are part of the graph,
     // so ask the store (and the registry) as a build does.

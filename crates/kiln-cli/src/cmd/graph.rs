@@ -1,7 +1,6 @@
 //! `kiln graph`: print the build graph of a Kilnfile or Dockerfile target.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiln_frontend::{Options, Platform};
@@ -18,22 +17,14 @@ use super::check::{parse_build_args, report};
 /// stderr; errors exit 1 with nothing on stdout.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The Kilnfile [default: CONTEXT/Kilnfile]
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: super::args::BuildFileArgs,
 
-    /// The target (a top-level image binding) to print [default: the last one]
-    #[arg(long, value_name = "TARGET")]
-    pub target: Option<String>,
+    #[command(flatten)]
+    pub target: super::args::TargetArg,
 
-    /// Set a build arg declared with `arg("NAME")`; `NAME` alone takes the
-    /// value from the environment. Repeatable
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
-
-    /// Platform for `image(..)` sources that do not name one (`os/arch[/variant]`)
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<Platform>,
+    #[command(flatten)]
+    pub platform: super::args::PlatformArg,
 
     /// Output format: `text` (one vertex per line), `dot` (Graphviz),
     /// `json` (the full definition, for tools) or `llb` (BuildKit's binary
@@ -41,10 +32,6 @@ pub struct Args {
     /// read it on stdin)
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-
-    /// The build context directory
-    #[arg(value_name = "CONTEXT", default_value = ".")]
-    pub context: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,12 +43,12 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let file = super::buildfile::load(args.file.as_deref(), &args.context)?;
+    let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let (name, text) = (file.name.clone(), file.text.clone());
     let opts = Options {
-        target: args.target,
-        build_args: parse_build_args(&args.build_args)?,
-        platform: args.platform.clone(),
+        target: args.target.target,
+        build_args: parse_build_args(&args.input.build_args)?,
+        platform: args.platform.platform.clone(),
     };
     // A Dockerfile's graph depends on what its bases set (`ENV PATH=$PATH:..`):
     // ask the store (and the registry), as the build does.
@@ -79,7 +66,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Format::Text => def.to_text(),
         Format::Dot => def.to_dot(),
         Format::Json => def.to_json(),
-        Format::Llb => return write_llb(def, &name, &text, args.platform),
+        Format::Llb => return write_llb(def, &name, &text, args.platform.platform),
     };
     if !out.ends_with('\n') {
         out.push('\n');

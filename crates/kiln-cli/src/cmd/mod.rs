@@ -1,6 +1,7 @@
 //! One module per subcommand. Each exposes `Args` (clap) and
 //! `run(Args) -> miette::Result<ExitCode>`; `main.rs` only dispatches.
 
+pub mod args;
 pub mod attest;
 pub mod base;
 pub mod build;
