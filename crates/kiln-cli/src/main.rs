@@ -6,7 +6,7 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// A daemonless, rootless container image builder.
 ///
@@ -15,7 +15,12 @@ use clap::{Parser, Subcommand};
 /// Linux namespaces and ships images built by file operations onto a minimal
 /// static base.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "kiln",
+    version = cmd::meta::VERSION,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Log verbosity for messages on stderr (error, warn, info, debug, trace);
     /// `KILN_LOG` takes a full tracing filter
@@ -46,6 +51,9 @@ enum Command {
     Import(cmd::import::Args),
     Base(cmd::base::Args),
     Info(cmd::info::Args),
+    Version(cmd::meta::VersionArgs),
+    Completion(cmd::meta::CompletionArgs),
+    Man(cmd::meta::ManArgs),
     #[command(name = "__sandbox-child", hide = true)]
     SandboxChild(cmd::sandbox_child::Args),
 }
@@ -83,6 +91,9 @@ fn main() -> ExitCode {
         Command::Import(args) => cmd::import::run(args),
         Command::Base(args) => cmd::base::run(args),
         Command::Info(args) => cmd::info::run(args),
+        Command::Version(args) => cmd::meta::version(args),
+        Command::Completion(args) => cmd::meta::completion(args, Cli::command()),
+        Command::Man(args) => cmd::meta::man(args, Cli::command()),
         Command::SandboxChild(args) => cmd::sandbox_child::run(args),
     });
     match result {

@@ -61,9 +61,10 @@ pub struct Args {
 
     /// Progress output on stderr: `tty` (a live view of running steps and
     /// the tail of their output), `plain` (one line per event, for logs),
-    /// `json` (one JSON object per line); `auto` is `tty` when stderr is a
-    /// terminal, else `plain`
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    /// `json` (one JSON object per line), `quiet` (nothing); `auto` is
+    /// `tty` when stderr is a terminal, else `plain`. Also
+    /// `BUILDKIT_PROGRESS`
+    #[arg(long, value_enum, default_value_t = Mode::Auto, env = "BUILDKIT_PROGRESS")]
     pub progress: Mode,
 
     /// Build for this platform (`os/arch[/variant]`, e.g. `linux/arm64`):
@@ -97,7 +98,8 @@ pub struct Args {
     /// the same under a tag (only blobs the registry lacks). `min`
     /// (default) keeps the final image's steps, `max` every step of every
     /// stage. `cache-mounts=true` also exports the `run` cache mounts the
-    /// build's steps use. See docs/ci.md. Repeatable
+    /// build's steps use. `REF` alone is `type=registry,ref=REF`. See
+    /// docs/ci.md. Repeatable
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
 
@@ -105,12 +107,16 @@ pub struct Args {
     /// or `type=registry,ref=REF`. Steps whose inputs are unchanged are
     /// CACHED; a layer is fetched only when a step needs it. Cache mounts
     /// the cache holds fill empty local ones when a step that runs uses
-    /// them (`cache-mounts=false` to ignore them). Repeatable
+    /// them (`cache-mounts=false` to ignore them). `REF` alone is
+    /// `type=registry,ref=REF`. Repeatable
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
 
     #[command(flatten)]
     pub attest: super::attest::AttestOpts,
+
+    #[command(flatten)]
+    pub buildx: super::buildx::BuildxArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,8 +136,14 @@ impl Pull {
     }
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     let t0 = Instant::now();
+    if args.buildx.quiet {
+        args.progress = Mode::Quiet;
+    }
+    // flags checked before anything is built
+    let (buildx_outputs, loader) = args.buildx.outputs(&args.tags)?;
+    let metadata = args.buildx.metadata()?;
     let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let (name, text) = (file.name.clone(), file.text.clone());
     let platform = args
@@ -169,23 +181,27 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         eprintln!("error: {name}: lint errors");
         return Ok(ExitCode::FAILURE);
     }
-    let outputs = args
+    let mut outputs = args
         .outputs
         .iter()
         .map(|s| s.parse::<OutputSpec>())
         .collect::<Result<Vec<_>, _>>()
         .into_diagnostic()
         .wrap_err("invalid `-o/--output`")?;
+    outputs.extend(buildx_outputs);
     let def = compiled.definition;
     let store = super::images::open_store()?;
     let cache_spec = |s: &String, export| {
         kiln_worker::cache_io::CacheSpec::parse(s, export).map_err(|e| miette::miette!("{e}"))
     };
+    args.cache_to = (args.cache_to.iter())
+        .map(|s| super::buildx::cache_shorthand(s))
+        .collect();
     let cache_to = (args.cache_to.iter())
         .map(|s| cache_spec(s, true))
         .collect::<miette::Result<Vec<_>>>()?;
     let cache_from = (args.cache_from.iter())
-        .map(|s| cache_spec(s, false))
+        .map(|s| cache_spec(&super::buildx::cache_shorthand(s), false))
         .collect::<miette::Result<Vec<_>>>()?;
     let import = if cache_from.is_empty() {
         None
@@ -330,6 +346,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         entry_failure(e, &image, &def, &name, &text).print(progress);
         return Ok(ExitCode::FAILURE);
     }
+    let image = metadata.apply(&store, image)?;
     for t in &args.tags {
         let full = super::tag::full_name(t);
         image
@@ -371,7 +388,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         super::attest::write_output(&store, &image, attested.as_ref(), &spec)?;
     }
-    if let Some(i) = &import {
+    if let Some(l) = &loader {
+        l.load(&store, &image, &args.tags)?;
+    }
+    if let Some(i) = import.as_ref().filter(|_| progress != Mode::Quiet) {
         let (n, bytes) = i.source().fetched();
         eprintln!(
             "cache import: {} record(s), {n} blob(s) ({bytes} bytes) read from the cache",
@@ -389,6 +409,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             &settings,
         )
         .map_err(|e| miette::miette!("--cache-to: {e}"))?;
+        if progress == Mode::Quiet {
+            continue;
+        }
         eprintln!(
             "cache export to `{text}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
             s.records, s.blobs_written, s.bytes_written, s.blobs_present
@@ -412,6 +435,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         std::fs::write(p, bytes)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write `{}`", p.display()))?;
+    }
+    if let Some(p) = &args.buildx.iidfile {
+        super::buildx::write_iidfile(p, &image)?;
     }
     if progress == Mode::Plain {
         eprintln!(

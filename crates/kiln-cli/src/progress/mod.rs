@@ -30,8 +30,11 @@ pub enum Mode {
     Tty,
     /// One line per event, for logs
     Plain,
-    /// One JSON object per line
+    /// One JSON object per line (`rawjson`, buildx's name, is taken too)
+    #[value(alias = "rawjson")]
     Json,
+    /// No progress (`-q`): warnings and errors only
+    Quiet,
 }
 
 impl Mode {
@@ -387,6 +390,7 @@ impl Printer {
                     let _ = writeln!(err, "{l}");
                 }
             }
+            Mode::Quiet => {}
             Mode::Tty => {
                 let done = self.model.apply(e, now);
                 if let Some(t) = &self.tty {

@@ -1,0 +1,263 @@
+//! `docker buildx build` flags of `kiln build` that are shorthands or
+//! finishing touches around the build: `--push`, `--load`, `--label`,
+//! `--annotation`, `--iidfile`, `-q`, and the `--cache-*` shorthands. Kept
+//! apart from `build.rs` so that the build's phases stay readable.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_oci::{Image, OutputSpec, Store};
+use miette::{IntoDiagnostic, WrapErr};
+
+/// The buildx flags (flattened into `kiln build`'s `Args`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BuildxArgs {
+    /// Shorthand for `--output=type=registry`: push the image to the
+    /// registry of each `-t` name (as `docker buildx build --push`)
+    #[arg(long)]
+    pub push: bool,
+
+    /// Shorthand for `--output=type=docker`: load the image into the local
+    /// podman image store (or docker's, when podman is not installed)
+    /// under its `-t` names
+    #[arg(long)]
+    pub load: bool,
+
+    /// Set a label in the image config (`KEY=VALUE`; repeatable). Labels
+    /// do not change any step's cache key
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Add an annotation to the image manifest: `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` (repeatable); `index:`, `manifest-descriptor:`
+    /// and `index-descriptor:` are refused as kiln writes one manifest
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
+
+    /// Write the image id (the manifest digest that kiln prints) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
+    /// No progress: stdout has the image id alone, stderr only warnings and
+    /// errors. Same as `--progress quiet`
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// Where `--load` puts the image.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    /// `podman` or `docker`, found on PATH
+    tool: PathBuf,
+}
+
+impl BuildxArgs {
+    /// The outputs `--push` and `--load` stand for, checked before anything
+    /// is built: `--push` needs a name, `--load` a podman or docker.
+    pub fn outputs(&self, tags: &[String]) -> miette::Result<(Vec<OutputSpec>, Option<Loader>)> {
+        let mut out = Vec::new();
+        if self.push {
+            if tags.is_empty() {
+                miette::bail!(
+                    help = "name the image with `-t REGISTRY/REPO:TAG`",
+                    "`--push` needs a name to push to"
+                );
+            }
+            let spec = format!("type=registry,name={}", tags.join(";"));
+            out.push(spec.parse::<OutputSpec>().into_diagnostic()?);
+        }
+        let loader = if self.load {
+            let tool = ["podman", "docker"]
+                .into_iter()
+                .find_map(on_path)
+                .ok_or_else(|| {
+                    miette::miette!(
+                        help = "install podman (or docker), or write an archive to load \
+                                elsewhere: `-o type=docker,dest=image.tar`",
+                        "`--load` found neither `podman` nor `docker` on PATH"
+                    )
+                })?;
+            Some(Loader { tool })
+        } else {
+            None
+        };
+        Ok((out, loader))
+    }
+
+    /// `--label` and `--annotation` values, checked before the build.
+    pub fn metadata(&self) -> miette::Result<Metadata> {
+        let mut m = Metadata::default();
+        for l in &self.labels {
+            let (k, v) = key_value(l, "--label", "KEY=VALUE")?;
+            m.labels.insert(k, v);
+        }
+        for a in &self.annotations {
+            let (level, kv) = match a.split_once(':') {
+                Some((level, kv)) if !level.contains('=') => (level, kv),
+                _ => ("manifest", a.as_str()),
+            };
+            let (k, v) = key_value(kv, "--annotation", "[manifest:]KEY=VALUE")?;
+            match level {
+                "manifest" => {
+                    m.annotations.insert(k, v);
+                }
+                "index" | "manifest-descriptor" | "index-descriptor" => miette::bail!(
+                    help = "kiln writes one image manifest and no index of its own: use \
+                            `manifest:KEY=VALUE` (or `KEY=VALUE`)",
+                    "`--annotation {a}`: `{level}` annotations are not supported"
+                ),
+                // buildx also takes a platform: `manifest[linux/amd64]:k=v`
+                _ => miette::bail!(
+                    help = "write `KEY=VALUE` or `manifest:KEY=VALUE`",
+                    "`--annotation {a}`: unknown annotation type `{level}`"
+                ),
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// `--label`s and manifest `--annotation`s to put on the built image.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// The image with the labels in its config and the annotations on its
+    /// manifest. The JSON is edited in place so that fields kiln's types do
+    /// not model (Docker's `Healthcheck`, `Shell`, ...) stay as they are.
+    pub fn apply(&self, store: &Store, image: Image) -> miette::Result<Image> {
+        if self.labels.is_empty() && self.annotations.is_empty() {
+            return Ok(image);
+        }
+        let read = |d: &kiln_oci::Digest| -> miette::Result<serde_json::Value> {
+            let bytes = store
+                .read_blob(d)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot read blob {d}"))?;
+            serde_json::from_slice(&bytes)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("blob {d} is not JSON"))
+        };
+        let mut manifest = read(&image.digest)?;
+        if !self.labels.is_empty() {
+            let mut config = read(&image.config_digest)?;
+            let c = config
+                .as_object_mut()
+                .and_then(|o| {
+                    o.entry("config")
+                        .or_insert_with(|| serde_json::json!({}))
+                        .as_object_mut()
+                })
+                .ok_or_else(|| miette::miette!("the image config is not a JSON object"))?;
+            let labels = c.entry("Labels").or_insert_with(|| serde_json::json!({}));
+            if labels.is_null() {
+                *labels = serde_json::json!({});
+            }
+            let labels = labels
+                .as_object_mut()
+                .ok_or_else(|| miette::miette!("the image config's labels are not an object"))?;
+            for (k, v) in &self.labels {
+                labels.insert(k.clone(), v.clone().into());
+            }
+            let bytes = kiln_oci::canonical_json(&config);
+            let digest = store.put_blob(&bytes).into_diagnostic()?;
+            manifest["config"]["digest"] = digest.to_string().into();
+            manifest["config"]["size"] = bytes.len().into();
+        }
+        if !self.annotations.is_empty() {
+            let a = manifest
+                .as_object_mut()
+                .ok_or_else(|| miette::miette!("the image manifest is not a JSON object"))?
+                .entry("annotations")
+                .or_insert_with(|| serde_json::json!({}));
+            let a = a
+                .as_object_mut()
+                .ok_or_else(|| miette::miette!("the manifest's annotations are not an object"))?;
+            for (k, v) in &self.annotations {
+                a.insert(k.clone(), v.clone().into());
+            }
+        }
+        let bytes = kiln_oci::canonical_json(&manifest);
+        let digest = store.put_blob(&bytes).into_diagnostic()?;
+        Image::load(store, &digest)
+            .into_diagnostic()
+            .wrap_err("cannot read back the labelled image")
+    }
+}
+
+impl Loader {
+    /// Writes a docker archive of the image and runs `TOOL load` on it.
+    pub fn load(&self, store: &Store, image: &Image, tags: &[String]) -> miette::Result<()> {
+        let tmp = std::env::temp_dir().join(format!("kiln-load-{}.tar", std::process::id()));
+        let names = tags
+            .iter()
+            .map(|t| super::tag::full_name(t))
+            .collect::<Vec<_>>();
+        let mut spec = format!("type=docker,dest={}", tmp.display());
+        if !names.is_empty() {
+            spec.push_str(&format!(",name={}", names.join(";")));
+        }
+        let spec = spec.parse::<OutputSpec>().into_diagnostic()?;
+        let result = super::save::write_output(store, image, &spec).and_then(|()| {
+            let out = std::process::Command::new(&self.tool)
+                .arg("load")
+                .arg("-i")
+                .arg(&tmp)
+                .stdout(std::process::Stdio::null())
+                .output()
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot run `{}`", self.tool.display()))?;
+            if !out.status.success() {
+                miette::bail!(
+                    "`{} load` failed ({}): {}",
+                    self.tool.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        });
+        let _ = std::fs::remove_file(&tmp);
+        result
+    }
+}
+
+/// `--iidfile`: the id alone, no newline (as docker writes it).
+pub fn write_iidfile(path: &Path, image: &Image) -> miette::Result<()> {
+    std::fs::write(path, image.digest.to_string())
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write `{}`", path.display()))
+}
+
+/// buildx's shorthand: a cache spec without `=` is `type=registry,ref=REF`.
+pub fn cache_shorthand(spec: &str) -> String {
+    if spec.contains('=') {
+        spec.to_string()
+    } else {
+        format!("type=registry,ref={spec}")
+    }
+}
+
+fn key_value(s: &str, flag: &str, form: &str) -> miette::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => miette::bail!(
+            help = format!("write `{flag} {form}`"),
+            "`{flag} {s}`: no `KEY=`"
+        ),
+    }
+}
+
+fn on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt as _;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
