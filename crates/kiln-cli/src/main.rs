@@ -54,6 +54,8 @@ enum Command {
     Version(cmd::meta::VersionArgs),
     Completion(cmd::meta::CompletionArgs),
     Man(cmd::meta::ManArgs),
+    Login(cmd::login::Args),
+    Logout(cmd::login::LogoutArgs),
     #[command(name = "__sandbox-child", hide = true)]
     SandboxChild(cmd::sandbox_child::Args),
 }
@@ -94,6 +96,8 @@ fn main() -> ExitCode {
         Command::Version(args) => cmd::meta::version(args),
         Command::Completion(args) => cmd::meta::completion(args, Cli::command()),
         Command::Man(args) => cmd::meta::man(args, Cli::command()),
+        Command::Login(args) => cmd::login::run(args),
+        Command::Logout(args) => cmd::login::run_logout(args),
         Command::SandboxChild(args) => cmd::sandbox_child::run(args),
     });
     match result {

@@ -8,14 +8,17 @@ use std::sync::Mutex;
 use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use crate::api_error::{ApiError, ErrorCode};
 use crate::auth::{Challenge, TokenResponse};
+use crate::credentials::Credential;
+use crate::helper::HelperError;
 use crate::settings::{Endpoint, Settings};
 use crate::store::BoxError;
 use kiln_store::Digest;
 use kiln_types::error_chain;
 
 /// What a request was about, for error messages:
-/// "`127.0.0.1:5000/app`: blob sha256:...".
+/// "blob sha256:... of `127.0.0.1:5000/app`".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     pub registry: String,
@@ -25,17 +28,28 @@ pub struct Context {
 
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "registry `{}`, repository `{}`, {}",
-            self.registry, self.repository, self.what
-        )
+        if self.repository.is_empty() {
+            write!(f, "{} of `{}`", self.what, self.registry)
+        } else {
+            write!(
+                f,
+                "{} of `{}/{}`",
+                self.what, self.registry, self.repository
+            )
+        }
     }
 }
 
 /// Errors of registry operations.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    #[error("{ctx}: cannot resolve the registry host `{host}`")]
+    UnresolvableHost {
+        ctx: Context,
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{ctx}: connection failed after {attempts} attempt(s): {detail}")]
     Connection {
         ctx: Context,
@@ -49,20 +63,32 @@ pub enum RegistryError {
         attempts: u32,
         detail: String,
     },
-    #[error("{ctx}: not found in the registry{detail}")]
+    #[error("{ctx} is not in the registry{detail}")]
     NotFound { ctx: Context, detail: String },
-    #[error(
-        "{ctx}: authentication required{detail}; put credentials for `{host}` in `~/.docker/config.json` or the file named by `REGISTRY_AUTH_FILE`"
-    )]
+    /// A failure the registry named with a distribution error code.
+    #[error("{ctx} {}", .error.sentence())]
+    Api {
+        ctx: Context,
+        status: StatusCode,
+        error: ApiError,
+    },
+    #[error("{ctx}: authentication required{detail}")]
     Unauthorized {
         ctx: Context,
         host: String,
         detail: String,
     },
-    #[error(
-        "{ctx}: access denied (403){detail}; check that your credentials may access this repository"
-    )]
+    #[error("{ctx}: the registry rejected the credentials for `{host}`")]
+    Rejected { ctx: Context, host: String },
+    #[error("{ctx}: access denied (403){detail}")]
     Denied { ctx: Context, detail: String },
+    #[error("{ctx}: cannot get the credentials for `{host}`")]
+    Credentials {
+        ctx: Context,
+        host: String,
+        #[source]
+        source: HelperError,
+    },
     #[error("{ctx}: cannot get a token from `{realm}`: {detail}")]
     Token {
         ctx: Context,
@@ -136,7 +162,32 @@ fn list(errors: &[RegistryError]) -> String {
 impl RegistryError {
     /// Whether the object is simply absent (as opposed to a failure).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::Api {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                }
+        )
+    }
+
+    /// The distribution error code the registry gave, if it gave one.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            Self::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+
+    /// The errors this one stands for: itself, or, for a pull tried at
+    /// several endpoints, each endpoint's (mirrors first, the registry
+    /// last).
+    pub fn causes(&self) -> Vec<&RegistryError> {
+        match self {
+            Self::AllEndpoints { errors, .. } => errors.iter().flat_map(Self::causes).collect(),
+            e => vec![e],
+        }
     }
 }
 
@@ -189,33 +240,73 @@ impl fmt::Debug for Client {
     }
 }
 
-/// A short excerpt of an error body (registries send JSON `errors`).
+/// A short excerpt of an error body: the registry's error code and
+/// message when it sent JSON `errors`, else the start of the text.
 pub(crate) async fn body_detail(resp: Response) -> String {
-    match resp.text().await {
-        Ok(t) if !t.trim().is_empty() => {
-            let t = t.trim();
-            let short: String = t.chars().take(300).collect();
-            format!(": {short}")
-        }
-        _ => String::new(),
+    detail_of(&resp.bytes().await.unwrap_or_default())
+}
+
+fn detail_of(body: &[u8]) -> String {
+    if let Some(e) = ApiError::from_body(body) {
+        return if e.message.is_empty() {
+            format!(" ({})", e.code)
+        } else {
+            format!(" ({}: {})", e.code, e.message)
+        };
+    }
+    let t = String::from_utf8_lossy(body);
+    let t = t.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        let short: String = t.chars().take(300).collect();
+        format!(": {short}")
     }
 }
 
-/// `resp` when it is `200 OK`; otherwise the error about `ctx`, with 404
-/// as [`RegistryError::NotFound`].
+/// The error for an unexpected answer: [`RegistryError::Api`] when the
+/// body names a distribution error code, else by status.
+pub(crate) async fn failure(resp: Response, ctx: &Context) -> RegistryError {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    if let Some(error) = ApiError::from_body(&body) {
+        return RegistryError::Api {
+            ctx: ctx.clone(),
+            status,
+            error,
+        };
+    }
+    if status == StatusCode::NOT_FOUND {
+        return RegistryError::NotFound {
+            ctx: ctx.clone(),
+            detail: String::new(),
+        };
+    }
+    RegistryError::Status {
+        ctx: ctx.clone(),
+        status,
+        detail: detail_of(&body),
+    }
+}
+
+/// `resp` when it is `200 OK`; otherwise the error about `ctx`.
 pub(crate) async fn expect_ok(resp: Response, ctx: &Context) -> Result<Response, RegistryError> {
     match resp.status() {
         StatusCode::OK => Ok(resp),
-        StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
-            ctx: ctx.clone(),
-            detail: body_detail(resp).await,
-        }),
-        status => Err(RegistryError::Status {
-            ctx: ctx.clone(),
-            status,
-            detail: body_detail(resp).await,
-        }),
+        _ => Err(failure(resp, ctx).await),
     }
+}
+
+/// Whether `host` (`name[:port]`, `[v6]:port`) does not resolve: the error
+/// of the lookup, checked after a connection failure so that a name that
+/// cannot work is not retried.
+pub(crate) async fn unresolvable(host: &str) -> Option<std::io::Error> {
+    let with_port = if host.ends_with(']') || !host.contains(':') {
+        format!("{host}:443")
+    } else {
+        host.to_string()
+    };
+    tokio::net::lookup_host(with_port).await.err()
 }
 
 impl Client {
@@ -282,6 +373,15 @@ impl Client {
             let resp = match rb.send().await {
                 Ok(r) => r,
                 Err(e) => {
+                    if e.is_connect()
+                        && let Some(source) = unresolvable(&ep.host).await
+                    {
+                        return Err(RegistryError::UnresolvableHost {
+                            ctx: ctx.clone(),
+                            host: ep.host.clone(),
+                            source,
+                        });
+                    }
                     if attempt < policy.max_attempts {
                         tracing::warn!(%ctx, attempt, error = %error_chain(&e), "request failed, retrying");
                         tokio::time::sleep(policy.delay(attempt)).await;
@@ -298,15 +398,18 @@ impl Client {
             if status == StatusCode::UNAUTHORIZED {
                 let challenge = challenge_of(resp.headers());
                 if reauthed || challenge.is_none() {
-                    let detail = if header.is_some() {
-                        " (the registry rejected the credentials)".to_string()
-                    } else {
-                        body_detail(resp).await
-                    };
+                    let had_cred =
+                        header.is_some() && self.credential(ep, ctx).await.ok().flatten().is_some();
+                    if had_cred {
+                        return Err(RegistryError::Rejected {
+                            ctx: ctx.clone(),
+                            host: ep.host.clone(),
+                        });
+                    }
                     return Err(RegistryError::Unauthorized {
                         ctx: ctx.clone(),
                         host: ep.host.clone(),
-                        detail,
+                        detail: body_detail(resp).await,
                     });
                 }
                 let ch = challenge.expect("checked above");
@@ -343,9 +446,13 @@ impl Client {
                 });
             }
             if status == StatusCode::FORBIDDEN {
-                return Err(RegistryError::Denied {
-                    ctx: ctx.clone(),
-                    detail: body_detail(resp).await,
+                return Err(match failure(resp, ctx).await {
+                    e @ RegistryError::Api { .. } => e,
+                    RegistryError::Status { detail, .. } => RegistryError::Denied {
+                        ctx: ctx.clone(),
+                        detail,
+                    },
+                    e => e,
                 });
             }
             return Ok(resp);
@@ -369,10 +476,10 @@ impl Client {
         ctx: &Context,
         challenge: &Challenge,
     ) -> Result<String, RegistryError> {
-        let cred = self.settings.auth.lookup(&ep.host, &ep.repository).cloned();
+        let cred = self.credential(ep, ctx).await?;
         let (key, value) = match challenge {
             Challenge::Basic => {
-                let Some(cred) = cred else {
+                let Some(cred) = cred.filter(|c| !c.password.is_empty()) else {
                     return Err(RegistryError::Unauthorized {
                         ctx: ctx.clone(),
                         host: ep.host.clone(),
@@ -395,8 +502,17 @@ impl Client {
                     }
                 }
                 let token = self
-                    .fetch_token(ctx, realm, service.as_deref(), &scopes, cred.as_ref())
-                    .await?;
+                    .fetch_token(
+                        ctx,
+                        &ep.host,
+                        realm,
+                        service.as_deref(),
+                        &scopes,
+                        cred.as_ref(),
+                        false,
+                    )
+                    .await?
+                    .0;
                 ((ep.host.clone(), scope.key()), format!("Bearer {token}"))
             }
         };
@@ -408,57 +524,133 @@ impl Client {
         Ok(value)
     }
 
+    /// The credentials for an endpoint from the settings (a credential
+    /// helper runs on a blocking thread).
+    async fn credential(
+        &self,
+        ep: &Endpoint,
+        ctx: &Context,
+    ) -> Result<Option<Credential>, RegistryError> {
+        let auth = self.settings.auth.clone();
+        let (host, repo) = (ep.host.clone(), ep.repository.clone());
+        let found = tokio::task::spawn_blocking(move || auth.lookup(&host, &repo))
+            .await
+            .map_err(|e| RegistryError::Setup(error_chain(&e)))?;
+        found.map_err(|source| RegistryError::Credentials {
+            ctx: ctx.clone(),
+            host: ep.host.clone(),
+            source,
+        })
+    }
+
+    /// A bearer token from `realm`, and the refresh token the server gave
+    /// for `offline` (docker login's `offline_token=true`). With an
+    /// identity token this is docker's OAuth2 `refresh_token` grant (a
+    /// `POST`); otherwise a `GET` with basic credentials or none.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_token(
         &self,
         ctx: &Context,
+        host: &str,
         realm: &str,
         service: Option<&str>,
         scopes: &[String],
-        cred: Option<&crate::auth::Credential>,
-    ) -> Result<String, RegistryError> {
+        cred: Option<&Credential>,
+        offline: bool,
+    ) -> Result<(String, Option<String>), RegistryError> {
         let err = |detail: String| RegistryError::Token {
             ctx: ctx.clone(),
             realm: realm.to_string(),
             detail,
         };
         let mut url = reqwest::Url::parse(realm).map_err(|e| err(format!("bad realm url: {e}")))?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
-                q.append_pair("service", s);
+        let refresh = cred.and_then(|c| c.identity_token.as_deref());
+        let mut form: Vec<(&str, String)> = Vec::new();
+        match refresh {
+            Some(token) => {
+                form.push(("grant_type", "refresh_token".into()));
+                form.push(("refresh_token", token.into()));
+                form.push(("client_id", "kiln".into()));
+                if let Some(s) = service {
+                    form.push(("service", s.into()));
+                }
+                if !scopes.is_empty() {
+                    form.push(("scope", scopes.join(" ")));
+                }
             }
-            for s in scopes {
-                q.append_pair("scope", s);
+            None => {
+                let mut q = url.query_pairs_mut();
+                if let Some(s) = service {
+                    q.append_pair("service", s);
+                }
+                for s in scopes {
+                    q.append_pair("scope", s);
+                }
+                if offline {
+                    q.append_pair("offline_token", "true");
+                    q.append_pair("client_id", "kiln");
+                }
             }
         }
         let policy = self.settings.retry;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut rb = self.http.get(url.clone());
-            if let Some(c) = cred {
-                rb = rb.header(AUTHORIZATION, c.basic_header());
-            }
+            let rb = match refresh {
+                Some(_) => self.http.post(url.clone()).form(&form),
+                None => {
+                    let rb = self.http.get(url.clone());
+                    match cred.filter(|c| !c.password.is_empty()) {
+                        Some(c) => rb.header(AUTHORIZATION, c.basic_header()),
+                        None => rb,
+                    }
+                }
+            };
             let resp = match rb.send().await {
                 Ok(r) if r.status().is_server_error() && attempt < policy.max_attempts => {
                     tokio::time::sleep(policy.delay(attempt)).await;
                     continue;
                 }
                 Ok(r) => r,
-                Err(_) if attempt < policy.max_attempts => {
-                    tokio::time::sleep(policy.delay(attempt)).await;
-                    continue;
+                Err(e) => {
+                    if e.is_connect()
+                        && let Some(h) = url.host_str()
+                        && let Some(source) = unresolvable(&format!(
+                            "{h}:{}",
+                            url.port_or_known_default().unwrap_or(443)
+                        ))
+                        .await
+                    {
+                        return Err(RegistryError::UnresolvableHost {
+                            ctx: ctx.clone(),
+                            host: h.to_string(),
+                            source,
+                        });
+                    }
+                    if attempt < policy.max_attempts {
+                        tokio::time::sleep(policy.delay(attempt)).await;
+                        continue;
+                    }
+                    return Err(err(error_chain(&e)));
                 }
-                Err(e) => return Err(err(error_chain(&e))),
             };
             let status = resp.status();
+            if cred.is_some()
+                && matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+                )
+                && (status != StatusCode::BAD_REQUEST || refresh.is_some())
+            {
+                // OAuth2 answers a bad refresh token with 400 invalid_grant.
+                return Err(RegistryError::Rejected {
+                    ctx: ctx.clone(),
+                    host: host.to_string(),
+                });
+            }
             if !status.is_success() {
                 let hint = if status == StatusCode::UNAUTHORIZED {
-                    if cred.is_some() {
-                        " (credentials rejected)"
-                    } else {
-                        " (credentials needed)"
-                    }
+                    " (credentials needed)"
                 } else {
                     ""
                 };
@@ -468,11 +660,111 @@ impl Client {
                 .json()
                 .await
                 .map_err(|e| err(format!("bad token response: {}", error_chain(&e))))?;
-            return body
+            let token = body
                 .token
                 .or(body.access_token)
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| err("the response has no `token`".to_string()));
+                .ok_or_else(|| err("the response has no `token`".to_string()))?;
+            return Ok((token, body.refresh_token.filter(|t| !t.is_empty())));
+        }
+    }
+
+    /// Checks `cred` against `registry` as `docker login` does: `GET /v2/`
+    /// through the auth handshake with exactly these credentials. Returns
+    /// what to store: `cred`, or, when the token server handed out a
+    /// refresh token, the user name with that identity token instead of
+    /// the password (as docker stores it).
+    pub async fn login(
+        &self,
+        registry: &str,
+        cred: &Credential,
+    ) -> Result<Credential, RegistryError> {
+        let ep = self.settings.origin(registry, "");
+        let ctx = self.ctx(&ep, "login");
+        let url = format!("{}/v2/", ep.base_url());
+        let get = |auth: Option<String>| {
+            let mut rb = self.http.get(&url);
+            if let Some(h) = auth {
+                rb = rb.header(AUTHORIZATION, h);
+            }
+            rb.send()
+        };
+        let first = match get(None).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_connect()
+                    && let Some(source) = unresolvable(&ep.host).await
+                {
+                    return Err(RegistryError::UnresolvableHost {
+                        ctx,
+                        host: ep.host.clone(),
+                        source,
+                    });
+                }
+                return Err(RegistryError::Connection {
+                    ctx,
+                    attempts: 1,
+                    detail: error_chain(&e),
+                });
+            }
+        };
+        if first.status().is_success() {
+            // A registry without auth: nothing to check, as docker.
+            return Ok(cred.clone());
+        }
+        if first.status() != StatusCode::UNAUTHORIZED {
+            return Err(failure(first, &ctx).await);
+        }
+        let Some(challenge) = challenge_of(first.headers()) else {
+            return Err(RegistryError::Protocol {
+                ctx,
+                detail: "401 without a `WWW-Authenticate` challenge kiln can answer".into(),
+            });
+        };
+        let (header, stored) = match challenge {
+            Challenge::Basic => (cred.basic_header(), cred.clone()),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let scopes: Vec<String> = scope.into_iter().collect();
+                let (token, refresh) = self
+                    .fetch_token(
+                        &ctx,
+                        &ep.host,
+                        &realm,
+                        service.as_deref(),
+                        &scopes,
+                        Some(cred),
+                        true,
+                    )
+                    .await?;
+                let stored = match refresh {
+                    Some(t) => Credential {
+                        username: cred.username.clone(),
+                        password: String::new(),
+                        identity_token: Some(t),
+                    },
+                    None => cred.clone(),
+                };
+                (format!("Bearer {token}"), stored)
+            }
+        };
+        let resp = get(Some(header))
+            .await
+            .map_err(|e| RegistryError::Connection {
+                ctx: ctx.clone(),
+                attempts: 1,
+                detail: error_chain(&e),
+            })?;
+        match resp.status() {
+            s if s.is_success() => Ok(stored),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RegistryError::Rejected {
+                ctx,
+                host: ep.host.clone(),
+            }),
+            _ => Err(failure(resp, &ctx).await),
         }
     }
 }

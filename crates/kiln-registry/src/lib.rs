@@ -19,8 +19,15 @@
 //!
 //! - [`Reference`] and [`Platform`] are kiln-types' (the one reference
 //!   grammar and arch table), re-exported.
-//! - [`Settings`]: insecure hosts, [`Mirror`]s, [`RetryPolicy`],
-//!   credentials ([`AuthConfig`]), concurrency and upload chunking.
+//! - [`Settings`]: insecure hosts, [`Mirror`]s (also from
+//!   `registries.conf`), [`RetryPolicy`], credentials ([`AuthConfig`]:
+//!   docker's and containers' auth files, credential helpers,
+//!   `credentials.rs`/`helper.rs`), concurrency and upload chunking.
+//! - Errors: [`RegistryError`], with the registry's distribution error code
+//!   as an [`ErrorCode`] ([`RegistryError::Api`]); a host that does not
+//!   resolve fails at once ([`RegistryError::UnresolvableHost`]).
+//! - [`Client::login`]: checks credentials as `docker login` does;
+//!   [`credentials::save`]/[`credentials::remove`] write them.
 //! - [`Client`]: [`Client::pull`], [`Client::push`] and the lower-level
 //!   calls they are made of ([`Client::get_manifest`],
 //!   [`Client::fetch_blob`], [`Client::push_blob`],
@@ -38,21 +45,29 @@
 // are built only on failure paths, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod api_error;
 pub mod auth;
 pub mod client;
+pub mod credentials;
+pub mod helper;
 pub mod lazy;
 pub mod manifest;
 pub mod pull;
 pub mod push;
+pub mod registries_conf;
 pub mod settings;
 pub mod store;
 
-pub use auth::{AuthConfig, AuthFileError, Challenge, Credential};
+pub use api_error::{ApiError, ErrorCode};
+pub use auth::Challenge;
 pub use client::{Client, Context, RegistryError};
+pub use credentials::{AuthConfig, AuthFileError, Credential, Saved};
+pub use helper::HelperError;
 pub use kiln_types::{Platform, PlatformError, Reference, ReferenceError};
 pub use lazy::{LazyError, Locator, RegistrySource};
 pub use pull::{FetchedManifest, Pulled};
 pub use push::{BlobPush, PushOptions, PushReport};
+pub use registries_conf::{RegistriesConf, RegistriesConfError, merge_mirrors};
 pub use settings::{
     Endpoint, MIRROR_ENV, Mirror, MirrorError, RetryPolicy, Settings, mirrors_from_env,
     parse_mirror_list,

@@ -10,7 +10,7 @@ use kiln_types::Reference;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 
-use crate::client::{Client, Context, RegistryError, Scope, body_detail, expect_ok};
+use crate::client::{Client, Context, RegistryError, Scope, body_detail, expect_ok, failure};
 use crate::manifest::{self, Blob, Kind, Manifest};
 use crate::settings::Endpoint;
 use crate::store::BlobStore;
@@ -335,11 +335,7 @@ impl Client {
                 detail: "201 Created to an upload request without a mount".to_string(),
             }),
             StatusCode::ACCEPTED => Ok(Started::Upload(self.location(ep, ctx, &resp)?)),
-            status => Err(RegistryError::Status {
-                ctx: ctx.clone(),
-                status,
-                detail: body_detail(resp).await,
-            }),
+            _ => Err(failure(resp, ctx).await),
         }
     }
 
@@ -402,11 +398,7 @@ impl Client {
                     body_detail(resp).await
                 ),
             }),
-            status => Err(RegistryError::Status {
-                ctx: ctx.clone(),
-                status,
-                detail: body_detail(resp).await,
-            }),
+            _ => Err(failure(resp, ctx).await),
         }
     }
 
@@ -508,11 +500,7 @@ impl Client {
             .await?;
         let status = resp.status();
         if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(RegistryError::Status {
-                ctx,
-                status,
-                detail: body_detail(resp).await,
-            });
+            return Err(failure(resp, &ctx).await);
         }
         let ours = Digest::of(bytes);
         if let Some(theirs) = resp

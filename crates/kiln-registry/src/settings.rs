@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiln_types::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, normalize_registry};
 
-use crate::auth::AuthConfig;
+use crate::credentials::AuthConfig;
 
 /// The environment variable with comma-separated `REGISTRY=MIRROR` pairs.
 pub const MIRROR_ENV: &str = "KILN_REGISTRY_MIRROR";

@@ -225,7 +225,6 @@ async fn basic_auth_with_htpasswd_and_docker_config() {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
-    assert!(err.to_string().contains("REGISTRY_AUTH_FILE"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
@@ -245,10 +244,12 @@ async fn basic_auth_with_htpasswd_and_docker_config() {
         .push(&src, &img.manifest, &dest, &PushOptions::default())
         .await
         .unwrap_err();
+    assert!(matches!(err, RegistryError::Rejected { .. }), "{err}");
     assert!(
         err.to_string().contains("rejected the credentials"),
         "{err}"
     );
+    assert!(!err.to_string().contains("wrong"), "no password in: {err}");
 
     write("alice", "s3cret");
     let mut auth = AuthConfig::default();
@@ -768,13 +769,7 @@ async fn bearer_token_with_credentials_for_push() {
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 
     let mut auth = AuthConfig::default();
-    auth.insert(
-        &proxy.addr,
-        kiln_registry::Credential {
-            username: "carol".into(),
-            password: "pw".into(),
-        },
-    );
+    auth.insert(&proxy.addr, kiln_registry::Credential::basic("carol", "pw"));
     let c = client(Settings { auth, ..settings() });
     let rep = c
         .push(&src, &img.manifest, &dest, &PushOptions::default())
@@ -940,4 +935,199 @@ async fn push_restarts_an_upload_session_out_of_step() {
     let dst = MemoryStore::new();
     c.pull(&dest, &amd64(), &dst).await.unwrap();
     assert_eq!(dst.get(&img.layers[0]), src.get(&img.layers[0]));
+}
+
+/// docker's identity token: a token server that hands out a refresh token
+/// for `offline_token=true` (what `Client::login` asks for), then takes
+/// only the OAuth2 `refresh_token` grant (a form `POST`) for access
+/// tokens. The identity token goes through the auth file; the password is
+/// never sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_keeps_an_identity_token_and_pulls_with_it() {
+    let reg = Registry::start();
+    let me = Arc::new(std::sync::Mutex::new(String::new()));
+    let me2 = me.clone();
+    let proxy = Proxy::start(&reg.addr, move |q| {
+        use base64::Engine as _;
+        let json = |status: u16, body: &str| Reply::Respond {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        };
+        if q.path.starts_with("/token") {
+            let good = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("dave:pa55")
+            );
+            if q.method == "GET" {
+                if q.header("authorization") != Some(good.as_str()) {
+                    return json(401, r#"{"details":"bad user"}"#);
+                }
+                if q.path.contains("offline_token=true") {
+                    return json(200, r#"{"token": "writer", "refresh_token": "R3fresh"}"#);
+                }
+                return json(200, r#"{"token": "writer"}"#);
+            }
+            let form = String::from_utf8_lossy(&q.body).to_string();
+            if q.method == "POST"
+                && form.contains("grant_type=refresh_token")
+                && form.contains("refresh_token=R3fresh")
+                && q.header("authorization").is_none()
+            {
+                return json(200, r#"{"access_token": "writer"}"#);
+            }
+            return json(400, r#"{"error":"invalid_grant"}"#);
+        }
+        if q.header("authorization") == Some("Bearer writer") {
+            return Reply::Forward;
+        }
+        Reply::Respond {
+            status: 401,
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!(
+                    r#"Bearer realm="http://{}/token",service="t""#,
+                    me2.lock().unwrap()
+                ),
+            )],
+            body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                .to_vec(),
+        }
+    })
+    .await;
+    *me.lock().unwrap() = proxy.addr.clone();
+
+    let c = client(settings());
+    let err = c
+        .login(
+            &proxy.addr,
+            &kiln_registry::Credential::basic("dave", "wrong"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Rejected { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+    let stored = c
+        .login(
+            &proxy.addr,
+            &kiln_registry::Credential::basic("dave", "pa55"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.identity_token.as_deref(), Some("R3fresh"));
+    assert_eq!(stored.password, "", "the password is not kept");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    kiln_registry::credentials::save(&file, &proxy.addr, &stored).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\"identitytoken\": \"R3fresh\""), "{text}");
+    assert!(!text.contains("pa55"), "{text}");
+    let mut auth = AuthConfig::default();
+    auth.load_file(&file).unwrap();
+    let c = client(Settings { auth, ..settings() });
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 21, &[400]);
+    let dest = r(&format!("{}/idt/app:1", proxy.addr));
+    c.push(&src, &img.manifest, &dest, &PushOptions::default())
+        .await
+        .unwrap();
+    let p = c.pull(&dest, &amd64(), &MemoryStore::new()).await.unwrap();
+    assert_eq!(p.manifest_digest, img.manifest);
+    let reqs = proxy.requests();
+    let posts = reqs
+        .iter()
+        .filter(|q| q.method == "POST" && q.path.starts_with("/token"));
+    assert!(posts.count() >= 1, "{reqs:?}");
+    let basic_after_login = reqs
+        .iter()
+        .skip_while(|q| !(q.method == "POST" && q.path.starts_with("/token")))
+        .filter(|q| {
+            q.header("authorization")
+                .is_some_and(|h| h.starts_with("Basic"))
+        })
+        .count();
+    assert_eq!(basic_after_login, 0, "the password is not sent after login");
+}
+
+/// A digest the repository does not have: the registry's MANIFEST_UNKNOWN
+/// as a typed error and a sentence naming the reference, no raw JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_error_codes_are_typed() {
+    let reg = Registry::start();
+    let src = MemoryStore::new();
+    let img = image(&src, "amd64", 22, &[100]);
+    let c = client(settings());
+    c.push(
+        &src,
+        &img.manifest,
+        &r(&format!("{}/codes/app:1", reg.addr)),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let wrong = format!("{}/codes/app@sha256:{}", reg.addr, "0".repeat(64));
+    let err = c
+        .pull(&r(&wrong), &amd64(), &MemoryStore::new())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        err.causes()
+            .iter()
+            .any(|e| e.code() == Some(&kiln_registry::ErrorCode::ManifestUnknown)),
+        "{err:?}"
+    );
+    assert!(err.causes().iter().all(|e| e.is_not_found()), "{err:?}");
+    assert!(
+        text.contains(&format!("`{}/codes/app`", reg.addr))
+            && text.contains("is not in this repository (MANIFEST_UNKNOWN"),
+        "{text}"
+    );
+    assert!(!text.contains("{\"errors\""), "{text}");
+    // A repository that does not exist at all.
+    let err = c
+        .pull(
+            &r(&format!("{}/codes/nothing:1", reg.addr)),
+            &amd64(),
+            &MemoryStore::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.causes().iter().any(|e| e.code().is_some()), "{err:?}");
+}
+
+/// A registry name that does not resolve fails on the first try (`.invalid`
+/// never resolves, RFC 6761), not after the retry policy's five.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unresolvable_host_fails_at_once() {
+    let c = client(Settings {
+        retry: kiln_registry::RetryPolicy {
+            max_attempts: 5,
+            base_delay: std::time::Duration::from_secs(3),
+            max_delay: std::time::Duration::from_secs(3),
+        },
+        ..settings()
+    });
+    let start = std::time::Instant::now();
+    let err = c
+        .pull(
+            &r("registry.kiln-test.invalid/app:1"),
+            &amd64(),
+            &MemoryStore::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.causes()
+            .iter()
+            .any(|e| matches!(e, RegistryError::UnresolvableHost { host, .. } if host == "registry.kiln-test.invalid")),
+        "{err:?}"
+    );
+    // With 3 s between tries, one retry alone would take longer.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
 }

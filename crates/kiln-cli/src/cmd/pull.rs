@@ -56,7 +56,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let client = Client::new(settings).into_diagnostic()?;
     let pulled = super::registry::runtime()?
         .block_on(client.pull(&reference, &platform, &store))
-        .into_diagnostic()?;
+        .map_err(super::registry_help::explain)?;
     let name = local_name(&reference);
     store
         .set_tag(&name, &pulled.manifest_digest)

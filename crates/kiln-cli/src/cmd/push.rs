@@ -118,7 +118,7 @@ pub(crate) fn push_to(
     let client = Client::new(settings).into_diagnostic()?;
     let report = super::registry::runtime()?
         .block_on(client.push(store, digest, dest, opts))
-        .into_diagnostic()
+        .map_err(super::registry_help::explain)
         .wrap_err_with(|| format!("cannot push {digest} to `{dest}`"))?;
     if !quiet {
         eprintln!(

@@ -5,7 +5,9 @@
 
 use std::sync::OnceLock;
 
-use kiln_registry::{AuthConfig, Mirror, Settings, mirrors_from_env};
+use kiln_registry::{
+    AuthConfig, Mirror, RegistriesConf, Settings, merge_mirrors, mirrors_from_env,
+};
 use miette::{IntoDiagnostic, WrapErr};
 
 /// Registry flags of the commands that talk to registries (`build`,
@@ -50,18 +52,23 @@ pub fn init(opts: RegistryOpts) {
     let _ = OPTS.set(opts);
 }
 
-/// Client settings from the flags, `KILN_REGISTRY_MIRROR` and the auth
-/// files (`REGISTRY_AUTH_FILE`, `~/.docker/config.json`). Flags come first.
+/// Client settings from the flags, `KILN_REGISTRY_MIRROR`, containers'
+/// `registries.conf` and the auth files (docs/registry.md). Mirrors of the
+/// flags and the environment replace the file's for the same registry.
 pub fn settings() -> miette::Result<Settings> {
     let opts = OPTS.get().cloned().unwrap_or_default();
     let mut mirrors = opts.registry_mirror;
     mirrors.extend(mirrors_from_env().into_diagnostic()?);
+    let conf = RegistriesConf::load_default().into_diagnostic()?;
+    let mirrors = merge_mirrors(mirrors, conf.mirrors);
+    let mut insecure_registries = opts.insecure_registry;
+    insecure_registries.extend(conf.insecure);
     let auth = AuthConfig::load_default()
         .into_diagnostic()
         .wrap_err("cannot load registry credentials")?;
     Ok(Settings {
         mirrors,
-        insecure_registries: opts.insecure_registry,
+        insecure_registries,
         auth,
         ..Settings::default()
     })
