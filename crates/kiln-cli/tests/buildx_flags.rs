@@ -239,3 +239,47 @@ fn load_into_podman_store() {
     assert!(err.contains("found neither `podman` nor `docker`"), "{err}");
     assert!(err.contains("type=docker,dest="), "{err}");
 }
+
+#[test]
+fn check_call_targets_and_network() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        format!("{APP}\nlet debug = app.env(\"DEBUG\", \"1\");\n"),
+    )
+    .unwrap();
+    // --call targets: every target, the default marked; nothing built
+    let (out, _) = env.ok(&["build", "ctx", "--call", "targets"]);
+    assert_eq!(out, "app\ndebug (default)\n");
+    // --check and --call check: kiln check's verdict, nothing built
+    let (out, _) = env.ok(&["build", "ctx", "--check"]);
+    assert!(out.is_empty(), "{out}");
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let app = static_base().nope();\n",
+    )
+    .unwrap();
+    for flags in [&["--check"][..], &["--call", "check"], &["--call=check"]] {
+        let o = env
+            .kiln(&[&["build", "ctx"][..], flags].concat())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(err.contains("nope"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    std::fs::write(env.path("ctx/Kilnfile"), APP).unwrap();
+    // --network: the default and host build; a build-wide none is refused
+    // with the per-step way
+    for n in ["default", "host"] {
+        env.ok(&["build", "ctx", "--network", n, "--progress", "none"]);
+    }
+    let o = env
+        .kiln(&["build", "ctx", "--network", "none"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("network(none)"), "{err}");
+}

@@ -60,7 +60,11 @@ fn mentioned(text: &str, tops: &[String]) -> Vec<(String, bool)> {
                 '`' | '(' | ')' | '"' | '\'' | ',' | ';' | '[' | ']' | '<' | '>' | '|' | '=' | '*'
             )
     }) {
-        let word = word.trim_end_matches(['.', ':']);
+        let word = word
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(['.', ':']);
         let Some((top, _)) = word.split_once('/') else {
             continue;
         };

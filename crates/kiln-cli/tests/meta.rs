@@ -92,3 +92,25 @@ fn man_pages_for_every_command() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("iidfile"));
     }
 }
+
+#[test]
+fn exit_codes_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let code = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("KILN_HOME", &home)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    std::fs::write(dir.path().join("Kilnfile"), "let app = static_base();\n").unwrap();
+    assert_eq!(code(&["check"]), Some(0));
+    std::fs::write(dir.path().join("Kilnfile"), "let app = nope();\n").unwrap();
+    assert_eq!(code(&["check"]), Some(1));
+    assert_eq!(code(&["build", "--no-such-flag"]), Some(2));
+    assert_eq!(code(&["build", "--progress", "sideways"]), Some(2));
+}

@@ -141,6 +141,20 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     if args.buildx.quiet {
         args.progress = Mode::Quiet;
     }
+    match args.buildx.method() {
+        super::buildx::Call::Build => {}
+        super::buildx::Call::Check => {
+            return super::check::run(super::check::Args {
+                input: args.input,
+                target: args.target,
+                strict: args.strict,
+            });
+        }
+        super::buildx::Call::Targets => {
+            return super::buildx::print_targets(&args.input, &args.target);
+        }
+    }
+    args.buildx.check_network()?;
     // flags checked before anything is built
     let (buildx_outputs, loader) = args.buildx.outputs(&args.tags)?;
     let metadata = args.buildx.metadata()?;

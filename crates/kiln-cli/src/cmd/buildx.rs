@@ -42,6 +42,31 @@ pub struct BuildxArgs {
     /// errors. Same as `--progress quiet`
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// What to do instead of building: `check` runs `kiln check` (the
+    /// checker and the lints; exit 1 on errors), `targets` lists the build
+    /// file's targets; `build` (the default) builds
+    #[arg(long, value_enum, value_name = "METHOD", default_value_t = Call::Build)]
+    pub call: Call,
+
+    /// Shorthand for `--call=check`
+    #[arg(long)]
+    pub check: bool,
+
+    /// The network of `run` steps that do not choose one: `default` and
+    /// `host` are kiln's default (the host's network); a step's own
+    /// `network(..)` (Dockerfile: `RUN --network`) chooses otherwise
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+}
+
+/// `--call`: buildx's methods kiln answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Call {
+    #[default]
+    Build,
+    Check,
+    Targets,
 }
 
 /// Where `--load` puts the image.
@@ -52,6 +77,30 @@ pub struct Loader {
 }
 
 impl BuildxArgs {
+    /// The method: `--check` wins over `--call`.
+    pub fn method(&self) -> Call {
+        if self.check { Call::Check } else { self.call }
+    }
+
+    /// `--network`: kiln builds with the host's network by default, as a
+    /// BuildKit worker without CNI does; another build-wide default would
+    /// change every step's cache key without the build file saying so.
+    pub fn check_network(&self) -> miette::Result<()> {
+        match self.network.as_deref() {
+            None | Some("default" | "host") => Ok(()),
+            Some(n @ ("none" | "isolated")) => miette::bail!(
+                help = format!(
+                    "give the steps that need it `network({n})` in the Kilnfile, or \
+                     `RUN --network={n}` in a Dockerfile: the step's cache key then says so"
+                ),
+                "`--network {n}` as a build-wide default is not supported"
+            ),
+            Some(n) => miette::bail!(
+                help = "use `default` or `host`, or a step's own `network(..)`",
+                "`--network {n}`: unknown network mode"
+            ),
+        }
+    }
     /// The outputs `--push` and `--load` stand for, checked before anything
     /// is built: `--push` needs a name, `--load` a podman or docker.
     pub fn outputs(&self, tags: &[String]) -> miette::Result<(Vec<OutputSpec>, Option<Loader>)> {
@@ -223,6 +272,36 @@ impl Loader {
         let _ = std::fs::remove_file(&tmp);
         result
     }
+}
+
+/// `--call targets`: the build file's targets, one a line, the one built
+/// without `--target` marked `(default)`.
+pub fn print_targets(
+    input: &super::args::BuildFileArgs,
+    target: &super::args::TargetArg,
+) -> miette::Result<std::process::ExitCode> {
+    let file = super::buildfile::load(input.file.as_deref(), &input.context)?;
+    let opts = kiln_frontend::Options {
+        target: target.target.clone(),
+        build_args: super::check::parse_build_args(&input.build_args)?,
+        platform: None,
+    };
+    let compiled = match file.compile(&opts, &kiln_dockerfile::NoBaseImages) {
+        Ok(c) => c,
+        Err(diags) => {
+            super::check::report(&diags);
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+    };
+    let last = compiled.targets.last().cloned();
+    for t in &compiled.targets {
+        if Some(t) == last.as_ref() {
+            println!("{t} (default)");
+        } else {
+            println!("{t}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// `--iidfile`: the id alone, no newline (as docker writes it).

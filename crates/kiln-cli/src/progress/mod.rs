@@ -33,7 +33,9 @@ pub enum Mode {
     /// One JSON object per line (`rawjson`, buildx's name, is taken too)
     #[value(alias = "rawjson")]
     Json,
-    /// No progress (`-q`): warnings and errors only
+    /// No progress (`-q`): warnings and errors only (`none`, buildx's
+    /// other name, is taken too)
+    #[value(alias = "none")]
     Quiet,
 }
 
