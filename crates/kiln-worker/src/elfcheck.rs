@@ -61,19 +61,73 @@ pub fn goarch(bytes: &[u8]) -> Option<&'static str> {
     examine(bytes).1
 }
 
+/// The ELF machines of the architectures kiln knows: GOARCH name, 64-bit,
+/// little-endian, `e_machine` (elf(5); LoongArch's 258 is newer than goblin's
+/// constants).
+const MACHINES: &[(&str, bool, bool, u16)] = {
+    use goblin::elf::header::{
+        EM_386, EM_AARCH64, EM_ARM, EM_MIPS, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64,
+    };
+    &[
+        ("amd64", true, true, EM_X86_64),
+        ("arm64", true, true, EM_AARCH64),
+        ("386", false, true, EM_386),
+        ("arm", false, true, EM_ARM),
+        ("riscv64", true, true, EM_RISCV),
+        ("ppc64le", true, true, EM_PPC64),
+        ("ppc64", true, false, EM_PPC64),
+        ("s390x", true, false, EM_S390),
+        ("mips64le", true, true, EM_MIPS),
+        ("mips64", true, false, EM_MIPS),
+        ("mipsle", false, true, EM_MIPS),
+        ("mips", false, false, EM_MIPS),
+        ("loong64", true, true, 258),
+    ]
+};
+
 fn machine_goarch(elf: &Elf) -> Option<&'static str> {
-    use goblin::elf::header::{EM_386, EM_AARCH64, EM_ARM, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64};
-    Some(match elf.header.e_machine {
-        EM_X86_64 => "amd64",
-        EM_AARCH64 => "arm64",
-        EM_386 => "386",
-        EM_ARM => "arm",
-        EM_RISCV if elf.is_64 => "riscv64",
-        EM_PPC64 if elf.little_endian => "ppc64le",
-        EM_PPC64 => "ppc64",
-        EM_S390 if elf.is_64 => "s390x",
-        _ => return None,
-    })
+    header_arch(elf.is_64, elf.little_endian, elf.header.e_machine)
+}
+
+fn header_arch(is_64: bool, little: bool, machine: u16) -> Option<&'static str> {
+    MACHINES
+        .iter()
+        .find(|(_, b, l, m)| *b == is_64 && *l == little && *m == machine)
+        .map(|(a, ..)| *a)
+}
+
+/// The GOARCH name of the ELF file whose first bytes are `head` (only its
+/// identification and header are read), when it is one kiln knows.
+pub fn head_goarch(head: &[u8]) -> Option<&'static str> {
+    use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB};
+    if !is_elf(head) {
+        return None;
+    }
+    let h = Elf::parse_header(head).ok()?;
+    header_arch(
+        h.e_ident[EI_CLASS] == ELFCLASS64,
+        h.e_ident[EI_DATA] == ELFDATA2LSB,
+        h.e_machine,
+    )
+}
+
+/// The first 20 bytes of an executable (`ET_EXEC`) for the GOARCH `arch`:
+/// identification, type and machine, what binfmt_misc handlers match.
+pub fn elf_header(arch: &str) -> Option<[u8; 20]> {
+    let &(_, is_64, little, machine) = MACHINES.iter().find(|(a, ..)| *a == arch)?;
+    let mut h = [0u8; 20];
+    h[..4].copy_from_slice(ELF_MAGIC);
+    h[4] = if is_64 { 2 } else { 1 };
+    h[5] = if little { 1 } else { 2 };
+    h[6] = 1; // EV_CURRENT
+    let (e_type, e_machine) = if little {
+        (2u16.to_le_bytes(), machine.to_le_bytes())
+    } else {
+        (2u16.to_be_bytes(), machine.to_be_bytes())
+    };
+    h[16..18].copy_from_slice(&e_type);
+    h[18..20].copy_from_slice(&e_machine);
+    Some(h)
 }
 
 /// Whether a program for `found` runs in an image for `image` (the kernel
@@ -130,10 +184,10 @@ pub enum ElfCheckError {
         base: String,
         offenders: Vec<Offender>,
     },
-    #[error("{}", describe_arch(arch, offenders))]
+    #[error("{}", describe_arch(platform, offenders))]
     Arch {
-        /// The image's architecture (GOARCH).
-        arch: String,
+        /// The image's platform.
+        platform: kiln_types::Platform,
         offenders: Vec<Offender>,
     },
     #[error("cannot read layer {digest} of step `{step}` to check its binaries: {reason}")]
@@ -149,12 +203,15 @@ impl ElfCheckError {
     pub fn help(&self) -> Option<String> {
         match self {
             ElfCheckError::Dynamic { .. } => Some(FIX.to_string()),
-            ElfCheckError::Arch { arch, .. } => Some(format!(
-                "build it for linux/{arch}: Go `GOARCH={arch}`, Rust `--target {}`, C a cross \
-                 compiler (`gcc-{}` packages); or build the image for the binary's platform \
-                 (`--platform`); `allow_dynamic()` on the copy skips the check",
-                rust_target(arch),
-                gnu_triple(arch),
+            ElfCheckError::Arch { platform, .. } => Some(format!(
+                "build it for {platform}: cross-compile in a stage on \
+                 `image(.., [platform(build_platform())])` with Go `GOARCH={arch}`, Rust \
+                 `--target {}`, C a cross compiler (`gcc-{}` packages); or build the image for \
+                 the binary's platform (`--platform`); `allow_dynamic()` on the copy skips the \
+                 check",
+                rust_target(&platform.architecture),
+                gnu_triple(&platform.architecture),
+                arch = platform.architecture,
             )),
             ElfCheckError::Layer { .. } => None,
         }
@@ -201,7 +258,7 @@ fn copied_by(s: &mut String, o: &Offender) {
     }
 }
 
-fn describe_arch(arch: &str, offenders: &[Offender]) -> String {
+fn describe_arch(platform: &kiln_types::Platform, offenders: &[Offender]) -> String {
     let mut s = String::new();
     for o in offenders {
         s.push_str(&format!(
@@ -213,7 +270,7 @@ fn describe_arch(arch: &str, offenders: &[Offender]) -> String {
         s.push('\n');
     }
     s.push_str(&format!(
-        "the image is for linux/{arch}: {} would fail with \"exec format error\"",
+        "the image is for {platform}: {} would fail with \"exec format error\"",
         if offenders.len() == 1 { "it" } else { "they" }
     ));
     s
@@ -259,17 +316,16 @@ fn describe(base: &str, offenders: &[Offender]) -> String {
     s
 }
 
-/// The file ops of the final image's stage, nearest the root first, and the
-/// source the stage starts from. `None` when the chain holds something other
-/// than file ops (an exec, a merge): such an image is not assembled by
-/// copies alone and is not checked.
-fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, &SourceOp)> {
+/// The file ops (and package sets) on top of the final image, nearest the
+/// root first, and the source the stage starts from when nothing else
+/// (an exec, another merge) is in between; the chain then ends there.
+fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, Option<&SourceOp>)> {
     let by_digest: HashMap<Digest, &Vertex> = def.vertices.iter().map(|v| (v.digest, v)).collect();
     let mut chain = Vec::new();
     let mut cur = *by_digest.get(&def.root)?;
     loop {
         match &cur.op {
-            Op::Source(s) => return Some((chain, s)),
+            Op::Source(s) => return Some((chain, Some(s))),
             Op::File(_) => {
                 chain.push(cur);
                 cur = by_digest.get(cur.inputs.first()?)?;
@@ -282,36 +338,40 @@ fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, &SourceOp)> {
                         .is_some_and(|v| matches!(v.op, Op::Source(SourceOp::DebianPackages(_))))
                 });
                 if !sets {
-                    return None;
+                    return Some((chain, None));
                 }
                 chain.push(cur);
                 cur = by_digest.get(cur.inputs.first()?)?;
             }
-            Op::Exec(_) => return None,
+            Op::Exec(_) => return Some((chain, None)),
         }
     }
 }
 
-/// Checks the final image (`root`, the solved result of `def`, for the
-/// architecture `arch`, a GOARCH name): when its stage starts from
-/// `static_base()` or `scratch()`, every ELF file a copy without
-/// `allow_dynamic()` brought in must be statically linked and built for
-/// `arch`. Dynamic linking is reported first: it is the fix that matters
-/// on any platform.
+/// Checks the final image (`root`, the solved result of `def`, for
+/// `platform`): every ELF file a copy without `allow_dynamic()` brought in
+/// on top of it must be built for the platform's architecture, and when
+/// the stage starts from `static_base()` or `scratch()` it must also be
+/// statically linked. A binary of another machine is reported first (and
+/// alone): it cannot start however it is linked, and rebuilding it for the
+/// image's platform is the fix.
 pub fn check(
     store: &Store,
     def: &Definition,
     root: &Ref,
-    arch: &str,
+    platform: &kiln_types::Platform,
     imported: Option<&CacheImport>,
 ) -> Result<(), ElfCheckError> {
+    let arch = platform.architecture.as_str();
     let Some((chain, source)) = stage_chain(def) else {
         return Ok(());
     };
+    // on another base (or above a run step) the image may bring its own
+    // loader and libraries: only the machine type is checked
     let base = match source {
-        SourceOp::StaticBase { .. } => "static_base()",
-        SourceOp::Scratch => "scratch()",
-        _ => return Ok(()),
+        Some(SourceOp::StaticBase { .. }) => Some("static_base()"),
+        Some(SourceOp::Scratch) => Some("scratch()"),
+        _ => None,
     };
     // Each file op added exactly one layer on top of the source's, each
     // package set one: the last layers of the result, in reverse order of
@@ -359,10 +419,10 @@ pub fn check(
                 location: v.meta.location.clone(),
                 missing: Vec::new(),
             };
-            if f.dynamic {
-                offenders.push(o);
-            } else if wrong_arch {
+            if wrong_arch {
                 foreign.push(o);
+            } else if f.dynamic && base.is_some() {
+                offenders.push(o);
             }
         }
     }
@@ -378,16 +438,16 @@ pub fn check(
     // Base-most copies first, as they appear in the Kilnfile.
     offenders.reverse();
     foreign.reverse();
-    if !offenders.is_empty() {
+    if !foreign.is_empty() {
+        return Err(ElfCheckError::Arch {
+            platform: platform.normalized(),
+            offenders: foreign,
+        });
+    }
+    if let (Some(base), false) = (base, offenders.is_empty()) {
         return Err(ElfCheckError::Dynamic {
             base: base.to_string(),
             offenders,
-        });
-    }
-    if !foreign.is_empty() {
-        return Err(ElfCheckError::Arch {
-            arch: arch.to_string(),
-            offenders: foreign,
         });
     }
     Ok(())
@@ -630,6 +690,77 @@ mod tests {
         assert_eq!(goarch(b"#!/bin/sh\n"), None);
     }
 
+    /// Real programs of both machines (`tests/fixtures/elf/make.sh`).
+    const AMD64_STATIC: &[u8] = include_bytes!("../tests/fixtures/elf/hello-amd64-static");
+    const AMD64_DYNAMIC: &[u8] = include_bytes!("../tests/fixtures/elf/hello-amd64-dynamic");
+    const ARM64_STATIC: &[u8] = include_bytes!("../tests/fixtures/elf/hello-arm64-static");
+    const ARM64_DYNAMIC: &[u8] = include_bytes!("../tests/fixtures/elf/hello-arm64-dynamic");
+
+    #[test]
+    fn machine_of_real_programs() {
+        for (bytes, arch, dynamic) in [
+            (AMD64_STATIC, "amd64", false),
+            (AMD64_DYNAMIC, "amd64", true),
+            (ARM64_STATIC, "arm64", false),
+            (ARM64_DYNAMIC, "arm64", true),
+        ] {
+            assert_eq!(goarch(bytes), Some(arch));
+            // the header alone says as much as the whole file
+            assert_eq!(head_goarch(&bytes[..64]), Some(arch));
+            // and binfmt_misc's view of it is the one kiln builds per arch
+            let h = elf_header(arch).unwrap();
+            assert_eq!(&bytes[..7], &h[..7], "{arch}");
+            assert_eq!(&bytes[18..20], &h[18..20], "{arch}");
+            assert_eq!(
+                matches!(linkage(bytes), Linkage::Dynamic { .. }),
+                dynamic,
+                "{arch}"
+            );
+        }
+        match linkage(ARM64_DYNAMIC) {
+            Linkage::Dynamic { interpreter, .. } => {
+                assert_eq!(interpreter.as_deref(), Some("/lib/ld-linux-aarch64.so.1"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(head_goarch(b"#!/bin/sh\n"), None);
+        assert_eq!(head_goarch(&ARM64_STATIC[..10]), None);
+    }
+
+    #[test]
+    fn elf_headers_round_trip() {
+        // every machine of the table is read back as itself, and the
+        // table agrees with kiln-types' architectures
+        for &(arch, ..) in MACHINES {
+            let h = elf_header(arch).unwrap();
+            let mut head = h.to_vec();
+            head.resize(64, 0);
+            // e_ehsize, so goblin takes it for a header
+            let is_64 = h[4] == 2;
+            let ehsize: u16 = if is_64 { 64 } else { 52 };
+            let at = if is_64 { 52 } else { 40 };
+            let b = if h[5] == 1 {
+                ehsize.to_le_bytes()
+            } else {
+                ehsize.to_be_bytes()
+            };
+            head[at..at + 2].copy_from_slice(&b);
+            let v: u32 = 1;
+            let vb = if h[5] == 1 {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            head[20..24].copy_from_slice(&vb);
+            assert_eq!(head_goarch(&head), Some(arch), "{arch}");
+            assert!(
+                kiln_types::platform::Arch::by_oci_name(arch).is_some(),
+                "{arch}"
+            );
+        }
+        assert_eq!(elf_header("sparc64"), None);
+    }
+
     #[test]
     fn arch_compatibility() {
         assert!(arch_fits("amd64", "amd64"));
@@ -670,7 +801,7 @@ mod tests {
     #[test]
     fn arch_message_names_binary_arch_and_fix() {
         let e = ElfCheckError::Arch {
-            arch: "arm64".into(),
+            platform: kiln_types::Platform::parse("linux/arm64").unwrap(),
             offenders: vec![Offender {
                 missing: Vec::new(),
                 path: "/hello".into(),

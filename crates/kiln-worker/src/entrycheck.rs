@@ -48,6 +48,19 @@ pub enum EntryCheckError {
         program: String,
         interpreter: String,
     },
+    #[error(
+        "the image's {what} `{program}`{} is built for {found}, but the image is for {platform}: it would fail with \"exec format error\"",
+        resolved_as(program, file)
+    )]
+    WrongMachine {
+        what: &'static str,
+        program: String,
+        /// The file it resolved to.
+        file: String,
+        /// The file's architecture (GOARCH).
+        found: String,
+        platform: Box<kiln_types::Platform>,
+    },
     #[error("cannot open a layer of the image")]
     Open(#[source] Box<kiln_oci::FlattenError>),
     #[error("cannot read layer {digest} of the image")]
@@ -56,6 +69,15 @@ pub enum EntryCheckError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// ` (`file`)` when the program resolved to another path.
+fn resolved_as(program: &str, file: &str) -> String {
+    if program == file {
+        String::new()
+    } else {
+        format!(" (`{file}`)")
+    }
 }
 
 impl EntryCheckError {
@@ -70,6 +92,10 @@ impl EntryCheckError {
             }
             EntryCheckError::NoInterpreter { interpreter, .. } => format!(
                 "copy `{interpreter}` into the image too, or build the program statically (for Go: `CGO_ENABLED=0`)"
+            ),
+            EntryCheckError::WrongMachine { platform, .. } => format!(
+                "build the program for {platform} (cross-compile in a stage on `image(.., [platform(build_platform())])`, e.g. Go `GOARCH={}`), or build the image for the program's platform (`--platform`)",
+                platform.architecture
             ),
             EntryCheckError::Open(_) | EntryCheckError::Layer { .. } => {
                 "run `kiln cache check`".into()
@@ -290,13 +316,15 @@ fn shebang(head: &[u8]) -> Option<String> {
 }
 
 /// Checks `argv[0]` of the image's command (see the module docs); `what` is
-/// `entrypoint` or `cmd`.
+/// `entrypoint` or `cmd`. With the image's `platform`, an ELF program must
+/// also be built for its architecture.
 pub fn check_command(
     index: &Index,
     what: &'static str,
     argv0: &str,
     path_var: &str,
     workdir: &str,
+    platform: Option<&kiln_types::Platform>,
 ) -> Result<(), EntryCheckError> {
     let candidates: Vec<String> = if argv0.contains('/') {
         vec![if argv0.starts_with('/') {
@@ -325,6 +353,17 @@ pub fn check_command(
         };
         match kind {
             Kind::File { mode, head } if mode & 0o111 != 0 => {
+                if let (Some(p), Some(found)) = (platform, crate::elfcheck::head_goarch(head))
+                    && !crate::elfcheck::arch_fits(found, &p.architecture)
+                {
+                    return Err(EntryCheckError::WrongMachine {
+                        what,
+                        program: argv0.to_string(),
+                        file: real,
+                        found: found.to_string(),
+                        platform: Box::new(p.clone()),
+                    });
+                }
                 let interpreter = elf_interpreter(head).or_else(|| shebang(head));
                 if let Some(i) = interpreter {
                     let ok = matches!(index.resolve(&i), Some((_, Kind::File { .. })));
@@ -405,7 +444,13 @@ pub fn check(store: &Store, image: &Image) -> Result<(), EntryCheckError> {
                 source,
             })?;
     }
-    check_command(&index, what, &argv0, &path_var, &workdir)?;
+    let platform = kiln_types::Platform::new(
+        &image.config.os().to_string(),
+        &image.config.architecture().to_string(),
+        image.config.variant().as_deref(),
+    )
+    .normalized();
+    check_command(&index, what, &argv0, &path_var, &workdir, Some(&platform))?;
     // remembered only when it passed: a failure is checked again
     let _ = store.put_record("entry-check", key.as_bytes(), b"ok");
     Ok(())
@@ -505,7 +550,7 @@ mod tests {
         let path = "/usr/local/bin:/usr/bin:/bin";
         let with_loader = index(&[base.clone(), loader.clone()]);
         let without = index(std::slice::from_ref(&base));
-        let ok = |i: &Index, argv0: &str, wd: &str| check_command(i, "cmd", argv0, path, wd);
+        let ok = |i: &Index, argv0: &str, wd: &str| check_command(i, "cmd", argv0, path, wd, None);
         assert!(ok(&with_loader, "python3", "/").is_ok());
         assert!(ok(&with_loader, "/bin/python3", "/").is_ok());
         assert!(ok(&with_loader, "script", "/").is_ok());
@@ -555,5 +600,40 @@ mod tests {
         );
         let opaque = layer(&[E::Dir("app/"), E::File("app/.wh..wh..opq", 0o644, b"")]);
         assert!(ok(&index(&[base, loader, opaque]), "/app/run.sh", "/").is_err());
+    }
+
+    #[test]
+    fn a_command_for_another_machine_is_named_with_both() {
+        let arm = include_bytes!("../tests/fixtures/elf/hello-arm64-static");
+        let amd = include_bytes!("../tests/fixtures/elf/hello-amd64-static");
+        let i = index(&[layer(&[
+            E::Dir("usr/"),
+            E::Dir("usr/bin/"),
+            E::File("usr/bin/arm", 0o755, arm),
+            E::File("usr/bin/amd", 0o755, amd),
+            E::Link("usr/bin/hello", "amd"),
+        ])]);
+        let arm64 = kiln_types::Platform::parse("linux/arm64").unwrap();
+        let amd64 = kiln_types::Platform::parse("linux/amd64").unwrap();
+        let check = |argv0: &str, p: &kiln_types::Platform| {
+            check_command(&i, "entrypoint", argv0, DEFAULT_PATH, "/", Some(p))
+        };
+        check("arm", &arm64).unwrap();
+        check("amd", &amd64).unwrap();
+        let e = check("hello", &arm64).unwrap_err();
+        assert!(matches!(e, EntryCheckError::WrongMachine { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the image's entrypoint `hello` (`/usr/bin/amd`) is built for amd64, but the image is for linux/arm64: it would fail with \"exec format error\""
+        );
+        assert!(e.help().contains("GOARCH=arm64"), "{}", e.help());
+        let e = check("/usr/bin/arm", &amd64).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("built for arm64, but the image is for linux/amd64"),
+            "{e}"
+        );
+        // without a platform, only what it runs with is checked
+        check_command(&i, "cmd", "arm", DEFAULT_PATH, "/", None).unwrap();
     }
 }

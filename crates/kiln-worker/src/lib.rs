@@ -15,6 +15,7 @@
 //! every blob and directory they name is still there. [`assemble`] turns the
 //! final chain plus the definition's config into an image.
 
+pub mod binfmt;
 pub mod cache_io;
 pub mod context;
 pub mod elfcheck;

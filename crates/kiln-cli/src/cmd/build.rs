@@ -280,9 +280,12 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             )
         })
         .collect();
-    if let Some(err) = unrunnable_step(&def, platform.as_ref(), &name, &text) {
-        err.print(args.progress.resolve());
-        return Ok(ExitCode::FAILURE);
+    match unrunnable_step(&def, platform.as_ref(), &name, &text) {
+        Ok(warnings) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
+        Err(err) => {
+            err.print(args.progress.resolve());
+            return Ok(ExitCode::FAILURE);
+        }
     }
     let rt = super::registry::runtime()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -336,11 +339,8 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         .into_diagnostic()
         .wrap_err("cannot commit the image's layers")?;
     // Before anything is stored under a name or exported.
-    let arch = platform
-        .as_ref()
-        .map(|p| p.architecture.clone())
-        .unwrap_or_else(|| kiln_dag::Platform::host().architecture);
-    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &arch, import.as_deref()) {
+    let target = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
+    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &target, import.as_deref()) {
         elf_failure(e, &name, &text).print(progress);
         return Ok(ExitCode::FAILURE);
     }
@@ -659,32 +659,24 @@ fn stage_source<'a>(
     }
 }
 
-/// Whether this machine can execute programs built for `arch`: natively,
-/// or through a binfmt_misc handler (qemu-user-static registers
-/// `/proc/sys/fs/binfmt_misc/qemu-<arch>`; see binfmt_misc in the kernel's
-/// admin guide).
-fn can_execute(p: &kiln_dag::Platform) -> bool {
-    if p.os != "linux" {
-        return false;
-    }
-    let host = kiln_dag::Platform::host().architecture;
-    if p.architecture == host || (host == "amd64" && p.architecture == "386") {
-        return true;
-    }
-    let qemu = p.arch().map_or(p.architecture.as_str(), |a| a.qemu);
-    std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
-        .is_ok_and(|s| s.lines().next() == Some("enabled"))
-}
-
 /// A `run` step for a platform this machine cannot execute, found before
-/// anything runs (instead of an "exec format error" from inside the step).
+/// anything runs (instead of an "exec format error" from inside the step);
+/// the warnings are for steps that run under a binfmt_misc emulator (one
+/// per platform, naming the handler), since emulation is many times slower than
+/// cross-compiling in a stage on the build platform.
 fn unrunnable_step(
     def: &kiln_dag::Definition,
     target: Option<&kiln_dag::Platform>,
     file: &str,
     text: &str,
-) -> Option<BuildFailure> {
+) -> Result<Vec<String>, Box<BuildFailure>> {
+    use kiln_worker::binfmt::Execution;
     let target = target.cloned().unwrap_or_else(kiln_dag::Platform::host);
+    let mut emulated: Vec<(
+        kiln_dag::Platform,
+        kiln_worker::binfmt::Handler,
+        Vec<String>,
+    )> = Vec::new();
     for v in &def.vertices {
         if !matches!(v.op, kiln_dag::Op::Exec(_)) {
             continue;
@@ -695,29 +687,63 @@ fn unrunnable_step(
             }) => p.clone(),
             _ => target.clone(),
         };
-        if can_execute(&p) {
-            continue;
-        }
         let step = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
-        return Some(
-            BuildFailure::new(
-                file,
-                text,
-                format!(
-                    "`{step}` runs a command for {p}, which this machine ({}) cannot execute",
-                    kiln_dag::Platform::host()
-                ),
-            )
-            .label(v.meta.location.as_ref(), &format!("a run step for {p}"))
-            .help(format!(
-                "either register an emulator for {p} with binfmt_misc (install qemu-user-static \
-                 and binfmt-support; the handler needs the `F` flag to work inside the sandbox), \
-                 or build this stage for the host and cross-compile (e.g. GOARCH, \
-                 `--target` of rustc), copying the result into the {p} image"
-            )),
-        );
+        let why = match kiln_worker::binfmt::execution(&p) {
+            Execution::Native => continue,
+            Execution::Emulated(h) => {
+                match emulated.iter_mut().find(|(q, ..)| *q == p) {
+                    Some((.., steps)) => steps.push(step),
+                    None => emulated.push((p, h, vec![step])),
+                }
+                continue;
+            }
+            Execution::NoFixBinary(h) => format!(
+                "its binfmt_misc handler `{}` was registered without the `F` flag, so its \
+                 interpreter `{}` cannot be found inside the build's sandbox",
+                h.name,
+                h.interpreter.display()
+            ),
+            Execution::Disabled(h) => format!(
+                "its binfmt_misc handler `{}` is disabled (`update-binfmts --enable {}`)",
+                h.name, h.name
+            ),
+            Execution::Unavailable => "no binfmt_misc handler is registered for it".to_string(),
+        };
+        return Err(Box::new(BuildFailure::new(
+            file,
+            text,
+            format!(
+                "`{step}` runs a command for {p}, which this machine ({}) cannot execute: {why}",
+                kiln_dag::Platform::host()
+            ),
+        )
+        .label(v.meta.location.as_ref(), &format!("a run step for {p}"))
+        .help(format!(
+            "cross-compile instead: run this stage on the build platform \
+                 (`image(.., [platform(build_platform())])`) and build for {p} there (Go \
+                 `GOARCH`, rustc's `--target` with a cross linker), copying the result into the \
+                 {p} image; or install qemu-user-static and binfmt-support, whose handlers have \
+                 the `F` flag that emulation inside the sandbox needs"
+        ))));
     }
-    None
+    Ok(emulated
+        .into_iter()
+        .map(|(p, h, steps)| {
+            format!(
+                "{} run step{} for {p} run emulated by the binfmt_misc handler `{}` (`{}`), much \
+             slower than natively: {}; cross-compiling in a stage on `build_platform()` avoids it",
+                steps.len(),
+                if steps.len() == 1 { "" } else { "s" },
+                h.name,
+                h.interpreter.display(),
+                steps
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect())
 }
 
 /// Makes the image's config name `p`. The static base and scratch hold no

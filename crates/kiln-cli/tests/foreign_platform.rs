@@ -1,0 +1,341 @@
+//! Images for a platform other than the host's (#18 items 3 and 4), end to
+//! end with the real binary: `static_base()` for every platform kiln knows,
+//! Debian package sets resolved for the target architecture (arm64 `.deb`s
+//! from Debian's mirror), the ELF check naming a binary's machine and the
+//! image's platform, and `run` steps under binfmt_misc emulation
+//! (qemu-user-static's `qemu-aarch64`, registered by the test as root and
+//! removed after) or refused without a handler. The programs copied in are
+//! the real ELF fixtures of kiln-worker (`tests/fixtures/elf/make.sh`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let env = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(env.path("ctx")).unwrap();
+        env
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn kilnfile(&self, text: &str) {
+        std::fs::write(self.path("ctx/Kilnfile"), text).unwrap();
+    }
+
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        common::ok_in(self.dir.path(), args)
+    }
+
+    /// Runs kiln and expects it to fail; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o: Output = common::kiln_in(self.dir.path(), args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "kiln {args:?} succeeded:\n{err}");
+        err
+    }
+
+    /// Copies the ELF fixture `name` into the context.
+    fn fixture(&self, name: &str) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kiln-worker/tests/fixtures/elf")
+            .join(name);
+        std::fs::copy(from, self.path(&format!("ctx/{name}"))).unwrap();
+    }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `skopeo inspect [--config]` of an OCI archive (layers; the config's
+/// architecture and variant).
+fn skopeo(archive: &Path, config: bool) -> serde_json::Value {
+    let o = Command::new("skopeo")
+        .arg("inspect")
+        .args(config.then_some("--config"))
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .expect("run skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn goarch_of(path: &Path) -> Option<&'static str> {
+    kiln_worker::elfcheck::goarch(&std::fs::read(path).unwrap())
+}
+
+#[test]
+fn static_base_for_every_platform_has_the_same_files() {
+    let env = Env::new();
+    std::fs::write(env.path("ctx/hello.txt"), "hello\n").unwrap();
+    env.kilnfile(
+        "let app = static_base()\n    .copy(context().path(\"hello.txt\"), \"/hello.txt\");\n",
+    );
+    let mut platforms: Vec<String> = kiln_types::platform::ARCHES
+        .iter()
+        .map(|a| {
+            kiln_types::Platform::new("linux", a.oci, None)
+                .normalized()
+                .to_string()
+        })
+        .collect();
+    platforms.push("linux/arm/v6".into());
+    let mut layers = None;
+    for p in &platforms {
+        let tar = env.path(&format!("{}.tar", p.replace('/', "-")));
+        env.ok(&[
+            "build",
+            "ctx",
+            "--platform",
+            p,
+            "-o",
+            &format!("type=oci,dest={}", tar.display()),
+        ]);
+        let c = skopeo(&tar, true);
+        let want = kiln_types::Platform::parse(p).unwrap();
+        assert_eq!(c["os"], "linux", "{p}: {c}");
+        assert_eq!(c["architecture"], want.architecture.as_str(), "{p}: {c}");
+        match &want.variant {
+            Some(v) => assert_eq!(c["variant"], v.as_str(), "{p}: {c}"),
+            None => assert!(c.get("variant").is_none(), "{p}: {c}"),
+        }
+        // the same files for every platform: only the config differs
+        let l = skopeo(&tar, false)["Layers"].clone();
+        assert_eq!(layers.get_or_insert_with(|| l.clone()), &l, "{p}");
+    }
+}
+
+/// The arm64 image of the fixture `program` on `static_base()` with glibc
+/// from Debian bookworm's arm64 packages.
+fn arm64_app(program: &str) -> String {
+    format!(
+        "let app = static_base()\n    .packages(debian(\"bookworm\").packages([\"libc6\"]))\n    .copy(context().path(\"{program}\"), \"/usr/local/bin/hello\", [chmod(0o755)])\n    .entrypoint([\"/usr/local/bin/hello\"]);\n"
+    )
+}
+
+#[test]
+fn package_sets_and_the_elf_check_follow_the_target_architecture() {
+    let env = Env::new();
+    env.fixture("hello-arm64-dynamic");
+    env.fixture("hello-amd64-dynamic");
+    env.kilnfile(&arm64_app("hello-arm64-dynamic"));
+    env.ok(&[
+        "build",
+        "ctx",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        "type=oci,dest=app.tar",
+        "-o",
+        "type=local,dest=armroot",
+    ]);
+    assert_eq!(skopeo(&env.path("app.tar"), true)["architecture"], "arm64");
+    // arm64 .debs, unpacked into the multiarch directories of arm64
+    let root = env.path("armroot");
+    let libc = root.join("usr/lib/aarch64-linux-gnu/libc.so.6");
+    assert_eq!(goarch_of(&libc), Some("arm64"), "{}", libc.display());
+    assert_eq!(
+        goarch_of(&root.join("usr/lib/ld-linux-aarch64.so.1")),
+        Some("arm64")
+    );
+    assert!(!root.join("usr/lib/x86_64-linux-gnu").exists());
+    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status.d/libc6")).unwrap();
+    assert!(status.contains("Architecture: arm64"), "{status}");
+
+    // an amd64 program in the arm64 image: both machines named, at the copy
+    env.kilnfile(&arm64_app("hello-amd64-dynamic"));
+    let err = env.fails(&[
+        "build",
+        "ctx",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        "type=oci,dest=bad.tar",
+    ]);
+    assert!(
+        err.contains("`/usr/local/bin/hello` is built for amd64"),
+        "{err}"
+    );
+    assert!(err.contains("the image is for linux/arm64"), "{err}");
+    assert!(err.contains("Kilnfile:3:6"), "{err}");
+    assert!(err.contains("GOARCH=arm64"), "{err}");
+    assert!(!env.path("bad.tar").exists());
+    // the same program is right for amd64, with amd64's libc6
+    if kiln_types::Platform::host().architecture == "amd64" {
+        env.ok(&[
+            "build",
+            "ctx",
+            "--platform",
+            "linux/amd64",
+            "-o",
+            "type=local,dest=amd",
+        ]);
+        let libc = env.path("amd/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(goarch_of(&libc), Some("amd64"));
+    }
+
+    // on an image base (no static check) the machine is still checked
+    common::Busybox::new(&["sh"]).import(&env.path("home"), env.dir.path());
+    env.kilnfile("let app = image(\"bb:1\")\n    .copy(context().path(\"hello-arm64-dynamic\"), \"/hello\");\n");
+    let err = env.fails(&["build", "ctx", "--platform", "linux/amd64"]);
+    assert!(err.contains("`/hello` is built for arm64"), "{err}");
+    assert!(err.contains("the image is for linux/amd64"), "{err}");
+    assert!(err.contains("Kilnfile:2:6"), "{err}");
+    // the command check sees a program of another machine too, wherever
+    // it comes from (here a copy the ELF check is told to skip)
+    env.kilnfile("let app = image(\"bb:1\")\n    .copy(context().path(\"hello-arm64-dynamic\"), \"/hello\", [allow_dynamic(), chmod(0o755)])\n    .entrypoint([\"/hello\"]);\n");
+    let err = env.fails(&["build", "ctx", "--platform", "linux/amd64"]);
+    assert!(
+        err.contains("entrypoint `/hello` is built for arm64, but the image is for linux/amd64"),
+        "{err}"
+    );
+}
+
+/// binfmt_misc is one machine-wide table: the tests of this file that
+/// change it take turns.
+static BINFMT: Mutex<()> = Mutex::new(());
+
+const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+
+/// Removes a binfmt_misc entry (writing -1 to it, binfmt-misc.rst).
+fn unregister(name: &str) {
+    let entry = Path::new(BINFMT_MISC).join(name);
+    if entry.exists() {
+        std::fs::write(&entry, "-1").unwrap();
+    }
+}
+
+/// qemu-user-static's `qemu-aarch64` as binfmt-support registers it (flags
+/// `PF`), removed on drop.
+struct QemuAarch64;
+
+impl QemuAarch64 {
+    fn enable() -> QemuAarch64 {
+        let o = Command::new("update-binfmts")
+            .args(["--enable", "qemu-aarch64"])
+            .output()
+            .expect("update-binfmts (binfmt-support, .ci/setup installs it)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let entry = std::fs::read_to_string(Path::new(BINFMT_MISC).join("qemu-aarch64")).unwrap();
+        assert!(
+            entry.contains("flags: PF") || entry.contains("F"),
+            "{entry}"
+        );
+        QemuAarch64
+    }
+}
+
+impl Drop for QemuAarch64 {
+    fn drop(&mut self) {
+        unregister("qemu-aarch64");
+    }
+}
+
+/// binfmt_misc mounted (as systemd does; a bare container may not have it).
+fn mount_binfmt_misc() {
+    if Path::new(BINFMT_MISC).join("register").exists() {
+        return;
+    }
+    let o = Command::new("mount")
+        .args(["-t", "binfmt_misc", "binfmt_misc", BINFMT_MISC])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn foreign_run_steps_run_under_binfmt_misc_or_are_refused() {
+    if !is_root() {
+        // registering a handler needs root; the rootless build is the same
+        return;
+    }
+    if kiln_types::Platform::host().architecture != "amd64" {
+        return; // the fixtures and the handler are amd64 host → arm64
+    }
+    let _turn = BINFMT.lock().unwrap_or_else(|e| e.into_inner());
+    mount_binfmt_misc();
+    unregister("qemu-aarch64");
+    unregister("kiln-test-aarch64");
+    let env = Env::new();
+    // an arm64 image with a shell, made without running anything
+    env.kilnfile("let base = static_base()\n    .packages(debian(\"bookworm\").packages([\"dash\", \"coreutils\"]));\n");
+    env.ok(&[
+        "build",
+        "ctx",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "armbase:1",
+    ]);
+    let step = "let app = image(\"armbase:1\")\n    .run([\"/bin/sh\", \"-c\", \"uname -m > /tmp/arch\"]);\n";
+    env.kilnfile(step);
+
+    // no handler: refused before anything runs, with both ways out
+    let err = env.fails(&["build", "ctx", "--platform", "linux/arm64"]);
+    assert!(err.contains("runs a command for linux/arm64"), "{err}");
+    assert!(
+        err.contains("no binfmt_misc handler is registered"),
+        "{err}"
+    );
+    assert!(err.contains("build_platform()"), "{err}");
+    assert!(err.contains("qemu-user-static"), "{err}");
+    assert!(err.contains("Kilnfile:2:6"), "{err}");
+    assert!(!err.contains("exec format error"), "{err}");
+
+    // a handler without the F flag cannot work inside the sandbox: said so
+    let register = ":kiln-test-aarch64:M::\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:P";
+    std::fs::write(Path::new(BINFMT_MISC).join("register"), register).unwrap();
+    let err = env.fails(&["build", "ctx", "--platform", "linux/arm64"]);
+    unregister("kiln-test-aarch64");
+    assert!(err.contains("`kiln-test-aarch64`"), "{err}");
+    assert!(err.contains("without the `F` flag"), "{err}");
+
+    // qemu-user-static's handler: the step runs, emulated, with a warning
+    let qemu = QemuAarch64::enable();
+    let (_, err) = env.ok(&[
+        "build",
+        "ctx",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        "type=local,dest=out",
+    ]);
+    assert!(
+        err.contains("warning: 1 run step for linux/arm64 run emulated"),
+        "{err}"
+    );
+    assert!(err.contains("`qemu-aarch64`"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("out/tmp/arch")).unwrap(),
+        "aarch64\n"
+    );
+
+    // and an arm64 image made without emulation runs under it (podman)
+    env.fixture("hello-arm64-dynamic");
+    env.kilnfile(&arm64_app("hello-arm64-dynamic"));
+    env.ok(&[
+        "build",
+        "ctx",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        "type=oci,dest=app.tar",
+    ]);
+    let out = common::podman_run(env.dir.path(), &env.path("app.tar"));
+    assert_eq!(out, "hello from arm64\n");
+    drop(qemu);
+    assert!(!Path::new(BINFMT_MISC).join("qemu-aarch64").exists());
+}
