@@ -410,6 +410,27 @@ fn unresolvable_registry_fails_at_once_with_a_mirror_hint() {
         !w.contains("retrying"),
         "no retries of a name that does not resolve: {w}"
     );
+
+    // The same for a build's base image, at its Kilnfile line.
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let app = image(\"registry.kiln-test.invalid/app:1\").env(\"A\", \"1\");\n",
+    )
+    .unwrap();
+    let o = env.run(&["build", "--progress", "plain", "ctx"]);
+    assert!(!o.status.success());
+    let w = words(&text(&o));
+    assert!(
+        w.contains("cannot resolve the registry host `registry.kiln-test.invalid`"),
+        "{w}"
+    );
+    assert!(w.contains("ctx/Kilnfile:1"), "{w}");
+    assert!(
+        w.contains("help: the name `registry.kiln-test.invalid` does not resolve"),
+        "{w}"
+    );
+    assert!(!w.contains("retrying"), "{w}");
 }
 
 #[test]

@@ -89,6 +89,13 @@ pub enum Error {
     Store(String),
     #[error("image `{reference}`: {reason}")]
     Image { reference: String, reason: String },
+    /// A registry's failure, kept whole so the CLI can say what to do.
+    #[error("image `{reference}`")]
+    Pull {
+        reference: String,
+        #[source]
+        source: Box<kiln_registry::RegistryError>,
+    },
     #[error("image `{reference}` is not in the local store and `--pull=never` forbids pulling it")]
     NotLocal { reference: String },
     #[error("local image source `{path}`: {reason}")]
@@ -874,7 +881,10 @@ impl ImageLookup<'_> {
         // `RegistrySource` when a step first reads one.
         let pulled = rt
             .block_on(client.pull_lazy(&parsed, &platform, self.store))
-            .map_err(|e| ierr(crate::chain(&e)))?;
+            .map_err(|e| Error::Pull {
+                reference: reference.to_string(),
+                source: Box::new(e),
+            })?;
         tracing::debug!(
             reference,
             fetched = pulled.fetched,

@@ -607,6 +607,10 @@ fn solve_failure(e: kiln_solver::SolveError, file: &str, text: &str) -> BuildFai
     if super::disk_full(chain) {
         return f.help(super::disk_full_help());
     }
+    let chain = std::iter::successors(Some(source), |e| e.source());
+    if let Some(help) = super::registry_help::help_in_chain(chain) {
+        return f.help(help);
+    }
     f
 }
 

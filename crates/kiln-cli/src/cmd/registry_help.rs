@@ -41,10 +41,27 @@ impl miette::Diagnostic for Explained {
 
 /// `error` with the help its kind calls for.
 pub fn explain(error: RegistryError) -> miette::Report {
-    // A pull tried at mirrors first: the registry's own answer (the last)
-    // decides, unless only a mirror's says something useful.
-    let help = error.causes().iter().rev().find_map(|e| help_for(e));
+    let help = help(&error);
     miette::Report::new(Explained { error, help })
+}
+
+/// The help for a registry error. For a pull tried at mirrors first, the
+/// registry's own answer (the last) decides, unless only a mirror's says
+/// something useful.
+pub fn help(error: &RegistryError) -> Option<String> {
+    error.causes().iter().rev().find_map(|e| help_for(e))
+}
+
+/// The help for the first registry error in a chain of sources (a build
+/// step's, where the worker keeps the registry's error as its source).
+pub fn help_in_chain<'a>(
+    mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Option<String> {
+    chain.find_map(|e| {
+        e.downcast_ref::<RegistryError>()
+            .or_else(|| e.downcast_ref::<Box<RegistryError>>().map(|b| &**b))
+            .and_then(help)
+    })
 }
 
 fn help_for(e: &RegistryError) -> Option<String> {
