@@ -372,6 +372,33 @@ fn credential_helpers_and_containers_auth_files() {
         "{w}"
     );
 
+    // A helper that is not installed (here in containers' auth.json,
+    // read first): a warning, and the next file's credentials serve.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let xdg = env.path("home/.config/containers");
+    std::fs::create_dir_all(&xdg).unwrap();
+    std::fs::write(
+        xdg.join("auth.json"),
+        format!(r#"{{"credHelpers": {{"{}": "not-installed"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let broken_cfg = std::fs::read(env.docker_config()).unwrap();
+    std::fs::write(
+        env.docker_config(),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{b64}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let o = run(&["pull", &dest]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("credential helper `docker-credential-not-installed`")
+            && out.contains("is not installed"),
+        "{out}"
+    );
+    std::fs::remove_file(xdg.join("auth.json")).unwrap();
+    std::fs::write(env.docker_config(), broken_cfg).unwrap();
+
     // containers' auth.json comes before docker's config.json (podman's
     // order): its right password wins over the broken helper.
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
@@ -382,6 +409,7 @@ fn credential_helpers_and_containers_auth_files() {
         format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr),
     )
     .unwrap();
+    std::fs::remove_dir_all(env.path("home/kiln")).unwrap();
     ok(run(&["pull", &dest]));
     // $REGISTRY_AUTH_FILE alone, when set: here a file without the entry.
     std::fs::write(env.path("empty.json"), "{}").unwrap();

@@ -13,7 +13,9 @@
 //! `credsStore`, then `auths` (an `auths` key may be `host[:port]`, a URL
 //! such as `https://index.docker.io/v1/`, or, as containers' files allow,
 //! `host/namespace`, the longest match winning). A helper that answers
-//! "not found" passes the question on to the next file. An `auths` entry is
+//! "not found" passes the question on to the next file, and so does one that
+//! is not installed (with a warning); one that fails is an error. An
+//! `auths` entry is
 //! `auth` (base64 of `user:password`), or `username`/`password`, optionally
 //! with an `identitytoken` (an OAuth2 refresh token, used instead of the
 //! password).
@@ -278,9 +280,22 @@ impl AuthConfig {
                 .map(|(_, h)| h)
                 .or(src.creds_store.as_ref());
             if let Some(helper) = helper {
-                match self.ask(helper, &server_url(&host))? {
-                    Some(c) => return Ok(Some(c)),
-                    None => continue,
+                match self.ask(helper, &server_url(&host)) {
+                    Ok(Some(c)) => return Ok(Some(c)),
+                    Ok(None) => continue,
+                    // A helper named in a copied config but not installed
+                    // here (`desktop` outside Docker Desktop) would make
+                    // every pull fail, public images too: go on without it.
+                    Err(HelperError::Spawn { helper, source })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        tracing::warn!(
+                            "credential helper `docker-credential-{helper}` named in `{}` is not installed; going on without credentials from it",
+                            src.path.display()
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             if let Some(c) = best_match(&src.auths, &host, repository) {
