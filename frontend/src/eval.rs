@@ -123,6 +123,8 @@ pub(crate) enum Value {
     Opt(Box<Opt>),
     /// `debian(..)`: a Debian package set, added with `.packages(..)`.
     Debian(Box<kiln_dag::DebianPackages>),
+    /// `build_platform()` or `target_platform()`.
+    Platform(Platform),
     /// Evaluation failed (already reported); accepted everywhere silently.
     Poison,
 }
@@ -139,6 +141,7 @@ impl Value {
             Value::Path(_) => "a path".into(),
             Value::Opt(o) => format!("the option `{}(..)`", o.name()),
             Value::Debian(_) => "a Debian package set".into(),
+            Value::Platform(_) => "a platform".into(),
             Value::Poison => "an invalid value".into(),
         }
     }
@@ -166,7 +169,18 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "debian",
         "debian(suite: string) -> Debian package set, then .packages([..]) .exclude([..]) .mirror(url) .snapshot(\"YYYYMMDDTHHMMSSZ\") .components([..]) .arch(name) .keyring(path)",
     ),
-    ("platform", "platform(\"os/arch[/variant]\")"),
+    (
+        "platform",
+        "platform(\"os/arch[/variant]\") or platform(build_platform() | target_platform())",
+    ),
+    (
+        "build_platform",
+        "build_platform() -> platform: the machine that runs the build, then .os() .arch() .variant()",
+    ),
+    (
+        "target_platform",
+        "target_platform() -> platform: the one the image is built for, then .os() .arch() .variant()",
+    ),
     (
         "cache",
         "cache(target: string), then .id(string) .sharing(\"shared\"|\"private\"|\"locked\")",
@@ -257,6 +271,17 @@ const DEBIAN_METHODS: &[(&str, &str)] = &[
 ];
 
 const CONTEXT_METHODS: &[(&str, &str)] = &[("path", ".path(relative: string) -> path")];
+const PLATFORM_METHODS: &[(&str, &str)] = &[
+    ("os", ".os() -> string, e.g. \"linux\""),
+    (
+        "arch",
+        ".arch() -> string, e.g. \"amd64\", \"arm64\" (GOARCH's names)",
+    ),
+    (
+        "variant",
+        ".variant() -> string, e.g. \"v7\" for linux/arm/v7, \"\" when there is none",
+    ),
+];
 const CACHE_METHODS: &[(&str, &str)] = &[
     ("id", ".id(id: string)"),
     ("sharing", ".sharing(\"shared\" | \"private\" | \"locked\")"),
@@ -980,7 +1005,8 @@ impl<'a> Eval<'a> {
         };
         let (min, max) = match name {
             "arg" | "image" | "oci_layout" => (1, 2),
-            "context" | "scratch" | "static_base" | "allow_dynamic" => (0, 0),
+            "context" | "scratch" | "static_base" | "allow_dynamic" | "build_platform"
+            | "target_platform" => (0, 0),
             "bind" | "env" => (2, 2),
             _ => (1, 1),
         };
@@ -1025,7 +1051,12 @@ impl<'a> Eval<'a> {
                 let label = format!("oci_archive {path}");
                 self.source(State::oci_archive(path), Root::Local, span, label)
             }
+            "build_platform" => Value::Platform(Platform::host()),
+            "target_platform" => Value::Platform(self.target_platform()),
             "platform" => {
+                if let Value::Platform(p) = &args[0].0 {
+                    return Value::Opt(Box::new(Opt::Platform(p.clone())));
+                }
                 let Some(s) = self.str_arg(&args[0], signature) else {
                     return Value::Poison;
                 };
@@ -1325,9 +1356,10 @@ impl<'a> Eval<'a> {
             match &a.0 {
                 Value::Str(s) => values.push(s.clone()),
                 Value::Int { value, .. } => values.push(value.to_string()),
+                Value::Platform(p) => values.push(p.to_string()),
                 Value::Poison => ok = false,
                 _ => {
-                    self.type_error(a, "a string or an integer", SIG);
+                    self.type_error(a, "a string, an integer or a platform", SIG);
                     ok = false;
                 }
             }
@@ -1417,6 +1449,7 @@ impl<'a> Eval<'a> {
             Value::Image(_) => (IMAGE_METHODS, "an image"),
             Value::Context => (CONTEXT_METHODS, "the build context"),
             Value::Debian(_) => (DEBIAN_METHODS, "a Debian package set"),
+            Value::Platform(_) => (PLATFORM_METHODS, "a platform"),
             Value::Opt(o) => match **o {
                 Opt::Cache { .. } => (CACHE_METHODS, "`cache(..)`"),
                 Opt::Secret { .. } => (SECRET_METHODS, "`secret(..)`"),
@@ -1458,11 +1491,11 @@ impl<'a> Eval<'a> {
             "healthcheck" => (1, 2),
             _ => (1, 1),
         };
-        // `.env` on a secret takes one argument.
-        let (min, max) = if matches!(recv, Value::Opt(_)) && name == "env" {
-            (1, 1)
-        } else {
-            (min, max)
+        // `.env` on a secret takes one argument, a platform's parts none.
+        let (min, max) = match recv {
+            Value::Opt(_) if name == "env" => (1, 1),
+            Value::Platform(_) => (0, 0),
+            _ => (min, max),
         };
         if !(min..=max).contains(&args.len())
             && !self.arity(&format!(".{name}"), signature, span, &args, min, max)
@@ -1480,8 +1513,19 @@ impl<'a> Eval<'a> {
             },
             Value::Opt(o) => self.opt_method((**o).clone(), name, signature, &args),
             Value::Debian(d) => self.debian_method((**d).clone(), name, signature, &args),
+            Value::Platform(p) => Value::Str(match name {
+                "os" => p.os.clone(),
+                "arch" => p.architecture.clone(),
+                _ => p.variant.clone().unwrap_or_default(),
+            }),
             _ => Value::Poison,
         }
+    }
+
+    /// The platform the image is built for: `--platform` (one build per
+    /// platform when it names several), else this machine's.
+    fn target_platform(&self) -> Platform {
+        (self.opts.platform.clone()).unwrap_or_else(Platform::host)
     }
 
     /// Suite, component and architecture names: URL path segments.

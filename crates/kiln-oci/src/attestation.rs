@@ -15,8 +15,7 @@
 //! reads an image reads one manifest); the index of an image is found
 //! through the `attestations` record keyed by the image's digest.
 
-use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::Path;
 
 use kiln_store::{Digest, Store, StoreError};
@@ -24,8 +23,7 @@ use serde_json::json;
 
 use crate::image::{Image, MEDIA_INDEX, MEDIA_MANIFEST};
 use crate::json::canonical_json;
-use crate::output::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ExportError, write_file_atomic};
-use crate::reference::split_tag;
+use crate::output::{ExportError, write_file_atomic};
 
 pub const MEDIA_IN_TOTO: &str = "application/vnd.in-toto+json";
 pub const ANNOTATION_PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
@@ -350,43 +348,6 @@ fn all_blobs(image: &Image, att: &Attested) -> Vec<Digest> {
     v
 }
 
-/// `index.json` of a layout whose one entry is the attestation index.
-fn layout_index(att: &Attested, name: Option<&str>) -> Vec<u8> {
-    let mut entry = descriptor(MEDIA_INDEX, &att.index, att.index_size);
-    let mut ann = BTreeMap::new();
-    ann.insert(
-        ANNOTATION_REF_NAME,
-        name.map(|n| split_tag(n).1)
-            .unwrap_or_else(|| "latest".to_owned()),
-    );
-    if let Some(n) = name {
-        ann.insert(ANNOTATION_IMAGE_NAME, n.to_owned());
-    }
-    entry["annotations"] = json!(ann);
-    let mut bytes = canonical_json(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
-        "manifests": [entry],
-    }));
-    bytes.push(b'\n');
-    bytes
-}
-
-fn member(size: u64, dir: bool) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(if dir {
-        tar::EntryType::Directory
-    } else {
-        tar::EntryType::Regular
-    });
-    h.set_mode(if dir { 0o755 } else { 0o644 });
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_size(size);
-    h
-}
-
 /// Writes an OCI archive holding the image and its attestations.
 pub fn write_oci_archive<W: Write>(
     store: &Store,
@@ -395,37 +356,8 @@ pub fn write_oci_archive<W: Write>(
     name: Option<&str>,
     out: W,
 ) -> Result<W, ExportError> {
-    let werr = |source| ExportError::Write {
-        path: "oci archive".into(),
-        source,
-    };
-    let mut b = tar::Builder::new(out);
-    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    b.append_data(
-        &mut member(layout.len() as u64, false),
-        "oci-layout",
-        &layout[..],
-    )
-    .map_err(werr)?;
-    let idx = layout_index(att, name);
-    b.append_data(&mut member(idx.len() as u64, false), "index.json", &idx[..])
-        .map_err(werr)?;
-    b.append_data(&mut member(0, true), "blobs/", io::empty())
-        .map_err(werr)?;
-    b.append_data(&mut member(0, true), "blobs/sha256/", io::empty())
-        .map_err(werr)?;
-    for d in all_blobs(image, att) {
-        let berr = |source| ExportError::Blob { digest: d, source };
-        let size = store.blob_size(&d).map_err(berr)?;
-        let f = store.open_blob(&d).map_err(berr)?;
-        b.append_data(
-            &mut member(size, false),
-            format!("blobs/sha256/{}", d.hex()),
-            f,
-        )
-        .map_err(werr)?;
-    }
-    b.into_inner().map_err(werr)
+    let blobs = all_blobs(image, att);
+    crate::index::write_oci_archive(store, &att.index, att.index_size, &blobs, name, out)
 }
 
 /// Writes a new OCI layout directory holding the image and its attestations
@@ -438,50 +370,8 @@ pub fn write_oci_layout(
     name: Option<&str>,
     dir: &Path,
 ) -> Result<(), ExportError> {
-    let werr = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ExportError::Write { path, source }
-    };
-    let blobs = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).map_err(werr(&blobs))?;
-    for d in all_blobs(image, att) {
-        let dest = blobs.join(d.hex());
-        if dest.is_file() {
-            continue;
-        }
-        write_file_atomic(&dest, |w| {
-            let mut f = store
-                .open_blob(&d)
-                .map_err(|source| ExportError::Blob { digest: d, source })?;
-            io::copy(&mut f, w).map_err(werr(&dest))?;
-            Ok(())
-        })?;
-    }
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&layout_index(att, name)).expect("our own JSON");
-    if let Ok(bytes) = std::fs::read(dir.join("index.json"))
-        && let Ok(old) = serde_json::from_slice::<serde_json::Value>(&bytes)
-    {
-        let tag = &index["manifests"][0]["annotations"][ANNOTATION_REF_NAME];
-        let mut kept: Vec<serde_json::Value> = old["manifests"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| &m["annotations"][ANNOTATION_REF_NAME] != tag)
-            .collect();
-        kept.push(index["manifests"][0].clone());
-        index["manifests"] = json!(kept);
-    }
-    let mut bytes = canonical_json(&index);
-    bytes.push(b'\n');
-    write_file_atomic(&dir.join("oci-layout"), |w| {
-        w.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)
-            .map_err(werr(dir))
-    })?;
-    write_file_atomic(&dir.join("index.json"), |w| {
-        w.write_all(&bytes).map_err(werr(dir))
-    })
+    let blobs = all_blobs(image, att);
+    crate::index::write_oci_layout(store, &att.index, att.index_size, &blobs, name, dir)
 }
 
 /// BuildKit's local exporter's file name for a statement: `provenance.json`,

@@ -54,6 +54,12 @@ pub enum ImageError {
     },
     #[error("invalid SOURCE_DATE_EPOCH `{0}`: expected a non-negative number of seconds")]
     BadEpoch(String),
+    #[error("the multi-platform image {index} has no image for {platform} (it has {platforms})")]
+    NoPlatform {
+        index: Digest,
+        platform: kiln_types::Platform,
+        platforms: String,
+    },
     #[error("cannot store tag `{name}`")]
     Tag {
         name: String,
@@ -188,7 +194,7 @@ impl Image {
     /// short-name forms) or a full `sha256:` manifest digest.
     pub fn resolve(store: &Store, name: &str) -> Result<Self> {
         if let Ok(d) = Digest::parse(name) {
-            return Self::load(store, &d);
+            return Self::load_for_host(store, &d);
         }
         // `repo@sha256:...` pins the manifest; the repo part does not matter
         // for a content-addressed lookup.
@@ -201,12 +207,32 @@ impl Image {
         let tags = store.tags().map_err(ImageError::Write)?;
         for candidate in reference::candidates(name) {
             if let Some(d) = tags.get(&candidate) {
-                return Self::load(store, d);
+                return Self::load_for_host(store, d);
             }
         }
         Err(ImageError::UnknownName {
             name: name.to_owned(),
         })
+    }
+
+    /// Loads the image `digest` names; for a multi-platform index (what a
+    /// `kiln build --platform a,b -t NAME` tags), this machine's image in it.
+    pub fn load_for_host(store: &Store, digest: &Digest) -> Result<Self> {
+        let host = kiln_types::Platform::host();
+        match crate::index::Index::load(store, digest) {
+            Ok(Some(index)) => match index.select(&host) {
+                Some(d) => Self::load(store, &d),
+                None => Err(ImageError::NoPlatform {
+                    index: *digest,
+                    platform: host,
+                    platforms: (index.platforms().iter())
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            },
+            _ => Self::load(store, digest),
+        }
     }
 
     /// Total bytes of manifest, config and layer blobs (what a push moves).

@@ -26,6 +26,7 @@ pub mod compression;
 pub mod flatten;
 pub mod image;
 pub mod import;
+pub mod index;
 pub mod json;
 pub mod output;
 mod parallel;
@@ -37,6 +38,7 @@ pub use compression::{Compression, CompressionError, LayerInfo, LayerWriter, lay
 pub use flatten::{FlattenError, open_layer, write_flat_tar, write_flat_tar_with};
 pub use image::{Image, ImageError, Layer, NewImage, rfc3339, source_date_epoch};
 pub use import::{ImportError, import_oci_archive, import_oci_layout, import_rootfs};
+pub use index::{Index, IndexError};
 pub use json::canonical_json;
 pub use output::{
     ExportError, OutputKind, OutputSpec, SpecError, export, write_docker_archive,

@@ -243,6 +243,20 @@ impl<W: Worker> Solver<W> {
         def: &Definition,
         cancel: CancellationToken,
     ) -> Result<SolveOutput<W::Ref>, SolveError> {
+        let mut out = self.solve_all(std::slice::from_ref(def), cancel).await?;
+        Ok(out.pop().expect("one output per definition"))
+    }
+
+    /// Builds the roots of several definitions in one solve (a
+    /// multi-platform build: one definition per target platform). A vertex
+    /// the definitions share (same digest: it does not depend on the
+    /// target) runs once. One output per definition, in order; each output's
+    /// steps are those of its own definition.
+    pub async fn solve_all(
+        &self,
+        defs: &[Definition],
+        cancel: CancellationToken,
+    ) -> Result<Vec<SolveOutput<W::Ref>>, SolveError> {
         let shared = Arc::new(SolveState {
             worker: self.worker.clone(),
             options: self.options.clone(),
@@ -253,8 +267,11 @@ impl<W: Worker> Solver<W> {
             reports: Mutex::new(HashMap::new()),
         });
         let mut steps: HashMap<Digest, SharedStep<W::Ref>> = HashMap::new();
-        let mut handles = Vec::with_capacity(def.vertices.len());
-        for v in &def.vertices {
+        let mut handles = Vec::with_capacity(defs.iter().map(|d| d.vertices.len()).sum());
+        for v in defs.iter().flat_map(|d| &d.vertices) {
+            if steps.contains_key(&v.digest) {
+                continue;
+            }
             let inputs = v
                 .inputs
                 .iter()
@@ -282,10 +299,15 @@ impl<W: Worker> Solver<W> {
             handles.push(fut.clone());
             steps.insert(v.digest, fut);
         }
-        let root = steps.get(&def.root).cloned().ok_or_else(|| {
-            SolveError::Internal(format!("root {} is not in the graph", def.root))
-        })?;
-        let result = root.await;
+        let roots = defs
+            .iter()
+            .map(|def| {
+                steps.get(&def.root).cloned().ok_or_else(|| {
+                    SolveError::Internal(format!("root {} is not in the graph", def.root))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = try_join_all(roots).await;
         if result.is_err() {
             shared.cancel.cancel();
         }
@@ -296,16 +318,19 @@ impl<W: Worker> Solver<W> {
         match result {
             Ok(solved) => {
                 let reports = shared.reports.lock().expect("reports lock");
-                let steps = def
-                    .vertices
+                Ok(defs
                     .iter()
-                    .filter_map(|v| reports.get(&v.digest).cloned())
-                    .collect();
-                Ok(SolveOutput {
-                    root: solved.r,
-                    root_key: solved.key,
-                    steps,
-                })
+                    .zip(solved)
+                    .map(|(def, solved)| SolveOutput {
+                        root: solved.r,
+                        root_key: solved.key,
+                        steps: def
+                            .vertices
+                            .iter()
+                            .filter_map(|v| reports.get(&v.digest).cloned())
+                            .collect(),
+                    })
+                    .collect())
             }
             Err(_) => {
                 let first = shared.first_error.lock().expect("error lock").take();

@@ -317,6 +317,38 @@ async fn shared_vertices_run_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn solve_all_runs_shared_vertices_once_and_reports_per_definition() {
+    // two targets of one build: the builder is the same vertex in both, the
+    // per-target step differs
+    let w = worker_with_context();
+    let target = |arch: &str| {
+        let builder = go_like("write /hello binary");
+        builder.run(Exec::shell(format!("write /arch {arch}")))
+    };
+    let (amd, arm) = (target("amd64").definition(), target("arm64").definition());
+    let shared = amd
+        .vertices
+        .iter()
+        .filter(|v| arm.vertex(&v.digest).is_some())
+        .count();
+    assert!(shared > 0 && shared < amd.vertices.len());
+    let outs = solver(&w, 4)
+        .solve_all(&[amd.clone(), arm.clone()], CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[0].root.get("/arch").unwrap(), b"amd64");
+    assert_eq!(outs[1].root.get("/arch").unwrap(), b"arm64");
+    assert_eq!(outs[0].steps.len(), amd.vertices.len());
+    assert_eq!(outs[1].steps.len(), arm.vertices.len());
+    assert_eq!(w.max_executions_of_one_vertex(), 1);
+    assert_eq!(
+        w.executions(),
+        amd.vertices.len() + arm.vertices.len() - shared
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn independent_steps_run_in_parallel_up_to_jobs() {
     let w = Arc::new(ToyWorker::default());
     let base = State::image("docker.io/library/alpine:3", None);

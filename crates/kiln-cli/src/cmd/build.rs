@@ -69,10 +69,15 @@ pub struct Args {
 
     /// Build for this platform (`os/arch[/variant]`, e.g. `linux/arm64`):
     /// `image(..)` sources are pulled for it and the image config says so.
-    /// `run` steps need the host to execute that architecture (natively or
-    /// through binfmt_misc and qemu-user-static) [default: the host's]
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// Several (`linux/amd64,linux/arm64`, or the flag repeated) make one
+    /// multi-platform image, an OCI index, in one solve: steps that do not
+    /// depend on the target platform run once. `run` steps need the host to
+    /// execute their stage's architecture (natively or through binfmt_misc
+    /// and qemu-user-static); pin builder stages to `build_platform()`
+    /// (`FROM --platform=$BUILDPLATFORM`) and cross-compile [default: the
+    /// host's]
+    #[arg(long, value_name = "PLATFORM", value_delimiter = ',')]
+    pub platform: Vec<String>,
 
     /// Run every step even when a cached result exists
     #[arg(long)]
@@ -160,38 +165,46 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     let metadata = args.buildx.metadata()?;
     let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let (name, text) = (file.name.clone(), file.text.clone());
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<kiln_dag::Platform>)
-        .transpose()
-        .map_err(|e| miette::miette!(help = "e.g. `--platform linux/arm64`", "{e}"))?;
-    let opts = Options {
+    let platforms = parse_platforms(&args.platform)?;
+    // one graph per target platform; `None`: this machine, as before
+    // multi-platform builds existed (so its digests stay what they were)
+    let targets: Vec<Option<kiln_dag::Platform>> = if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms.into_iter().map(Some).collect()
+    };
+    let multi = targets.len() > 1;
+    let mut opts = Options {
         target: args.target.target.clone(),
         build_args: parse_build_args(&args.input.build_args)?,
-        platform: platform.clone(),
+        platform: None,
     };
-    let compiled = file.compile_for_build(&opts, args.pull.policy())?;
-    let compiled = match compiled {
-        Ok(c) => c,
-        Err(diags) => {
-            if matches!(args.progress.resolve(), Mode::Json) {
-                super::check::report_json(&diags);
-            } else {
-                report(&diags);
+    let mut builds = Vec::with_capacity(targets.len());
+    for platform in &targets {
+        opts.platform = platform.clone();
+        match file.compile_for_build(&opts, args.pull.policy())? {
+            Ok(c) => builds.push(c),
+            Err(diags) => {
+                if matches!(args.progress.resolve(), Mode::Json) {
+                    super::check::report_json(&diags);
+                } else {
+                    report(&diags);
+                }
+                let n = diags.errors().count();
+                eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
+                return Ok(ExitCode::FAILURE);
             }
-            let n = diags.errors().count();
-            eprintln!("error: {name}: {n} error{}", if n == 1 { "" } else { "s" });
-            return Ok(ExitCode::FAILURE);
         }
-    };
-    let json = matches!(args.progress.resolve(), Mode::Json);
-    if json {
-        super::check::report_json(&compiled.warnings);
-    } else {
-        report(&compiled.warnings);
     }
-    if super::check::lints(&file, &compiled.definition, args.strict, json) {
+    let json = matches!(args.progress.resolve(), Mode::Json);
+    // the platforms' graphs differ only in what reads the platform: their
+    // warnings and lints are the first one's
+    if json {
+        super::check::report_json(&builds[0].warnings);
+    } else {
+        report(&builds[0].warnings);
+    }
+    if super::check::lints(&file, &builds[0].definition, args.strict, json) {
         eprintln!("error: {name}: lint errors");
         return Ok(ExitCode::FAILURE);
     }
@@ -203,7 +216,10 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         .into_diagnostic()
         .wrap_err("invalid `-o/--output`")?;
     outputs.extend(buildx_outputs);
-    let def = compiled.definition;
+    if multi {
+        single_platform_outputs(&outputs, &targets)?;
+    }
+    let defs: Vec<kiln_dag::Definition> = builds.iter().map(|c| c.definition.clone()).collect();
     let store = super::images::open_store()?;
     let cache_spec = |s: &String, export| {
         kiln_worker::cache_io::CacheSpec::parse(s, export).map_err(|e| miette::miette!("{e}"))
@@ -249,7 +265,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             context,
             pull: args.pull.policy(),
             registry: super::registry::settings()?,
-            platform: platform.clone().unwrap_or_else(kiln_dag::Platform::host),
+            platform: targets[0].clone().unwrap_or_else(kiln_dag::Platform::host),
             epoch,
             helper,
             step_timeout: None,
@@ -267,9 +283,9 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     if let Some(j) = args.jobs {
         solver_opts.jobs = j.max(1);
     }
-    let steps: HashMap<Digest, StepInfo> = def
-        .vertices
+    let steps: HashMap<Digest, StepInfo> = defs
         .iter()
+        .flat_map(|d| &d.vertices)
         .map(|v| {
             (
                 v.digest,
@@ -280,11 +296,13 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             )
         })
         .collect();
-    match unrunnable_step(&def, platform.as_ref(), &name, &text) {
-        Ok(warnings) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
-        Err(err) => {
-            err.print(args.progress.resolve());
-            return Ok(ExitCode::FAILURE);
+    for (def, platform) in defs.iter().zip(&targets) {
+        match unrunnable_step(def, platform.as_ref(), &name, &text) {
+            Ok(warnings) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
+            Err(err) => {
+                err.print(args.progress.resolve());
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     let rt = super::registry::runtime()?;
@@ -315,95 +333,140 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             }
             printer.finish();
         });
-        let r = solver.solve(&def, cancel.clone()).await;
+        let r = solver.solve_all(&defs, cancel.clone()).await;
         drop(solver);
         let _ = printer.await;
         ctrl_c.abort();
         r
     });
-    let out = match result {
-        Ok(out) => out,
+    let outs = match result {
+        Ok(outs) => outs,
         Err(e) => {
             solve_failure(e, &name, &text).print(progress);
             return Ok(ExitCode::FAILURE);
         }
     };
-    // The final image's directory layers become blobs only now (builder
-    // stages never do); the check reads the committed layers.
-    // Results imported from `--cache-from`: the final image's blobs (and
-    // only those) come into the store now.
-    kiln_worker::cache_io::fetch_ref(&store, &out.root)
-        .into_diagnostic()
-        .wrap_err("cannot copy the image's layers from the imported cache")?;
-    let root = kiln_worker::commit(&store, &out.root)
-        .into_diagnostic()
-        .wrap_err("cannot commit the image's layers")?;
-    // Before anything is stored under a name or exported.
-    let target = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
-    if let Err(e) = kiln_worker::elfcheck::check(&store, &def, &root, &target, import.as_deref()) {
-        elf_failure(e, &name, &text).print(progress);
-        return Ok(ExitCode::FAILURE);
-    }
-    let mut image = kiln_worker::assemble(&store, &def, &root, epoch)
-        .into_diagnostic()
-        .wrap_err("cannot assemble the image")?;
-    if let Some(p) = &platform {
-        let neutral = matches!(
-            stage_source(&def, &def.root),
-            Some(kiln_dag::SourceOp::StaticBase { .. } | kiln_dag::SourceOp::Scratch)
-        );
-        image = retarget(&store, image, p, neutral, epoch)?;
-    }
-    // the command must be able to start in the image, before it is named
-    // or exported
-    if let Err(e) = kiln_worker::entrycheck::check(&store, &image) {
-        entry_failure(e, &image, &def, &name, &text).print(progress);
-        return Ok(ExitCode::FAILURE);
-    }
-    let image = metadata.apply(&store, image)?;
-    for t in &args.tags {
-        let full = super::tag::full_name(t);
-        image
-            .tag(&store, &full)
+    let mut images = Vec::with_capacity(targets.len());
+    for ((def, platform), out) in defs.iter().zip(&targets).zip(&outs) {
+        // The final image's directory layers become blobs only now (builder
+        // stages never do); the check reads the committed layers.
+        // Results imported from `--cache-from`: the final image's blobs (and
+        // only those) come into the store now.
+        kiln_worker::cache_io::fetch_ref(&store, &out.root)
             .into_diagnostic()
-            .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+            .wrap_err("cannot copy the image's layers from the imported cache")?;
+        let root = kiln_worker::commit(&store, &out.root)
+            .into_diagnostic()
+            .wrap_err("cannot commit the image's layers")?;
+        // Before anything is stored under a name or exported.
+        let target = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
+        if let Err(e) = kiln_worker::elfcheck::check(&store, def, &root, &target, import.as_deref())
+        {
+            elf_failure(e, &name, &text).print(progress);
+            return Ok(ExitCode::FAILURE);
+        }
+        let mut image = kiln_worker::assemble(&store, def, &root, epoch)
+            .into_diagnostic()
+            .wrap_err("cannot assemble the image")?;
+        if let Some(p) = platform {
+            let neutral = matches!(
+                stage_source(def, &def.root),
+                Some(kiln_dag::SourceOp::StaticBase { .. } | kiln_dag::SourceOp::Scratch)
+            );
+            image = retarget(&store, image, p, neutral, epoch)?;
+        }
+        // the command must be able to start in the image, before it is named
+        // or exported
+        if let Err(e) = kiln_worker::entrycheck::check(&store, &image) {
+            entry_failure(e, &image, def, &name, &text).print(progress);
+            return Ok(ExitCode::FAILURE);
+        }
+        images.push(metadata.apply(&store, image)?);
     }
-    // SBOM and provenance, attached to what the outputs write
-    let attested = if outputs.is_empty() && args.tags.is_empty() {
-        None
+    if !multi {
+        for t in &args.tags {
+            let full = super::tag::full_name(t);
+            images[0]
+                .tag(&store, &full)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+        }
+    }
+    // SBOM and provenance, attached to what the outputs write: one
+    // attestation manifest per platform
+    let mut attested = Vec::with_capacity(images.len());
+    for (((image, def), platform), (out, compiled)) in images
+        .iter()
+        .zip(&defs)
+        .zip(&targets)
+        .zip(outs.iter().zip(&builds))
+    {
+        attested.push(if outputs.is_empty() && args.tags.is_empty() {
+            None
+        } else {
+            let tag = args.tags.first().map(|t| super::tag::full_name(t));
+            let image_name = tag.or_else(|| outputs.iter().find_map(|o| o.names.first().cloned()));
+            super::attest::for_build(super::attest::Build {
+                store: &store,
+                image,
+                def,
+                opts: &args.attest,
+                file: &name,
+                text: &text,
+                target: &compiled.target,
+                platform: platform.as_ref(),
+                build_args: &opts.build_args,
+                secret_flags: &args.secrets,
+                steps: &out.steps,
+                started: t0,
+                epoch,
+                static_rooted: matches!(
+                    stage_source(def, &def.root),
+                    Some(kiln_dag::SourceOp::StaticBase { .. })
+                ),
+                name: image_name.as_deref(),
+            })?
+        });
+    }
+    let index = if multi {
+        let parts: Vec<(&kiln_oci::Image, Option<&kiln_oci::attestation::Attested>)> = images
+            .iter()
+            .zip(&attested)
+            .map(|(i, a)| (i, a.as_ref().map(|(a, _)| a)))
+            .collect();
+        let index = kiln_oci::Index::store(&store, &parts)
+            .into_diagnostic()
+            .wrap_err("cannot make the multi-platform index")?;
+        for t in &args.tags {
+            let full = super::tag::full_name(t);
+            store
+                .set_tag(&full, &index.digest)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+        }
+        Some(index)
     } else {
-        let tag = args.tags.first().map(|t| super::tag::full_name(t));
-        let image_name = tag.or_else(|| outputs.iter().find_map(|o| o.names.first().cloned()));
-        super::attest::for_build(super::attest::Build {
-            store: &store,
-            image: &image,
-            def: &def,
-            opts: &args.attest,
-            file: &name,
-            text: &text,
-            target: &compiled.target,
-            platform: platform.as_ref(),
-            build_args: &opts.build_args,
-            secret_flags: &args.secrets,
-            steps: &out.steps,
-            started: t0,
-            epoch,
-            static_rooted: matches!(
-                stage_source(&def, &def.root),
-                Some(kiln_dag::SourceOp::StaticBase { .. })
-            ),
-            name: image_name.as_deref(),
-        })?
+        None
     };
     for spec in &outputs {
         let mut spec = spec.clone();
         if spec.names.is_empty() {
             spec.names = args.tags.iter().map(|t| super::tag::full_name(t)).collect();
         }
-        super::attest::write_output(&store, &image, attested.as_ref(), &spec)?;
+        match &index {
+            Some(index) => super::save::write_index_output(&store, index, &spec)?,
+            None => super::attest::write_output(&store, &images[0], attested[0].as_ref(), &spec)?,
+        }
     }
     if let Some(l) = &loader {
-        l.load(&store, &image, &args.tags)?;
+        if multi {
+            miette::bail!(
+                help = "build with one `--platform` to load the image, or push the multi-platform image with `--push`",
+                "`--load` takes one platform's image; `--platform` names {}",
+                targets.len()
+            );
+        }
+        l.load(&store, &images[0], &args.tags)?;
     }
     if let Some(i) = import.as_ref().filter(|_| progress != Mode::Quiet) {
         let (n, bytes) = i.source().fetched();
@@ -414,54 +477,140 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     }
     for (spec, text) in cache_to.iter().zip(&args.cache_to) {
         let settings = super::registry::settings()?;
-        let s = kiln_worker::cache_io::export(
-            &store,
-            &def,
-            &out.steps,
-            import.as_deref(),
-            spec,
-            &settings,
-        )
-        .map_err(|e| miette::miette!("--cache-to: {e}"))?;
-        if progress == Mode::Quiet {
-            continue;
+        for (def, out) in defs.iter().zip(&outs) {
+            let s = kiln_worker::cache_io::export(
+                &store,
+                def,
+                &out.steps,
+                import.as_deref(),
+                spec,
+                &settings,
+            )
+            .map_err(|e| miette::miette!("--cache-to: {e}"))?;
+            if progress == Mode::Quiet {
+                continue;
+            }
+            eprintln!(
+                "cache export to `{text}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
+                s.records, s.blobs_written, s.bytes_written, s.blobs_present
+            );
         }
-        eprintln!(
-            "cache export to `{text}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
-            s.records, s.blobs_written, s.bytes_written, s.blobs_present
-        );
     }
+    let digest = index.as_ref().map_or(images[0].digest, |i| i.digest);
     if let Some(p) = &args.metadata_file {
-        let meta = serde_json::json!({
-            "image.digest": image.digest.to_string(),
-            "config.digest": image.config_digest.to_string(),
-            "size": image.size(),
-            "target": compiled.target,
+        let steps = |out: &kiln_solver::SolveOutput<_>| -> Vec<serde_json::Value> {
+            (out.steps.iter())
+                .map(|s: &kiln_solver::StepReport| {
+                    serde_json::json!({
+                        "vertex": s.vertex.to_string(),
+                        "name": s.name,
+                        "cached": s.cached,
+                        "duration_ms": s.duration.as_millis() as u64,
+                    })
+                })
+                .collect()
+        };
+        let mut meta = serde_json::json!({
+            "image.digest": digest.to_string(),
+            "config.digest": images[0].config_digest.to_string(),
+            "size": images[0].size(),
+            "target": builds[0].target,
             "duration_ms": t0.elapsed().as_millis() as u64,
-            "steps": out.steps.iter().map(|s| serde_json::json!({
-                "vertex": s.vertex.to_string(),
-                "name": s.name,
-                "cached": s.cached,
-                "duration_ms": s.duration.as_millis() as u64,
-            })).collect::<Vec<_>>(),
+            "steps": steps(&outs[0]),
         });
+        if multi {
+            // the index; each platform's image, config and steps
+            meta["config.digest"] = serde_json::Value::Null;
+            meta["size"] = serde_json::json!(images.iter().map(|i| i.size()).sum::<u64>());
+            meta["platforms"] = serde_json::json!(
+                images
+                    .iter()
+                    .zip(&targets)
+                    .zip(&outs)
+                    .map(|((i, p), out)| serde_json::json!({
+                        "platform": p.as_ref().map(ToString::to_string),
+                        "image.digest": i.digest.to_string(),
+                        "config.digest": i.config_digest.to_string(),
+                        "steps": steps(out),
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            let mut seen = std::collections::HashSet::new();
+            meta["steps"] = serde_json::json!(
+                outs.iter()
+                    .flat_map(steps)
+                    .filter(|s| seen.insert(s["vertex"].to_string()))
+                    .collect::<Vec<_>>()
+            );
+        }
         let bytes = serde_json::to_vec_pretty(&meta).into_diagnostic()?;
         std::fs::write(p, bytes)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write `{}`", p.display()))?;
     }
     if let Some(p) = &args.buildx.iidfile {
-        super::buildx::write_iidfile(p, &image)?;
+        match &index {
+            None => super::buildx::write_iidfile(p, &images[0])?,
+            // the index of a multi-platform image, as buildx writes
+            Some(_) => std::fs::write(p, digest.to_string())
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write `{}`", p.display()))?,
+        }
     }
     if progress == Mode::Plain {
-        eprintln!(
-            "built {} in {:.2}s",
-            image.digest,
-            t0.elapsed().as_secs_f64()
+        eprintln!("built {digest} in {:.2}s", t0.elapsed().as_secs_f64());
+    }
+    println!("{digest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--platform` values, comma lists and repeats alike, parsed and
+/// normalized, each once in the order given.
+fn parse_platforms(flags: &[String]) -> miette::Result<Vec<kiln_dag::Platform>> {
+    let mut out: Vec<kiln_dag::Platform> = Vec::new();
+    for f in flags {
+        let p = f.trim().parse::<kiln_dag::Platform>().map_err(|e| {
+            miette::miette!(
+                help = "e.g. `--platform linux/arm64` or `--platform linux/amd64,linux/arm64`",
+                "{e}"
+            )
+        })?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// A multi-platform build is an index: outputs that hold one image's files
+/// cannot carry it.
+fn single_platform_outputs(
+    outputs: &[OutputSpec],
+    targets: &[Option<kiln_dag::Platform>],
+) -> miette::Result<()> {
+    let list = (targets.iter().flatten())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for o in outputs {
+        let why = match o.kind {
+            kiln_oci::OutputKind::Docker => "a docker archive holds one platform per file",
+            kiln_oci::OutputKind::Local | kiln_oci::OutputKind::Tar => {
+                "a root filesystem is one platform's"
+            }
+            _ => continue,
+        };
+        miette::bail!(
+            help = format!(
+                "use `type=oci`, `type=oci-layout`, `type=registry` or `type=image` for the multi-platform image, or build `type={}` once per platform with a single `--platform` value",
+                o.kind
+            ),
+            "`-o type={}` cannot hold the {} platforms `--platform {list}` names: {why}",
+            o.kind,
+            targets.len()
         );
     }
-    println!("{}", image.digest);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A build failure rendered at the CLI edge: what failed, the Kilnfile line

@@ -12,11 +12,14 @@ use miette::{IntoDiagnostic, WrapErr};
 /// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`) with the digest of the
 /// manifest it points at and the total size of its blobs (manifest, config
 /// and compressed layers). Names come from `kiln build -t`, `kiln tag`,
-/// `kiln import -t`, `kiln pull` and `kiln base static -t`.
+/// `kiln import -t`, `kiln pull` and `kiln base static -t`. A
+/// multi-platform image (`kiln build --platform a,b -t NAME`) is one row:
+/// its index digest, the size of all its blobs and its platforms.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Output format: `table` for people, `json` (an array of objects with
-    /// `name`, `digest`, `size`, `layers`, `architecture`, `created`) for tools
+    /// `name`, `digest`, `size`, `layers`, `architecture`, `created`, and
+    /// `platforms` for a multi-platform image) for tools
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
@@ -38,6 +41,9 @@ struct Row {
     size: u64,
     layers: usize,
     architecture: String,
+    /// a multi-platform image (an index): its platforms, in index order
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<String>,
     created: Option<String>,
     /// why the image could not be read, if it could not
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,26 +80,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let tags = store.tags().into_diagnostic()?;
     let rows: Vec<Row> = tags
         .iter()
-        .map(|(name, digest)| match Image::load(&store, digest) {
-            Ok(img) => Row {
-                name: name.clone(),
-                digest: digest.to_string(),
-                size: img.size(),
-                layers: img.layers.len(),
-                architecture: img.config.architecture().to_string(),
-                created: img.config.created().clone(),
-                error: None,
+        .map(
+            |(name, digest)| match kiln_oci::Index::load(&store, digest) {
+                Ok(Some(index)) => index_row(&store, name, &index),
+                _ => image_row(&store, name, digest),
             },
-            Err(e) => Row {
-                name: name.clone(),
-                digest: digest.to_string(),
-                size: 0,
-                layers: 0,
-                architecture: String::new(),
-                created: None,
-                error: Some(e.to_string()),
-            },
-        })
+        )
         .collect();
     let mut out = std::io::stdout().lock();
     let res = if args.quiet {
@@ -111,12 +103,74 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn image_row(store: &Store, name: &str, digest: &kiln_oci::Digest) -> Row {
+    match Image::load(store, digest) {
+        Ok(img) => Row {
+            name: name.to_string(),
+            digest: digest.to_string(),
+            size: img.size(),
+            layers: img.layers.len(),
+            architecture: img.config.architecture().to_string(),
+            platforms: Vec::new(),
+            created: img.config.created().clone(),
+            error: None,
+        },
+        Err(e) => Row {
+            name: name.to_string(),
+            digest: digest.to_string(),
+            size: 0,
+            layers: 0,
+            architecture: String::new(),
+            platforms: Vec::new(),
+            created: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// One row for a multi-platform image: the index digest, its platforms and
+/// the size of every blob it holds (each blob once).
+fn index_row(store: &Store, name: &str, index: &kiln_oci::Index) -> Row {
+    let platforms: Vec<String> = index.platforms().iter().map(ToString::to_string).collect();
+    let images: Vec<Image> = (index.entries.iter())
+        .filter(|e| e.attests.is_none())
+        .filter_map(|e| Image::load(store, &e.digest).ok())
+        .collect();
+    let (size, error) = match index.blobs(store) {
+        Ok(blobs) => (
+            blobs.iter().filter_map(|d| store.blob_size(d).ok()).sum(),
+            None,
+        ),
+        Err(e) => (0, Some(e.to_string())),
+    };
+    Row {
+        name: name.to_string(),
+        digest: index.digest.to_string(),
+        size,
+        layers: images.iter().map(|i| i.layers.len()).max().unwrap_or(0),
+        architecture: (images.iter())
+            .map(|i| i.config.architecture().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        platforms,
+        created: images.first().and_then(|i| i.config.created().clone()),
+        error,
+    }
+}
+
 fn write_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
     writeln!(out, "{:width$}  {:19}  {:>9}", "NAME", "DIGEST", "SIZE")?;
     for r in rows {
         let short = r.digest.get(..19).unwrap_or(&r.digest);
         match &r.error {
+            None if !r.platforms.is_empty() => writeln!(
+                out,
+                "{:width$}  {short:19}  {:>9}  ({})",
+                r.name,
+                human_size(r.size),
+                r.platforms.join(", ")
+            )?,
             None => writeln!(
                 out,
                 "{:width$}  {short:19}  {:>9}",

@@ -34,6 +34,12 @@ pub struct Args {
     /// Archive format when `-o` is a plain file
     #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
     pub format: SaveFormat,
+
+    /// From a multi-platform image, save only this platform's image
+    /// (`os/arch[/variant]`); without it the whole index is saved (OCI
+    /// formats only)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<kiln_dag::Platform>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +52,7 @@ pub enum SaveFormat {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let store = open_store()?;
-    let image = Image::resolve(&store, &args.name).into_diagnostic()?;
+    let index = resolve_index(&store, &args.name)?;
     let kind = match args.format {
         SaveFormat::Oci => "oci",
         SaveFormat::Docker => "docker",
@@ -62,8 +68,167 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if spec.names.is_empty() && !args.name.starts_with("sha256:") {
         spec.names.push(super::tag::full_name(&args.name));
     }
+    let image = match (&index, &args.platform) {
+        (Some(index), None) => {
+            write_index_output(&store, index, &spec)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Some(index), Some(p)) => {
+            let Some(d) = index.select(p) else {
+                miette::bail!(
+                    help = "name one of the image's platforms, or leave `--platform` out to save them all",
+                    "`{}` has no image for {p} (it has {})",
+                    args.name,
+                    platform_list(index)
+                );
+            };
+            Image::load(&store, &d).into_diagnostic()?
+        }
+        (None, _) => {
+            let image = Image::resolve(&store, &args.name).into_diagnostic()?;
+            if let Some(p) = &args.platform
+                && kiln_oci::index::platform_of(&image) != *p
+            {
+                miette::bail!(
+                    "`{}` is an image for {} only, not for {p}",
+                    args.name,
+                    kiln_oci::index::platform_of(&image)
+                );
+            }
+            image
+        }
+    };
     write_output(&store, &image, &spec)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The multi-platform index a local name (or `sha256:` digest) points at,
+/// `None` when it names a single image (or nothing: [`Image::resolve`]
+/// says so).
+pub(crate) fn resolve_index(store: &Store, name: &str) -> miette::Result<Option<kiln_oci::Index>> {
+    let digest = match kiln_store::Digest::parse(name) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            let tags = store.tags().into_diagnostic()?;
+            kiln_oci::reference::candidates(name)
+                .into_iter()
+                .find_map(|c| tags.get(&c).copied())
+        }
+    };
+    match digest {
+        Some(d) if store.has_blob(&d) => kiln_oci::Index::load(store, &d).into_diagnostic(),
+        _ => Ok(None),
+    }
+}
+
+/// `linux/amd64, linux/arm64`
+pub(crate) fn platform_list(index: &kiln_oci::Index) -> String {
+    (index.platforms().iter())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes a multi-platform image (its index, every platform's image and
+/// attestation manifest) to one `-o` spec that can hold an index.
+// ExportError carries its path and source by value, as kiln-oci's writers do
+#[allow(clippy::result_large_err)]
+pub(crate) fn write_index_output(
+    store: &Store,
+    index: &kiln_oci::Index,
+    spec: &OutputSpec,
+) -> miette::Result<()> {
+    let name = spec.names.first().map(String::as_str);
+    let ctx = || {
+        format!(
+            "cannot write the multi-platform image as `type={}`",
+            spec.kind
+        )
+    };
+    match spec.kind {
+        OutputKind::Registry => {
+            for n in &spec.names {
+                let full = super::tag::full_name(n);
+                store
+                    .set_tag(&full, &index.digest)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+                if spec.push {
+                    let dest = kiln_registry::Reference::parse(n)
+                        .into_diagnostic()?
+                        .normalized();
+                    let insecure =
+                        spec.options.get("registry.insecure").map(String::as_str) == Some("true");
+                    super::push::push_to(
+                        store,
+                        &index.digest,
+                        &dest,
+                        &Default::default(),
+                        insecure,
+                        false,
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        OutputKind::Oci | OutputKind::OciLayout => {
+            let blobs = index.blobs(store).into_diagnostic().wrap_err_with(ctx)?;
+            let dest = spec
+                .dest
+                .as_deref()
+                .expect("parsed specs of type=oci and oci-layout have a dest");
+            if spec.kind == OutputKind::OciLayout {
+                return kiln_oci::index::write_oci_layout(
+                    store,
+                    &index.digest,
+                    index.size,
+                    &blobs,
+                    name,
+                    dest,
+                )
+                .into_diagnostic()
+                .wrap_err_with(ctx);
+            }
+            if dest == std::path::Path::new("-") {
+                let stdout = std::io::stdout();
+                if stdout.is_terminal() {
+                    miette::bail!(
+                        "refusing to write an archive to a terminal: use `-o FILE` or redirect stdout"
+                    );
+                }
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                kiln_oci::index::write_oci_archive(
+                    store,
+                    &index.digest,
+                    index.size,
+                    &blobs,
+                    name,
+                    &mut out,
+                )
+                .into_diagnostic()
+                .wrap_err_with(ctx)?;
+                return out.flush().into_diagnostic();
+            }
+            kiln_oci::write_file_atomic(dest, |w| {
+                kiln_oci::index::write_oci_archive(
+                    store,
+                    &index.digest,
+                    index.size,
+                    &blobs,
+                    name,
+                    w,
+                )
+                .map(drop)
+            })
+            .into_diagnostic()
+            .wrap_err_with(ctx)
+        }
+        other => miette::bail!(
+            help = "save one platform with `--platform os/arch`, or use `--format oci` / `type=oci-layout`",
+            "`type={other}` holds one platform's image; this image has {}",
+            platform_list(index)
+        ),
+    }
 }
 
 /// Writes `image` to one `-o` spec; `dest=-` goes to stdout. Shared by the
