@@ -511,3 +511,71 @@ fn registries_conf_mirrors_and_flags_win() {
     assert!(!o.status.success());
     assert!(words(&text(&o)).contains(&format!("`{}`", conf.display())));
 }
+
+/// `docker-registry` with `auth: token` (its JWTs checked against the
+/// token server's certificate): `kiln login` gets a refresh token and
+/// keeps it as `identitytoken` (no password in the file), push and pull ask
+/// for access tokens with the OAuth2 `refresh_token` grant.
+#[test]
+fn token_auth_with_an_identity_token() {
+    let reg = Registry::with_token_auth(USER, PASSWORD);
+    let env = Env::new();
+    let dest = format!("{}/tok/static:1", reg.addr);
+    let token = reg.token.as_ref().unwrap();
+
+    let o = env.run(&["pull", &dest]);
+    assert!(!o.status.success());
+    assert!(
+        words(&text(&o)).contains(&format!("kiln login {}", reg.addr)),
+        "{}",
+        text(&o)
+    );
+
+    let o = env.login(&reg.addr, "wrong-password");
+    assert!(!o.status.success());
+    assert!(
+        words(&text(&o)).contains("rejected the credentials"),
+        "{}",
+        text(&o)
+    );
+
+    assert_eq!(ok(env.login(&reg.addr, PASSWORD)), "Login Succeeded");
+    let cfg = std::fs::read_to_string(env.docker_config()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let entry = &doc["auths"][&reg.addr];
+    assert!(
+        entry["identitytoken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{cfg}"
+    );
+    assert_no_secret("the config file", cfg.as_bytes());
+    let logins = token.requests().len();
+
+    ok(env.run(&[
+        "base",
+        "static",
+        "-o",
+        &format!("type=registry,name={dest}"),
+    ]));
+    std::fs::remove_dir_all(env.path("home/kiln")).unwrap();
+    let digest = ok(env.run(&["pull", &dest]));
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let after: Vec<_> = token.requests().into_iter().skip(logins).collect();
+    assert!(!after.is_empty());
+    assert!(
+        after
+            .iter()
+            .all(|q| q.method == "POST" && !q.basic && q.body.contains("grant_type=refresh_token")),
+        "only the refresh_token grant after login: {after:?}"
+    );
+    assert!(
+        after.iter().any(|q| q.body.contains("push")),
+        "the push asked for push access: {after:?}"
+    );
+
+    assert_eq!(
+        ok(env.run(&["logout", &reg.addr])),
+        format!("Removing login credentials for {}", reg.addr)
+    );
+}

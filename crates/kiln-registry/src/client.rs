@@ -648,13 +648,15 @@ impl Client {
                     host: host.to_string(),
                 });
             }
+            if status == StatusCode::UNAUTHORIZED && cred.is_none() {
+                return Err(RegistryError::Unauthorized {
+                    ctx: ctx.clone(),
+                    host: host.to_string(),
+                    detail: " (the token server wants credentials)".to_string(),
+                });
+            }
             if !status.is_success() {
-                let hint = if status == StatusCode::UNAUTHORIZED {
-                    " (credentials needed)"
-                } else {
-                    ""
-                };
-                return Err(err(format!("{status}{hint}{}", body_detail(resp).await)));
+                return Err(err(format!("{status}{}", body_detail(resp).await)));
             }
             let body: TokenResponse = resp
                 .json()

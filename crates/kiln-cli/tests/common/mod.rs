@@ -10,6 +10,7 @@ pub mod buildkit;
 pub mod oci;
 mod registry;
 mod rootfs;
+pub mod token;
 
 // each test binary uses some of these
 #[allow(unused_imports)]

@@ -13,6 +13,8 @@ pub struct Registry {
     pub addr: String,
     /// `user:password` of the htpasswd user, if any
     creds: Option<String>,
+    /// The token server of a registry with `auth: token`
+    pub token: Option<super::token::TokenServer>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -20,15 +22,21 @@ pub struct Registry {
 impl Registry {
     /// A registry without authentication.
     pub fn start() -> Self {
-        Self::spawn(None)
+        Self::spawn(None, false)
     }
 
     /// A registry that wants basic auth: one htpasswd user.
     pub fn with_htpasswd(user: &str, password: &str) -> Self {
-        Self::spawn(Some((user, password)))
+        Self::spawn(Some((user, password)), false)
     }
 
-    fn spawn(htpasswd: Option<(&str, &str)>) -> Self {
+    /// A registry with `auth: token`: bearer tokens from a token server
+    /// (`tests/common/token.rs`) that knows one user.
+    pub fn with_token_auth(user: &str, password: &str) -> Self {
+        Self::spawn(Some((user, password)), true)
+    }
+
+    fn spawn(htpasswd: Option<(&str, &str)>, token: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -40,7 +48,18 @@ impl Registry {
             "version: 0.1\nlog: {{level: info, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
             dir.path().join("data").display()
         );
-        if let Some((u, p)) = htpasswd {
+        let mut token_server = None;
+        if let (true, Some((u, p))) = (token, htpasswd) {
+            let t = super::token::TokenServer::start(dir.path(), u, p);
+            cfg.push_str(&format!(
+                "auth: {{token: {{realm: \"{}\", service: {}, issuer: {}, rootcertbundle: {}}}}}\n",
+                t.realm,
+                super::token::SERVICE,
+                super::token::ISSUER,
+                t.cert.display()
+            ));
+            token_server = Some(t);
+        } else if let Some((u, p)) = htpasswd {
             let file = dir.path().join("htpasswd");
             // cost 4: the lowest bcrypt allows, the registry checks every request
             std::fs::write(&file, format!("{u}:{}\n", bcrypt::hash(p, 4).unwrap())).unwrap();
@@ -63,6 +82,7 @@ impl Registry {
         let mut reg = Registry {
             addr,
             creds: htpasswd.map(|(u, p)| format!("{u}:{p}")),
+            token: token_server,
             child: Some(child),
             dir,
         };
