@@ -184,6 +184,8 @@ fn two_platforms_make_one_index_that_save_push_and_pull_carry() {
     let table = kiln(&home, &ctx, &["images"]);
     assert!(table.contains("(linux/amd64, linux/arm64)"), "{table}");
 
+    // `kiln tag` names the whole index
+    assert_eq!(kiln(&home, &ctx, &["tag", "app:multi", "app:copy"]), digest);
     // `kiln save` carries the whole index, `--platform` one image
     let saved = dir.join("saved-layout");
     kiln(

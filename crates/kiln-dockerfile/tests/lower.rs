@@ -53,3 +53,52 @@ fn same_graph_as_a_kilnfile() {
     let k = kiln_frontend::compile("Kilnfile", kiln, &opts).unwrap();
     assert_eq!(d.definition.root, k.definition.root);
 }
+
+/// A multi-platform build lowers once per target platform: a stage on
+/// `$BUILDPLATFORM` is the same vertices for every target up to the first
+/// step that reads a target arg, which differs.
+#[test]
+fn build_platform_stages_are_shared_between_targets() {
+    let src = "FROM --platform=$BUILDPLATFORM debian:bookworm AS build\n\
+               RUN echo tools > /tools\n\
+               ARG TARGETARCH\n\
+               RUN echo $TARGETARCH > /arch\n\
+               FROM scratch\n\
+               COPY --from=build /tools /tools\n\
+               COPY --from=build /arch /arch\n";
+    let lower = |p: &str| {
+        let opts = kiln_frontend::Options {
+            platform: Some(Platform::parse(p).unwrap()),
+            ..Default::default()
+        };
+        compile("Dockerfile", src, &opts, &common::DebianLike)
+            .unwrap()
+            .definition
+    };
+    let (amd, arm) = (lower("linux/amd64"), lower("linux/arm64"));
+    let exec = |d: &kiln_dag::Definition, what: &str| {
+        d.vertices
+            .iter()
+            .find(|v| match &v.op {
+                kiln_dag::Op::Exec(e) => e.args.iter().any(|a| a.contains(what)),
+                _ => false,
+            })
+            .map(|v| v.digest)
+            .unwrap()
+    };
+    assert_eq!(exec(&amd, "echo tools"), exec(&arm, "echo tools"));
+    assert_ne!(exec(&amd, "TARGETARCH"), exec(&arm, "TARGETARCH"));
+    // the builder's image is the build platform's for both targets
+    let sources = |d: &kiln_dag::Definition| -> Vec<Option<Platform>> {
+        (d.vertices.iter())
+            .filter_map(|v| match &v.op {
+                kiln_dag::Op::Source(kiln_dag::SourceOp::Image { platform, .. }) => {
+                    Some(platform.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(sources(&amd), vec![Some(Platform::host())]);
+    assert_eq!(sources(&arm), vec![Some(Platform::host())]);
+}

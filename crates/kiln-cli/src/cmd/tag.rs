@@ -35,8 +35,14 @@ pub(crate) fn full_name(name: &str) -> String {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let store = open_store()?;
-    let image = Image::resolve(&store, &args.source).into_diagnostic()?;
     let target = full_name(&args.target);
+    // a multi-platform image is named as a whole
+    if let Some(index) = super::save::resolve_index(&store, &args.source)? {
+        store.set_tag(&target, &index.digest).into_diagnostic()?;
+        println!("{}", index.digest);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let image = Image::resolve(&store, &args.source).into_diagnostic()?;
     image.tag(&store, &target).into_diagnostic()?;
     println!("{}", image.digest);
     Ok(ExitCode::SUCCESS)
