@@ -283,3 +283,69 @@ fn check_call_targets_and_network() {
     assert!(!o.status.success());
     assert!(err.contains("network(none)"), "{err}");
 }
+
+#[test]
+fn no_cache_filter_reruns_one_binding() {
+    let env = Env::new();
+    std::fs::write(env.path("ctx/extra"), "x").unwrap();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let base = static_base()\n    .copy(context().path(\"busybox\"), \"/bin/busybox\");\n\
+         let app = base.copy(context().path(\"extra\"), \"/extra\")\n    \
+         .entrypoint([\"/bin/busybox\", \"echo\", \"hi\"]);\n",
+    )
+    .unwrap();
+    let (first, _) = env.ok(&["build", "ctx", "--progress", "plain"]);
+    let (again, err) = env.ok(&[
+        "build",
+        "ctx",
+        "--progress",
+        "plain",
+        "--no-cache-filter",
+        "app",
+    ]);
+    assert_eq!(again, first);
+    let steps = common::steps(&err);
+    assert!(!steps.is_empty(), "{err}");
+    for (name, status) in steps {
+        let want = if name.starts_with("app: ") {
+            "done"
+        } else {
+            "CACHED"
+        };
+        assert_eq!(status, want, "{name}: {err}");
+    }
+    let o = env
+        .kiln(&["build", "ctx", "--no-cache-filter", "nothing"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no step of this build belongs to `nothing`")
+    );
+}
+
+#[test]
+fn specs_are_read_with_buildx_csv_quoting() {
+    let env = Env::new();
+    std::fs::write(env.path("secret"), "s3cr3t").unwrap();
+    env.ok(&[
+        "build",
+        "ctx",
+        "-o",
+        "type=local,\"dest=out,dir\"",
+        "--cache-to",
+        "type=local,\"dest=cache,dir\"",
+        "--secret",
+        "\"id=tok\",src=secret",
+    ]);
+    assert!(env.path("out,dir/bin/busybox").is_file());
+    assert!(env.path("cache,dir/index.json").is_file());
+    let o = env
+        .kiln(&["build", "ctx", "-o", "type=local,\"dest=a"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("a quote is not closed"), "{err}");
+}

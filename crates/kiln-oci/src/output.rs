@@ -89,8 +89,12 @@ pub struct OutputSpec {
 pub enum SpecError {
     #[error("empty output spec: use e.g. `type=oci,dest=image.tar`")]
     Empty,
-    #[error("output spec `{spec}`: `{part}` is not `key=value`")]
-    NotKeyValue { spec: String, part: String },
+    #[error("output spec `{spec}`: {source}")]
+    Fields {
+        spec: String,
+        #[source]
+        source: kiln_types::spec::SpecFieldsError,
+    },
     #[error(
         "output spec `{spec}`: missing `type=`; one of oci, oci-layout, docker, local, tar, registry"
     )]
@@ -143,13 +147,11 @@ impl FromStr for OutputSpec {
         }
         let spec = spec_s.to_owned();
         let mut kv: Vec<(String, String)> = Vec::new();
-        for part in spec_s.split(',') {
-            let Some((k, v)) = part.split_once('=') else {
-                return Err(SpecError::NotKeyValue {
-                    spec,
-                    part: part.to_owned(),
-                });
-            };
+        let fields = kiln_types::spec::key_values(spec_s).map_err(|source| SpecError::Fields {
+            spec: spec.clone(),
+            source,
+        })?;
+        for (k, v) in fields {
             let k = k.trim().to_owned();
             if k != "name" && kv.iter().any(|(x, _)| *x == k) {
                 return Err(SpecError::Duplicate { spec, key: k });

@@ -184,6 +184,9 @@ pub struct Options {
     pub jobs: usize,
     /// Execute every step even when a cached result exists.
     pub no_cache: bool,
+    /// Execute these steps even when a cached result exists
+    /// (`--no-cache-filter`).
+    pub no_cache_for: std::collections::HashSet<Digest>,
 }
 
 impl Default for Options {
@@ -191,6 +194,7 @@ impl Default for Options {
         Options {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             no_cache: false,
+            no_cache_for: Default::default(),
         }
     }
 }
@@ -411,7 +415,7 @@ async fn run_step<W: Worker>(
         cached,
         duration,
     };
-    let cached = match sh.options.no_cache {
+    let cached = match sh.options.no_cache || sh.options.no_cache_for.contains(&v.digest) {
         true => None,
         false => sh.worker.lookup(v, &key).await?,
     };

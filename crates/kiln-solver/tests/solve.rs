@@ -194,7 +194,7 @@ fn solver(w: &Arc<ToyWorker>, jobs: usize) -> Solver<ToyWorker> {
         w.clone(),
         Options {
             jobs,
-            no_cache: false,
+            ..Options::default()
         },
     )
 }
@@ -450,6 +450,7 @@ async fn no_cache_executes_again_and_events_tell_the_story() {
         Options {
             jobs: 4,
             no_cache: true,
+            ..Options::default()
         },
     )
     .with_events(tx);
@@ -475,4 +476,29 @@ async fn no_cache_executes_again_and_events_tell_the_story() {
         (started, done, logs),
         (def.vertices.len(), def.vertices.len(), 1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_cache_for_executes_only_the_named_steps() {
+    let w = worker_with_context();
+    let def = go_like("write /hello binary").definition();
+    solver(&w, 4)
+        .solve(&def, CancellationToken::new())
+        .await
+        .unwrap();
+    let before = w.executions();
+    let again = def.vertices.last().unwrap().digest;
+    let s = Solver::new(
+        w.clone(),
+        Options {
+            jobs: 4,
+            no_cache_for: [again].into_iter().collect(),
+            ..Options::default()
+        },
+    );
+    let out = s.solve(&def, CancellationToken::new()).await.unwrap();
+    assert_eq!(w.executions(), before + 1);
+    for st in &out.steps {
+        assert_eq!(st.cached, st.vertex != again, "{st:?}");
+    }
 }

@@ -13,6 +13,8 @@
 //!   architectures (OCI names, Rust's names, aliases) and containerd's
 //!   normalization.
 //! - [`error_chain`] (`error.rs`): an error and its sources as one line.
+//! - [`spec`] (`spec.rs`): the one reader of buildx-style `KEY=VALUE,...`
+//!   flag values (CSV quoting, as buildx's Go `encoding/csv`).
 //!
 //! This crate depends on nothing of kiln's, so every crate may use it.
 
@@ -20,6 +22,7 @@ mod digest;
 mod error;
 pub mod platform;
 pub mod reference;
+pub mod spec;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::error_chain;

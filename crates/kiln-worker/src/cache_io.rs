@@ -110,11 +110,9 @@ impl CacheSpec {
             spec: spec.to_string(),
             reason,
         };
+        let fields = kiln_types::spec::key_values(spec).map_err(|e| bad(e.to_string()))?;
         let mut kv = BTreeMap::new();
-        for part in spec.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| bad(format!("`{part}` is not KEY=VALUE")))?;
+        for (k, v) in &fields {
             kv.insert(k.trim(), v.trim());
         }
         let example = if export {

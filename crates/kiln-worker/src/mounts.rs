@@ -94,10 +94,8 @@ impl SecretSource {
             reason: reason.to_string(),
         };
         let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
-        for field in flag.split(',') {
-            let (k, v) = field
-                .split_once('=')
-                .ok_or_else(|| bad(&format!("`{field}` is not KEY=VALUE")))?;
+        let fields = kiln_types::spec::key_values(flag).map_err(|e| bad(&e.to_string()))?;
+        for (k, v) in fields {
             let slot = match k.trim() {
                 "id" => &mut id,
                 "src" | "source" => &mut src,

@@ -88,34 +88,37 @@ fn bool_value(flag: &str, v: &str) -> miette::Result<bool> {
     }
 }
 
-fn sbom_setting(flag: &str, kv: &BTreeMap<&str, &str>) -> miette::Result<Option<Format>> {
-    if kv.get("disabled").is_some_and(|v| *v == "true") {
+fn sbom_setting(flag: &str, kv: &BTreeMap<String, String>) -> miette::Result<Option<Format>> {
+    if kv.get("disabled").is_some_and(|v| v == "true") {
         return Ok(None);
     }
-    match kv.get("format").copied() {
+    match kv.get("format").map(String::as_str) {
         None | Some("spdx") => Ok(Some(Format::Spdx)),
         Some("cyclonedx") => Ok(Some(Format::CycloneDx)),
         Some(f) => miette::bail!("`{flag}`: unknown SBOM format `{f}`; use spdx or cyclonedx"),
     }
 }
 
-fn provenance_setting(flag: &str, kv: &BTreeMap<&str, &str>) -> miette::Result<Option<Mode>> {
-    if kv.get("disabled").is_some_and(|v| *v == "true") {
+fn provenance_setting(flag: &str, kv: &BTreeMap<String, String>) -> miette::Result<Option<Mode>> {
+    if kv.get("disabled").is_some_and(|v| v == "true") {
         return Ok(None);
     }
-    match kv.get("mode").copied() {
+    match kv.get("mode").map(String::as_str) {
         None | Some("min") => Ok(Some(Mode::Min)),
         Some("max") => Ok(Some(Mode::Max)),
         Some(m) => miette::bail!("`{flag}`: unknown provenance mode `{m}`; use min or max"),
     }
 }
 
-fn key_values<'a>(flag: &str, s: &'a str) -> miette::Result<BTreeMap<&'a str, &'a str>> {
-    s.split(',')
+/// The flag's fields as buildx reads them (CSV, `kiln_types::spec`).
+fn key_values(flag: &str, s: &str) -> miette::Result<BTreeMap<String, String>> {
+    let fields = kiln_types::spec::fields(s).map_err(|e| miette::miette!("`{flag}`: {e}"))?;
+    fields
+        .into_iter()
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .ok_or_else(|| miette::miette!("`{flag}`: `{p}` is not KEY=VALUE"))
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(miette::miette!("`{flag}`: `{p}` is not KEY=VALUE")),
         })
         .collect()
 }
@@ -150,7 +153,7 @@ impl AttestOpts {
         for a in &self.attest {
             let flag = format!("--attest {a}");
             let kv = key_values(&flag, a)?;
-            match kv.get("type").copied() {
+            match kv.get("type").map(String::as_str) {
                 Some("sbom") => sbom = sbom_setting(&flag, &kv)?,
                 Some("provenance") => provenance = provenance_setting(&flag, &kv)?,
                 Some(t) => miette::bail!(

@@ -283,6 +283,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     if let Some(j) = args.jobs {
         solver_opts.jobs = j.max(1);
     }
+    solver_opts.no_cache_for = super::buildx::no_cache_for(&args.buildx.no_cache_filter, &defs)?;
     let steps: HashMap<Digest, StepInfo> = defs
         .iter()
         .flat_map(|d| &d.vertices)

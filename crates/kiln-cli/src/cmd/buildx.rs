@@ -53,6 +53,11 @@ pub struct BuildxArgs {
     #[arg(long)]
     pub check: bool,
 
+    /// Run the steps of this Kilnfile binding or Dockerfile stage even when
+    /// they are cached (repeatable; `a,b` names two)
+    #[arg(long = "no-cache-filter", value_name = "NAME", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
     /// The network of `run` steps that do not choose one: `default` and
     /// `host` are kiln's default (the host's network); a step's own
     /// `network(..)` (Dockerfile: `RUN --network`) chooses otherwise
@@ -272,6 +277,33 @@ impl Loader {
         let _ = std::fs::remove_file(&tmp);
         result
     }
+}
+
+/// The steps `--no-cache-filter` names: a Kilnfile binding's steps are
+/// called `NAME: ...`, a Dockerfile stage's `[NAME n/m] ...`. A name with
+/// no step is an error rather than a filter that silently does nothing.
+pub fn no_cache_for(
+    names: &[String],
+    defs: &[kiln_dag::Definition],
+) -> miette::Result<std::collections::HashSet<kiln_dag::Digest>> {
+    let mut out = std::collections::HashSet::new();
+    for n in names.iter().filter(|n| !n.is_empty()) {
+        let (kiln, docker) = (format!("{n}: "), format!("[{n} "));
+        let before = out.len();
+        for v in defs.iter().flat_map(|d| &d.vertices) {
+            let name = v.meta.name.as_deref().unwrap_or_default();
+            if name.starts_with(&kiln) || name.starts_with(&docker) {
+                out.insert(v.digest);
+            }
+        }
+        if out.len() == before {
+            miette::bail!(
+                help = "name a Kilnfile binding or a Dockerfile stage that the target builds on",
+                "`--no-cache-filter {n}`: no step of this build belongs to `{n}`"
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// `--call targets`: the build file's targets, one a line, the one built
