@@ -579,3 +579,87 @@ fn token_auth_with_an_identity_token() {
         format!("Removing login credentials for {}", reg.addr)
     );
 }
+
+/// The same as the unprivileged `kilntest`: login writes its own
+/// `~/.docker/config.json` (0600, its owner), a build pulls the protected
+/// base with it, logout removes it.
+#[test]
+fn rootless_login_and_build() {
+    use std::os::unix::fs::MetadataExt as _;
+    // setpriv needs root; CI runs as root (`/proc/self` belongs to the euid)
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return;
+    }
+    let reg = Registry::with_htpasswd(USER, PASSWORD);
+    let env = Env::new();
+    let dest = format!("{}/rootless/static:1", reg.addr);
+    ok(env.run(&["login", &reg.addr, "-u", USER, "-p", PASSWORD]));
+    ok(env.run(&[
+        "base",
+        "static",
+        "-o",
+        &format!("type=registry,name={dest}"),
+    ]));
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        format!("let app = image(\"{dest}\").env(\"A\", \"1\");\n"),
+    )
+    .unwrap();
+    let home = env.path("kilntest-home");
+    std::fs::create_dir_all(&home).unwrap();
+    common::chown_kilntest(env.dir.path());
+    let as_kilntest = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut c = common::kilntest_command(&home, env.dir.path(), args);
+        c.env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("CONTAINERS_REGISTRIES_CONF")
+            .env_remove("KILN_REGISTRY_MIRROR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let o = as_kilntest(&["build", "--progress", "plain", "ctx"], None);
+    assert!(!o.status.success());
+    assert!(
+        words(&text(&o)).contains(&format!("kiln login {}", reg.addr)),
+        "{}",
+        text(&o)
+    );
+
+    let o = as_kilntest(
+        &["login", &reg.addr, "-u", USER, "--password-stdin"],
+        Some(PASSWORD),
+    );
+    assert_eq!(ok(o), "Login Succeeded");
+    let cfg = home.join(".docker/config.json");
+    let meta = std::fs::metadata(&cfg).unwrap();
+    let uid: u32 = String::from_utf8(
+        Command::new("id")
+            .args(["-u", "kilntest"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o600));
+    let o = as_kilntest(&["build", "--progress", "plain", "ctx"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_no_secret("the rootless build's output", text(&o).as_bytes());
+    assert_eq!(
+        ok(as_kilntest(&["logout", &reg.addr], None)),
+        format!("Removing login credentials for {}", reg.addr)
+    );
+}
