@@ -349,3 +349,58 @@ fn specs_are_read_with_buildx_csv_quoting() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("a quote is not closed"), "{err}");
 }
+
+#[test]
+fn build_context_stands_in_for_an_image() {
+    let env = Env::new();
+    // the stand-in: the app image as an OCI layout and in a registry
+    let reg = Registry::start();
+    let pushed = format!("{}/stand:1", reg.addr);
+    env.ok(&[
+        "build",
+        "ctx",
+        "-t",
+        &pushed,
+        "--push",
+        "-o",
+        "type=oci-layout,dest=layout",
+    ]);
+    std::fs::create_dir(env.path("user")).unwrap();
+    std::fs::write(env.path("user/extra"), "x").unwrap();
+    std::fs::write(
+        env.path("user/Kilnfile"),
+        "let app = image(\"alias:1\").copy(context().path(\"extra\"), \"/extra\");\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(env.path("rootdir/etc")).unwrap();
+    std::fs::write(env.path("rootdir/etc/from-dir"), "d").unwrap();
+    for (value, file) in [
+        ("oci-layout://layout".to_string(), "bin/busybox"),
+        (format!("docker-image://{pushed}"), "bin/busybox"),
+        ("rootdir".to_string(), "etc/from-dir"),
+    ] {
+        let out = format!("out-{}", file.replace('/', "-"));
+        let _ = std::fs::remove_dir_all(env.path(&out));
+        env.ok(&[
+            "build",
+            "user",
+            "--build-context",
+            &format!("alias:1={value}"),
+            "-o",
+            &format!("type=local,dest={out}"),
+        ]);
+        assert!(env.path(&out).join(file).is_file(), "{value}");
+        assert!(env.path(&out).join("extra").is_file(), "{value}");
+    }
+    let o = env
+        .kiln(&[
+            "build",
+            "user",
+            "--build-context",
+            "alias:1=git://host/repo",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("git contexts are not supported"));
+}

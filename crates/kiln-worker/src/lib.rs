@@ -23,6 +23,7 @@ pub mod entrycheck;
 pub mod fileop;
 pub mod gc;
 pub mod mounts;
+pub mod named;
 pub mod packages;
 pub mod patterns;
 pub mod select;
@@ -74,6 +75,8 @@ pub struct WorkerOptions {
     pub step_timeout: Option<Duration>,
     /// `--secret` values by id, for secret mounts of `run` steps.
     pub secrets: mounts::Secrets,
+    /// `--build-context` images by normalized name (`named.rs`).
+    pub named: std::collections::BTreeMap<String, named::NamedContext>,
 }
 
 /// Failures of a step, with what was being done.
@@ -263,7 +266,10 @@ impl Inner {
                 reference,
                 platform,
             } => {
-                let img = self.image(reference, platform.as_ref())?;
+                let img = match self.opts.named.get(reference) {
+                    None => self.image(reference, platform.as_ref())?,
+                    Some(ctx) => self.named_image(reference, ctx, platform.as_ref())?,
+                };
                 Ok((dag_digest(&img.digest)?, image_ref(&img)))
             }
             SourceOp::OciLayout { path, tag } => {
@@ -431,6 +437,33 @@ impl Inner {
             platform: &self.opts.platform,
         };
         lookup.image(reference, platform)
+    }
+
+    /// The image a named context stands for.
+    fn named_image(
+        &self,
+        reference: &str,
+        ctx: &named::NamedContext,
+        platform: Option<&kiln_dag::Platform>,
+    ) -> Result<Image, Error> {
+        let local = |path: &std::path::Path, e: kiln_oci::ImportError| Error::Local {
+            path: path.display().to_string(),
+            reason: format!("the named context `{reference}`: {}", crate::chain(&e)),
+        };
+        match ctx {
+            named::NamedContext::Image(r) => self.image(&named::normalized(r), platform),
+            named::NamedContext::OciLayout { path, tag } => {
+                kiln_oci::import_oci_layout(&self.store, path, tag.as_deref())
+                    .map_err(|e| local(path, e))
+            }
+            named::NamedContext::Dir(path) => kiln_oci::import_rootfs(
+                &self.store,
+                path,
+                kiln_oci::Compression::Gzip,
+                self.opts.epoch,
+            )
+            .map_err(|e| local(path, e)),
+        }
     }
 
     fn base_config(&self, r: &Ref) -> Result<Option<ImageConfiguration>, Error> {

@@ -163,6 +163,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     // flags checked before anything is built
     let (buildx_outputs, loader) = args.buildx.outputs(&args.tags)?;
     let metadata = args.buildx.metadata()?;
+    let named = kiln_worker::named::parse(&args.buildx.build_contexts).into_diagnostic()?;
     let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let (name, text) = (file.name.clone(), file.text.clone());
     let platforms = parse_platforms(&args.platform)?;
@@ -182,7 +183,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     let mut builds = Vec::with_capacity(targets.len());
     for platform in &targets {
         opts.platform = platform.clone();
-        match file.compile_for_build(&opts, args.pull.policy())? {
+        match file.compile_for_build(&opts, args.pull.policy(), &named)? {
             Ok(c) => builds.push(c),
             Err(diags) => {
                 if matches!(args.progress.resolve(), Mode::Json) {
@@ -271,6 +272,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             step_timeout: None,
             secrets: kiln_worker::mounts::Secrets::from_flags(&args.secrets)
                 .map_err(|e| miette::miette!("{e}"))?,
+            named: named.clone(),
         },
     ));
     if let Some(i) = &import {

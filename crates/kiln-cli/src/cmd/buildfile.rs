@@ -133,23 +133,31 @@ impl BuildFile {
         &self,
         opts: &Options,
         pull: kiln_worker::PullPolicy,
+        named: &Named,
     ) -> miette::Result<Result<Compiled, Diagnostics>> {
         Ok(match self.kind {
             Kind::Kilnfile => self.compile(opts, &kiln_dockerfile::NoBaseImages),
             Kind::Dockerfile => {
-                self.compile(opts, &StoreBases::open(opts.platform.as_ref(), pull)?)
+                let mut bases = StoreBases::open(opts.platform.as_ref(), pull)?;
+                bases.named = named.clone();
+                self.compile(opts, &bases)
             }
         })
     }
 }
 
+/// `--build-context` stand-ins by normalized image name.
+pub type Named = std::collections::BTreeMap<String, kiln_worker::named::NamedContext>;
+
 /// Base image configs from the store, pulling manifest and config (never
-/// layers) when the image is not there, as the build itself would.
+/// layers) when the image is not there, as the build itself would; a
+/// `--build-context` stand-in's config for the image it stands in for.
 pub struct StoreBases {
     store: kiln_oci::Store,
     registry: kiln_registry::Settings,
     platform: kiln_dag::Platform,
     pull: kiln_worker::PullPolicy,
+    named: Named,
 }
 
 impl StoreBases {
@@ -164,6 +172,7 @@ impl StoreBases {
             registry: super::registry::settings()?,
             platform: platform.cloned().unwrap_or_else(kiln_dag::Platform::host),
             pull,
+            named: Named::new(),
         })
     }
 }
@@ -174,14 +183,33 @@ impl kiln_dockerfile::BaseImages for StoreBases {
         reference: &str,
         platform: &kiln_dag::Platform,
     ) -> Result<Option<kiln_dockerfile::BaseConfig>, String> {
+        use kiln_worker::named::NamedContext;
         let lookup = kiln_worker::ImageLookup {
             store: &self.store,
             pull: self.pull,
             registry: &self.registry,
             platform: &self.platform,
         };
+        let reference = match self.named.get(reference) {
+            None => reference.to_string(),
+            Some(NamedContext::Image(r)) => kiln_worker::named::normalized(r),
+            // a directory's files have no config; a layout's is read as
+            // the build will import it
+            Some(NamedContext::Dir(_)) => return Ok(Some(Default::default())),
+            Some(NamedContext::OciLayout { path, tag }) => {
+                let img = kiln_oci::import_oci_layout(&self.store, path, tag.as_deref())
+                    .map_err(|e| kiln_types::error_chain(&e))?;
+                let c = img.config.config().clone().unwrap_or_default();
+                return Ok(Some(kiln_dockerfile::BaseConfig {
+                    env: c.env().clone().unwrap_or_default(),
+                    workdir: c.working_dir().clone(),
+                    user: c.user().clone(),
+                    onbuild: Vec::new(),
+                }));
+            }
+        };
         let (c, onbuild) = lookup
-            .config(reference, Some(platform))
+            .config(&reference, Some(platform))
             .map_err(|e| kiln_types::error_chain(&e))?;
         Ok(Some(kiln_dockerfile::BaseConfig {
             env: c.env().clone().unwrap_or_default(),

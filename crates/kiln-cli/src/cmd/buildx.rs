@@ -49,6 +49,13 @@ pub struct BuildxArgs {
     #[arg(long, value_enum, value_name = "METHOD", default_value_t = Call::Build)]
     pub call: Call,
 
+    /// Stand-ins for images: `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://PATH[:TAG]` or `NAME=DIR` (its files as a
+    /// one-layer image) replace every `image("NAME")` (Dockerfile:
+    /// `FROM NAME`). Repeatable
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
     /// Shorthand for `--call=check`
     #[arg(long)]
     pub check: bool,

@@ -52,7 +52,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     // A Dockerfile's graph depends on what its bases set (`ENV PATH=$PATH:..`):
     // ask the store (and the registry), as the build does.
-    let compiled = file.compile_for_build(&opts, kiln_worker::PullPolicy::Missing)?;
+    let compiled =
+        file.compile_for_build(&opts, kiln_worker::PullPolicy::Missing, &Default::default())?;
     let compiled = match compiled {
         Ok(c) => c,
         Err(diags) => {
