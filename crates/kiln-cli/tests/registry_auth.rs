@@ -396,6 +396,11 @@ fn credential_helpers_and_containers_auth_files() {
             && out.contains("is not installed"),
         "{out}"
     );
+    assert_eq!(
+        out.matches("is not installed").count(),
+        1,
+        "one warning: {out}"
+    );
     std::fs::remove_file(xdg.join("auth.json")).unwrap();
     std::fs::write(env.docker_config(), broken_cfg).unwrap();
 

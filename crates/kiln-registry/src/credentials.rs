@@ -289,6 +289,11 @@ impl AuthConfig {
                     Err(HelperError::Spawn { helper, source })
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {
+                        // remembered as "nothing", so it warns once
+                        self.asked
+                            .lock()
+                            .expect("helper cache")
+                            .insert((helper.clone(), server_url(&host)), None);
                         tracing::warn!(
                             "credential helper `docker-credential-{helper}` named in `{}` is not installed; going on without credentials from it",
                             src.path.display()
