@@ -99,17 +99,21 @@ fn label_annotation_iidfile_and_quiet() {
     assert_eq!(again, plain);
     assert!(err.contains("CACHED"), "{err}");
 
-    // buildx's other levels are refused before anything runs
+    // one platform has no index: refused before anything runs
     let o = env
         .kiln(&["build", "ctx", "--annotation", "index:a=b"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("`index` annotations are not supported"),
-        "{err}"
-    );
+    assert!(err.contains("need a multi-platform"), "{err}");
+    let o = env
+        .kiln(&["build", "ctx", "--annotation", "index-descriptor:a=b"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("`index-descriptor` annotations"), "{err}");
     let o = env
         .kiln(&["build", "ctx", "--label", "=v"])
         .output()
@@ -403,4 +407,45 @@ fn build_context_stands_in_for_an_image() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("git contexts are not supported"));
+}
+
+#[test]
+fn index_and_descriptor_annotations_of_a_multi_platform_build() {
+    let env = Env::new();
+    std::fs::write(env.path("ctx/f"), "f").unwrap();
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let app = static_base().copy(context().path(\"f\"), \"/f\");\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "build",
+        "ctx",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--annotation",
+        "index:com.example.on=index",
+        "--annotation",
+        "manifest-descriptor:com.example.on=descriptor",
+        "--annotation",
+        "manifest:com.example.on=manifest",
+        "-o",
+        "type=oci-layout,dest=layout",
+    ]);
+    let dir = env.path("layout");
+    let blob = |d: &str| -> serde_json::Value {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index = blob(top["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(index["annotations"]["com.example.on"], "index", "{index}");
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    for e in entries {
+        assert_eq!(e["annotations"]["com.example.on"], "descriptor", "{e}");
+        let m = blob(e["digest"].as_str().unwrap());
+        assert_eq!(m["annotations"]["com.example.on"], "manifest", "{m}");
+    }
 }

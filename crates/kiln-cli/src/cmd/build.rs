@@ -175,6 +175,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         platforms.into_iter().map(Some).collect()
     };
     let multi = targets.len() > 1;
+    metadata.check_levels(multi)?;
     let mut opts = Options {
         target: args.target.target.clone(),
         build_args: parse_build_args(&args.input.build_args)?,
@@ -440,6 +441,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         let index = kiln_oci::Index::store(&store, &parts)
             .into_diagnostic()
             .wrap_err("cannot make the multi-platform index")?;
+        let index = metadata.apply_index(&store, index)?;
         for t in &args.tags {
             let full = super::tag::full_name(t);
             store

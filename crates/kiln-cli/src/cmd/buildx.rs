@@ -28,9 +28,10 @@ pub struct BuildxArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 
-    /// Add an annotation to the image manifest: `KEY=VALUE` or
-    /// `manifest:KEY=VALUE` (repeatable); `index:`, `manifest-descriptor:`
-    /// and `index-descriptor:` are refused as kiln writes one manifest
+    /// Add an annotation: `KEY=VALUE` or `manifest:KEY=VALUE` on the image
+    /// manifest(s); with several `--platform`s also `index:KEY=VALUE` on
+    /// the index and `manifest-descriptor:KEY=VALUE` on each image's entry
+    /// in it (repeatable)
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
 
@@ -162,9 +163,14 @@ impl BuildxArgs {
                 "manifest" => {
                     m.annotations.insert(k, v);
                 }
-                "index" | "manifest-descriptor" | "index-descriptor" => miette::bail!(
-                    help = "kiln writes one image manifest and no index of its own: use \
-                            `manifest:KEY=VALUE` (or `KEY=VALUE`)",
+                "index" => {
+                    m.index.insert(k, v);
+                }
+                "manifest-descriptor" => {
+                    m.descriptor.insert(k, v);
+                }
+                "index-descriptor" => miette::bail!(
+                    help = "use `index:KEY=VALUE` (on the index itself) or `manifest:KEY=VALUE`",
                     "`--annotation {a}`: `{level}` annotations are not supported"
                 ),
                 // buildx also takes a platform: `manifest[linux/amd64]:k=v`
@@ -183,9 +189,71 @@ impl BuildxArgs {
 pub struct Metadata {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `index:` annotations
+    pub index: BTreeMap<String, String>,
+    /// `manifest-descriptor:` annotations
+    pub descriptor: BTreeMap<String, String>,
 }
 
 impl Metadata {
+    /// `index:` and `manifest-descriptor:` need an index: an error for a
+    /// single-platform build, before it runs.
+    pub fn check_levels(&self, multi: bool) -> miette::Result<()> {
+        if multi || (self.index.is_empty() && self.descriptor.is_empty()) {
+            return Ok(());
+        }
+        miette::bail!(
+            help = "build several platforms (`--platform linux/amd64,linux/arm64`), or use \
+                    `manifest:KEY=VALUE`",
+            "`index:` and `manifest-descriptor:` annotations need a multi-platform build: \
+             kiln writes one image manifest and no index for one platform"
+        )
+    }
+
+    /// The index with the `index:` annotations on it and the
+    /// `manifest-descriptor:` ones on each image entry (not on attestation
+    /// manifests, which have no platform).
+    pub fn apply_index(
+        &self,
+        store: &Store,
+        index: kiln_oci::Index,
+    ) -> miette::Result<kiln_oci::Index> {
+        if self.index.is_empty() && self.descriptor.is_empty() {
+            return Ok(index);
+        }
+        let bytes = store
+            .read_blob(&index.digest)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read index {}", index.digest))?;
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).into_diagnostic()?;
+        let add = |obj: &mut serde_json::Value, kv: &BTreeMap<String, String>| {
+            if kv.is_empty() {
+                return;
+            }
+            let a = &mut obj["annotations"];
+            if !a.is_object() {
+                *a = serde_json::json!({});
+            }
+            for (k, val) in kv {
+                a[k] = val.clone().into();
+            }
+        };
+        add(&mut v, &self.index);
+        if let Some(entries) = v["manifests"].as_array_mut() {
+            for e in entries {
+                let attestation = e["platform"]["os"] == "unknown";
+                if !attestation {
+                    add(e, &self.descriptor);
+                }
+            }
+        }
+        let bytes = kiln_oci::canonical_json(&v);
+        let digest = store.put_blob(&bytes).into_diagnostic()?;
+        kiln_oci::Index::load(store, &digest)
+            .into_diagnostic()?
+            .ok_or_else(|| miette::miette!("the annotated index {digest} does not read back"))
+    }
+
     /// The image with the labels in its config and the annotations on its
     /// manifest. The JSON is edited in place so that fields kiln's types do
     /// not model (Docker's `Healthcheck`, `Shell`, ...) stay as they are.
