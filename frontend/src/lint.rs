@@ -93,6 +93,18 @@ fn placed(
 /// The lints of `def`, built from the file `file` with text `src`;
 /// `dockerfile` picks the wording of the fixes.
 pub fn lint(file: &str, src: &str, def: &Definition, dockerfile: bool) -> Vec<Diagnostic> {
+    lint_locked(file, src, def, dockerfile, &|_| false)
+}
+
+/// [`lint`] where `locked(reference)` says a lock file pins that tag (such
+/// a base is not reported as unpinned).
+pub fn lint_locked(
+    file: &str,
+    src: &str,
+    def: &Definition,
+    dockerfile: bool,
+    locked: &dyn Fn(&str) -> bool,
+) -> Vec<Diagnostic> {
     let by_digest: HashMap<Digest, &kiln_dag::Vertex> =
         def.vertices.iter().map(|v| (v.digest, v)).collect();
     let mut out = Vec::new();
@@ -129,6 +141,7 @@ pub fn lint(file: &str, src: &str, def: &Definition, dockerfile: bool) -> Vec<Di
     for v in &def.vertices {
         if let Op::Source(SourceOp::Image { reference, .. }) = &v.op
             && !reference.contains("@sha256:")
+            && !locked(reference)
         {
             out.push(
                 placed(

@@ -56,6 +56,7 @@ enum Command {
     Man(cmd::meta::ManArgs),
     Login(cmd::login::Args),
     Logout(cmd::login::LogoutArgs),
+    Lock(cmd::lock::Args),
     #[command(name = "__sandbox-child", hide = true)]
     SandboxChild(cmd::sandbox_child::Args),
 }
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
         Command::Save(a) => a.registry.clone(),
         Command::Sbom(a) => a.registry.clone(),
         Command::Base(a) => a.registry.clone(),
+        Command::Lock(a) => a.registry.clone(),
         _ => Default::default(),
     };
     cmd::registry::init(registry.with_leading(cli.registry));
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Man(args) => cmd::meta::man(args, Cli::command()),
         Command::Login(args) => cmd::login::run(args),
         Command::Logout(args) => cmd::login::run_logout(args),
+        Command::Lock(args) => cmd::lock::run(args),
         Command::SandboxChild(args) => cmd::sandbox_child::run(args),
     });
     match result {

@@ -71,6 +71,21 @@ impl Client {
         self.pull_with(reference, platform, store, true).await
     }
 
+    /// The digest `reference` points at now (for a tag: its index or
+    /// manifest), mirrors first; nothing is stored.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
+        let endpoints = self
+            .settings
+            .pull_endpoints(reference.registry(), reference.repository());
+        first_endpoint(&endpoints, &reference.to_string(), async |ep| {
+            let m = self
+                .get_manifest(ep, &reference.manifest_reference(), reference.digest())
+                .await?;
+            Ok(m.digest)
+        })
+        .await
+    }
+
     async fn pull_with(
         &self,
         reference: &Reference,

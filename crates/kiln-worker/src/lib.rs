@@ -22,6 +22,7 @@ pub mod elfcheck;
 pub mod entrycheck;
 pub mod fileop;
 pub mod gc;
+pub mod lock;
 pub mod mounts;
 pub mod named;
 pub mod packages;
@@ -77,6 +78,9 @@ pub struct WorkerOptions {
     pub secrets: mounts::Secrets,
     /// `--build-context` images by normalized name (`named.rs`).
     pub named: std::collections::BTreeMap<String, named::NamedContext>,
+    /// `Kilnfile.lock`: image tags and package sets it pins resolve to what
+    /// it says, with no registry or repository index asked.
+    pub lock: Option<Arc<kiln_lock::Lockfile>>,
 }
 
 /// Failures of a step, with what was being done.
@@ -298,6 +302,7 @@ impl Inner {
                 &self.opts.platform,
                 &self.opts.context,
                 self.opts.epoch,
+                self.opts.lock.as_deref(),
             )
             .map_err(|e| Error::Packages(Box::new(e))),
             SourceOp::Context { .. } => {
@@ -435,6 +440,7 @@ impl Inner {
             pull: self.opts.pull,
             registry: &self.opts.registry,
             platform: &self.opts.platform,
+            lock: self.opts.lock.as_deref(),
         };
         lookup.image(reference, platform)
     }
@@ -833,12 +839,38 @@ impl kiln_solver::Worker for LocalWorker {
 }
 
 /// What resolving a base image needs: the store, the pull policy, the
-/// registry settings and the build's platform.
+/// registry settings, the build's platform and the lock, if any.
 pub struct ImageLookup<'a> {
     pub store: &'a Store,
     pub pull: PullPolicy,
     pub registry: &'a kiln_registry::Settings,
     pub platform: &'a kiln_registry::Platform,
+    pub lock: Option<&'a kiln_lock::Lockfile>,
+}
+
+/// A pull's failure as the step reports it: a registry's error stays typed
+/// (the CLI's help depends on its kind).
+fn pull_error(reference: &str, e: lock::PullError) -> Error {
+    match e {
+        lock::PullError::Registry(source) => Error::Pull {
+            reference: reference.to_string(),
+            source,
+        },
+        other => Error::Image {
+            reference: reference.to_string(),
+            reason: crate::chain(&other),
+        },
+    }
+}
+
+/// Whether `img` is for `platform` (an image that names neither os nor
+/// architecture is for every one).
+fn is_for(img: &Image, platform: &kiln_dag::Platform) -> bool {
+    let (os, arch) = (
+        img.config.os().to_string(),
+        img.config.architecture().to_string(),
+    );
+    (os.is_empty() || os == platform.os) && (arch.is_empty() || arch == platform.architecture)
 }
 
 impl ImageLookup<'_> {
@@ -862,17 +894,17 @@ impl ImageLookup<'_> {
             (Some(t), None) => format!("{}:{t}", parsed.name()),
             (None, None) => format!("{}:latest", parsed.name()),
         };
+        if parsed.digest().is_none()
+            && let Some(entry) = self
+                .lock
+                .and_then(|l| l.image(&parsed.normalized().to_string()))
+        {
+            return self.pinned(&parsed, entry, &platform);
+        }
         if self.pull != PullPolicy::Always {
             // a local name may point at another platform's manifest (an
             // earlier pull for another platform retagged it): only ours counts
-            let ours = |img: &Image| {
-                let (os, arch) = (
-                    img.config.os().to_string(),
-                    img.config.architecture().to_string(),
-                );
-                (os.is_empty() || os == platform.os)
-                    && (arch.is_empty() || arch == platform.architecture)
-            };
+            let ours = |img: &Image| is_for(img, &platform);
             if let Ok(img) = Image::resolve(self.store, reference)
                 && ours(&img)
             {
@@ -902,22 +934,12 @@ impl ImageLookup<'_> {
                 reference: reference.to_string(),
             });
         }
-        let client = kiln_registry::Client::new(self.registry.clone())
-            .map_err(|e| ierr(crate::chain(&e)))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ierr(crate::chain(&e)))?;
         // Manifest and config only: every key below a base needs just the
         // manifest digest, and a fully cached build never reads its layers.
         // They are lazy blobs, fetched (verified) by the store's
         // `RegistrySource` when a step first reads one.
-        let pulled = rt
-            .block_on(client.pull_lazy(&parsed, &platform, self.store))
-            .map_err(|e| Error::Pull {
-                reference: reference.to_string(),
-                source: Box::new(e),
-            })?;
+        let pulled = lock::pull(self.store, self.registry, &parsed, &platform)
+            .map_err(|e| pull_error(reference, e))?;
         tracing::debug!(
             reference,
             fetched = pulled.fetched,
@@ -927,6 +949,42 @@ impl ImageLookup<'_> {
         self.store
             .set_tag(&local, &pulled.manifest_digest)
             .map_err(|e| Error::Store(crate::chain(&e)))?;
+        Image::load(self.store, &pulled.manifest_digest).map_err(|e| ierr(crate::chain(&e)))
+    }
+
+    /// A tag the lock pins: the platform's locked manifest (else the locked
+    /// index, for a platform the lock has not seen), from the store when it
+    /// has it, else pulled by digest. The tag is never asked for.
+    fn pinned(
+        &self,
+        parsed: &kiln_registry::Reference,
+        entry: &kiln_lock::LockedImage,
+        platform: &kiln_dag::Platform,
+    ) -> Result<Image, Error> {
+        let reference = parsed.to_string();
+        let ierr = |reason: String| Error::Image {
+            reference: reference.clone(),
+            reason,
+        };
+        let want = *entry.manifest(platform).unwrap_or(&entry.digest);
+        if let Ok(img) = Image::load(self.store, &want)
+            && is_for(&img, platform)
+        {
+            return Ok(img);
+        }
+        if self.pull == PullPolicy::Never {
+            return Err(Error::NotLocal {
+                reference: parsed.with_digest(want).to_string(),
+            });
+        }
+        let pulled = lock::pull(
+            self.store,
+            self.registry,
+            &parsed.with_digest(want),
+            platform,
+        )
+        .map_err(|e| ierr(crate::chain(&e)))?;
+        tracing::debug!(%reference, digest = %pulled.manifest_digest, "pulled a locked base image");
         Image::load(self.store, &pulled.manifest_digest).map_err(|e| ierr(crate::chain(&e)))
     }
 

@@ -3,7 +3,8 @@
 //! into the store and unpacked into one layer (kiln-deb). The key is what
 //! the layer is a function of: the resolved packages' SHA256s, the
 //! architecture and `SOURCE_DATE_EPOCH`; a layer already made for that key
-//! is reused, so only the repository's `InRelease` is fetched again.
+//! is reused, so only the repository's `InRelease` is fetched again; with
+//! a `Kilnfile.lock` entry for the set, not even that.
 
 use std::fs::File;
 use std::path::Path;
@@ -14,6 +15,7 @@ use kiln_deb::{
     ResolveError, Resolver, Source, SourceError,
 };
 use kiln_layer::{ApplyOptions, IdMapping, IdRange, Ownership, WriteOptions};
+use kiln_lock::{LockedDeb, LockedPackages, Lockfile, PackageSet};
 use kiln_store::Store;
 
 use crate::snapshot::{self, LayerRef, Ref, SnapshotError};
@@ -96,27 +98,54 @@ pub fn key(debs: &[DebRef], arch: &str, epoch: i64) -> Digest {
     Digest::of(&e.into_bytes())
 }
 
-/// Resolves `op` and makes (or finds) its layer: the key and the result.
-pub fn resolve(
-    store: &Store,
+/// What the lock knows `op` by, built for `platform`.
+pub fn identity(
     op: &DebianPackages,
     platform: &kiln_types::Platform,
     context: &Path,
-    epoch: i64,
-) -> Result<(Digest, Ref), PackagesError> {
-    let source = source(op, platform, context)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+) -> Result<PackageSet, PackagesError> {
+    Ok(package_set(op, &source(op, platform, context)?))
+}
+
+/// The repository and request with kiln-deb's defaults filled in
+/// (keyrings as the build file names them).
+fn package_set(op: &DebianPackages, source: &Source) -> PackageSet {
+    PackageSet {
+        mirror: source.mirror.clone(),
+        suite: source.suite.clone(),
+        components: source.components.clone(),
+        architecture: source.arch.clone(),
+        snapshot: source.snapshot.clone(),
+        keyrings: op.keyrings.clone(),
+        request: op.packages.clone(),
+        exclude: op.exclude.clone(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, PackagesError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(PackagesError::Runtime)?;
-    let fetcher = Fetcher::new().map_err(PackagesError::Download)?;
+        .map_err(PackagesError::Runtime)
+}
+
+/// Opens the repository (its `InRelease` verified) and resolves `op`:
+/// the `.deb`s and the SHA256 of the `InRelease` they came from.
+fn resolve_remote(
+    rt: &tokio::runtime::Runtime,
+    fetcher: &Fetcher,
+    store: &Store,
+    op: &DebianPackages,
+    source: &Source,
+) -> Result<(Vec<DebRef>, Digest), PackagesError> {
+    let repo_err = |e| PackagesError::Repo {
+        mirror: source.mirror.clone(),
+        suite: source.suite.clone(),
+        source: Box::new(e),
+    };
     let repo = rt
-        .block_on(Repository::open(&source, &fetcher, store))
-        .map_err(|source_err| PackagesError::Repo {
-            mirror: source.mirror.clone(),
-            suite: source.suite.clone(),
-            source: Box::new(source_err),
-        })?;
+        .block_on(Repository::open(source, fetcher, store))
+        .map_err(repo_err)?;
     let resolved = Resolver::new(&repo.index, &source.arch)
         .resolve(&Request {
             packages: op.packages.clone(),
@@ -131,11 +160,70 @@ pub fn resolve(
         .iter()
         .map(|id| repo.deb(*id))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PackagesError::Repo {
-            mirror: source.mirror.clone(),
-            suite: source.suite.clone(),
-            source: Box::new(e),
-        })?;
+        .map_err(repo_err)?;
+    Ok((debs, repo.release.digest))
+}
+
+/// The lock entry of `op`: resolved against the repository as it is now.
+/// Nothing is downloaded but the verified indexes.
+pub fn lock(
+    store: &Store,
+    op: &DebianPackages,
+    platform: &kiln_types::Platform,
+    context: &Path,
+) -> Result<LockedPackages, PackagesError> {
+    let source = source(op, platform, context)?;
+    let rt = runtime()?;
+    let fetcher = Fetcher::new().map_err(PackagesError::Download)?;
+    let (debs, release) = resolve_remote(&rt, &fetcher, store, op, &source)?;
+    Ok(LockedPackages {
+        set: package_set(op, &source),
+        release,
+        debs: debs
+            .into_iter()
+            .map(|d| LockedDeb {
+                name: d.name,
+                version: d.version,
+                architecture: d.arch,
+                filename: d.filename,
+                size: d.size,
+                sha256: d.sha256,
+            })
+            .collect(),
+    })
+}
+
+/// Resolves `op` and makes (or finds) its layer: the key and the result.
+/// A set the lock has is not resolved again: its `.deb`s are the lock's,
+/// verified against the lock's SHA256 when downloaded, and the
+/// repository's index is not read.
+pub fn resolve(
+    store: &Store,
+    op: &DebianPackages,
+    platform: &kiln_types::Platform,
+    context: &Path,
+    epoch: i64,
+    lock: Option<&Lockfile>,
+) -> Result<(Digest, Ref), PackagesError> {
+    let source = source(op, platform, context)?;
+    let rt = runtime()?;
+    let fetcher = Fetcher::new().map_err(PackagesError::Download)?;
+    let locked = lock.and_then(|l| l.packages(&package_set(op, &source)));
+    let debs = match locked {
+        Some(l) => l
+            .debs
+            .iter()
+            .map(|d| DebRef {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                arch: d.architecture.clone(),
+                filename: d.filename.clone(),
+                size: d.size,
+                sha256: d.sha256,
+            })
+            .collect(),
+        None => resolve_remote(&rt, &fetcher, store, op, &source)?.0,
+    };
     let key = key(&debs, &source.arch, epoch);
     let known = store
         .get_record(RECORD, key.as_bytes())

@@ -83,6 +83,13 @@ pub struct Args {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Fail when the lock (`Kilnfile.lock` beside the build file, written
+    /// by `kiln lock`) lacks an image or package set the build needs, or a
+    /// locked tag now points elsewhere. Without it, a lock present is
+    /// followed and what it lacks is resolved as usual
+    #[arg(long)]
+    pub locked: bool,
+
     /// When to pull `image(..)` sources: `missing` uses a local copy when
     /// there is one, `always` asks the registry, `never` stays offline
     #[arg(long, value_enum, default_value_t = Pull::Missing)]
@@ -181,10 +188,11 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.input.build_args)?,
         platform: None,
     };
+    let lock = super::lock::load(&file)?;
     let mut builds = Vec::with_capacity(targets.len());
     for platform in &targets {
         opts.platform = platform.clone();
-        match file.compile_for_build(&opts, args.pull.policy(), &named)? {
+        match file.compile_locked(&opts, args.pull.policy(), &named, lock.clone())? {
             Ok(c) => builds.push(c),
             Err(diags) => {
                 if matches!(args.progress.resolve(), Mode::Json) {
@@ -264,7 +272,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     let worker = Arc::new(LocalWorker::new(
         store.clone(),
         WorkerOptions {
-            context,
+            context: context.clone(),
             pull: args.pull.policy(),
             registry: super::registry::settings()?,
             platform: targets[0].clone().unwrap_or_else(kiln_dag::Platform::host),
@@ -274,6 +282,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             secrets: kiln_worker::mounts::Secrets::from_flags(&args.secrets)
                 .map_err(|e| miette::miette!("{e}"))?,
             named: named.clone(),
+            lock: lock.clone(),
         },
     ));
     if let Some(i) = &import {
@@ -301,6 +310,13 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         })
         .collect();
     for (def, platform) in defs.iter().zip(&targets) {
+        if args.locked {
+            let p = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
+            if let Some(f) = super::lock::check_locked(&file, lock.as_deref(), def, &p, &context)? {
+                f.print(args.progress.resolve());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         match unrunnable_step(def, platform.as_ref(), &name, &text) {
             Ok(warnings) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
             Err(err) => {
@@ -622,7 +638,7 @@ fn single_platform_outputs(
 /// it came from and what to do.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("{message}")]
-struct BuildFailure {
+pub(crate) struct BuildFailure {
     message: String,
     #[source_code]
     src: miette::NamedSource<String>,
@@ -635,7 +651,7 @@ struct BuildFailure {
 }
 
 impl BuildFailure {
-    fn new(file: &str, text: &str, message: String) -> Self {
+    pub(crate) fn new(file: &str, text: &str, message: String) -> Self {
         BuildFailure {
             message,
             src: miette::NamedSource::new(file, text.to_string()),
@@ -646,7 +662,7 @@ impl BuildFailure {
     }
 
     /// Points at `loc` when it is in this Kilnfile, else names it.
-    fn label(mut self, loc: Option<&kiln_dag::Location>, what: &str) -> Self {
+    pub(crate) fn label(mut self, loc: Option<&kiln_dag::Location>, what: &str) -> Self {
         let Some(loc) = loc else { return self };
         match span_of(self.src.name(), self.src.inner(), loc) {
             Some(span) => self.labels.push(miette::LabeledSpan::new_with_span(
@@ -661,7 +677,7 @@ impl BuildFailure {
     /// Writes the report to stderr: one JSON object in `json` mode, else
     /// the output tail and a miette report. Not wrapped: paths and commands
     /// stay whole so they can be copied (and searched for).
-    fn print(self, mode: Mode) {
+    pub(crate) fn print(self, mode: Mode) {
         if mode == Mode::Json {
             let v = serde_json::json!({
                 "event": "error",
@@ -686,7 +702,7 @@ impl BuildFailure {
         }
     }
 
-    fn help(mut self, h: impl Into<String>) -> Self {
+    pub(crate) fn help(mut self, h: impl Into<String>) -> Self {
         self.help = Some(h.into());
         self
     }

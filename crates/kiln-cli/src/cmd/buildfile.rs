@@ -18,6 +18,8 @@ pub enum Kind {
 pub struct BuildFile {
     /// The path as given, as diagnostics show it.
     pub name: String,
+    /// Where it was read from (its lock file is beside it).
+    pub path: PathBuf,
     pub text: String,
     pub kind: Kind,
 }
@@ -107,6 +109,7 @@ pub fn load(file: Option<&Path>, context: &Path) -> Result<BuildFile, LoadError>
     }
     Ok(BuildFile {
         name: path.display().to_string(),
+        path,
         text,
         kind,
     })
@@ -135,11 +138,24 @@ impl BuildFile {
         pull: kiln_worker::PullPolicy,
         named: &Named,
     ) -> miette::Result<Result<Compiled, Diagnostics>> {
+        self.compile_locked(opts, pull, named, None)
+    }
+
+    /// [`BuildFile::compile_for_build`] with a Dockerfile's bases resolved
+    /// as the lock pins them.
+    pub fn compile_locked(
+        &self,
+        opts: &Options,
+        pull: kiln_worker::PullPolicy,
+        named: &Named,
+        lock: Option<std::sync::Arc<kiln_lock::Lockfile>>,
+    ) -> miette::Result<Result<Compiled, Diagnostics>> {
         Ok(match self.kind {
             Kind::Kilnfile => self.compile(opts, &kiln_dockerfile::NoBaseImages),
             Kind::Dockerfile => {
                 let mut bases = StoreBases::open(opts.platform.as_ref(), pull)?;
                 bases.named = named.clone();
+                bases.lock = lock;
                 self.compile(opts, &bases)
             }
         })
@@ -158,6 +174,7 @@ pub struct StoreBases {
     platform: kiln_dag::Platform,
     pull: kiln_worker::PullPolicy,
     named: Named,
+    lock: Option<std::sync::Arc<kiln_lock::Lockfile>>,
 }
 
 impl StoreBases {
@@ -173,6 +190,7 @@ impl StoreBases {
             platform: platform.cloned().unwrap_or_else(kiln_dag::Platform::host),
             pull,
             named: Named::new(),
+            lock: None,
         })
     }
 }
@@ -189,6 +207,7 @@ impl kiln_dockerfile::BaseImages for StoreBases {
             pull: self.pull,
             registry: &self.registry,
             platform: &self.platform,
+            lock: self.lock.as_deref(),
         };
         let reference = match self.named.get(reference) {
             None => reference.to_string(),

@@ -35,7 +35,16 @@ pub fn lints(
     json: bool,
 ) -> bool {
     let dockerfile = file.kind == super::buildfile::Kind::Dockerfile;
-    let mut found = kiln_frontend::lint::lint(&file.name, &file.text, def, dockerfile);
+    // a tag the build file's lock pins is not unpinned
+    let lock = super::lock::load(file).ok().flatten();
+    let locked = |reference: &str| {
+        let r = kiln_registry::Reference::parse(reference).map(|r| r.normalized().to_string());
+        lock.as_ref()
+            .zip(r.ok())
+            .is_some_and(|(l, r)| l.image(&r).is_some())
+    };
+    let mut found =
+        kiln_frontend::lint::lint_locked(&file.name, &file.text, def, dockerfile, &locked);
     if strict {
         for d in &mut found {
             d.severity = kiln_frontend::Severity::Error;

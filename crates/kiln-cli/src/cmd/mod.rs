@@ -15,6 +15,7 @@ mod hints;
 pub mod images;
 pub mod import;
 pub mod info;
+pub mod lock;
 pub mod login;
 pub mod meta;
 pub mod pull;
