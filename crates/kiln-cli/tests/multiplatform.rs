@@ -280,9 +280,25 @@ fn two_platforms_make_one_index_that_save_push_and_pull_carry() {
         (expect_ok(o, "rebuild"), err)
     };
     assert_eq!(again, digest, "{err}");
-    for (step, status) in common::steps(&err) {
+    let steps = common::steps(&err);
+    for (step, status) in &steps {
         assert_eq!(status, "CACHED", "{step} ran again:\n{err}");
     }
+    // the step that differs is named per platform, the shared ones once
+    let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(
+        names.contains(&"[linux/amd64] app: file /platform"),
+        "{err}"
+    );
+    assert!(
+        names.contains(&"[linux/arm64] app: file /platform"),
+        "{err}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| n.contains("static_base")).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]

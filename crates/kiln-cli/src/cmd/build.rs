@@ -229,7 +229,10 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     if multi {
         single_platform_outputs(&outputs, &targets)?;
     }
-    let defs: Vec<kiln_dag::Definition> = builds.iter().map(|c| c.definition.clone()).collect();
+    let mut defs: Vec<kiln_dag::Definition> = builds.iter().map(|c| c.definition.clone()).collect();
+    if multi {
+        name_platform_steps(&mut defs, &targets);
+    }
     let store = super::images::open_store()?;
     let cache_spec = |s: &String, export| {
         kiln_worker::cache_io::CacheSpec::parse(s, export).map_err(|e| miette::miette!("{e}"))
@@ -583,6 +586,28 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     }
     println!("{digest}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// In a multi-platform build, a step that is not the same vertex for every
+/// platform is named with its platform (`[linux/arm64] app: file /x`, as
+/// BuildKit's progress names them), so the progress tells them apart.
+/// Names are metadata: no digest changes.
+fn name_platform_steps(defs: &mut [kiln_dag::Definition], targets: &[Option<kiln_dag::Platform>]) {
+    let mut count: HashMap<Digest, usize> = HashMap::new();
+    for d in defs.iter() {
+        for v in &d.vertices {
+            *count.entry(v.digest).or_default() += 1;
+        }
+    }
+    for (d, p) in defs.iter_mut().zip(targets) {
+        let Some(p) = p else { continue };
+        for v in &mut d.vertices {
+            if count[&v.digest] < targets.len() {
+                let name = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
+                v.meta.name = Some(format!("[{p}] {name}"));
+            }
+        }
+    }
 }
 
 /// `--platform` values, comma lists and repeats alike, parsed and
