@@ -328,6 +328,88 @@ let debug = app.entrypoint(["/bin/sh", "-c", "echo debug: $(cat /msg)"]);
         "howdy from stage one"
     );
 
+    // Several platforms: BuildKit's multi-platform result (a ref and a
+    // config per platform, `refs.platforms`), exported as one index with a
+    // manifest per platform, and no "not multi-platform" warning. File
+    // operations only, so no emulation is needed.
+    let multi = project(
+        scratch,
+        "multi",
+        None,
+        r#"let app = static_base()
+    .file("/platform", format!("{}", target_platform()))
+    .label("arch", target_platform().arch());
+"#,
+        &frontend,
+    );
+    let mp_tar = scratch.join("multi.tar");
+    let out = format!("type=oci,dest={}", mp_tar.display());
+    let err = ok(
+        build(
+            &bk,
+            &multi,
+            &[
+                "--opt",
+                "platform=linux/amd64,linux/arm64",
+                "--output",
+                &out,
+            ],
+        ),
+        "buildctl build for two platforms",
+    );
+    assert!(
+        !err.contains("result is not multi-platform"),
+        "BuildKit warned:\n{err}"
+    );
+    let unpacked = scratch.join("unpacked-multi");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(&mp_tar)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let read = |d: &serde_json::Value| -> serde_json::Value {
+        let d = d.as_str().unwrap().trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(unpacked.join("blobs/sha256").join(d)).unwrap())
+            .unwrap()
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let index = if top["manifests"][0]["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        read(&top["manifests"][0]["digest"])
+    } else {
+        top
+    };
+    let images: Vec<&serde_json::Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["platform"]["os"] != "unknown")
+        .collect();
+    let platforms: Vec<String> = images
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index}");
+    for m in &images {
+        let manifest = read(&m["digest"]);
+        let cfg = read(&manifest["config"]["digest"]);
+        assert_eq!(cfg["architecture"], m["platform"]["architecture"], "{cfg}");
+        assert_eq!(
+            cfg["config"]["Labels"]["arch"], m["platform"]["architecture"],
+            "{cfg}"
+        );
+    }
+
     // The same through buildx's remote driver (no Docker daemon).
     let docker_config = scratch.join("docker-config");
     std::fs::create_dir_all(&docker_config).unwrap();

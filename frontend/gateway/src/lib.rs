@@ -39,6 +39,9 @@ pub use bridge::{Bridge, ConnectError};
 /// The `Result` metadata key BuildKit's image exporter reads the image
 /// config from.
 pub const IMAGE_CONFIG_KEY: &str = "containerimage.config";
+/// BuildKit's `exptypes.ExporterPlatformsKey`: the platforms of a
+/// multi-platform result, `{"Platforms":[{"ID":..,"Platform":{..}}]}`.
+pub const PLATFORMS_KEY: &str = "refs.platforms";
 /// The local BuildKit serves the Kilnfile's directory under.
 pub const DEFAULT_DOCKERFILE_LOCAL: &str = "dockerfile";
 pub const DEFAULT_FILENAME: &str = "Kilnfile";
@@ -200,26 +203,35 @@ pub async fn run(mut bridge: Bridge, env: &Env) -> Result<Outcome, GatewayError>
     }
 }
 
-fn platform_of(env: &Env, pong: &pb::PongResponse) -> Result<Platform, GatewayError> {
-    if let Some(p) = env.opts.get("platform").filter(|p| !p.is_empty()) {
-        // A multi-platform request builds its first platform.
-        let first = p.split(',').next().unwrap_or_default().trim();
-        return first
-            .parse()
-            .map_err(|e: kiln_dag::PlatformParseError| GatewayError::Option {
-                key: "platform".into(),
-                value: p.clone(),
-                reason: e.to_string(),
-            });
+/// The target platforms: the `platform` option's comma list (each once, in
+/// order; several make a multi-platform result), else the worker's.
+fn platforms_of(env: &Env, pong: &pb::PongResponse) -> Result<Vec<Platform>, GatewayError> {
+    if let Some(list) = env.opts.get("platform").filter(|p| !p.is_empty()) {
+        let mut out: Vec<Platform> = Vec::new();
+        for one in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let p: Platform =
+                one.parse()
+                    .map_err(|e: kiln_dag::PlatformParseError| GatewayError::Option {
+                        key: "platform".into(),
+                        value: list.clone(),
+                        reason: e.to_string(),
+                    })?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
     }
     if let Some(w) = pong.workers.iter().find_map(|w| w.platforms.first()) {
-        return Ok(Platform {
+        return Ok(vec![Platform {
             os: w.os.clone(),
             architecture: w.architecture.clone(),
             variant: (!w.variant.is_empty()).then(|| w.variant.clone()),
-        });
+        }]);
     }
-    Ok(Platform::host())
+    Ok(vec![Platform::host()])
 }
 
 fn pb_platform(p: &Platform) -> pb::Platform {
@@ -270,7 +282,8 @@ async fn build(
     if !caps.has("return") {
         return Err(GatewayError::Capability { cap: "return" });
     }
-    let platform = platform_of(env, pong)?;
+    let platforms = platforms_of(env, pong)?;
+    let platform = platforms[0].clone();
     let filename = env.filename().to_string();
     let local = env
         .opts
@@ -329,53 +342,106 @@ async fn build(
             ..Default::default()
         });
     }
-    let compiled = kiln_frontend::compile(&filename, &text, &opts)
-        .map_err(|d| kilnfile_error(&d, &filename, &text))?;
     let source_info = pb::SourceInfo {
         filename: filename.clone(),
         data: text.as_bytes().to_vec(),
         definition: Some(load_def),
         language: LANGUAGE.into(),
     };
-    warn_all(
-        bridge,
-        caps,
-        &compiled.warnings,
-        &load_vertex,
-        &source_info,
-        &text,
-    )
-    .await;
-    let mut def = compiled.definition;
-    inputs::apply_contexts(&mut def, &inputs::named_contexts(&env.opts)?);
-    let cache_imports = inputs::cache_imports(&env.opts)?;
+    // One graph per target platform, each solved by BuildKit (which runs a
+    // vertex the graphs share once).
+    let mut built = Vec::with_capacity(platforms.len());
+    for (i, platform) in platforms.iter().enumerate() {
+        let opts = kiln_frontend::Options {
+            platform: Some(platform.clone()),
+            ..opts.clone()
+        };
+        let compiled = kiln_frontend::compile(&filename, &text, &opts)
+            .map_err(|d| kilnfile_error(&d, &filename, &text))?;
+        if i == 0 {
+            warn_all(
+                bridge,
+                caps,
+                &compiled.warnings,
+                &load_vertex,
+                &source_info,
+                &text,
+            )
+            .await;
+        }
+        let mut def = compiled.definition;
+        inputs::apply_contexts(&mut def, &inputs::named_contexts(&env.opts)?);
+        let cache_imports = inputs::cache_imports(&env.opts)?;
 
-    // 3. The configs run steps and the result inherit from images.
-    let base_configs = resolve_configs(bridge, env, &def, &platform).await?;
+        // 3. The configs run steps and the result inherit from images.
+        let base_configs = resolve_configs(bridge, env, &def, platform).await?;
 
-    // 4. Emit, solve, return.
-    let mut lopts = LlbOptions::new(platform.clone());
-    lopts.session_id = env.session_id.clone();
-    lopts.base_configs = base_configs;
-    lopts.source = Some(SourceFile {
-        name: filename.clone(),
-        text,
-    });
-    let mut llb = kiln_llb::emit(&def, &lopts)?;
-    inputs::apply_no_cache(&env.opts, &mut llb.definition);
-    let result_ref = solve(bridge, caps, llb.definition, cache_imports).await?;
-    let config = kiln_llb::image_config(&def, lopts.base_configs.get(&def.config_from), &platform);
-    let metadata = [(
-        IMAGE_CONFIG_KEY.to_string(),
-        serde_json::to_vec(&config).expect("json values serialize"),
-    )]
-    .into();
+        // 4. Emit, solve.
+        let mut lopts = LlbOptions::new(platform.clone());
+        lopts.session_id = env.session_id.clone();
+        lopts.base_configs = base_configs;
+        lopts.source = Some(SourceFile {
+            name: filename.clone(),
+            text: text.clone(),
+        });
+        let mut llb = kiln_llb::emit(&def, &lopts)?;
+        inputs::apply_no_cache(&env.opts, &mut llb.definition);
+        let result_ref = solve(bridge, caps, llb.definition, cache_imports).await?;
+        let config =
+            kiln_llb::image_config(&def, lopts.base_configs.get(&def.config_from), platform);
+        let config = serde_json::to_vec(&config).expect("json values serialize");
+        tracing::info!(
+            "built target `{}` of {filename} for {platform}",
+            compiled.target
+        );
+        built.push((platform.to_string(), result_ref, config));
+    }
+
+    // 5. Return: one ref, or BuildKit's multi-platform result (a ref and a
+    // config per platform ID, and the platform list the exporter makes
+    // its index from).
+    if let [(_, result_ref, config)] = &mut built[..] {
+        let metadata = [(IMAGE_CONFIG_KEY.to_string(), std::mem::take(config))].into();
+        let result_ref = std::mem::take(result_ref);
+        let result = if caps.has("proto.refarray") {
+            pb::build_result::Result::Ref(result_ref)
+        } else {
+            pb::build_result::Result::RefDeprecated(result_ref.id)
+        };
+        return Ok(pb::BuildResult {
+            result: Some(result),
+            metadata,
+            ..Default::default()
+        });
+    }
+    let mut metadata = BTreeMap::new();
+    let list: Vec<serde_json::Value> = platforms
+        .iter()
+        .map(|p| {
+            let mut oci = serde_json::json!({"architecture": p.architecture, "os": p.os});
+            if let Some(v) = &p.variant {
+                oci["variant"] = serde_json::json!(v);
+            }
+            serde_json::json!({"ID": p.to_string(), "Platform": oci})
+        })
+        .collect();
+    metadata.insert(
+        PLATFORMS_KEY.to_string(),
+        serde_json::to_vec(&serde_json::json!({ "Platforms": list }))
+            .expect("json values serialize"),
+    );
+    for (id, _, config) in &mut built {
+        metadata.insert(format!("{IMAGE_CONFIG_KEY}/{id}"), std::mem::take(config));
+    }
     let result = if caps.has("proto.refarray") {
-        pb::build_result::Result::Ref(result_ref)
+        pb::build_result::Result::Refs(pb::RefMap {
+            refs: built.into_iter().map(|(id, r, _)| (id, r)).collect(),
+        })
     } else {
-        pb::build_result::Result::RefDeprecated(result_ref.id)
+        pb::build_result::Result::RefsDeprecated(pb::RefMapDeprecated {
+            refs: built.into_iter().map(|(id, r, _)| (id, r.id)).collect(),
+        })
     };
-    tracing::info!("built target `{}` of {filename}", compiled.target);
     Ok(pb::BuildResult {
         result: Some(result),
         metadata,
