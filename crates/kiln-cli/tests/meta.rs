@@ -114,3 +114,58 @@ fn exit_codes_as_documented() {
     assert_eq!(code(&["build", "--no-such-flag"]), Some(2));
     assert_eq!(code(&["build", "--progress", "sideways"]), Some(2));
 }
+
+/// The README's command list names commands and flags that exist: each
+/// `kiln A | B | C` alternative is a command whose `--help` lists the
+/// `--flags` of its lines.
+#[test]
+fn readme_command_list_matches_the_cli() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let block = readme
+        .split("## Commands")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("a ```-block under ## Commands");
+    let mut checked = 0;
+    let mut current: Vec<String> = Vec::new();
+    for line in block.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"kiln") {
+            // `kiln images | tag SRC DST | save ...`: each alternative's
+            // first word
+            current = line
+                .trim_start_matches("kiln ")
+                .split(" | ")
+                .filter_map(|alt| alt.split_whitespace().next())
+                .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+                .map(str::to_string)
+                .collect();
+            // `kiln cache du | prune | check`: the later alternatives may
+            // be subcommands of the first
+            for sub in &current {
+                let top = kiln(&[sub, "--help"]).status.success();
+                assert!(
+                    top || kiln(&[&current[0], sub, "--help"]).status.success(),
+                    "README: no command `kiln {sub}` nor `kiln {} {sub}`",
+                    current[0]
+                );
+                checked += 1;
+            }
+        }
+        let flags: Vec<String> = line
+            .split(|c: char| c.is_whitespace() || matches!(c, '[' | ']' | '='))
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(str::to_string)
+            .collect();
+        if let Some(sub) = current.first() {
+            let help = ok(&[sub, "--help"]);
+            for f in flags {
+                assert!(help.contains(&f), "README: `kiln {sub}` has no `{f}`");
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} commands found");
+}
