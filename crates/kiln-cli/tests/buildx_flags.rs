@@ -319,6 +319,33 @@ fn no_cache_filter_reruns_one_binding() {
         };
         assert_eq!(status, want, "{name}: {err}");
     }
+    // several platforms: the platform-named steps belong to it too
+    let multi = [
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--progress",
+        "plain",
+    ];
+    std::fs::write(
+        env.path("ctx/Kilnfile"),
+        "let base = static_base();\n\
+         let app = base.copy(context().path(\"extra\"), \"/extra\");\n",
+    )
+    .unwrap();
+    env.ok(&[&["build", "ctx"][..], &multi].concat());
+    let (_, err) = env.ok(&[&["build", "ctx", "--no-cache-filter", "app"][..], &multi].concat());
+    let steps = common::steps(&err);
+    assert!(
+        steps
+            .iter()
+            .any(|(n, s)| n.contains("app: ") && s == "done"),
+        "{err}"
+    );
+    for (name, status) in steps {
+        if !name.contains("app: ") {
+            assert_eq!(status, "CACHED", "{name}: {err}");
+        }
+    }
     let o = env
         .kiln(&["build", "ctx", "--no-cache-filter", "nothing"])
         .output()

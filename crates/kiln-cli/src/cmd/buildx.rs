@@ -355,7 +355,8 @@ impl Loader {
 }
 
 /// The steps `--no-cache-filter` names: a Kilnfile binding's steps are
-/// called `NAME: ...`, a Dockerfile stage's `[NAME n/m] ...`. A name with
+/// called `NAME: ...`, a Dockerfile stage's `[NAME n/m] ...` (either after
+/// `[PLATFORM] ` in a multi-platform build). A name with
 /// no step is an error rather than a filter that silently does nothing.
 pub fn no_cache_for(
     names: &[String],
@@ -365,9 +366,15 @@ pub fn no_cache_for(
     for n in names.iter().filter(|n| !n.is_empty()) {
         let (kiln, docker) = (format!("{n}: "), format!("[{n} "));
         let before = out.len();
+        let belongs = |name: &str| name.starts_with(&kiln) || name.starts_with(&docker);
         for v in defs.iter().flat_map(|d| &d.vertices) {
             let name = v.meta.name.as_deref().unwrap_or_default();
-            if name.starts_with(&kiln) || name.starts_with(&docker) {
+            // a multi-platform build's own steps: `[linux/arm64] NAME...`
+            let unprefixed = name
+                .strip_prefix('[')
+                .and_then(|r| r.split_once("] "))
+                .map(|(_, r)| r);
+            if belongs(name) || unprefixed.is_some_and(belongs) {
                 out.insert(v.digest);
             }
         }
