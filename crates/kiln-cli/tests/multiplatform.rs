@@ -343,3 +343,39 @@ fn outputs_that_hold_one_platform_are_refused_naming_the_flag() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid platform `linux/nope/x/y`"));
 }
+
+#[test]
+fn an_unprivileged_user_builds_the_same_index() {
+    let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    assert_eq!(
+        euid.unwrap(),
+        0,
+        "needs root to run kiln as `kilntest` (.ci/setup)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let args = [
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "app:multi",
+        ".",
+    ];
+    let as_root = kiln(&dir.join("root-home"), &ctx, &args);
+    common::chown_kilntest(dir);
+    let layout = dir.join("layout");
+    let out = format!("type=oci-layout,dest={}", layout.display());
+    let mut with_out = args.to_vec();
+    with_out.splice(5..5, ["-o", out.as_str()]);
+    let (stdout, _) = common::kilntest_ok(&dir.join("kilntest-home"), &ctx, &with_out);
+    assert_eq!(
+        stdout.trim(),
+        as_root,
+        "the same index for root and kilntest"
+    );
+    let index = json(&layout_blob(&layout, &as_root));
+    let platforms: Vec<String> = images_of(&index).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+}
