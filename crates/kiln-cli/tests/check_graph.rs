@@ -234,7 +234,7 @@ fn graph_unknown_target_lists_targets_and_prints_nothing() {
     let err = stderr(&o);
     assert!(err.contains("unknown target `ap`"), "{err}");
     assert!(
-        err.contains("targets in this Kilnfile: build, app"),
+        err.contains("targets in this Kilnfile: tools, build, app"),
         "{err}"
     );
 }

@@ -339,3 +339,194 @@ fn foreign_run_steps_run_under_binfmt_misc_or_are_refused() {
     drop(qemu);
     assert!(!Path::new(BINFMT_MISC).join("qemu-aarch64").exists());
 }
+
+/// An OCI archive read whole: blobs by digest and the index.
+struct Archive {
+    blobs: std::collections::HashMap<String, Vec<u8>>,
+    index: serde_json::Value,
+}
+
+impl Archive {
+    fn open(path: &Path) -> Archive {
+        use std::io::Read as _;
+        let mut blobs = std::collections::HashMap::new();
+        let mut index = None;
+        let mut tar = tar::Archive::new(std::fs::File::open(path).unwrap());
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            if name == "index.json" {
+                index = Some(serde_json::from_slice(&data).unwrap());
+            } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+                blobs.insert(format!("sha256:{hex}"), data);
+            }
+        }
+        Archive {
+            blobs,
+            index: index.expect("index.json"),
+        }
+    }
+
+    fn json(&self, digest: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.blobs[digest]).unwrap()
+    }
+
+    /// The image index of the archive: index.json itself, or the one index
+    /// it points at.
+    fn image_index(&self) -> serde_json::Value {
+        let m = &self.index["manifests"][0];
+        if m["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+            self.json(m["digest"].as_str().unwrap())
+        } else {
+            self.index.clone()
+        }
+    }
+
+    /// The bytes of `path` in the image manifest `digest` (its last layer
+    /// holding it).
+    fn file(&self, manifest: &str, path: &str) -> Vec<u8> {
+        use std::io::Read as _;
+        let m = self.json(manifest);
+        for l in m["layers"].as_array().unwrap().iter().rev() {
+            let blob = &self.blobs[l["digest"].as_str().unwrap()];
+            let rd: Box<dyn std::io::Read> = match blob.get(..4) {
+                Some([0x1f, 0x8b, ..]) => Box::new(flate2::read::GzDecoder::new(&blob[..])),
+                Some([0x28, 0xb5, 0x2f, 0xfd]) => Box::new(zstd::Decoder::new(&blob[..]).unwrap()),
+                _ => Box::new(&blob[..]),
+            };
+            let mut tar = tar::Archive::new(rd);
+            for e in tar.entries().unwrap() {
+                let mut e = e.unwrap();
+                if e.path().unwrap().to_string_lossy().trim_start_matches("./") == path {
+                    let mut data = Vec::new();
+                    e.read_to_end(&mut data).unwrap();
+                    return data;
+                }
+            }
+        }
+        panic!("no /{path} in {manifest}")
+    }
+}
+
+/// examples/go-hello and examples/rust-hello for linux/amd64 and
+/// linux/arm64 by cross-compiling in a builder on the build platform: no
+/// binfmt_misc handler is registered while they build (nothing is
+/// emulated), the index has both platforms' manifests, each image's binary
+/// is of its platform's machine, and the arm64 image runs under
+/// qemu-user-static, registered for that and removed after.
+#[test]
+fn cross_compiled_examples_for_amd64_and_arm64() {
+    if !is_root() || kiln_types::Platform::host().architecture != "amd64" {
+        return; // debootstrap and binfmt_misc need root; the Rust example an amd64 builder
+    }
+    let _turn = BINFMT.lock().unwrap_or_else(|e| e.into_inner());
+    mount_binfmt_misc();
+    unregister("qemu-aarch64");
+    let reg = common::Registry::start();
+    let env = Env::new();
+    common::serve_debian_builder(&reg, env.dir.path());
+    let mirror = format!("docker.io={}", reg.addr);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for (example, line) in [
+        ("go-hello", "hello from a static Go binary built by kiln\n"),
+        (
+            "rust-hello",
+            "hello from a static Rust binary built by kiln\n",
+        ),
+    ] {
+        let ctx = examples.join(example);
+        let ctx = ctx.to_str().unwrap();
+        let both = env.path(&format!("{example}.tar"));
+        let (_, err) = env.ok(&[
+            "build",
+            ctx,
+            "--registry-mirror",
+            &mirror,
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=oci,dest={}", both.display()),
+        ]);
+        assert!(!err.contains("emulated"), "{example}: {err}");
+        // skopeo's view of the index: one manifest per platform
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", both.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let raw: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let platforms: Vec<(String, String)> = raw["manifests"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{example}: not an index: {raw}"))
+            .iter()
+            .map(|m| {
+                let p = &m["platform"];
+                (
+                    p["os"].as_str().unwrap().into(),
+                    p["architecture"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            platforms,
+            [
+                ("linux".into(), "amd64".into()),
+                ("linux".into(), "arm64".into())
+            ],
+            "{example}: {raw}"
+        );
+        // each manifest's binary is of its platform's machine
+        let archive = Archive::open(&both);
+        let index = archive.image_index();
+        for m in index["manifests"].as_array().unwrap() {
+            let arch = m["platform"]["architecture"].as_str().unwrap();
+            let digest = m["digest"].as_str().unwrap();
+            let hello = archive.file(digest, "usr/local/bin/hello");
+            assert_eq!(
+                kiln_worker::elfcheck::goarch(&hello),
+                Some(arch),
+                "{example} {arch}"
+            );
+            assert_eq!(
+                kiln_worker::elfcheck::linkage(&hello),
+                kiln_worker::elfcheck::Linkage::Static,
+                "{example} {arch}"
+            );
+            let config = archive.json(m_config(&archive, digest).as_str());
+            assert_eq!(config["architecture"], arch, "{example}");
+        }
+        // the arm64 image alone (from the same cache), run under qemu
+        let arm = env.path(&format!("{example}-arm64.tar"));
+        let (_, err) = env.ok(&[
+            "build",
+            ctx,
+            "--registry-mirror",
+            &mirror,
+            "--platform",
+            "linux/arm64",
+            "-o",
+            &format!("type=oci,dest={}", arm.display()),
+        ]);
+        assert!(!err.contains("emulated"), "{example}: {err}");
+        let qemu = QemuAarch64::enable();
+        let out = common::podman_run(env.dir.path(), &arm);
+        drop(qemu);
+        assert_eq!(out, line, "{example} on arm64 under qemu-user-static");
+    }
+}
+
+/// The config digest of the image manifest `digest`.
+fn m_config(archive: &Archive, digest: &str) -> String {
+    archive.json(digest)["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Multi-platform without emulation (issue 18), side by side with BuildKit
+# v0.32.2 on the same machine, interleaved, cold each time (kiln: a fresh
+# KILN_HOME; BuildKit: `buildctl prune --all`):
+#  1. kiln: examples/go-hello for linux/amd64 only;
+#  2. kiln: examples/go-hello for linux/amd64,linux/arm64 (one OCI index:
+#     the builder and apt-get run once on the build platform, `go build`
+#     per target with GOARCH);
+#  3. BuildKit: bench/go-hello-cross.Dockerfile (`FROM
+#     --platform=$BUILDPLATFORM`, `GOARCH=$TARGETARCH`) with
+#     `--opt platform=linux/amd64,linux/arm64`, dockerfile.v0, runc worker;
+# then no-op rebuilds of 2. and 3. The Debian builder comes from a loopback
+# registry both use as docker.io's mirror; golang-go from deb.debian.org.
+#   bench/multiplatform-cold.sh [COLD_ROUNDS] [NOOP_PAIRS]
+# Needs root and a release `kiln` (cargo build --release -p kiln-cli).
+set -euo pipefail
+cold_rounds=${1:-3}
+noop_pairs=${2:-10}
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers=$(cd "$root/../shared/peers/buildkit" && pwd)
+kiln=${KILN:-$root/target/release/kiln}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 2
+    rm -rf "$work" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+reg=127.0.0.1:$port
+printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
+    "$work/reg" "$reg" > "$work/reg.yml"
+docker-registry serve "$work/reg.yml" > "$work/reg.log" 2>&1 &
+pids+=($!)
+cat > "$work/bk.toml" <<TOML
+root = "$work/bk"
+[grpc]
+  address = ["unix://$work/bk.sock"]
+[worker.oci]
+  enabled = true
+  binary = "runc"
+  snapshotter = "overlayfs"
+[worker.containerd]
+  enabled = false
+[registry."$reg"]
+  http = true
+[registry."docker.io"]
+  mirrors = ["$reg"]
+TOML
+"$peers/buildkitd" --config "$work/bk.toml" > "$work/bk.log" 2>&1 &
+pids+=($!)
+bctl() { "$peers/buildctl" --addr "unix://$work/bk.sock" "$@"; }
+until bctl debug workers >/dev/null 2>&1; do sleep 0.2; done
+KILN_HOME=$work/import "$kiln" import "$(bash "$root/.ci/builder-image.sh")" -t debian-builder:bookworm >/dev/null
+KILN_HOME=$work/import "$kiln" push -q debian-builder:bookworm "$reg/library/debian:bookworm" >/dev/null
+
+ctx=$work/ctx
+mkdir -p "$ctx"
+cp "$root/examples/go-hello/Kilnfile" "$root/examples/go-hello/main.go" "$ctx/"
+cp "$root/bench/go-hello-cross.Dockerfile" "$ctx/Dockerfile"
+kiln_build() { # KILN_HOME PLATFORMS
+    KILN_HOME=$1 "$kiln" build --registry-mirror "docker.io=$reg" --platform "$2" \
+        -o "type=oci,dest=$work/k.tar" "$ctx" >/dev/null 2>"$work/k.err" \
+        || { cat "$work/k.err" >&2; exit 1; }
+}
+bk_build() {
+    bctl build --frontend dockerfile.v0 --local "context=$ctx" --local "dockerfile=$ctx" \
+        --opt platform=linux/amd64,linux/arm64 \
+        --output "type=oci,dest=$work/b.tar" >/dev/null 2>"$work/b.err" \
+        || { cat "$work/b.err" >&2; exit 1; }
+}
+now() { date +%s.%N; }
+since() { awk "BEGIN{print $(now) - $1}"; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+: > "$work/cold-one"; : > "$work/cold-two"; : > "$work/cold-bk"
+for i in $(seq "$cold_rounds"); do
+    rm -rf "$work/kh1"
+    t0=$(now); kiln_build "$work/kh1" linux/amd64; t=$(since "$t0")
+    echo "cold kiln amd64 $t" >&2; echo "$t" >> "$work/cold-one"
+    rm -rf "$work/kh2"
+    t0=$(now); kiln_build "$work/kh2" linux/amd64,linux/arm64; t=$(since "$t0")
+    echo "cold kiln amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-two"
+    bctl prune --all >/dev/null
+    t0=$(now); bk_build; t=$(since "$t0")
+    echo "cold buildkit amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-bk"
+done
+# the two images of each: one index, both platforms
+skopeo inspect --raw "oci-archive:$work/k.tar" | python3 -c 'import json,sys; print("kiln index:", [m["platform"]["architecture"] for m in json.load(sys.stdin)["manifests"]])'
+python3 - "$work/b.tar" <<'PY'
+import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+idx = json.load(t.extractfile("index.json"))
+m = idx["manifests"][0]
+if m["mediaType"].endswith("index.v1+json"):
+    inner = json.load(t.extractfile("blobs/sha256/" + m["digest"].split(":")[1]))
+    print("buildkit index:", [x["platform"]["architecture"] for x in inner["manifests"]])
+else:
+    print("buildkit index:", [x.get("platform", {}).get("architecture") for x in idx["manifests"]])
+PY
+: > "$work/noop-kiln"; : > "$work/noop-bk"
+for i in $(seq "$noop_pairs"); do
+    t0=$(now); kiln_build "$work/kh2" linux/amd64,linux/arm64; since "$t0" >> "$work/noop-kiln"
+    t0=$(now); bk_build; since "$t0" >> "$work/noop-bk"
+done
+one=$(median < "$work/cold-one"); two=$(median < "$work/cold-two"); bk=$(median < "$work/cold-bk")
+echo "cold median ($cold_rounds rounds): kiln amd64 $one s, kiln amd64+arm64 $two s ($(awk "BEGIN{printf \"%.2f\", $two / $one}")x), buildkit amd64+arm64 $bk s"
+echo "no-op median ($noop_pairs pairs): kiln amd64+arm64 $(median < "$work/noop-kiln") s, buildkit $(median < "$work/noop-bk") s"
