@@ -12,43 +12,10 @@
 set -euo pipefail
 cold_pairs=${1:-3}
 cached_pairs=${2:-10}
-root=$(cd "$(dirname "$0")/.." && pwd)
-peers=$(cd "$root/../shared/peers/buildkit" && pwd)
-kiln=${KILN:-$root/target/release/kiln}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 2
-    rm -rf "$work" 2>/dev/null || true
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
-    "$work/reg" "$reg" > "$work/reg.yml"
-docker-registry serve "$work/reg.yml" > "$work/reg.log" 2>&1 &
-pids+=($!)
-cat > "$work/bk.toml" <<EOF
-root = "$work/bk"
-[grpc]
-  address = ["unix://$work/bk.sock"]
-[worker.oci]
-  enabled = true
-  binary = "runc"
-  snapshotter = "overlayfs"
-[worker.containerd]
-  enabled = false
-[registry."$reg"]
-  http = true
-[registry."docker.io"]
-  mirrors = ["$reg"]
-EOF
-"$peers/buildkitd" --config "$work/bk.toml" > "$work/bk.log" 2>&1 &
-pids+=($!)
-bctl() { "$peers/buildctl" --addr "unix://$work/bk.sock" "$@"; }
-until bctl debug workers >/dev/null 2>&1; do sleep 0.2; done
+start_registry
+start_buildkitd
 
 export KILN_HOME=$work/kiln-home
 "$kiln" import "$(bash "$root/.ci/builder-image.sh")" -t debian-builder:bookworm >/dev/null
@@ -78,7 +45,6 @@ build() { # kiln|docker -> seconds
     t1=$(date +%s.%N)
     awk "BEGIN {printf \"%.3f\", $t1 - $t0}"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$work/cold.kiln"; : > "$work/cold.docker"
 for i in $(seq "$cold_pairs"); do

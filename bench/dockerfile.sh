@@ -11,17 +11,7 @@
 set -euo pipefail
 cold_pairs=${1:-3}
 cached_pairs=${2:-15}
-root=$(cd "$(dirname "$0")/.." && pwd)
-peers=$(cd "$root/../shared/peers/buildkit" && pwd)
-kiln=${KILN:-$root/target/release/kiln}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 2
-    rm -rf "$work" 2>/dev/null || true
-}
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
 
 echo "== kiln check of a generated 2,000-line Dockerfile"
 python3 - "$work/big" <<'PY'
@@ -55,33 +45,9 @@ wc -l "$work/big/Dockerfile"
 hyperfine -N --warmup 10 --runs 200 "$kiln check -f $work/big/Dockerfile $work/big"
 
 echo "== bench/go-hello.Dockerfile: kiln vs BuildKit"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
-    "$work/reg" "$reg" > "$work/reg.yml"
-docker-registry serve "$work/reg.yml" > "$work/reg.log" 2>&1 &
-pids+=($!)
-cat > "$work/bk.toml" <<TOML
-root = "$work/bk"
-[grpc]
-  address = ["unix://$work/bk.sock"]
-[worker.oci]
-  enabled = true
-  binary = "runc"
-  snapshotter = "overlayfs"
-[worker.containerd]
-  enabled = false
-[registry."$reg"]
-  http = true
-[registry."docker.io"]
-  mirrors = ["$reg"]
-TOML
-"$peers/buildkitd" --config "$work/bk.toml" > "$work/bk.log" 2>&1 &
-pids+=($!)
-bctl() { "$peers/buildctl" --addr "unix://$work/bk.sock" "$@"; }
-until bctl debug workers >/dev/null 2>&1; do sleep 0.2; done
-KILN_HOME=$work/import "$kiln" import "$(bash "$root/.ci/builder-image.sh")" -t debian-builder:bookworm >/dev/null
-KILN_HOME=$work/import "$kiln" push -q debian-builder:bookworm "$reg/library/debian:bookworm" >/dev/null
+start_registry
+start_buildkitd
+push_builder
 
 ctx=$work/ctx
 mkdir -p "$ctx"
@@ -94,8 +60,6 @@ bk_build() {
     bctl build --frontend dockerfile.v0 --local "context=$ctx" --local "dockerfile=$ctx" \
         --output "type=oci,dest=$work/b.tar" >/dev/null 2>"$work/b.err"
 }
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 : > "$work/cold-kiln"; : > "$work/cold-bk"
 for i in $(seq "$cold_pairs"); do
     rm -rf "$work/kh"

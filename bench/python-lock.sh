@@ -10,32 +10,14 @@
 # (KILN=path, default target/release/kiln).
 set -euo pipefail
 pairs=${1:-15}
-root=$(cd "$(dirname "$0")/.." && pwd)
-kiln=${KILN:-$root/target/release/kiln}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$work" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
-    "$work/reg" "$reg" > "$work/reg.yml"
-docker-registry serve "$work/reg.yml" > "$work/reg.log" 2>&1 &
-pids+=($!)
-until curl -sf "http://$reg/v2/" >/dev/null; do sleep 0.2; done
-KILN_HOME=$work/import "$kiln" import "$(bash "$root/.ci/builder-image.sh")" -t debian-builder:bookworm >/dev/null
-KILN_HOME=$work/import "$kiln" push -q debian-builder:bookworm "$reg/library/debian:bookworm" >/dev/null
+. "$(dirname "$0")/lib.sh"
+start_registry
+push_builder
 
 ctx=$work/ctx
 cp -r "$root/examples/python-app" "$ctx"
 export KILN_HOME=$work/home
 k() { "$kiln" --registry-mirror "docker.io=$reg" "$@"; }
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 t0=$(now); k build "$ctx" >/dev/null 2>"$work/cold.err"; t1=$(now)
 echo "cold build (no lock): $(awk "BEGIN{print $t1 - $t0}") s"
