@@ -84,6 +84,7 @@ pub(crate) enum Opt {
     Include(String),
     Exclude(String),
     AllowDynamic,
+    Unpack,
 }
 
 impl Opt {
@@ -104,6 +105,7 @@ impl Opt {
             Opt::Include(_) => "include",
             Opt::Exclude(_) => "exclude",
             Opt::AllowDynamic => "allow_dynamic",
+            Opt::Unpack => "unpack",
         }
     }
 }
@@ -214,6 +216,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("include", "include(glob: string)"),
     ("exclude", "exclude(glob: string)"),
     ("allow_dynamic", "allow_dynamic()"),
+    ("unpack", "unpack()"),
 ];
 
 const IMAGE_METHODS: &[(&str, &str)] = &[
@@ -224,7 +227,7 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ),
     (
         "copy",
-        ".copy(source: path, dest: string) or .copy(source, dest, [chown(..), chmod(..), include(..), exclude(..), allow_dynamic()])",
+        ".copy(source: path, dest: string) or .copy(source, dest, [chown(..), chmod(..), include(..), exclude(..), allow_dynamic(), unpack()])",
     ),
     (
         "mkdir",
@@ -1005,8 +1008,8 @@ impl<'a> Eval<'a> {
         };
         let (min, max) = match name {
             "arg" | "image" | "oci_layout" => (1, 2),
-            "context" | "scratch" | "static_base" | "allow_dynamic" | "build_platform"
-            | "target_platform" => (0, 0),
+            "context" | "scratch" | "static_base" | "allow_dynamic" | "unpack"
+            | "build_platform" | "target_platform" => (0, 0),
             "bind" | "env" => (2, 2),
             _ => (1, 1),
         };
@@ -1194,6 +1197,7 @@ impl<'a> Eval<'a> {
                 .nonempty(&args[0], signature, "pattern")
                 .map(Opt::Exclude)),
             "allow_dynamic" => Value::Opt(Box::new(Opt::AllowDynamic)),
+            "unpack" => Value::Opt(Box::new(Opt::Unpack)),
             "debian" => match self.nonempty(&args[0], signature, "suite") {
                 Some(suite) if Self::debian_name(&suite) => {
                     Value::Debian(Box::new(kiln_dag::DebianPackages {
@@ -2092,7 +2096,14 @@ impl<'a> Eval<'a> {
                 let opts = self.opts_arg(
                     args.get(2),
                     "copy",
-                    &["chown", "chmod", "include", "exclude", "allow_dynamic"],
+                    &[
+                        "chown",
+                        "chmod",
+                        "include",
+                        "exclude",
+                        "allow_dynamic",
+                        "unpack",
+                    ],
                     signature,
                 );
                 let (Some(dest), Some(opts)) = (dest, opts) else {
@@ -2106,6 +2117,7 @@ impl<'a> Eval<'a> {
                         Opt::Include(g) => co.include.push(g),
                         Opt::Exclude(g) => co.exclude.push(g),
                         Opt::AllowDynamic => co.allow_dynamic = true,
+                        Opt::Unpack => co.unpack = true,
                         _ => {}
                     }
                 }

@@ -214,9 +214,14 @@ fn summary(op: &Op) -> String {
                 .iter()
                 .map(|a| match a {
                     FileAction::Copy {
-                        from, src, dest, ..
+                        from,
+                        src,
+                        dest,
+                        unpack,
+                        ..
                     } => {
-                        format!("copy #{from}:{src} -> {dest}")
+                        let how = if *unpack { " (unpack)" } else { "" };
+                        format!("copy #{from}:{src} -> {dest}{how}")
                     }
                     FileAction::Mkdir { path, mode, .. } => format!("mkdir {path} {mode:o}"),
                     FileAction::Mkfile {

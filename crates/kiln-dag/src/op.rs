@@ -201,6 +201,11 @@ pub enum FileAction {
         exclude: Vec<String>,
         /// Skip the static/dynamic ELF check for what this copies.
         allow_dynamic: bool,
+        /// A source file that is a tar archive (plain, gzip, bzip2, xz or
+        /// zstd, told by content) is extracted into `dest` instead
+        /// (Dockerfile `ADD`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unpack: bool,
     },
     Mkdir {
         path: String,
@@ -433,6 +438,7 @@ impl Canonical for FileAction {
                 include,
                 exclude,
                 allow_dynamic,
+                unpack,
             } => {
                 e.tag("copy");
                 e.u64(*from as u64);
@@ -443,6 +449,11 @@ impl Canonical for FileAction {
                 e.strs(include);
                 e.strs(exclude);
                 e.bool(*allow_dynamic);
+                // Encoded only when set, so the digests of every other
+                // copy stay as they were; no action's tag is `unpack`.
+                if *unpack {
+                    e.tag("unpack");
+                }
             }
             FileAction::Mkdir {
                 path,

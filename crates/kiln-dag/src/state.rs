@@ -376,6 +376,8 @@ pub struct CopyOptions {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub allow_dynamic: bool,
+    /// Extract a source file that is a tar archive (Dockerfile `ADD`).
+    pub unpack: bool,
 }
 
 /// A mount of a step, as given to [`State::run`].
@@ -622,6 +624,7 @@ impl State {
                     include,
                     exclude,
                     allow_dynamic,
+                    unpack,
                 },
                 Some(from),
             ) => FileAction::Copy {
@@ -633,6 +636,7 @@ impl State {
                 include,
                 exclude,
                 allow_dynamic,
+                unpack,
             },
             (a, _) => a,
         };
@@ -731,6 +735,7 @@ impl State {
                 include: opts.include,
                 exclude: opts.exclude,
                 allow_dynamic: opts.allow_dynamic,
+                unpack: opts.unpack,
             },
             Some(from),
         )

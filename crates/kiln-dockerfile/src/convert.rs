@@ -680,8 +680,8 @@ impl<'a> Converter<'a> {
                 cx.push(format!("onbuild({})", lit(trigger.trim())));
             }
             I::Run(r) => self.run_step(cx, r),
-            I::Copy(c) => self.copy(cx, &c.copy.span, &c.options, &c.src, &c.dest),
-            I::Add(a) => self.copy(cx, &a.add.span, &a.options, &a.src, &a.dest),
+            I::Copy(c) => self.copy(cx, false, &c.copy.span, &c.options, &c.src, &c.dest),
+            I::Add(a) => self.copy(cx, true, &a.add.span, &a.options, &a.src, &a.dest),
             other => {
                 let span = lower::keyword_span(other);
                 self.error(
@@ -976,6 +976,7 @@ impl<'a> Converter<'a> {
     fn copy(
         &mut self,
         cx: &mut Cx,
+        add: bool,
         keyword: &Range<usize>,
         options: &[pd::Flag<'_>],
         srcs: &[pd::Source<'_>],
@@ -986,6 +987,8 @@ impl<'a> Converter<'a> {
         let mut chown = None;
         let mut chmod = None;
         let mut exclude = Vec::new();
+        // `ADD` extracts a source file that is an archive: `unpack()`
+        let mut unpack = add;
         for flag in options {
             let raw = flag.value.as_ref().map_or("", |v| &v.value);
             let Ok(value) = shell::expand(raw, &vars, self.escape) else {
@@ -999,6 +1002,7 @@ impl<'a> Converter<'a> {
                 "chown" => chown = Some(value),
                 "chmod" => chmod = u32::from_str_radix(&value, 8).ok(),
                 "exclude" => exclude.push(value),
+                "unpack" => unpack = value != "false",
                 _ => {}
             }
         }
@@ -1084,6 +1088,9 @@ impl<'a> Converter<'a> {
                     }
                     for e in &exclude {
                         o.push(format!("exclude({})", lit(e)));
+                    }
+                    if unpack {
+                        o.push("unpack()".into());
                     }
                     let o = if o.is_empty() {
                         String::new()

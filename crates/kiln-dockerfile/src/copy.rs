@@ -9,27 +9,14 @@ use parse_dockerfile as pd;
 use crate::lower::{Lowerer, StageCx};
 use crate::{shell, text};
 
-/// Names ADD would extract: a local archive, which kiln does not unpack yet.
-const ARCHIVE_SUFFIXES: &[&str] = &[
-    ".tar",
-    ".tar.gz",
-    ".tgz",
-    ".tar.bz2",
-    ".tbz2",
-    ".tbz",
-    ".tar.xz",
-    ".txz",
-    ".tar.zst",
-    ".tzst",
-    ".tar.lz",
-    ".tar.lzma",
-];
-
 struct Flags {
     from: Option<State>,
     chown: Option<Chown>,
     chmod: Option<u32>,
     exclude: Vec<String>,
+    /// `ADD` extracts a source file that is a tar archive (told by content
+    /// in the worker, as BuildKit does) unless `--unpack=false`.
+    unpack: bool,
 }
 
 impl Lowerer<'_> {
@@ -134,7 +121,7 @@ impl Lowerer<'_> {
                     let Some(path) = self.expand(&p.value, vars, &p.span) else {
                         return;
                     };
-                    if !self.source_allowed(what, &path, &p.span, flags.from.is_some()) {
+                    if !self.source_allowed(what, &path, &p.span) {
                         return;
                     }
                     let (dir, pattern) = split_wildcard(&path);
@@ -149,6 +136,7 @@ impl Lowerer<'_> {
                         include: pattern.iter().cloned().collect(),
                         exclude: flags.exclude.clone(),
                         allow_dynamic: false,
+                        unpack: flags.unpack,
                     };
                     let from = match &flags.from {
                         Some(st) => st.clone(),
@@ -210,6 +198,7 @@ impl Lowerer<'_> {
             chown: None,
             chmod: None,
             exclude: Vec::new(),
+            unpack: what == "ADD",
         };
         let mut ok = true;
         for flag in options {
@@ -297,7 +286,20 @@ impl Lowerer<'_> {
                     );
                     ok = false;
                 }
-                "checksum" | "keep-git-dir" | "unpack" if what == "ADD" => {
+                "unpack" if what == "ADD" => match value.as_str() {
+                    "" | "true" => f.unpack = true,
+                    "false" => f.unpack = false,
+                    _ => {
+                        self.error(
+                            "dockerfile::flag",
+                            &span,
+                            format!("invalid `--unpack={value}`"),
+                            "write `--unpack=true` or `--unpack=false`",
+                        );
+                        ok = false;
+                    }
+                },
+                "checksum" | "keep-git-dir" if what == "ADD" => {
                     self.error(
                         "dockerfile::unsupported",
                         &span,
@@ -323,7 +325,7 @@ impl Lowerer<'_> {
     }
 
     /// Sources kiln cannot take yet, as located errors.
-    fn source_allowed(&mut self, what: &str, path: &str, span: &Range<usize>, from: bool) -> bool {
+    fn source_allowed(&mut self, what: &str, path: &str, span: &Range<usize>) -> bool {
         let lower = path.to_ascii_lowercase();
         let url = ["http://", "https://", "git@", "git://", "ssh://"]
             .iter()
@@ -341,15 +343,6 @@ impl Lowerer<'_> {
                 )
             };
             self.error("dockerfile::unsupported", span, m, h);
-            return false;
-        }
-        if what == "ADD" && !from && ARCHIVE_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
-            self.error(
-                "dockerfile::unsupported",
-                span,
-                format!("`ADD` of the local archive `{path}` would extract it, which kiln does not do yet"),
-                "extract it in a builder stage and `COPY --from` the files, or `COPY` it to keep the archive",
-            );
             return false;
         }
         true

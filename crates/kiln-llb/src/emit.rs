@@ -593,19 +593,23 @@ impl Emitter<'_> {
                     chmod,
                     include,
                     exclude,
+                    unpack,
                     ..
                 } => {
                     if !include.is_empty() || !exclude.is_empty() {
                         cap_list.push("file.copy.includeexcludepatterns");
                     }
-                    pb::file_action::Action::Copy(copy_action(
-                        src,
-                        dest,
-                        chown.as_ref().map(|c| chown_opt(c, base_idx)),
-                        chmod.map(|m| m as i32),
-                        include,
-                        exclude,
-                    ))
+                    pb::file_action::Action::Copy(pb::FileActionCopy {
+                        attempt_unpack_docker_compatibility: *unpack,
+                        ..copy_action(
+                            src,
+                            dest,
+                            chown.as_ref().map(|c| chown_opt(c, base_idx)),
+                            chmod.map(|m| m as i32),
+                            include,
+                            exclude,
+                        )
+                    })
                 }
                 FileAction::Mkdir {
                     path,

@@ -43,6 +43,8 @@ pub enum FileOpError {
     Select(#[from] SelectError),
     #[error(transparent)]
     Context(#[from] context::ContextError),
+    #[error(transparent)]
+    Unpack(#[from] crate::unpack::UnpackError),
     #[error("copy source input {from} does not exist")]
     NoInput { from: usize },
 }
@@ -235,6 +237,7 @@ fn build_change(
                 chmod,
                 include,
                 exclude,
+                unpack,
                 ..
             } => {
                 let src_ref = inputs
@@ -247,7 +250,12 @@ fn build_change(
                     change,
                     owner,
                 };
-                copy(&cx, &src_root, src, dest, *chmod, include, exclude)?;
+                let sel = Select {
+                    include,
+                    exclude,
+                    unpack: *unpack,
+                };
+                copy(&cx, &src_root, src, dest, *chmod, &sel)?;
             }
             FileAction::Mkdir {
                 path,
@@ -443,15 +451,23 @@ fn resolve_owner(base: &Union, chown: Option<&Chown>) -> Result<Option<(u32, u32
     Ok(Some((u.uid, u.gid)))
 }
 
+/// What a copy takes from its source.
+struct Select<'a> {
+    include: &'a [String],
+    exclude: &'a [String],
+    /// extract a source file that is an archive
+    unpack: bool,
+}
+
 fn copy(
     cx: &Ctx<'_>,
     src_root: &Union,
     src: &str,
     dest: &str,
     chmod: Option<u32>,
-    include: &[String],
-    exclude: &[String],
+    sel: &Select<'_>,
 ) -> Result<(), FileOpError> {
+    let (include, exclude) = (sel.include, sel.exclude);
     let src_rel = resolve_in(src_root, &rel(src))?;
     let found = src_root
         .lookup(&src_rel)
@@ -494,6 +510,20 @@ fn copy(
         }
         return Ok(());
     }
+    if sel.unpack && meta.file_type().is_file() && crate::unpack::is_archive(&src_path) {
+        // BuildKit: the destination is a directory (its missing parts made
+        // 0755 with the `--chown` owner); the entries keep their own.
+        ensure_parents(cx, &dest_dir.join("x"))?;
+        let target = cx.change.join(&dest_dir);
+        crate::unpack::extract(&src_path, src, &target)?;
+        if let Some(o) = cx.owner {
+            // BuildKit's untar takes `--chown` for every entry. The op has
+            // this one action (kiln makes one file op per copy), so what
+            // is below the destination in the change came from the archive.
+            chown_tree(&target, o)?;
+        }
+        return Ok(());
+    }
     // include/exclude select below a directory; a file source is copied
     // as it is (BuildKit matches them only below the source, and the
     // content digest never applied them to a file)
@@ -519,6 +549,19 @@ fn copy(
         chmod,
         cx.owner,
     )
+}
+
+/// Gives everything below `dir` the owner `o`, never following a symlink.
+fn chown_tree(dir: &Path, o: (u32, u32)) -> Result<(), FileOpError> {
+    for e in fs::read_dir(dir).map_err(io("read", dir))? {
+        let p = e.map_err(io("read", dir))?.path();
+        let m = fs::symlink_metadata(&p).map_err(io("read", &p))?;
+        set_owner(&p, o)?;
+        if m.is_dir() {
+            chown_tree(&p, o)?;
+        }
+    }
+    Ok(())
 }
 
 fn copy_entry(

@@ -30,6 +30,7 @@ pub mod patterns;
 pub mod select;
 pub mod snapshot;
 pub mod union;
+pub mod unpack;
 
 // errors kept as text (the solver's `WorkerError`, cache and check
 // messages) keep their causes

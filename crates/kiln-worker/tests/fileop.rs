@@ -48,6 +48,7 @@ fn file_ops_add_one_layer_each_and_stay_inside() {
                 include: vec![],
                 exclude: vec![],
                 allow_dynamic: false,
+                unpack: false,
             },
             FileAction::Mkfile {
                 path: "/evil/escaped".into(),
@@ -131,4 +132,88 @@ fn file_ops_add_one_layer_each_and_stay_inside() {
     )
     .unwrap();
     assert_eq!(again, out);
+}
+
+/// A tar with `..` names, an absolute name and a symlink it then writes
+/// through, `ADD`ed with unpack: everything lands inside the root, and the
+/// same file copied without unpack stays one file.
+#[test]
+fn unpack_extracts_archives_inside_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("home")).unwrap();
+    let base_dir = tmp.path().join("base");
+    fs::create_dir_all(base_dir.join("etc")).unwrap();
+    let base = layer_ref(&store, &base_dir);
+
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let out_link = outside.display().to_string();
+    let archive = |through_link: bool| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            // set_path refuses `..`: write the raw name as a hostile tar would
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add("ok.txt", tar::EntryType::Regular, None, b"ok");
+        add("../../../../up.txt", tar::EntryType::Regular, None, b"up");
+        add("/abs.txt", tar::EntryType::Regular, None, b"abs");
+        if through_link {
+            add("lnk", tar::EntryType::Symlink, Some(&out_link), b"");
+            add("lnk/pwned", tar::EntryType::Regular, None, b"pwned");
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    };
+    let src_of = |through_link| {
+        let dir = tmp.path().join(format!("src-{through_link}"));
+        fs::create_dir_all(&dir).unwrap();
+        // the name says nothing: content decides
+        fs::write(dir.join("bundle"), archive(through_link)).unwrap();
+        layer_ref(&store, &dir)
+    };
+    let src = src_of(true);
+
+    let copy = |unpack| FileOp {
+        actions: vec![FileAction::Copy {
+            from: 1,
+            src: "bundle".into(),
+            dest: "/x".into(),
+            chown: None,
+            chmod: None,
+            include: vec![],
+            exclude: vec![],
+            allow_dynamic: false,
+            unpack,
+        }],
+    };
+    let snaps = snapshot::Snapshots::new(store.clone(), None);
+    let r = fileop::run(&snaps, &copy(true), &[base.clone(), src.clone()], 0);
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "wrote outside");
+    assert!(!tmp.path().join("up.txt").exists());
+    // Writing through the archive's own symlink is refused.
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("bundle"), "{e}");
+    // `..` and absolute names stay below the destination.
+    let out = fileop::run(&snaps, &copy(true), &[base.clone(), src_of(false)], 0).unwrap();
+    let m = snapshot::merged(&store, &out).unwrap();
+    assert_eq!(fs::read(m.join("x/ok.txt")).unwrap(), b"ok");
+    assert!(!tmp.path().join("up.txt").exists());
+    assert!(!std::path::Path::new("/abs.txt").exists());
+    let out = fileop::run(&snaps, &copy(false), &[base, src], 0).unwrap();
+    let m = snapshot::merged(&store, &out).unwrap();
+    assert!(m.join("x").is_file(), "a copy without unpack is one file");
 }

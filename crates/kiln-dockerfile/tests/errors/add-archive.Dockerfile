@@ -1,2 +1,0 @@
-FROM debian
-ADD vendor.tar.gz /vendor/

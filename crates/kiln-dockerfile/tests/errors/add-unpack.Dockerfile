@@ -1,0 +1,2 @@
+FROM debian
+ADD --unpack=maybe vendor.tar.gz /vendor/
