@@ -37,6 +37,9 @@ pub enum Linkage {
     Dynamic {
         interpreter: Option<String>,
         needed: Vec<String>,
+        /// `DT_RUNPATH`, else `DT_RPATH`, entries as written (`$ORIGIN`
+        /// unexpanded): where the loader looks before its defaults.
+        search: Vec<String>,
     },
     /// Starts like ELF but does not parse; it cannot run either way.
     Malformed(String),
@@ -146,12 +149,25 @@ fn examine(bytes: &[u8]) -> (Linkage, Option<&'static str>) {
             let arch = machine_goarch(&elf);
             let interpreter = elf.interpreter.map(str::to_string);
             let needed: Vec<String> = elf.libraries.iter().map(|s| s.to_string()).collect();
+            // ld.so(8): DT_RPATH is ignored when DT_RUNPATH is present
+            let paths = if elf.runpaths.is_empty() {
+                &elf.rpaths
+            } else {
+                &elf.runpaths
+            };
+            let search = paths
+                .iter()
+                .flat_map(|p| p.split(':'))
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
             let linkage = if interpreter.is_none() && needed.is_empty() {
                 Linkage::Static
             } else {
                 Linkage::Dynamic {
                     interpreter,
                     needed,
+                    search,
                 }
             };
             (linkage, arch)
@@ -166,6 +182,8 @@ pub struct Offender {
     pub path: String,
     pub interpreter: Option<String>,
     pub needed: Vec<String>,
+    /// RUNPATH (else RPATH) directories, `$ORIGIN` unexpanded.
+    pub search: Vec<String>,
     /// Its architecture (GOARCH), when known.
     pub arch: Option<String>,
     /// The copy step's name and Kilnfile location.
@@ -414,6 +432,7 @@ pub fn check(
                 path: f.path,
                 interpreter: f.interpreter,
                 needed: f.needed,
+                search: f.search,
                 arch: f.arch,
                 step: v.meta.name.clone(),
                 location: v.meta.location.clone(),
@@ -485,6 +504,10 @@ fn resolved_key(root: &Ref, arch: &str, offenders: &[Offender]) -> String {
         for n in &o.needed {
             e.str(n);
         }
+        e.u64(o.search.len() as u64);
+        for d in &o.search {
+            e.str(d);
+        }
     }
     Digest::of(&e.into_bytes()).to_string()
 }
@@ -503,6 +526,22 @@ fn final_index(store: &Store, root: &Ref) -> Result<crate::entrycheck::Index, El
         index.add_layer(rd).map_err(|e| lerr(crate::chain(&e)))?;
     }
     Ok(index)
+}
+
+/// `d` as an absolute path without `.`, `..` or doubled slashes (what the
+/// merged index is keyed by); `..` stops at the root, as the kernel's.
+fn normalize(d: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in d.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// Debian's multiarch directory name of a GOARCH.
@@ -544,6 +583,17 @@ fn missing_in(index: &crate::entrycheck::Index, o: &Offender, arch: &str) -> Vec
     if ma.is_empty() {
         dirs.drain(..2);
     }
+    // RUNPATH/RPATH first, as ld.so searches them, `$ORIGIN` being the
+    // binary's own directory
+    let origin = o.path.rsplit_once('/').map_or("/", |(d, _)| d);
+    let origin = if origin.is_empty() { "/" } else { origin };
+    let own: Vec<String> = o
+        .search
+        .iter()
+        .map(|d| d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin))
+        .map(|d| normalize(&d))
+        .collect();
+    dirs.splice(0..0, own);
     for lib in &o.needed {
         let found = if lib.contains('/') {
             index.is_file(lib)
@@ -564,6 +614,8 @@ struct Found {
     dynamic: bool,
     interpreter: Option<String>,
     needed: Vec<String>,
+    #[serde(default)]
+    search: Vec<String>,
     arch: Option<String>,
 }
 
@@ -572,7 +624,7 @@ const RECORD_KIND: &str = "elf-check";
 /// The record key of a layer blob's scan (the version names the format of
 /// [`Found`]: a new one ignores old records and caches).
 pub(crate) fn record_key(layer_digest: &str) -> String {
-    format!("elfcheck/v2/{layer_digest}")
+    format!("elfcheck/v3/{layer_digest}")
 }
 
 /// The scan recorded in this store under `key`, as the build cache
@@ -662,11 +714,13 @@ fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found
             Linkage::Dynamic {
                 interpreter,
                 needed,
+                search,
             } => found.push(Found {
                 path,
                 dynamic: true,
                 interpreter,
                 needed,
+                search,
                 arch,
             }),
             Linkage::Static => found.push(Found {
@@ -674,6 +728,7 @@ fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found
                 dynamic: false,
                 interpreter: None,
                 needed: Vec::new(),
+                search: Vec::new(),
                 arch,
             }),
             Linkage::Malformed(reason) => {
@@ -688,6 +743,70 @@ fn elf_in_layer(store: &Store, layer: &LayerRef, step: &str) -> Result<Vec<Found
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn index_of(files: &[&str]) -> crate::entrycheck::Index {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        for f in files {
+            let mut d = std::path::Path::new(f.trim_start_matches('/'));
+            while let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(p.to_path_buf());
+                d = p;
+            }
+        }
+        for d in dirs {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, &d, &[][..]).unwrap();
+        }
+        for f in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, f.trim_start_matches('/'), &[][..])
+                .unwrap();
+        }
+        let mut index = crate::entrycheck::Index::default();
+        index.add_layer(&b.into_inner().unwrap()[..]).unwrap();
+        index
+    }
+
+    #[test]
+    fn runpath_and_origin_are_searched_first() {
+        let index = index_of(&[
+            "/lib64/ld-linux-x86-64.so.2",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/opt/tool/lib/libfoo.so.1",
+            "/srv/libbar.so.2",
+        ]);
+        let mut o = Offender {
+            path: "/opt/tool/bin/tool".into(),
+            interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+            needed: vec![
+                "libfoo.so.1".into(),
+                "libbar.so.2".into(),
+                "libc.so.6".into(),
+            ],
+            search: Vec::new(),
+            arch: Some("amd64".into()),
+            step: None,
+            location: None,
+            missing: Vec::new(),
+        };
+        // the loader's defaults alone do not find them
+        assert_eq!(
+            missing_in(&index, &o, "amd64"),
+            ["libfoo.so.1", "libbar.so.2"]
+        );
+        // RUNPATH `$ORIGIN/../lib:/srv` does, as ld.so would
+        o.search = vec!["$ORIGIN/../lib".into(), "/srv/".into()];
+        assert!(missing_in(&index, &o, "amd64").is_empty());
+        o.search = vec!["${ORIGIN}/../../../../opt/tool/lib".into()];
+        assert_eq!(missing_in(&index, &o, "amd64"), ["libbar.so.2"]);
+    }
 
     #[test]
     fn non_elf_is_not_checked() {
@@ -712,6 +831,7 @@ mod tests {
             Linkage::Dynamic {
                 interpreter,
                 needed,
+                ..
             } => {
                 assert!(interpreter.unwrap().contains("ld-linux"));
                 assert!(needed.iter().any(|n| n.starts_with("libc.so")));
@@ -814,6 +934,7 @@ mod tests {
                 path: "/usr/local/bin/hello".into(),
                 interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
                 needed: vec!["libc.so.6".into()],
+                search: Vec::new(),
                 arch: Some("amd64".into()),
                 step: Some("app: copy".into()),
                 location: Some(Location {
@@ -843,6 +964,7 @@ mod tests {
                 path: "/hello".into(),
                 interpreter: None,
                 needed: vec![],
+                search: vec![],
                 arch: Some("amd64".into()),
                 step: Some("app: copy".into()),
                 location: None,
