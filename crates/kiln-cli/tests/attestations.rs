@@ -857,3 +857,137 @@ fn referrers_layout_pushes_the_image_and_a_subject_manifest() {
         ]
     );
 }
+
+/// Every blob an index (or manifest) names, itself included, read from the
+/// store under `home`; panics naming the first one missing.
+fn assert_closure_present(home: &Path, top: &str) -> usize {
+    let blob = |d: &str| {
+        home.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let mut todo = vec![top.to_string()];
+    let mut n = 0;
+    while let Some(d) = todo.pop() {
+        let bytes = std::fs::read(blob(&d)).unwrap_or_else(|e| panic!("blob {d} is gone: {e}"));
+        n += 1;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        for key in ["manifests", "layers"] {
+            for e in v[key].as_array().into_iter().flatten() {
+                todo.push(e["digest"].as_str().unwrap().to_string());
+            }
+        }
+        if let Some(c) = v["config"]["digest"].as_str() {
+            todo.push(c.to_string());
+        }
+    }
+    n
+}
+
+#[test]
+fn cache_prune_keeps_the_attestations_of_named_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let home = dir.join("home");
+    let run = |args: &[&str]| {
+        let o = common::kiln_command(&home, &ctx, args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "kiln {args:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // `kiln cache check` reports on stderr
+    let check = || {
+        let o = common::kiln_command(&home, &ctx, &["cache", "check"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(e.contains("the store is consistent"), "{e}");
+    };
+    run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--sbom",
+        "--provenance=mode=max",
+        "-t",
+        "app:1",
+        ".",
+    ]);
+    // the image's attestation index, as kiln-oci recorded it
+    let recs: Vec<_> = std::fs::read_dir(home.join("records/attestations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(recs.len(), 1, "one attested image: {recs:?}");
+    let index = std::fs::read_to_string(&recs[0]).unwrap();
+    // index, image manifest, config, layer, attestation manifest, `{}`, 2 statements
+    assert!(assert_closure_present(&home, index.trim()) >= 8);
+    let before = run(&["sbom", "app:1"]);
+
+    run(&["cache", "prune"]);
+    check();
+    assert!(assert_closure_present(&home, index.trim()) >= 8);
+    assert_eq!(run(&["sbom", "app:1"]), before);
+
+    // a multi-platform index's tag: every platform's manifest and its
+    // attestation manifest stay
+    // (no binary: busybox is for the host only)
+    let multi_ctx = dir.join("multi");
+    std::fs::create_dir_all(&multi_ctx).unwrap();
+    std::fs::write(multi_ctx.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        multi_ctx.join("Kilnfile"),
+        "let app = static_base().copy(context().path(\"hello.txt\"), \"/hello.txt\");\n",
+    )
+    .unwrap();
+    let o = common::kiln_command(
+        &home,
+        &multi_ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--provenance",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "multi:1",
+            ".",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tags: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("tags.json")).unwrap()).unwrap();
+    let multi = tags.to_string();
+    run(&["cache", "prune"]);
+    check();
+    let tags: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("tags.json")).unwrap()).unwrap();
+    assert_eq!(tags.to_string(), multi, "no name was dropped");
+    let top = tags["tags"]["multi:1"]
+        .as_str()
+        .expect("the multi-platform tag")
+        .to_string();
+    // index, 2 x (image manifest, config, layer, attestation manifest, `{}`, statement)
+    assert!(assert_closure_present(&home, &top) >= 13);
+    let saved = dir.join("multi.tar");
+    run(&["save", "-o", saved.to_str().unwrap(), "multi:1"]);
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", saved.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("attestation-manifest"),
+        "the saved index keeps its attestation manifests"
+    );
+}

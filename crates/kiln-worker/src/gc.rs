@@ -8,6 +8,8 @@
 //!                                    directory layers snapshots/d<id> and their
 //!                                    records/layer-commit entry -> blob
 //! records/static-base             -> a manifest blob -> config and layers
+//! records/attestations (by image)  -> the image's attestation index -> its
+//!                                    attestation manifest and statements
 //! records/content-digest, context-stat   reference nothing
 //! snapshots/b<diff_id>            extracted blob layers (a cache of blobs)
 //! snapshots/m<chain>              merged chains (a cache of a Ref)
@@ -396,13 +398,36 @@ fn manifest_closure(store: &Store, top: &Digest, out: &mut HashSet<Digest>) {
     }
 }
 
+/// The record kind (kiln-oci's attestation.rs) naming, by image manifest
+/// digest, the index that holds the image and its attestation manifest.
+const ATTESTATIONS_KIND: &str = "attestations";
+
+/// [`manifest_closure`] of the images tagged in the store, with each
+/// image's attestations: a tag names the image manifest (or a
+/// multi-platform index, which lists the attestation manifests itself),
+/// and the single image's attestation index is found through its
+/// `attestations` record, so a later push, save or `kiln sbom` of the tag
+/// still finds the statements.
+fn tagged_closure(store: &Store, tags: &BTreeMap<String, Digest>, out: &mut HashSet<Digest>) {
+    for d in tags.values() {
+        manifest_closure(store, d, out);
+    }
+    let images: Vec<Digest> = out.iter().copied().collect();
+    for d in images {
+        let Ok(Some(rec)) = store.get_record(ATTESTATIONS_KIND, d.to_string().as_bytes()) else {
+            continue;
+        };
+        if let Ok(index) = Digest::parse(String::from_utf8_lossy(&rec).trim()) {
+            manifest_closure(store, &index, out);
+        }
+    }
+}
+
 /// `kiln cache du`.
 pub fn disk_usage(store: &Store) -> Result<Usage, GcError> {
     let inv = inventory(store)?;
     let mut tagged = HashSet::new();
-    for d in inv.tags.values() {
-        manifest_closure(store, d, &mut tagged);
-    }
+    tagged_closure(store, &inv.tags, &mut tagged);
     let mut u = Usage::default();
     for (d, it) in &inv.blobs {
         if tagged.contains(d) {
@@ -480,9 +505,7 @@ fn closure(store: &Store, inv: &Inventory, tags: bool, kept_primary: &[&Record])
         records: HashSet::new(),
     };
     if tags {
-        for d in inv.tags.values() {
-            manifest_closure(store, d, &mut k.blobs);
-        }
+        tagged_closure(store, &inv.tags, &mut k.blobs);
     }
     let commits: HashMap<&str, &Record> = inv
         .records
