@@ -168,6 +168,31 @@ fn a_locked_package_set_builds_without_network_and_is_checked() {
     assert!(debs.iter().any(|d| d["name"].as_str() == Some("libc6")));
     let (digest, _) = ok(&home, &ctx, &["build", "--locked", "."]);
 
+    // the provenance names every `.deb` by the SHA256 the lock has (#17)
+    ok(
+        &home,
+        &ctx,
+        &["build", "--provenance", "-o", "type=local,dest=prov", "."],
+    );
+    let prov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ctx.join("prov/provenance.json")).unwrap()).unwrap();
+    let deps = prov["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no resolvedDependencies in {prov}"));
+    for d in debs {
+        let name = d["name"].as_str().unwrap();
+        let sha = d["sha256"].as_str().unwrap().trim_start_matches("sha256:");
+        assert!(
+            deps.iter().any(|r| {
+                r["uri"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with(&format!("pkg:deb/debian/{name}@")))
+                    && r["digest"]["sha256"].as_str() == Some(sha)
+            }),
+            "{name} {sha} not in {deps:?}"
+        );
+    }
+
     // every HTTP request would now fail: the locked rebuild needs none
     let dead = [
         ("http_proxy", "http://127.0.0.1:9"),

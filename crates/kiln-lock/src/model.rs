@@ -1,7 +1,7 @@
 //! The entries of a lock file and how a build finds its own.
 
 use kiln_types::{Digest, Platform};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A whole lock file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct LockedPackages {
 }
 
 /// One `.deb` of a locked set.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockedDeb {
     pub name: String,

@@ -42,8 +42,9 @@ pub struct BuildInputs {
     pub context_digest: Option<String>,
     /// every registry image the build started from: reference and manifest digest
     pub base_images: Vec<(String, kiln_types::Digest)>,
-    /// packages installed without `run`: name, version, sha256 of the `.deb`
-    pub debs: Vec<(String, String, String)>,
+    /// packages installed without `run`: name, version, Debian
+    /// architecture, sha256 (hex) of the `.deb`
+    pub debs: Vec<(String, String, String, String)>,
     /// the build's steps (mode=max): vertex digest and name (not whether
     /// they were cached: a rebuild describes the same image as the build
     /// that ran them)
@@ -195,9 +196,15 @@ pub fn predicate(
             name: Some("context".into()),
         });
     }
-    for (name, version, sha) in &b.debs {
+    for (name, version, arch, sha) in &b.debs {
         deps.push(ResourceDescriptor {
-            uri: format!("pkg:deb/debian/{name}@{version}"),
+            uri: crate::purl::purl(
+                "deb",
+                Some("debian"),
+                name,
+                Some(version),
+                &[("arch", arch)],
+            ),
             digest: sha256_map(sha),
             name: None,
         });

@@ -25,7 +25,12 @@ fn inputs() -> BuildInputs {
             "docker.io/library/debian:bookworm".into(),
             kiln_types::Digest::of(b"debian"),
         )],
-        debs: vec![("ca-certificates".into(), "20230311".into(), "ef".repeat(32))],
+        debs: vec![(
+            "ca-certificates".into(),
+            "20230311".into(),
+            "all".into(),
+            "ef".repeat(32),
+        )],
         steps: vec![("sha256:00".into(), "go build".into())],
         builder_platform: "linux/amd64".into(),
         started: 10,

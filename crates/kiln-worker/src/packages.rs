@@ -179,17 +179,7 @@ pub fn lock(
     Ok(LockedPackages {
         set: package_set(op, &source),
         release,
-        debs: debs
-            .into_iter()
-            .map(|d| LockedDeb {
-                name: d.name,
-                version: d.version,
-                architecture: d.arch,
-                filename: d.filename,
-                size: d.size,
-                sha256: d.sha256,
-            })
-            .collect(),
+        debs: debs.iter().map(locked).collect(),
     })
 }
 
@@ -232,6 +222,7 @@ pub fn resolve(
         .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
         .filter(|r| r.complete(store));
     if let Some(r) = known {
+        remember_debs(store, &r, &debs);
         return Ok((key, r));
     }
     tracing::info!(packages = debs.len(), suite = %source.suite, "downloading Debian packages");
@@ -248,7 +239,48 @@ pub fn resolve(
     store
         .put_record(RECORD, key.as_bytes(), &bytes)
         .map_err(|e| PackagesError::Store(kiln_types::error_chain(&e)))?;
+    remember_debs(store, &r, &debs);
     Ok((key, r))
+}
+
+/// Record kind: the `.deb`s a package layer was unpacked from, by the
+/// layer's digest.
+const DEBS_RECORD: &str = "deb-set";
+
+/// Keeps which `.deb`s the layer of `r` was made of (once), for the
+/// provenance of images that carry it.
+fn remember_debs(store: &Store, r: &Ref, debs: &[DebRef]) {
+    let Some(layer) = r.layers.first() else {
+        return;
+    };
+    if let Ok(Some(_)) = store.get_record(DEBS_RECORD, layer.digest.as_bytes()) {
+        return;
+    }
+    let list: Vec<LockedDeb> = debs.iter().map(locked).collect();
+    if let Ok(b) = serde_json::to_vec(&list) {
+        // losing it only leaves the `.deb`s out of a provenance
+        let _ = store.put_record(DEBS_RECORD, layer.digest.as_bytes(), &b);
+    }
+}
+
+/// The `.deb`s an image layer was unpacked from, when it is a package
+/// set's layer this store made.
+pub fn debs_of(store: &Store, layer_digest: &str) -> Option<Vec<LockedDeb>> {
+    let b = store
+        .get_record(DEBS_RECORD, layer_digest.as_bytes())
+        .ok()??;
+    serde_json::from_slice(&b).ok()
+}
+
+fn locked(d: &DebRef) -> LockedDeb {
+    LockedDeb {
+        name: d.name.clone(),
+        version: d.version.clone(),
+        architecture: d.arch.clone(),
+        filename: d.filename.clone(),
+        size: d.size,
+        sha256: d.sha256,
+    }
 }
 
 /// Unpacks `debs` (sorted by name, so the order is the set's, not the

@@ -529,6 +529,20 @@ pub struct Build<'a> {
     pub name: Option<&'a str>,
 }
 
+/// The `.deb`s of the package sets in `image`, as the worker recorded them
+/// for each package layer it made.
+fn debs_of(store: &Store, image: &Image) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for l in &image.layers {
+        for d in kiln_worker::packages::debs_of(store, &l.digest.to_string()).unwrap_or_default() {
+            out.push((d.name, d.version, d.architecture, d.sha256.hex()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Makes and attaches the attestations `kiln build` was asked for (none
 /// when every one is off).
 pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement>)>> {
@@ -574,7 +588,7 @@ pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement
         context_digest: (!context_keys.is_empty())
             .then(|| kiln_types::Digest::of(context_keys.join("\n").as_bytes()).to_string()),
         base_images: base_images(b.store, b.def),
-        debs: Vec::new(),
+        debs: debs_of(b.store, b.image),
         // which steps ran is not part of what the image is: a rebuild that
         // found them cached reuses the attestations of the build that ran them
         steps: b
