@@ -146,31 +146,7 @@ pub(crate) fn write_index_output(
         )
     };
     match spec.kind {
-        OutputKind::Registry => {
-            for n in &spec.names {
-                let full = super::tag::full_name(n);
-                store
-                    .set_tag(&full, &index.digest)
-                    .into_diagnostic()
-                    .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
-                if spec.push {
-                    let dest = kiln_registry::Reference::parse(n)
-                        .into_diagnostic()?
-                        .normalized();
-                    let insecure =
-                        spec.options.get("registry.insecure").map(String::as_str) == Some("true");
-                    super::push::push_to(
-                        store,
-                        &index.digest,
-                        &dest,
-                        &Default::default(),
-                        insecure,
-                        false,
-                    )?;
-                }
-            }
-            Ok(())
-        }
+        OutputKind::Registry => name_and_push(store, &index.digest, spec),
         OutputKind::Oci | OutputKind::OciLayout => {
             let blobs = index.blobs(store).into_diagnostic().wrap_err_with(ctx)?;
             let dest = spec
@@ -238,28 +214,7 @@ pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> m
     if spec.kind == OutputKind::Registry {
         // `type=image` names the image in the local store and pushes only
         // with `push=true`; `type=registry` always pushes.
-        for name in &spec.names {
-            let full = super::tag::full_name(name);
-            image
-                .tag(store, &full)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
-            if spec.push {
-                let dest = kiln_registry::Reference::parse(name)
-                    .into_diagnostic()?
-                    .normalized();
-                let insecure =
-                    spec.options.get("registry.insecure").map(String::as_str) == Some("true");
-                super::push::push_to(
-                    store,
-                    &image.digest,
-                    &dest,
-                    &Default::default(),
-                    insecure,
-                    false,
-                )?;
-            }
-        }
+        name_and_push(store, &image.digest, spec)?;
         return Ok(());
     }
     if !to_stdout {
@@ -294,6 +249,32 @@ pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> m
         other => miette::bail!("`type={other}` cannot write to stdout"),
     }
     out.flush().into_diagnostic()
+}
+
+/// `type=image`/`type=registry`: names `digest` (an image or an index) in
+/// the local store by each of the spec's names and, with `push=true`,
+/// pushes it under each.
+fn name_and_push(
+    store: &Store,
+    digest: &kiln_oci::Digest,
+    spec: &OutputSpec,
+) -> miette::Result<()> {
+    for name in &spec.names {
+        let full = super::tag::full_name(name);
+        store
+            .set_tag(&full, digest)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+        if spec.push {
+            let dest = kiln_registry::Reference::parse(name)
+                .into_diagnostic()?
+                .normalized();
+            let insecure =
+                spec.options.get("registry.insecure").map(String::as_str) == Some("true");
+            super::push::push_to(store, digest, &dest, &Default::default(), insecure, false)?;
+        }
+    }
+    Ok(())
 }
 
 fn display(p: &Option<PathBuf>) -> String {
