@@ -159,6 +159,18 @@ pub(crate) fn check_locked(
     platform: &Platform,
     context: &std::path::Path,
 ) -> miette::Result<Option<BuildFailure>> {
+    let mut all = Vec::new();
+    wanted(def, platform, &mut all);
+    check_wanted(file, lock, &all, context)
+}
+
+/// [`check_locked`] over sources already collected with [`wanted`].
+fn check_wanted(
+    file: &BuildFile,
+    lock: Option<&Lockfile>,
+    all: &[Wanted],
+    context: &std::path::Path,
+) -> miette::Result<Option<BuildFailure>> {
     let lock_name = kiln_lock::path_for(&file.path).display().to_string();
     let fail = |message: String, loc: &Option<Location>, what: &str| {
         BuildFailure::new(&file.name, &file.text, message)
@@ -177,10 +189,8 @@ pub(crate) fn check_locked(
             .help("run `kiln lock` to write it, then review and commit it"),
         ));
     };
-    let mut all = Vec::new();
-    wanted(def, platform, &mut all);
     let mut moved = Vec::new();
-    for w in &all {
+    for w in all {
         match w {
             Wanted::Image {
                 reference,
@@ -343,23 +353,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
     }
     if args.check {
-        for p in &platforms {
-            let compiled = file.compile_locked(
-                &Options {
-                    target: None,
-                    build_args: build_args.clone(),
-                    platform: Some(p.clone()),
-                },
-                kiln_worker::PullPolicy::Missing,
-                &super::buildfile::Named::new(),
-                old.clone(),
-            )?;
-            if let Ok(c) = compiled
-                && let Some(f) = check_locked(&file, old.as_deref(), &c.definition, p, &context)?
-            {
-                f.print(Mode::Plain);
-                return Ok(ExitCode::FAILURE);
-            }
+        // the sources every target and platform asks for, gathered above
+        if let Some(f) = check_wanted(&file, old.as_deref(), &want, &context)? {
+            f.print(Mode::Plain);
+            return Ok(ExitCode::FAILURE);
         }
         eprintln!("`{}` is up to date", lock_path.display());
         return Ok(ExitCode::SUCCESS);
