@@ -1054,7 +1054,7 @@ impl<'a> Eval<'a> {
                 let label = format!("oci_archive {path}");
                 self.source(State::oci_archive(path), Root::Local, span, label)
             }
-            "build_platform" => Value::Platform(Platform::host()),
+            "build_platform" => Value::Platform(self.build_platform()),
             "target_platform" => Value::Platform(self.target_platform()),
             "platform" => {
                 if let Value::Platform(p) = &args[0].0 {
@@ -1530,6 +1530,10 @@ impl<'a> Eval<'a> {
     /// platform when it names several), else this machine's.
     fn target_platform(&self) -> Platform {
         (self.opts.platform.clone()).unwrap_or_else(Platform::host)
+    }
+
+    fn build_platform(&self) -> Platform {
+        (self.opts.build_platform.clone()).unwrap_or_else(Platform::host)
     }
 
     /// Suite, component and architecture names: URL path segments.

@@ -45,6 +45,10 @@ pub struct Options {
     pub build_args: BTreeMap<String, String>,
     /// Platform for `image(..)` sources that do not name one.
     pub platform: Option<Platform>,
+    /// The machine that runs the build (`build_platform()`, a Dockerfile's
+    /// `BUILDPLATFORM`); `None` is this host. Tests set it so that graphs
+    /// pinned by snapshots do not depend on the host's architecture.
+    pub build_platform: Option<Platform>,
 }
 
 /// A compiled target.

@@ -17,6 +17,16 @@ fn examples() -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Options with `linux/amd64` as the build platform on every host: the
+/// cross-compiling examples pin their builder to `build_platform()`, so
+/// their snapshots would otherwise depend on the host's architecture.
+fn amd64_build() -> Options {
+    Options {
+        build_platform: Some("linux/amd64".parse().expect("platform")),
+        ..Options::default()
+    }
+}
+
 #[test]
 fn examples_lower_to_their_snapshot() {
     let all = examples();
@@ -24,7 +34,7 @@ fn examples_lower_to_their_snapshot() {
     for dir in all {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let src = std::fs::read_to_string(dir.join("Kilnfile")).unwrap();
-        let compiled = match compile("Kilnfile", &src, &Options::default()) {
+        let compiled = match compile("Kilnfile", &src, &amd64_build()) {
             Ok(c) => c,
             Err(d) => panic!("{name} does not compile:\n{}", d.render_plain()),
         };

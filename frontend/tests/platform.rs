@@ -72,6 +72,17 @@ fn build_platform_stages_are_shared_and_target_ones_differ() {
     };
     assert_eq!(sources(&amd), vec![Some(Platform::host()); 2]);
     assert_eq!(sources(&arm), vec![Some(Platform::host()); 2]);
+    // a build platform set in the options (as the snapshot tests do) is
+    // the one the builders are pinned to
+    let riscv: Platform = "linux/riscv64".parse().unwrap();
+    let opts = Options {
+        platform: Some("linux/arm64".parse().unwrap()),
+        build_platform: Some(riscv.clone()),
+        ..Options::default()
+    };
+    let pinned = compile("Kilnfile", SRC, &opts).unwrap();
+    assert_eq!(sources(&pinned), vec![Some(riscv); 2]);
+    assert_ne!(named(&pinned, "echo tools"), named(&arm, "echo tools"));
 }
 
 #[test]

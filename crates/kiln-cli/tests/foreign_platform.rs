@@ -15,14 +15,26 @@ use std::sync::Mutex;
 
 struct Env {
     dir: tempfile::TempDir,
+    /// kiln runs as the unprivileged `kilntest` (made by `.ci/setup`)
+    rootless: bool,
 }
 
 impl Env {
     fn new() -> Self {
         let env = Self {
             dir: tempfile::tempdir().unwrap(),
+            rootless: false,
         };
         std::fs::create_dir(env.path("ctx")).unwrap();
+        env
+    }
+
+    /// An [`Env`] whose kiln runs as `kilntest`, through setpriv (so the
+    /// test itself runs as root); files the test writes stay readable.
+    fn kilntest() -> Self {
+        let mut env = Self::new();
+        env.rootless = true;
+        common::chown_kilntest(env.dir.path());
         env
     }
 
@@ -35,12 +47,21 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> (String, String) {
+        if self.rootless {
+            return common::kilntest_ok(&self.path("home"), self.dir.path(), args);
+        }
         common::ok_in(self.dir.path(), args)
     }
 
     /// Runs kiln and expects it to fail; returns stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let o: Output = common::kiln_in(self.dir.path(), args);
+        let o: Output = if self.rootless {
+            common::kilntest_command(&self.path("home"), self.dir.path(), args)
+                .output()
+                .expect("run setpriv")
+        } else {
+            common::kiln_in(self.dir.path(), args)
+        };
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(!o.status.success(), "kiln {args:?} succeeded:\n{err}");
         err
@@ -52,6 +73,18 @@ impl Env {
             .join("../kiln-worker/tests/fixtures/elf")
             .join(name);
         std::fs::copy(from, self.path(&format!("ctx/{name}"))).unwrap();
+    }
+
+    /// A busybox image with `sh` as `bb:1` in the store, imported by
+    /// whoever runs kiln here.
+    fn import_busybox(&self) {
+        let bb = common::Busybox::new(&["sh"]);
+        if !self.rootless {
+            return bb.import(&self.path("home"), self.dir.path());
+        }
+        bb.write_once(&self.path("rootfs"));
+        common::chown_kilntest(&self.path("rootfs"));
+        self.ok(&["import", "rootfs", "-t", "bb:1"]);
     }
 }
 
@@ -79,7 +112,18 @@ fn goarch_of(path: &Path) -> Option<&'static str> {
 
 #[test]
 fn static_base_for_every_platform_has_the_same_files() {
-    let env = Env::new();
+    static_base_for_every_platform(&Env::new());
+}
+
+#[test]
+fn static_base_for_every_platform_rootless() {
+    if !is_root() {
+        return; // setpriv to `kilntest` needs root
+    }
+    static_base_for_every_platform(&Env::kilntest());
+}
+
+fn static_base_for_every_platform(env: &Env) {
     std::fs::write(env.path("ctx/hello.txt"), "hello\n").unwrap();
     env.kilnfile(
         "let app = static_base()\n    .copy(context().path(\"hello.txt\"), \"/hello.txt\");\n",
@@ -128,7 +172,18 @@ fn arm64_app(program: &str) -> String {
 
 #[test]
 fn package_sets_and_the_elf_check_follow_the_target_architecture() {
-    let env = Env::new();
+    package_sets_and_the_elf_check(&Env::new());
+}
+
+#[test]
+fn package_sets_and_the_elf_check_rootless() {
+    if !is_root() {
+        return; // setpriv to `kilntest` needs root
+    }
+    package_sets_and_the_elf_check(&Env::kilntest());
+}
+
+fn package_sets_and_the_elf_check(env: &Env) {
     env.fixture("hello-arm64-dynamic");
     env.fixture("hello-amd64-dynamic");
     env.kilnfile(&arm64_app("hello-arm64-dynamic"));
@@ -188,7 +243,7 @@ fn package_sets_and_the_elf_check_follow_the_target_architecture() {
     }
 
     // on an image base (no static check) the machine is still checked
-    common::Busybox::new(&["sh"]).import(&env.path("home"), env.dir.path());
+    env.import_busybox();
     env.kilnfile("let app = image(\"bb:1\")\n    .copy(context().path(\"hello-arm64-dynamic\"), \"/hello\");\n");
     let err = env.fails(&["build", "ctx", "--platform", "linux/amd64"]);
     assert!(err.contains("`/hello` is built for arm64"), "{err}");
@@ -314,7 +369,7 @@ fn foreign_run_steps_run_under_binfmt_misc_or_are_refused() {
         "type=local,dest=out",
     ]);
     assert!(
-        err.contains("warning: 1 run step for linux/arm64 run emulated"),
+        err.contains("warning: 1 run step for linux/arm64 ran emulated"),
         "{err}"
     );
     assert!(err.contains("`qemu-aarch64`"), "{err}");
@@ -322,6 +377,9 @@ fn foreign_run_steps_run_under_binfmt_misc_or_are_refused() {
         std::fs::read_to_string(env.path("out/tmp/arch")).unwrap(),
         "aarch64\n"
     );
+    // the same build again: the step is cached, nothing ran emulated
+    let (_, err) = env.ok(&["build", "ctx", "--platform", "linux/arm64"]);
+    assert!(!err.contains("emulated"), "{err}");
 
     // and an arm64 image made without emulation runs under it (podman)
     env.fixture("hello-arm64-dynamic");
@@ -529,4 +587,60 @@ fn m_config(archive: &Archive, digest: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// examples/go-hello for linux/amd64 and linux/arm64 as the unprivileged
+/// `kilntest` (the builder's apt-get and the two cross-compiles rootless):
+/// nothing emulated, and the same index, byte for byte, as root's build.
+/// (Running the arm64 image needs a binfmt_misc handler, which only root
+/// registers: that part is root's, above.)
+#[test]
+fn cross_compiled_go_hello_rootless_is_roots_index() {
+    if !is_root() || kiln_types::Platform::host().architecture != "amd64" {
+        return; // debootstrap and setpriv need root; the fixtures an amd64 host
+    }
+    let reg = common::Registry::start();
+    let env = Env::kilntest();
+    common::serve_debian_builder(&reg, env.dir.path());
+    let mirror = format!("docker.io={}", reg.addr);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/go-hello");
+    let ctx = env.path("go-hello");
+    std::fs::create_dir(&ctx).unwrap();
+    for f in ["Kilnfile", "main.go"] {
+        std::fs::copy(examples.join(f), ctx.join(f)).unwrap();
+    }
+    let ctx = ctx.to_str().unwrap();
+    let args = |out: &str| -> Vec<String> {
+        let dest = format!("type=oci,dest={out}");
+        let platforms = "linux/amd64,linux/arm64";
+        let a = ["build", ctx, "--registry-mirror", mirror.as_str()];
+        (a.iter()
+            .chain(&["--platform", platforms, "-o", dest.as_str()]))
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let as_root = args(env.path("root.tar").to_str().unwrap());
+    let as_root: Vec<&str> = as_root.iter().map(String::as_str).collect();
+    let root_digest = common::expect_ok(
+        common::kiln_command(&env.path("root-home"), env.dir.path(), &as_root)
+            .output()
+            .unwrap(),
+        "the build as root",
+    );
+    let rootless = args(env.path("kilntest.tar").to_str().unwrap());
+    let rootless: Vec<&str> = rootless.iter().map(String::as_str).collect();
+    // its own store: the builder pulled, apt-get and both compiles run again
+    let (digest, err) = env.ok(&rootless);
+    assert!(!err.contains("emulated"), "{err}");
+    assert_eq!(digest.trim(), root_digest, "{err}");
+    let archive = Archive::open(&env.path("kilntest.tar"));
+    let index = archive.image_index();
+    let mut arches = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        let arch = m["platform"]["architecture"].as_str().unwrap();
+        let hello = archive.file(m["digest"].as_str().unwrap(), "usr/local/bin/hello");
+        assert_eq!(kiln_worker::elfcheck::goarch(&hello), Some(arch));
+        arches.push(arch);
+    }
+    assert_eq!(arches, ["amd64", "arm64"]);
 }

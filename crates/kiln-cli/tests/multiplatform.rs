@@ -301,6 +301,130 @@ fn two_platforms_make_one_index_that_save_push_and_pull_carry() {
     );
 }
 
+/// `--attest-layout referrers` with two platforms: the pushed index lists
+/// each platform's image and attestation manifest, and every image has its
+/// referrers fallback tag (`sha256-<image hex>`) naming an index of its
+/// attestation manifest, whose `subject` is that image.
+#[test]
+fn referrers_layout_pushes_a_fallback_tag_per_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let reg = Registry::start();
+    let digest = kiln(
+        &dir.join("home"),
+        &ctx,
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=mode=min",
+            "--attest-layout",
+            "referrers",
+            "-o",
+            &format!(
+                "type=registry,name={}/multi/ref:1,registry.insecure=true",
+                reg.addr
+            ),
+            ".",
+        ],
+    );
+    let raw = reg.raw("multi/ref:1");
+    assert_eq!(kiln_types::Digest::of(&raw).to_string(), digest);
+    let index = json(&raw);
+    // the referrer attestation manifests have an artifact type, no platform
+    let entries = index["manifests"].as_array().unwrap();
+    let images: Vec<(String, String)> = entries
+        .iter()
+        .filter(|m| m.get("artifactType").is_none())
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_string(),
+                m["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let arches: Vec<&str> = images.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(arches, ["amd64", "arm64"], "{index}");
+    assert_eq!(entries.len(), 4, "{index}");
+    for (platform, image) in &images {
+        let hex = image.trim_start_matches("sha256:");
+        let fallback = json(&reg.raw(&format!("multi/ref:sha256-{hex}")));
+        let entries = fallback["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{platform}: {fallback}");
+        assert_eq!(
+            entries[0]["artifactType"], "application/vnd.docker.attestation.manifest.v1+json",
+            "{platform}: {fallback}"
+        );
+        let att = json(&reg.raw(&format!(
+            "multi/ref@{}",
+            entries[0]["digest"].as_str().unwrap()
+        )));
+        assert_eq!(
+            att["subject"]["digest"],
+            image.as_str(),
+            "{platform}: {att}"
+        );
+    }
+}
+
+/// `--cache-to` of a two-platform build is one cache holding both
+/// platforms' steps (`mode=max`: every stage's): a fresh store importing it
+/// rebuilds nothing.
+#[test]
+fn cache_export_of_two_platforms_holds_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let cache = dir.join("cache");
+    let build = |home: &str, cache_flag: &str, cache_value: String| {
+        let o = kiln_command(
+            &dir.join(home),
+            &ctx,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                cache_flag,
+                &cache_value,
+                ".",
+            ],
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (expect_ok(o, &format!("kiln build in {home}")), err)
+    };
+    let (digest, err) = build(
+        "home",
+        "--cache-to",
+        format!("type=local,dest={},mode=max", cache.display()),
+    );
+    assert_eq!(
+        err.matches("cache export to").count(),
+        1,
+        "one export for both platforms:\n{err}"
+    );
+    let (again, err) = build(
+        "fresh-home",
+        "--cache-from",
+        format!("type=local,src={}", cache.display()),
+    );
+    assert_eq!(again, digest, "{err}");
+    let steps = common::steps(&err);
+    assert!(
+        steps
+            .iter()
+            .any(|(s, _)| s == "[linux/amd64] app: file /platform"),
+        "{err}"
+    );
+    for (step, status) in &steps {
+        assert_eq!(status, "CACHED", "{step} ran again:\n{err}");
+    }
+}
+
 #[test]
 fn outputs_that_hold_one_platform_are_refused_naming_the_flag() {
     let tmp = tempfile::tempdir().unwrap();

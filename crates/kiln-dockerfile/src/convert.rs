@@ -198,7 +198,11 @@ impl<'a> Converter<'a> {
                 .clone()
                 .unwrap_or_else(Platform::host)
                 .normalized(),
-            build_platform: Platform::host().normalized(),
+            build_platform: opts
+                .build_platform
+                .clone()
+                .unwrap_or_else(Platform::host)
+                .normalized(),
         }
     }
 

@@ -134,7 +134,11 @@ pub(crate) fn lower(file: &str, src: &str, opts: &Options, bases: &dyn BaseImage
             .clone()
             .unwrap_or_else(Platform::host)
             .normalized(),
-        build_platform: Platform::host().normalized(),
+        build_platform: opts
+            .build_platform
+            .clone()
+            .unwrap_or_else(Platform::host)
+            .normalized(),
     };
     let parsed = match pd::parse(src) {
         Ok(d) => d,

@@ -6,9 +6,14 @@
 use kiln_dockerfile::{BaseConfig, BaseImages, Platform};
 use kiln_frontend::Options;
 
-/// `# test: --target T --build-arg K=V --platform P` on the first line.
+/// `# test: --target T --build-arg K=V --platform P` on the first line;
+/// the build platform is `linux/amd64` on every host, so the snapshots of
+/// `$BUILDPLATFORM` stages are the same everywhere.
 pub fn options(src: &str) -> Options {
-    let mut opts = Options::default();
+    let mut opts = Options {
+        build_platform: Some(Platform::parse("linux/amd64").expect("platform")),
+        ..Options::default()
+    };
     let Some(flags) = src.lines().next().and_then(|l| l.strip_prefix("# test:")) else {
         return opts;
     };

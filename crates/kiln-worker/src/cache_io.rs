@@ -866,20 +866,20 @@ impl Plan {
     }
 }
 
-/// Collects the records and blobs of a finished build. `steps` are the
-/// solver's reports (vertex and key of every step); results come from the
-/// store's records, else from `import`. In `max` mode, directory layers of
-/// builder stages are committed to blobs now.
+/// Collects the records and blobs of a finished build: each of `builds` is
+/// one solved graph (a multi-platform build has one per platform) with the
+/// solver's reports (vertex and key of every step); a step they share is
+/// one record. Results come from the store's records, else from `import`.
+/// In `max` mode, directory layers of builder stages are committed to
+/// blobs now.
 fn plan(
     store: &Store,
-    def: &Definition,
-    steps: &[StepReport],
+    builds: &[(&Definition, &[StepReport])],
     import: Option<&CacheImport>,
     mode: Mode,
     cache_mounts: bool,
 ) -> Result<Plan, CacheIoError> {
     let snaps = Snapshots::new(store.clone(), std::env::current_exe().ok());
-    let keep: Option<HashSet<Digest>> = (mode == Mode::Min).then(|| final_chain(def));
     let result_of = |key: &Digest| -> Option<Ref> {
         store
             .get_record("build-cache", key.as_bytes())
@@ -894,49 +894,55 @@ fn plan(
     // local (as solved) and exported (blob) form of each exported result
     let mut forms: HashMap<Digest, (Ref, Ref)> = HashMap::new();
     let mut checks = BTreeSet::new();
-    for s in steps {
-        if keep.as_ref().is_some_and(|k| !k.contains(&s.vertex)) {
-            continue;
-        }
-        let Some(local) = result_of(&s.key) else {
-            tracing::debug!(key = %s.key, "no result to export");
-            continue;
-        };
-        let eerr = |reason: String| CacheIoError::Export {
-            key: s.key.to_string(),
-            reason,
-        };
-        let committed = snapshot::commit_ref(&snaps, &local).map_err(|e| eerr(crate::chain(&e)))?;
-        let exported = without_dirs(&committed);
-        for l in &exported.layers {
-            let d = Digest::parse(&l.digest).map_err(|e| eerr(crate::chain(&e)))?;
-            blobs.insert(d, (l.media_type.clone(), l.size));
-            // checked here, or carried over from the cache a fresh runner
-            // imported (a re-export must not drop it)
-            let key = crate::elfcheck::record_key(&l.digest);
-            let value = crate::elfcheck::local_record(store, &key)
-                .or_else(|| import.and_then(|i| i.check_record(&key).map(str::to_string)));
-            if let Some(value) = value {
-                checks.insert(CheckEntry { key, value });
+    for (def, steps) in builds {
+        let keep: Option<HashSet<Digest>> = (mode == Mode::Min).then(|| final_chain(def));
+        for s in steps.iter() {
+            if keep.as_ref().is_some_and(|k| !k.contains(&s.vertex))
+                || forms.contains_key(&s.vertex)
+            {
+                continue;
             }
+            let Some(local) = result_of(&s.key) else {
+                tracing::debug!(key = %s.key, "no result to export");
+                continue;
+            };
+            let eerr = |reason: String| CacheIoError::Export {
+                key: s.key.to_string(),
+                reason,
+            };
+            let committed =
+                snapshot::commit_ref(&snaps, &local).map_err(|e| eerr(crate::chain(&e)))?;
+            let exported = without_dirs(&committed);
+            for l in &exported.layers {
+                let d = Digest::parse(&l.digest).map_err(|e| eerr(crate::chain(&e)))?;
+                blobs.insert(d, (l.media_type.clone(), l.size));
+                // checked here, or carried over from the cache a fresh runner
+                // imported (a re-export must not drop it)
+                let key = crate::elfcheck::record_key(&l.digest);
+                let value = crate::elfcheck::local_record(store, &key)
+                    .or_else(|| import.and_then(|i| i.check_record(&key).map(str::to_string)));
+                if let Some(value) = value {
+                    checks.insert(CheckEntry { key, value });
+                }
+            }
+            if let Some(c) = exported
+                .config
+                .as_deref()
+                .and_then(|c| Digest::parse(c).ok())
+            {
+                // configs are small: have it here to know its size
+                store.ensure_blob(&c).map_err(|e| eerr(crate::chain(&e)))?;
+                let size = store.blob_size(&c).map_err(|e| eerr(crate::chain(&e)))?;
+                blobs.insert(c, (CONFIG_MEDIA_TYPE.to_string(), size));
+            }
+            records.insert(s.key.to_string(), exported.clone());
+            forms.insert(s.vertex, (local, exported));
         }
-        if let Some(c) = exported
-            .config
-            .as_deref()
-            .and_then(|c| Digest::parse(c).ok())
-        {
-            // configs are small: have it here to know its size
-            store.ensure_blob(&c).map_err(|e| eerr(crate::chain(&e)))?;
-            let size = store.blob_size(&c).map_err(|e| eerr(crate::chain(&e)))?;
-            blobs.insert(c, (CONFIG_MEDIA_TYPE.to_string(), size));
-        }
-        records.insert(s.key.to_string(), exported.clone());
-        forms.insert(s.vertex, (local, exported));
     }
     // Content digests of what copies select from exported results, under
     // the key the importer will compute (from the blob form of the chain).
     let mut content = BTreeSet::new();
-    for v in &def.vertices {
+    for v in builds.iter().flat_map(|(def, _)| &def.vertices) {
         for (i, dep) in cache_map(v).deps.iter().enumerate() {
             let Dep::Content(sels) = dep else { continue };
             let Some((local, exported)) = v.inputs.get(i).and_then(|d| forms.get(d)) else {
@@ -968,7 +974,10 @@ fn plan(
         }
     }
     let mounts = if cache_mounts {
-        export_mounts(store, def, import)
+        let ids = (builds.iter())
+            .flat_map(|(def, _)| mount_ids(def))
+            .collect();
+        export_mounts(store, ids, import)
     } else {
         Vec::new()
     };
@@ -1017,9 +1026,13 @@ fn mount_ids(def: &Definition) -> BTreeSet<String> {
 /// local mount when it has content, else the imported cache's copy (a
 /// build whose steps were all CACHED never filled it here). A mount that
 /// cannot be read is left out with a warning: a cache is an optimisation.
-fn export_mounts(store: &Store, def: &Definition, import: Option<&CacheImport>) -> Vec<MountBlob> {
+fn export_mounts(
+    store: &Store,
+    ids: BTreeSet<String>,
+    import: Option<&CacheImport>,
+) -> Vec<MountBlob> {
     let mut out = Vec::new();
-    for id in mount_ids(def) {
+    for id in ids {
         match crate::mounts::export_mount(store, &id) {
             Ok(Some(b)) => {
                 out.push(b);
@@ -1039,12 +1052,13 @@ fn export_mounts(store: &Store, def: &Definition, import: Option<&CacheImport>) 
 }
 
 /// Exports the cache of a finished build to `spec` (a directory or a
-/// registry tag; `settings` reach the registry). `steps` are the solver's
-/// reports; results come from the store's records, else from `import`.
+/// registry tag; `settings` reach the registry) as one cache: `builds` are
+/// its solved graphs (one per platform of a multi-platform build) with the
+/// solver's reports; results come from the store's records, else from
+/// `import`.
 pub fn export(
     store: &Store,
-    def: &Definition,
-    steps: &[StepReport],
+    builds: &[(&Definition, &[StepReport])],
     import: Option<&CacheImport>,
     spec: &CacheSpec,
     settings: &kiln_registry::Settings,
@@ -1055,7 +1069,7 @@ pub fn export(
             mode,
             cache_mounts,
         } => {
-            let p = plan(store, def, steps, import, *mode, *cache_mounts)?;
+            let p = plan(store, builds, import, *mode, *cache_mounts)?;
             write_local(store, &p, dir)
         }
         CacheSpec::Registry {
@@ -1063,7 +1077,7 @@ pub fn export(
             mode,
             cache_mounts,
         } => {
-            let p = plan(store, def, steps, import, *mode, *cache_mounts)?;
+            let p = plan(store, builds, import, *mode, *cache_mounts)?;
             write_registry(store, &p, reference, settings)
         }
     }

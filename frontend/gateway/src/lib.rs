@@ -326,6 +326,7 @@ async fn build(
         target: env.opts.get("target").filter(|t| !t.is_empty()).cloned(),
         build_args,
         platform: Some(platform.clone()),
+        build_platform: None,
     };
     if let Some(request) = env.opts.get("requestid").filter(|r| !r.is_empty()) {
         let input = subrequest::Input {

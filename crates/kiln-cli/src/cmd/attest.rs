@@ -439,8 +439,7 @@ pub fn write_output(
                     spec.options.get("registry.insecure").map(String::as_str) == Some("true");
                 if let Some(fallback) = att.referrers_index {
                     // OCI 1.1 referrers: the image under its tag, the
-                    // attestation manifest (whose `subject` is the image)
-                    // by digest through the referrers tag schema's index
+                    // attestation manifest through the fallback tag
                     super::push::push_to(
                         store,
                         &image.digest,
@@ -449,16 +448,7 @@ pub fn write_output(
                         insecure,
                         false,
                     )?;
-                    let tag = format!("sha256-{}", image.digest.hex());
-                    let referrers = dest.with_tag(&tag).into_diagnostic()?;
-                    super::push::push_to(
-                        store,
-                        &fallback,
-                        &referrers,
-                        &Default::default(),
-                        insecure,
-                        true,
-                    )?;
+                    push_referrers_fallback(store, &image.digest, &fallback, &dest, insecure)?;
                     continue;
                 }
                 super::push::push_to(
@@ -527,6 +517,55 @@ pub struct Build<'a> {
     pub static_rooted: bool,
     /// the name the image is known by (first tag or output name)
     pub name: Option<&'a str>,
+}
+
+/// The OCI distribution spec's fallback for registries without the
+/// referrers API: `fallback` (the index listing the attestation manifest
+/// whose `subject` is `image`) under the tag `sha256-<image hex>` of
+/// `dest`'s repository.
+pub(crate) fn push_referrers_fallback(
+    store: &Store,
+    image: &kiln_types::Digest,
+    fallback: &kiln_types::Digest,
+    dest: &kiln_registry::Reference,
+    insecure: bool,
+) -> miette::Result<()> {
+    let tag = format!("sha256-{}", image.hex());
+    let referrers = dest.with_tag(&tag).into_diagnostic()?;
+    super::push::push_to(
+        store,
+        fallback,
+        &referrers,
+        &Default::default(),
+        insecure,
+        true,
+    )
+}
+
+/// With `--attest-layout referrers`, the fallback tag of every platform's
+/// image in each name a multi-platform `type=registry,push=true` output
+/// pushed (its index carries the attestation manifests, found by digest
+/// only through these tags on a registry without the referrers API).
+pub(crate) fn push_index_referrers(
+    store: &Store,
+    attested: &[Option<(Attested, Vec<Statement>)>],
+    spec: &OutputSpec,
+) -> miette::Result<()> {
+    if spec.kind != OutputKind::Registry || !spec.push {
+        return Ok(());
+    }
+    let insecure = spec.options.get("registry.insecure").map(String::as_str) == Some("true");
+    for n in &spec.names {
+        let dest = kiln_registry::Reference::parse(n)
+            .into_diagnostic()?
+            .normalized();
+        for (att, _) in attested.iter().flatten() {
+            if let Some(fallback) = att.referrers_index {
+                push_referrers_fallback(store, &att.image, &fallback, &dest, insecure)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `.deb`s of the package sets in `image`, as the worker recorded them

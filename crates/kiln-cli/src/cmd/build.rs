@@ -187,6 +187,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         target: args.target.target.clone(),
         build_args: parse_build_args(&args.input.build_args)?,
         platform: None,
+        build_platform: None,
     };
     let lock = super::lock::load(&file)?;
     let mut builds = Vec::with_capacity(targets.len());
@@ -312,6 +313,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             )
         })
         .collect();
+    let mut emulated = Vec::new();
     for (def, platform) in defs.iter().zip(&targets) {
         if args.locked {
             let p = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
@@ -321,7 +323,18 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             }
         }
         match unrunnable_step(def, platform.as_ref(), &name, &text) {
-            Ok(warnings) => warnings.iter().for_each(|w| eprintln!("warning: {w}")),
+            Ok(found) => {
+                // one group per platform across the targets' graphs
+                for f in found {
+                    match emulated
+                        .iter_mut()
+                        .find(|e: &&mut Emulated| e.platform == f.platform)
+                    {
+                        Some(e) => e.steps.extend(f.steps),
+                        None => emulated.push(f),
+                    }
+                }
+            }
             Err(err) => {
                 err.print(args.progress.resolve());
                 return Ok(ExitCode::FAILURE);
@@ -343,25 +356,38 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
                 }
             })
         };
+        // the steps that executed (not found cached), for the emulation
+        // warning
         let printer = tokio::spawn(async move {
+            let mut started = std::collections::HashSet::new();
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
             loop {
                 tokio::select! {
                     e = rx.recv() => match e {
-                        Some(e) => printer.event(&e),
+                        Some(e) => {
+                            if let kiln_solver::Event::Started { vertex } = &e {
+                                started.insert(*vertex);
+                            }
+                            printer.event(&e)
+                        }
                         None => break,
                     },
                     _ = tick.tick() => printer.tick(),
                 }
             }
             printer.finish();
+            started
         });
         let r = solver.solve_all(&defs, cancel.clone()).await;
         drop(solver);
-        let _ = printer.await;
+        let started = printer.await.unwrap_or_default();
         ctrl_c.abort();
-        r
+        (r, started)
     });
+    let (result, started) = result;
+    for w in emulation_warnings(&emulated, &started) {
+        eprintln!("warning: {w}");
+    }
     let outs = match result {
         Ok(outs) => outs,
         Err(e) => {
@@ -478,7 +504,10 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             spec.names = args.tags.iter().map(|t| super::tag::full_name(t)).collect();
         }
         match &index {
-            Some(index) => super::save::write_index_output(&store, index, &spec)?,
+            Some(index) => {
+                super::save::write_index_output(&store, index, &spec)?;
+                super::attest::push_index_referrers(&store, &attested, &spec)?;
+            }
             None => super::attest::write_output(&store, &images[0], attested[0].as_ref(), &spec)?,
         }
     }
@@ -501,19 +530,16 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     }
     for (spec, text) in cache_to.iter().zip(&args.cache_to) {
         let settings = super::registry::settings()?;
-        for (def, out) in defs.iter().zip(&outs) {
-            let s = kiln_worker::cache_io::export(
-                &store,
-                def,
-                &out.steps,
-                import.as_deref(),
-                spec,
-                &settings,
-            )
+        // every platform's graph in one cache (one export per platform
+        // would replace the previous platform's)
+        let builds: Vec<(&kiln_dag::Definition, &[kiln_solver::StepReport])> = defs
+            .iter()
+            .zip(&outs)
+            .map(|(def, out)| (def, out.steps.as_slice()))
+            .collect();
+        let s = kiln_worker::cache_io::export(&store, &builds, import.as_deref(), spec, &settings)
             .map_err(|e| miette::miette!("--cache-to: {e}"))?;
-            if progress == Mode::Quiet {
-                continue;
-            }
+        if progress != Mode::Quiet {
             eprintln!(
                 "cache export to `{text}`: {} record(s), {} blob(s) written ({} bytes), {} already there",
                 s.records, s.blobs_written, s.bytes_written, s.blobs_present
@@ -858,24 +884,27 @@ fn stage_source<'a>(
     }
 }
 
+/// The `run` steps of one platform that would run under a binfmt_misc
+/// emulator: (vertex, step name) each.
+struct Emulated {
+    platform: kiln_dag::Platform,
+    handler: kiln_worker::binfmt::Handler,
+    steps: Vec<(Digest, String)>,
+}
+
 /// A `run` step for a platform this machine cannot execute, found before
 /// anything runs (instead of an "exec format error" from inside the step);
-/// the warnings are for steps that run under a binfmt_misc emulator (one
-/// per platform, naming the handler), since emulation is many times slower than
-/// cross-compiling in a stage on the build platform.
+/// the steps that would run under a binfmt_misc emulator are returned for
+/// [`emulation_warnings`].
 fn unrunnable_step(
     def: &kiln_dag::Definition,
     target: Option<&kiln_dag::Platform>,
     file: &str,
     text: &str,
-) -> Result<Vec<String>, Box<BuildFailure>> {
+) -> Result<Vec<Emulated>, Box<BuildFailure>> {
     use kiln_worker::binfmt::Execution;
     let target = target.cloned().unwrap_or_else(kiln_dag::Platform::host);
-    let mut emulated: Vec<(
-        kiln_dag::Platform,
-        kiln_worker::binfmt::Handler,
-        Vec<String>,
-    )> = Vec::new();
+    let mut emulated: Vec<Emulated> = Vec::new();
     for v in &def.vertices {
         if !matches!(v.op, kiln_dag::Op::Exec(_)) {
             continue;
@@ -889,10 +918,14 @@ fn unrunnable_step(
         let step = v.meta.name.clone().unwrap_or_else(|| v.digest.short());
         let why = match kiln_worker::binfmt::execution(&p) {
             Execution::Native => continue,
-            Execution::Emulated(h) => {
-                match emulated.iter_mut().find(|(q, ..)| *q == p) {
-                    Some((.., steps)) => steps.push(step),
-                    None => emulated.push((p, h, vec![step])),
+            Execution::Emulated(handler) => {
+                match emulated.iter_mut().find(|e| e.platform == p) {
+                    Some(e) => e.steps.push((v.digest, step)),
+                    None => emulated.push(Emulated {
+                        platform: p,
+                        handler,
+                        steps: vec![(v.digest, step)],
+                    }),
                 }
                 continue;
             }
@@ -925,26 +958,47 @@ fn unrunnable_step(
                  the `F` flag that emulation inside the sandbox needs"
         ))));
     }
-    Ok(emulated
-        .into_iter()
-        .map(|(p, h, steps)| {
-            format!(
-                "{} run step{} for {p} run emulated by the binfmt_misc handler `{}` (`{}`), much \
-             slower than natively: {}; cross-compiling in a stage on `build_platform()` avoids it",
-                steps.len(),
-                if steps.len() == 1 { "" } else { "s" },
-                h.name,
-                h.interpreter.display(),
-                steps
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-        .collect())
+    Ok(emulated)
 }
 
+/// One warning per platform for the steps that ran under a binfmt_misc
+/// emulator (`started`: the steps that executed; a cached one ran nothing),
+/// naming the handler, since emulation is many times slower than
+/// cross-compiling in a stage on the build platform.
+fn emulation_warnings(
+    emulated: &[Emulated],
+    started: &std::collections::HashSet<Digest>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in emulated {
+        let mut steps: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (d, s) in &e.steps {
+            // a step several targets' graphs share is one vertex, listed once
+            if started.contains(d) && seen.insert(*d) {
+                steps.push(s);
+            }
+        }
+        if steps.is_empty() {
+            continue;
+        }
+        out.push(format!(
+            "{} run step{} for {} ran emulated by the binfmt_misc handler `{}` (`{}`), much \
+             slower than natively: {}; cross-compiling in a stage on `build_platform()` avoids it",
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" },
+            e.platform,
+            e.handler.name,
+            e.handler.interpreter.display(),
+            steps
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
+}
 /// Makes the image's config name `p`. The static base and scratch hold no
 /// executables of any architecture, so an image rooted in them is labelled
 /// for the requested platform; an image of another architecture is an error

@@ -399,6 +399,7 @@ pub fn print_targets(
         target: target.target.clone(),
         build_args: super::check::parse_build_args(&input.build_args)?,
         platform: None,
+        build_platform: None,
     };
     let compiled = match file.compile(&opts, &kiln_dockerfile::NoBaseImages) {
         Ok(c) => c,

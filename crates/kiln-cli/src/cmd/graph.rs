@@ -49,6 +49,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         target: args.target.target,
         build_args: parse_build_args(&args.input.build_args)?,
         platform: args.platform.platform.clone(),
+        build_platform: None,
     };
     // A Dockerfile's graph depends on what its bases set (`ENV PATH=$PATH:..`):
     // ask the store (and the registry), as the build does.

@@ -321,6 +321,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 target,
                 build_args: build_args.clone(),
                 platform: Some(p.clone()),
+                build_platform: None,
             };
             file.compile_locked(
                 &opts,

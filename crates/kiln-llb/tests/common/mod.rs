@@ -48,8 +48,14 @@ fn all_examples() -> Vec<(String, String)> {
     out
 }
 
+/// The build platform is [`amd64`] on every host (the cross-compiling
+/// examples' builders are pinned to `build_platform()`).
 pub fn compile(name: &str, text: &str) -> Definition {
-    match kiln_frontend::compile(name, text, &kiln_frontend::Options::default()) {
+    let opts = kiln_frontend::Options {
+        build_platform: Some(amd64()),
+        ..kiln_frontend::Options::default()
+    };
+    match kiln_frontend::compile(name, text, &opts) {
         Ok(c) => c.definition,
         Err(d) => panic!("example {name} does not compile: {d:?}"),
     }
