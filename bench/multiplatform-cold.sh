@@ -28,8 +28,24 @@ cp "$root/examples/go-hello/Kilnfile" "$root/examples/go-hello/main.go" "$ctx/"
 cp "$root/bench/go-hello-cross.Dockerfile" "$ctx/Dockerfile"
 kiln_build() { # KILN_HOME PLATFORMS
     KILN_HOME=$1 "$kiln" build --registry-mirror "docker.io=$reg" --platform "$2" \
+        --metadata-file "$work/meta.json" \
         -o "type=oci,dest=$work/k.tar" "$ctx" >/dev/null 2>"$work/k.err" \
         || { cat "$work/k.err" >&2; exit 1; }
+}
+# The steps of the last kiln build that took over 0.5 s (from its
+# --metadata-file: each step once, with its platform when it has one).
+slow_steps() {
+    python3 - "$work/meta.json" <<'PY' >&2
+import json, sys
+m = json.load(open(sys.argv[1]))
+steps = {s["vertex"]: s for s in m["steps"]}
+for p in m.get("platforms", []):
+    for s in p["steps"]:
+        steps.setdefault(s["vertex"], s)
+for s in sorted(steps.values(), key=lambda s: -s["duration_ms"]):
+    if s["duration_ms"] >= 500 and not s["cached"]:
+        print(f'    {s["duration_ms"] / 1000:6.2f} s  {s["name"]}')
+PY
 }
 bk_build() {
     bctl build --frontend dockerfile.v0 --local "context=$ctx" --local "dockerfile=$ctx" \
@@ -42,10 +58,10 @@ since() { awk "BEGIN{print $(now) - $1}"; }
 for i in $(seq "$cold_rounds"); do
     rm -rf "$work/kh1"
     t0=$(now); kiln_build "$work/kh1" linux/amd64; t=$(since "$t0")
-    echo "cold kiln amd64 $t" >&2; echo "$t" >> "$work/cold-one"
+    echo "cold kiln amd64 $t" >&2; echo "$t" >> "$work/cold-one"; slow_steps
     rm -rf "$work/kh2"
     t0=$(now); kiln_build "$work/kh2" linux/amd64,linux/arm64; t=$(since "$t0")
-    echo "cold kiln amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-two"
+    echo "cold kiln amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-two"; slow_steps
     bctl prune --all >/dev/null
     t0=$(now); bk_build; t=$(since "$t0")
     echo "cold buildkit amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-bk"
