@@ -63,17 +63,17 @@ bk_build() {
 : > "$work/cold-kiln"; : > "$work/cold-bk"
 for i in $(seq "$cold_pairs"); do
     rm -rf "$work/kh"
-    t0=$(now); kiln_build "$work/kh"; t1=$(now)
+    t0=$EPOCHREALTIME; kiln_build "$work/kh"; t1=$EPOCHREALTIME
     echo "cold kiln $(awk "BEGIN{print $t1 - $t0}")" | tee -a /dev/stderr | awk '{print $3}' >> "$work/cold-kiln"
     bctl prune --all >/dev/null
-    t0=$(now); bk_build; t1=$(now)
+    t0=$EPOCHREALTIME; bk_build; t1=$EPOCHREALTIME
     echo "cold buildkit $(awk "BEGIN{print $t1 - $t0}")" | tee -a /dev/stderr | awk '{print $3}' >> "$work/cold-bk"
 done
 : > "$work/noop-kiln"; : > "$work/noop-bk"
 for i in $(seq "$cached_pairs"); do
-    t0=$(now); kiln_build "$work/kh"; t1=$(now)
+    settle; t0=$EPOCHREALTIME; kiln_build "$work/kh"; t1=$EPOCHREALTIME
     awk "BEGIN{print $t1 - $t0}" >> "$work/noop-kiln"
-    t0=$(now); bk_build; t1=$(now)
+    settle; t0=$EPOCHREALTIME; bk_build; t1=$EPOCHREALTIME
     awk "BEGIN{print $t1 - $t0}" >> "$work/noop-bk"
 done
 echo "cold median: kiln $(median < "$work/cold-kiln") s, buildkit $(median < "$work/cold-bk") s ($cold_pairs pairs)"

@@ -14,7 +14,13 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-now() { date +%s.%N; }
+# Timed windows read bash's own clock (`t0=$EPOCHREALTIME`): no `date`
+# process inside them, whose fork and exec add a millisecond or two to
+# every no-op measured.
+now() { echo "$EPOCHREALTIME"; }
+# Between timed no-op runs: let the previous build's background work
+# (buildkitd's after a BuildKit build) end before the next one starts.
+settle() { sleep 0.3; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Debian's docker-registry on loopback (.ci/local-registry.sh): sets `reg`.

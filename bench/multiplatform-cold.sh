@@ -48,23 +48,30 @@ for s in sorted(steps.values(), key=lambda s: -s["duration_ms"]):
 PY
 }
 bk_build() {
-    bctl build --frontend dockerfile.v0 --local "context=$ctx" --local "dockerfile=$ctx" \
+    bctl build --progress plain --frontend dockerfile.v0 --local "context=$ctx" --local "dockerfile=$ctx" \
         --opt platform=linux/amd64,linux/arm64 \
         --output "type=oci,dest=$work/b.tar" >/dev/null 2>"$work/b.err" \
         || { cat "$work/b.err" >&2; exit 1; }
 }
-since() { awk "BEGIN{print $(now) - $1}"; }
+# The same for the last BuildKit build, from its plain progress: each
+# step's `#N DONE` time under its `#N [stage n/m] INSTRUCTION` line.
+bk_slow_steps() {
+    awk '/^#[0-9]+ \[/ { n = $1; sub(/^#[0-9]+ /, ""); name[n] = substr($0, 1, 90) }
+         /^#[0-9]+ DONE [0-9.]+s$/ { t = $3; sub(/s$/, "", t); if (t + 0 >= 0.5 && ($1 in name)) printf "    %6.2f s  %s\n", t, name[$1] }' \
+        "$work/b.err" >&2
+}
+since() { local t1=$EPOCHREALTIME; awk "BEGIN{print $t1 - $1}"; }
 : > "$work/cold-one"; : > "$work/cold-two"; : > "$work/cold-bk"
 for i in $(seq "$cold_rounds"); do
     rm -rf "$work/kh1"
-    t0=$(now); kiln_build "$work/kh1" linux/amd64; t=$(since "$t0")
+    t0=$EPOCHREALTIME; kiln_build "$work/kh1" linux/amd64; t=$(since "$t0")
     echo "cold kiln amd64 $t" >&2; echo "$t" >> "$work/cold-one"; slow_steps
     rm -rf "$work/kh2"
-    t0=$(now); kiln_build "$work/kh2" linux/amd64,linux/arm64; t=$(since "$t0")
+    t0=$EPOCHREALTIME; kiln_build "$work/kh2" linux/amd64,linux/arm64; t=$(since "$t0")
     echo "cold kiln amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-two"; slow_steps
     bctl prune --all >/dev/null
-    t0=$(now); bk_build; t=$(since "$t0")
-    echo "cold buildkit amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-bk"
+    t0=$EPOCHREALTIME; bk_build; t=$(since "$t0")
+    echo "cold buildkit amd64+arm64 $t" >&2; echo "$t" >> "$work/cold-bk"; bk_slow_steps
 done
 # the two images of each: one index, both platforms
 skopeo inspect --raw "oci-archive:$work/k.tar" | python3 -c 'import json,sys; print("kiln index:", [m["platform"]["architecture"] for m in json.load(sys.stdin)["manifests"]])'
@@ -81,8 +88,10 @@ else:
 PY
 : > "$work/noop-kiln"; : > "$work/noop-bk"
 for i in $(seq "$noop_pairs"); do
-    t0=$(now); kiln_build "$work/kh2" linux/amd64,linux/arm64; since "$t0" >> "$work/noop-kiln"
-    t0=$(now); bk_build; since "$t0" >> "$work/noop-bk"
+    settle; t0=$EPOCHREALTIME; kiln_build "$work/kh2" linux/amd64,linux/arm64; t1=$EPOCHREALTIME
+    awk "BEGIN{print $t1 - $t0}" >> "$work/noop-kiln"
+    settle; t0=$EPOCHREALTIME; bk_build; t1=$EPOCHREALTIME
+    awk "BEGIN{print $t1 - $t0}" >> "$work/noop-bk"
 done
 one=$(median < "$work/cold-one"); two=$(median < "$work/cold-two"); bk=$(median < "$work/cold-bk")
 echo "cold median ($cold_rounds rounds): kiln amd64 $one s, kiln amd64+arm64 $two s ($(awk "BEGIN{printf \"%.2f\", $two / $one}")x), buildkit amd64+arm64 $bk s"
