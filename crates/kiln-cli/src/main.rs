@@ -232,7 +232,7 @@ fn colour_for(
 fn start_up() -> miette::Result<()> {
     use miette::IntoDiagnostic as _;
     kiln_layer::check_max_size_env().into_diagnostic()?;
-    kiln_worker::mounts::remove_stale_secrets();
+    kiln_worker::secrets::remove_stale_secrets();
     Ok(())
 }
 

@@ -40,8 +40,8 @@ use kiln_store::BlobSource;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::mounts::MountBlob;
-use crate::snapshot::{self, LayerRef, Ref, Snapshots};
+use crate::cache_mount::MountBlob;
+use crate::snapshot::{LayerRef, Ref, Snapshots};
 
 /// `artifactType` of the cache manifest.
 pub const CACHE_ARTIFACT: &str = "application/vnd.kiln.cache.v1";
@@ -911,7 +911,7 @@ fn plan(
                 reason,
             };
             let committed =
-                snapshot::commit_ref(&snaps, &local).map_err(|e| eerr(crate::chain(&e)))?;
+                crate::commit::commit_ref(&snaps, &local).map_err(|e| eerr(crate::chain(&e)))?;
             let exported = without_dirs(&committed);
             for l in &exported.layers {
                 let d = Digest::parse(&l.digest).map_err(|e| eerr(crate::chain(&e)))?;
@@ -1033,7 +1033,7 @@ fn export_mounts(
 ) -> Vec<MountBlob> {
     let mut out = Vec::new();
     for id in ids {
-        match crate::mounts::export_mount(store, &id) {
+        match crate::cache_mount::export_mount(store, &id) {
             Ok(Some(b)) => {
                 out.push(b);
                 continue;

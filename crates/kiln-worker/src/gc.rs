@@ -34,6 +34,7 @@ use kiln_oci::{Digest, Store};
 use kiln_store::{LockMode, StoreLock};
 use sha2::{Digest as _, Sha256};
 
+use crate::commit::COMMIT_KIND;
 use crate::snapshot::{self, LayerRef, Ref};
 
 /// The lock every store user holds shared and maintenance exclusively.
@@ -49,8 +50,8 @@ const PRIMARY_KINDS: &[&str] = &[
     "context-stat",
     "elf-check",
 ];
-/// Records kept exactly as long as a primary record needs them.
-const COMMIT_KIND: &str = "layer-commit";
+// `commit::COMMIT_KIND` records are kept exactly as long as a primary
+// record needs them.
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -341,7 +342,7 @@ fn inventory(store: &Store) -> Result<Inventory, GcError> {
             }
         }
     }
-    for e in list(&crate::mounts::cache_mounts_root(store))? {
+    for e in list(&crate::cache_mount::cache_mounts_root(store))? {
         let name = e.file_name().to_string_lossy().into_owned();
         inv.mounts.insert(name, item(e.path(), &mut seen));
     }
@@ -911,7 +912,7 @@ fn record_ref_problem(
         if let Some(d) = &l.dir {
             let dir_ok = snaps.join(&d.id).is_dir();
             let commit_ok = !dropped_commits.contains(&name_of(&d.id))
-                && snapshot::committed(store, l).is_some();
+                && crate::commit::committed(store, l).is_some();
             if !dir_ok && !commit_ok {
                 return Some(format!(
                     "layer directory `{}` is gone and was never committed",

@@ -5,40 +5,9 @@
 use kiln_dag::Platform;
 use kiln_lock::{LockedImage, LockedPlatform};
 use kiln_oci::Store;
-use kiln_registry::{Pulled, Reference};
+use kiln_registry::Reference;
 
-/// A base image that cannot be pulled.
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    #[error("cannot start the registry client")]
-    Runtime(#[source] std::io::Error),
-    #[error(transparent)]
-    Registry(#[from] Box<kiln_registry::RegistryError>),
-    #[error("cannot name the image `{name}` in the local store")]
-    Tag {
-        name: String,
-        #[source]
-        source: kiln_store::StoreError,
-    },
-}
-
-/// Pulls `reference` for `platform` lazily: manifest and config now, each
-/// layer when something first reads it. Outside any async runtime.
-pub(crate) fn pull(
-    store: &Store,
-    settings: &kiln_registry::Settings,
-    reference: &Reference,
-    platform: &Platform,
-) -> Result<Pulled, PullError> {
-    let client = kiln_registry::Client::new(settings.clone()).map_err(Box::new)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PullError::Runtime)?;
-    Ok(rt
-        .block_on(client.pull_lazy(reference, platform, store))
-        .map_err(Box::new)?)
-}
+use crate::image::{PullError, pull};
 
 /// The lock entry of a tag for `platform`, asked of the registry now (the
 /// local tag is moved to what it answered, as a pull would); with `pin`,

@@ -11,7 +11,7 @@
 //!   per diff_id, and shared by every chain that contains it;
 //! - a *directory layer* (what a `run` step or a file op changed) is only a
 //!   directory: the step's upper is renamed into the snapshot area, with no
-//!   tar, no compression and no sha256. [`commit_layer`] turns it into a
+//!   tar, no compression and no sha256. [`crate::commit::commit_layer`] turns it into a
 //!   blob when an image that contains it is assembled, and remembers the
 //!   result (`layer-commit` records), so builder stages are never tarred.
 //!
@@ -55,7 +55,7 @@ pub struct DirLayer {
 
 /// One layer of a chain. A blob layer has `digest`, `diff_id`, `size` and
 /// `media_type`; a directory layer has `dir` and, until it is committed,
-/// empty blob fields ([`commit_layer`] fills them in).
+/// empty blob fields ([`crate::commit::commit_layer`] fills them in).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRef {
     #[serde(default)]
@@ -99,7 +99,7 @@ impl LayerRef {
     }
 
     /// The blob of the layer; a directory layer must be committed first
-    /// ([`commit_layer`]).
+    /// ([`crate::commit::commit_layer`]).
     pub fn to_layer(&self) -> Result<Layer, SnapshotError> {
         if !self.has_blob() {
             return Err(SnapshotError::NotCommitted {
@@ -179,7 +179,7 @@ impl Ref {
             && self.layers.iter().all(|l| match &l.dir {
                 Some(_) => {
                     snapshots_root(store).join(l.snapshot_name()).is_dir()
-                        || committed(store, l).is_some()
+                        || crate::commit::committed(store, l).is_some()
                 }
                 None => has(&l.digest),
             })
@@ -393,7 +393,7 @@ impl Snapshots {
         }
         let blob = match &l.dir {
             None => l.clone(),
-            Some(d) => match committed(&self.store, l) {
+            Some(d) => match crate::commit::committed(&self.store, l) {
                 Some(b) => b,
                 None => {
                     return Err(SnapshotError::Missing {
@@ -583,7 +583,7 @@ impl Snapshots {
                 let blob = if l.has_blob() {
                     l.clone()
                 } else {
-                    commit_layer(self, l)?
+                    crate::commit::commit_layer(self, l)?
                 };
                 let rd = open_blob_tar(&self.store, &blob)?;
                 kiln_layer::apply_tar(rd, &tmp, &opts).map_err(aerr)?;
@@ -622,7 +622,7 @@ impl Snapshots {
     /// Writes the directory layer `dir` as its deterministic tar. Rootless,
     /// inside the user namespace, where a step's files read as their
     /// container IDs whatever their modes.
-    fn write_dir_tar(
+    pub(crate) fn write_dir_tar(
         &self,
         dir: &Path,
         spec: TarSpec,
@@ -665,78 +665,6 @@ fn open_blob_tar(store: &Store, l: &LayerRef) -> Result<Box<dyn Read>, SnapshotE
         .map_err(|e| berr(crate::chain(&e)))?;
     let comp = Compression::from_media_type(&l.media_type).map_err(|e| berr(crate::chain(&e)))?;
     comp.decoder(f).map_err(|e| berr(crate::chain(&e)))
-}
-
-const COMMIT_KIND: &str = "layer-commit";
-
-/// The blob a directory layer was committed to, if it is still in the store.
-pub fn committed(store: &Store, l: &LayerRef) -> Option<LayerRef> {
-    let d = l.dir.as_ref()?;
-    let bytes = store.get_record(COMMIT_KIND, d.id.as_bytes()).ok()??;
-    let mut b: LayerRef = serde_json::from_slice(&bytes).ok()?;
-    let digest = kiln_oci::Digest::parse(&b.digest).ok()?;
-    if !store.has_blob(&digest) {
-        return None;
-    }
-    b.dir = Some(d.clone());
-    Some(b)
-}
-
-/// The layer with its blob: a blob layer as it is; a directory layer
-/// committed now (deterministic tar, gzip, as every layer kiln writes) unless
-/// an earlier commit is recorded. The result keeps `dir`, so the directory
-/// still serves as a lower.
-pub fn commit_layer(snaps: &Snapshots, l: &LayerRef) -> Result<LayerRef, SnapshotError> {
-    let Some(d) = &l.dir else {
-        return Ok(l.clone());
-    };
-    if l.has_blob() {
-        return Ok(l.clone());
-    }
-    let store = snaps.store();
-    if let Some(b) = committed(store, l) {
-        return Ok(b);
-    }
-    let dir = snapshots_root(store).join(&d.id);
-    if !dir.is_dir() {
-        return Err(SnapshotError::Missing {
-            id: d.id.clone(),
-            path: dir,
-        });
-    }
-    let werr = |reason: String| SnapshotError::Write {
-        path: dir.clone(),
-        reason,
-    };
-    let mut w = LayerWriter::new(store, Compression::Gzip).map_err(|e| werr(crate::chain(&e)))?;
-    snaps.write_dir_tar(&dir, d.tar, &mut w)?;
-    let info = w.finish().map_err(|e| werr(crate::chain(&e)))?;
-    let mut b = LayerRef::from_layer(&info.into());
-    let bytes = serde_json::to_vec(&b).map_err(|e| SnapshotError::Record {
-        id: d.id.clone(),
-        reason: e.to_string(),
-    })?;
-    store
-        .put_record(COMMIT_KIND, d.id.as_bytes(), &bytes)
-        .map_err(|e| SnapshotError::Record {
-            id: d.id.clone(),
-            reason: e.to_string(),
-        })?;
-    tracing::debug!(id = %d.id, digest = %b.digest, "committed a directory layer");
-    b.dir = Some(d.clone());
-    Ok(b)
-}
-
-/// `r` with every layer committed to a blob.
-pub fn commit_ref(snaps: &Snapshots, r: &Ref) -> Result<Ref, SnapshotError> {
-    Ok(Ref {
-        layers: r
-            .layers
-            .iter()
-            .map(|l| commit_layer(snaps, l))
-            .collect::<Result<_, _>>()?,
-        config: r.config.clone(),
-    })
 }
 
 /// Turns the tree under `dir` into a gzip layer blob in the store, right

@@ -11,7 +11,7 @@ use kiln_layer::WriteOptions;
 use kiln_oci::Store;
 use kiln_worker::snapshot::{self, Snapshots, TarSpec};
 use kiln_worker::union::Union;
-use kiln_worker::{Ref, fileop};
+use kiln_worker::{Ref, commit, fileop};
 
 fn blob_layer(store: &Store, dir: &Path) -> snapshot::LayerRef {
     snapshot::layer_from_dir(store, dir, &WriteOptions::default()).unwrap()
@@ -102,7 +102,7 @@ fn directory_layers_are_committed_on_demand_once_and_like_before() {
     };
     assert!(r.complete(&store));
 
-    let c = snapshot::commit_layer(&snaps, &l).unwrap();
+    let c = commit::commit_layer(&snaps, &l).unwrap();
     assert_eq!(blobs(&store), before + 1);
     // The same bytes as writing the tar right away with the same options.
     let direct = snapshot::layer_from_dir(
@@ -119,7 +119,7 @@ fn directory_layers_are_committed_on_demand_once_and_like_before() {
     assert_eq!(c.digest, direct.digest);
     assert_eq!(c.diff_id, direct.diff_id);
     // A second commit (another build) reuses the recorded one.
-    assert_eq!(snapshot::commit_layer(&snaps, &l).unwrap(), c);
+    assert_eq!(commit::commit_layer(&snaps, &l).unwrap(), c);
     assert_eq!(blobs(&store), before + 1);
 
     // With its directory gone, the committed layer still counts and is

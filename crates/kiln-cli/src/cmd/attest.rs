@@ -180,15 +180,11 @@ impl AttestOpts {
 
 /// The `--secret` ids and values, which provenance must never contain.
 pub fn secrets_of(flags: &[String]) -> miette::Result<kiln_sbom::provenance::Secrets> {
-    let values =
-        kiln_worker::mounts::Secrets::from_flags(flags).map_err(|e| miette::miette!("{e}"))?;
+    let values = super::secret::read(flags).map_err(|e| miette::miette!("{e}"))?;
     let mut s = kiln_sbom::provenance::Secrets::default();
     for f in flags {
-        let id = f
-            .split(',')
-            .find_map(|p| p.strip_prefix("id="))
-            .unwrap_or(f.as_str())
-            .to_string();
+        // `read` parsed every flag already
+        let (id, _) = super::secret::SecretSource::parse(f).map_err(|e| miette::miette!("{e}"))?;
         if let Some(v) = values.get(&id) {
             s.values.push(v.to_vec());
         }

@@ -283,8 +283,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             epoch,
             helper,
             step_timeout: None,
-            secrets: kiln_worker::mounts::Secrets::from_flags(&args.secrets)
-                .map_err(|e| miette::miette!("{e}"))?,
+            secrets: super::secret::read(&args.secrets).map_err(|e| miette::miette!("{e}"))?,
             named: named.clone(),
             lock: lock.clone(),
         },

@@ -25,6 +25,7 @@ pub(crate) mod registry_help;
 pub mod sandbox_child;
 pub mod save;
 pub mod sbom;
+pub mod secret;
 pub mod tag;
 
 /// Whether an error comes from a full disk (ENOSPC somewhere in its chain,
