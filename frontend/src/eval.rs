@@ -80,11 +80,14 @@ pub(crate) enum Opt {
     Pids(u64),
     Chown(Chown),
     Chmod(u32),
+    ChmodSymbolic(String),
     Mode(u32),
     Include(String),
     Exclude(String),
     AllowDynamic,
     Unpack,
+    KeepOwner,
+    FollowSymlinks,
 }
 
 impl Opt {
@@ -100,12 +103,14 @@ impl Opt {
             Opt::Network(_) => "network",
             Opt::Pids(_) => "pids",
             Opt::Chown(_) => "chown",
-            Opt::Chmod(_) => "chmod",
+            Opt::Chmod(_) | Opt::ChmodSymbolic(_) => "chmod",
             Opt::Mode(_) => "mode",
             Opt::Include(_) => "include",
             Opt::Exclude(_) => "exclude",
             Opt::AllowDynamic => "allow_dynamic",
             Opt::Unpack => "unpack",
+            Opt::KeepOwner => "keep_owner",
+            Opt::FollowSymlinks => "follow_symlinks",
         }
     }
 }
@@ -211,12 +216,17 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ),
     ("retries", "retries(count: integer)"),
     ("chown", "chown(\"user[:group]\")"),
-    ("chmod", "chmod(mode: octal integer, e.g. 0o755)"),
+    (
+        "chmod",
+        "chmod(mode: octal integer, e.g. 0o755, or symbolic string, e.g. \"u+x,g-w\")",
+    ),
     ("mode", "mode(mode: octal integer, e.g. 0o644)"),
     ("include", "include(glob: string)"),
     ("exclude", "exclude(glob: string)"),
     ("allow_dynamic", "allow_dynamic()"),
     ("unpack", "unpack()"),
+    ("keep_owner", "keep_owner()"),
+    ("follow_symlinks", "follow_symlinks()"),
 ];
 
 const IMAGE_METHODS: &[(&str, &str)] = &[
@@ -227,7 +237,7 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ),
     (
         "copy",
-        ".copy(source: path, dest: string) or .copy(source, dest, [chown(..), chmod(..), include(..), exclude(..), allow_dynamic(), unpack()])",
+        ".copy(source: path, dest: string) or .copy(source, dest, [chown(..), chmod(..), include(..), exclude(..), allow_dynamic(), unpack(), keep_owner(), follow_symlinks()])",
     ),
     (
         "mkdir",
@@ -1008,7 +1018,8 @@ impl<'a> Eval<'a> {
         };
         let (min, max) = match name {
             "arg" | "image" | "oci_layout" => (1, 2),
-            "context" | "scratch" | "static_base" | "allow_dynamic" | "unpack"
+            "context" | "scratch" | "static_base" | "allow_dynamic" | "unpack" | "keep_owner"
+            | "follow_symlinks"
             | "build_platform" | "target_platform" => (0, 0),
             "bind" | "env" => (2, 2),
             _ => (1, 1),
@@ -1188,7 +1199,22 @@ impl<'a> Eval<'a> {
                 }
             }
             "chown" => r(self.chown(&args[0], signature).map(Opt::Chown)),
-            "chmod" => r(self.mode_arg(&args[0], signature).map(Opt::Chmod)),
+            "chmod" => match &args[0].0 {
+                Value::Str(s) => match kiln_dag::SymbolicMode::parse(s) {
+                    Ok(_) => Value::Opt(Box::new(Opt::ChmodSymbolic(s.clone()))),
+                    Err(e) => {
+                        self.err(
+                            "kiln::bad-mode",
+                            args[0].1,
+                            format!("invalid symbolic mode `{s}`"),
+                            e.reason,
+                            "write clauses of who (`ugoa`), `+`/`-`/`=` and permissions (`rwxXst`), e.g. `\"u+x,g-w\"`, or an octal `0o755`",
+                        );
+                        Value::Poison
+                    }
+                },
+                _ => r(self.mode_arg(&args[0], signature).map(Opt::Chmod)),
+            },
             "mode" => r(self.mode_arg(&args[0], signature).map(Opt::Mode)),
             "include" => r(self
                 .nonempty(&args[0], signature, "pattern")
@@ -1198,6 +1224,8 @@ impl<'a> Eval<'a> {
                 .map(Opt::Exclude)),
             "allow_dynamic" => Value::Opt(Box::new(Opt::AllowDynamic)),
             "unpack" => Value::Opt(Box::new(Opt::Unpack)),
+            "keep_owner" => Value::Opt(Box::new(Opt::KeepOwner)),
+            "follow_symlinks" => Value::Opt(Box::new(Opt::FollowSymlinks)),
             "debian" => match self.nonempty(&args[0], signature, "suite") {
                 Some(suite) if Self::debian_name(&suite) => {
                     Value::Debian(Box::new(kiln_dag::DebianPackages {
@@ -2107,6 +2135,8 @@ impl<'a> Eval<'a> {
                         "exclude",
                         "allow_dynamic",
                         "unpack",
+                        "keep_owner",
+                        "follow_symlinks",
                     ],
                     signature,
                 );
@@ -2118,10 +2148,13 @@ impl<'a> Eval<'a> {
                     match o {
                         Opt::Chown(c) => co.chown = Some(c),
                         Opt::Chmod(m) => co.chmod = Some(m),
+                        Opt::ChmodSymbolic(m) => co.chmod_symbolic = Some(m),
                         Opt::Include(g) => co.include.push(g),
                         Opt::Exclude(g) => co.exclude.push(g),
                         Opt::AllowDynamic => co.allow_dynamic = true,
                         Opt::Unpack => co.unpack = true,
+                        Opt::KeepOwner => co.keep_owner = true,
+                        Opt::FollowSymlinks => co.follow_symlinks = true,
                         _ => {}
                     }
                 }

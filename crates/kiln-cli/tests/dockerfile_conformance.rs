@@ -16,6 +16,9 @@
 //! from a loopback registry that both builders use as docker.io's mirror:
 //! the debootstrapped Debian builder as `library/debian:bookworm`.
 //!
+//! `KILN_CONFORMANCE_CASES=47-,36-` runs only the cases whose names contain
+//! one of the parts.
+//!
 //! Needs root (BuildKit's runc worker, debootstrap); as another user it
 //! says so and returns.
 
@@ -145,8 +148,18 @@ fn dockerfiles_build_like_buildkit() {
     std::fs::write(&secret, SECRET_TEXT).unwrap();
 
     let mut failures = Vec::new();
-    let all = cases();
+    let mut all = cases();
     assert!(all.len() >= 40, "the corpus holds {} cases", all.len());
+    // `KILN_CONFORMANCE_CASES=47-,36-` runs the cases whose names contain
+    // one of the comma-separated parts (for iterating on a few)
+    if let Ok(only) = std::env::var("KILN_CONFORMANCE_CASES") {
+        let parts: Vec<&str> = only.split(',').filter(|p| !p.is_empty()).collect();
+        all.retain(|c| {
+            let n = c.file_name().unwrap().to_string_lossy();
+            parts.iter().any(|p| n.contains(p))
+        });
+        assert!(!all.is_empty(), "no case matches `{only}`");
+    }
     for case in &all {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(case.join("Dockerfile")).unwrap();

@@ -213,16 +213,7 @@ fn summary(op: &Op) -> String {
                 .actions
                 .iter()
                 .map(|a| match a {
-                    FileAction::Copy {
-                        from,
-                        src,
-                        dest,
-                        unpack,
-                        ..
-                    } => {
-                        let how = if *unpack { " (unpack)" } else { "" };
-                        format!("copy #{from}:{src} -> {dest}{how}")
-                    }
+                    FileAction::Copy(c) => format!("copy {}", c.describe()),
                     FileAction::Mkdir { path, mode, .. } => format!("mkdir {path} {mode:o}"),
                     FileAction::Mkfile {
                         path, mode, data, ..

@@ -24,6 +24,8 @@
 //! ```
 
 pub mod canonical;
+mod copy;
+mod mode;
 mod definition;
 pub mod op;
 mod state;
@@ -33,8 +35,9 @@ pub use definition::{Definition, Vertex};
 pub use kiln_types::{
     Digest, DigestError as DigestParseError, Platform, PlatformError as PlatformParseError,
 };
+pub use mode::{ModeError, SymbolicMode};
 pub use op::{
-    CacheSharing, Chown, DebianPackages, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind,
+    CacheSharing, Chown, CopyAction, DebianPackages, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind,
     Network, Op, SourceOp,
 };
 pub use state::{

@@ -9,6 +9,7 @@ pub use kiln_types::Platform;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{Canonical, Encoder};
+pub use crate::copy::CopyAction;
 
 /// Index into a vertex's inputs.
 pub type InputIndex = usize;
@@ -190,23 +191,7 @@ pub struct Chown {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum FileAction {
-    Copy {
-        /// Input the files come from.
-        from: InputIndex,
-        src: String,
-        dest: String,
-        chown: Option<Chown>,
-        chmod: Option<u32>,
-        include: Vec<String>,
-        exclude: Vec<String>,
-        /// Skip the static/dynamic ELF check for what this copies.
-        allow_dynamic: bool,
-        /// A source file that is a tar archive (plain, gzip, bzip2, xz or
-        /// zstd, told by content) is extracted into `dest` instead
-        /// (Dockerfile `ADD`).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        unpack: bool,
-    },
+    Copy(CopyAction),
     Mkdir {
         path: String,
         mode: u32,
@@ -429,32 +414,7 @@ impl Canonical for Chown {
 impl Canonical for FileAction {
     fn encode(&self, e: &mut Encoder) {
         match self {
-            FileAction::Copy {
-                from,
-                src,
-                dest,
-                chown,
-                chmod,
-                include,
-                exclude,
-                allow_dynamic,
-                unpack,
-            } => {
-                e.tag("copy");
-                e.u64(*from as u64);
-                e.str(src);
-                e.str(dest);
-                e.opt(chown.as_ref());
-                e.opt_u64(chmod.map(u64::from));
-                e.strs(include);
-                e.strs(exclude);
-                e.bool(*allow_dynamic);
-                // Encoded only when set, so the digests of every other
-                // copy stay as they were; no action's tag is `unpack`.
-                if *unpack {
-                    e.tag("unpack");
-                }
-            }
+            FileAction::Copy(c) => c.encode(e),
             FileAction::Mkdir {
                 path,
                 mode,

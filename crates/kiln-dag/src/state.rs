@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{Canonical, Encoder};
 use crate::op::{
+    CopyAction,
     CacheSharing, Chown, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind, Network, Op,
     Platform, SourceOp,
 };
@@ -378,6 +379,12 @@ pub struct CopyOptions {
     pub allow_dynamic: bool,
     /// Extract a source file that is a tar archive (Dockerfile `ADD`).
     pub unpack: bool,
+    /// Keep the source's owners when no `chown` is given.
+    pub keep_owner: bool,
+    /// Follow a symlink named as the source.
+    pub follow_symlinks: bool,
+    /// A symbolic mode such as `u+x,g-w` (instead of `chmod`).
+    pub chmod_symbolic: Option<String>,
 }
 
 /// A mount of a step, as given to [`State::run`].
@@ -611,33 +618,12 @@ impl State {
     fn file_action(&self, action: FileAction, extra: Option<&State>) -> State {
         let mut inputs = vec![self.node.clone()];
         let action = match (action, extra) {
-            (FileAction::Copy { from: _, .. }, None) => {
+            (FileAction::Copy(_), None) => {
                 unreachable!("copy without a source state")
             }
-            (
-                FileAction::Copy {
-                    from: _,
-                    src,
-                    dest,
-                    chown,
-                    chmod,
-                    include,
-                    exclude,
-                    allow_dynamic,
-                    unpack,
-                },
-                Some(from),
-            ) => FileAction::Copy {
-                from: input_index(&mut inputs, &from.node),
-                src,
-                dest,
-                chown,
-                chmod,
-                include,
-                exclude,
-                allow_dynamic,
-                unpack,
-            },
+            (FileAction::Copy(c), Some(from)) => {
+                FileAction::Copy(c.with_from(input_index(&mut inputs, &from.node)))
+            }
             (a, _) => a,
         };
         self.with_node(Node::new(
@@ -726,17 +712,18 @@ impl State {
     /// Copies `src` of `from` to `dest` (relative to the workdir).
     pub fn copy(&self, from: &State, src: &str, dest: &str, opts: CopyOptions) -> State {
         self.file_action(
-            FileAction::Copy {
-                from: 0,
-                src: src.to_string(),
-                dest: resolve_path(self.cwd(), dest),
+            FileAction::Copy(CopyAction {
                 chown: opts.chown,
                 chmod: opts.chmod,
                 include: opts.include,
                 exclude: opts.exclude,
                 allow_dynamic: opts.allow_dynamic,
                 unpack: opts.unpack,
-            },
+                keep_owner: opts.keep_owner,
+                follow_symlinks: opts.follow_symlinks,
+                chmod_symbolic: opts.chmod_symbolic,
+                ..CopyAction::new(0, src, resolve_path(self.cwd(), dest))
+            }),
             Some(from),
         )
     }

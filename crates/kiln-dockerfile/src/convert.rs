@@ -990,9 +990,11 @@ impl<'a> Converter<'a> {
         let mut from = None;
         let mut chown = None;
         let mut chmod = None;
+        let mut chmod_symbolic = None;
         let mut exclude = Vec::new();
         // `ADD` extracts a source file that is an archive: `unpack()`
         let mut unpack = add;
+        let mut parents = false;
         for flag in options {
             let raw = flag.value.as_ref().map_or("", |v| &v.value);
             let Ok(value) = shell::expand(raw, &vars, self.escape) else {
@@ -1004,9 +1006,13 @@ impl<'a> Converter<'a> {
                     None => return,
                 },
                 "chown" => chown = Some(value),
-                "chmod" => chmod = u32::from_str_radix(&value, 8).ok(),
+                "chmod" => match u32::from_str_radix(&value, 8) {
+                    Ok(m) => chmod = Some(m),
+                    Err(_) => chmod_symbolic = Some(value),
+                },
                 "exclude" => exclude.push(value),
                 "unpack" => unpack = value != "false",
+                "parents" => parents = value != "false",
                 _ => {}
             }
         }
@@ -1045,7 +1051,12 @@ impl<'a> Converter<'a> {
                         dest_path.clone()
                     };
                     let mut o = Vec::new();
-                    let mode = chmod.unwrap_or(0o644);
+                    let mode = match (chmod, &chmod_symbolic) {
+                        (Some(m), _) => m,
+                        (None, Some(s)) => kiln_dag::SymbolicMode::parse(s)
+                            .map_or(0o644, |m| m.apply(0o644, false)),
+                        (None, None) => 0o644,
+                    };
                     if mode != 0o644 {
                         o.push(format!("mode(0o{mode:o})"));
                     }
@@ -1063,7 +1074,7 @@ impl<'a> Converter<'a> {
                     let Ok(path) = shell::expand(&p.value, &vars, self.escape) else {
                         return;
                     };
-                    let (dir, pattern) = crate::copy::split_wildcard(&path);
+                    let (dir, pattern) = crate::copy::split_source(&path, parents);
                     let dest_for = if pattern.is_some() && !into_dir {
                         format!("{dest_path}/")
                     } else {
@@ -1086,6 +1097,8 @@ impl<'a> Converter<'a> {
                     }
                     if let Some(m) = chmod {
                         o.push(format!("chmod(0o{m:o})"));
+                    } else if let Some(m) = &chmod_symbolic {
+                        o.push(format!("chmod({})", lit(m)));
                     }
                     if let Some(pat) = &pattern {
                         o.push(format!("include({})", lit(pat)));
@@ -1095,6 +1108,14 @@ impl<'a> Converter<'a> {
                     }
                     if unpack {
                         o.push("unpack()".into());
+                    }
+                    // as the Dockerfile's lowering: a stage's or image's
+                    // owners stay, a symlink named as the source is followed
+                    if from.is_some() {
+                        if chown.is_none() {
+                            o.push("keep_owner()".into());
+                        }
+                        o.push("follow_symlinks()".into());
                     }
                     let o = if o.is_empty() {
                         String::new()

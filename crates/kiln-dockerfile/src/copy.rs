@@ -13,10 +13,15 @@ struct Flags {
     from: Option<State>,
     chown: Option<Chown>,
     chmod: Option<u32>,
+    /// `--chmod=u+x,g-w`, applied to each entry's own mode
+    chmod_symbolic: Option<String>,
     exclude: Vec<String>,
     /// `ADD` extracts a source file that is a tar archive (told by content
     /// in the worker, as BuildKit does) unless `--unpack=false`.
     unpack: bool,
+    /// `--parents`: the source's directories (below a `/./` pivot) are
+    /// kept under the destination
+    parents: bool,
 }
 
 impl Lowerer<'_> {
@@ -112,7 +117,12 @@ impl Lowerer<'_> {
                     } else {
                         dest_path.clone()
                     };
-                    let mode = flags.chmod.unwrap_or(0o644);
+                    let mode = match (&flags.chmod, &flags.chmod_symbolic) {
+                        (Some(m), _) => *m,
+                        (None, Some(s)) => kiln_dag::SymbolicMode::parse(s)
+                            .map_or(0o644, |m| m.apply(0o644, false)),
+                        (None, None) => 0o644,
+                    };
                     state = state
                         .mkfile(&path, data.as_bytes(), mode, flags.chown.clone())
                         .into_meta(meta.clone());
@@ -124,12 +134,16 @@ impl Lowerer<'_> {
                     if !self.source_allowed(what, &path, &p.span) {
                         return;
                     }
-                    let (dir, pattern) = split_wildcard(&path);
+                    let (dir, pattern) = split_source(&path, flags.parents);
                     let dest_for = if pattern.is_some() && !into_dir {
                         format!("{dest_path}/")
                     } else {
                         dest_path.clone()
                     };
+                    // BuildKit's copy keeps a stage's or an image's
+                    // owners unless `--chown`, and follows a symlink named
+                    // as the source (the context's files are root's).
+                    let from_stage = flags.from.is_some();
                     let opts = CopyOptions {
                         chown: flags.chown.clone(),
                         chmod: flags.chmod,
@@ -137,6 +151,9 @@ impl Lowerer<'_> {
                         exclude: flags.exclude.clone(),
                         allow_dynamic: false,
                         unpack: flags.unpack,
+                        keep_owner: from_stage && flags.chown.is_none(),
+                        follow_symlinks: from_stage,
+                        chmod_symbolic: flags.chmod_symbolic.clone(),
                     };
                     let from = match &flags.from {
                         Some(st) => st.clone(),
@@ -197,8 +214,10 @@ impl Lowerer<'_> {
             from: None,
             chown: None,
             chmod: None,
+            chmod_symbolic: None,
             exclude: Vec::new(),
             unpack: what == "ADD",
+            parents: false,
         };
         let mut ok = true;
         for flag in options {
@@ -206,7 +225,7 @@ impl Lowerer<'_> {
             let raw = flag.value.as_ref().map_or("", |v| &v.value);
             let name = &*flag.name.value;
             let value = match name {
-                "link" | "parents" => None,
+                "link" => None,
                 _ => match self.expand(raw, vars, &span) {
                     Some(v) => Some(v),
                     None => {
@@ -240,18 +259,8 @@ impl Lowerer<'_> {
                 }
                 "chmod" => match u32::from_str_radix(&value, 8) {
                     Ok(m) if m <= 0o7777 => f.chmod = Some(m),
-                    _ if !value.is_empty()
-                        && value.chars().all(|c| "ugoa+-=rwxXst,".contains(c)) =>
-                    {
-                        self.error(
-                            "dockerfile::unsupported",
-                            &span,
-                            format!("symbolic `--chmod={value}` is not supported by kiln yet"),
-                            "write the mode in octal, e.g. `--chmod=755`",
-                        );
-                        ok = false;
-                    }
-                    _ => {
+                    // BuildKit takes what is not octal as a symbolic mode
+                    _ if value.starts_with(|c: char| c.is_ascii_digit()) => {
                         self.error(
                             "dockerfile::chmod",
                             &span,
@@ -260,6 +269,19 @@ impl Lowerer<'_> {
                         );
                         ok = false;
                     }
+                    // BuildKit takes what is not octal as a symbolic mode
+                    _ => match kiln_dag::SymbolicMode::parse(&value) {
+                        Ok(_) => f.chmod_symbolic = Some(value),
+                        Err(e) => {
+                            self.error(
+                                "dockerfile::chmod",
+                                &span,
+                                format!("invalid symbolic `--chmod={value}`: {}", e.reason),
+                                "write clauses of who (`ugoa`), `+`, `-` or `=` and permissions (`rwxXst`), e.g. `--chmod=u+x,g-w`, or an octal mode",
+                            );
+                            ok = false;
+                        }
+                    },
                 },
                 "exclude" => {
                     if value.is_empty() {
@@ -277,27 +299,13 @@ impl Lowerer<'_> {
                 // The files are the same with or without `--link`; only
                 // BuildKit's layer reuse across bases differs.
                 "link" => {}
-                "parents" => {
-                    self.error(
-                        "dockerfile::unsupported",
-                        &span,
-                        format!("`{what} --parents` is not supported by kiln yet"),
-                        "copy each directory with its own instruction",
-                    );
-                    ok = false;
-                }
-                "unpack" if what == "ADD" => match value.as_str() {
-                    "" | "true" => f.unpack = true,
-                    "false" => f.unpack = false,
-                    _ => {
-                        self.error(
-                            "dockerfile::flag",
-                            &span,
-                            format!("invalid `--unpack={value}`"),
-                            "write `--unpack=true` or `--unpack=false`",
-                        );
-                        ok = false;
-                    }
+                "parents" => match self.bool_flag(name, &value, &span) {
+                    Some(b) => f.parents = b,
+                    None => ok = false,
+                },
+                "unpack" if what == "ADD" => match self.bool_flag(name, &value, &span) {
+                    Some(b) => f.unpack = b,
+                    None => ok = false,
                 },
                 "checksum" | "keep-git-dir" if what == "ADD" => {
                     self.error(
@@ -322,6 +330,23 @@ impl Lowerer<'_> {
             }
         }
         ok.then_some(f)
+    }
+
+    /// A boolean flag's value: none or `true`, or `false`.
+    fn bool_flag(&mut self, name: &str, value: &str, span: &Range<usize>) -> Option<bool> {
+        match value {
+            "" | "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                self.error(
+                    "dockerfile::flag",
+                    span,
+                    format!("invalid `--{name}={value}`"),
+                    format!("write `--{name}=true` or `--{name}=false`"),
+                );
+                None
+            }
+        }
     }
 
     /// Sources kiln cannot take yet, as located errors.
@@ -349,6 +374,32 @@ impl Lowerer<'_> {
     }
 }
 
+/// Where a copy reads and what it selects there: [`split_wildcard`], or
+/// with `--parents` the directory before a `/./` pivot (else the root) and
+/// the rest as the pattern, so the rest's directories are copied too, as
+/// BuildKit's `--parents` copies them.
+pub(crate) fn split_source(path: &str, parents: bool) -> (String, Option<String>) {
+    if !parents {
+        return split_wildcard(path);
+    }
+    let (root, rest) = match path.find("/./") {
+        Some(i) => (&path[..i], &path[i + 3..]),
+        None => ("/", path),
+    };
+    let root = kiln_dag::resolve_path("/", root);
+    let root = if root.len() > 1 {
+        root.trim_end_matches('/').to_string()
+    } else {
+        root
+    };
+    let rest = kiln_dag::resolve_path("/", rest);
+    let rest = rest.trim_matches('/');
+    if rest.is_empty() {
+        return (root, None);
+    }
+    (root, Some(rest.to_string()))
+}
+
 /// `dir/*.go` -> (`/dir`, Some(`*.go`)); a path without wildcards ->
 /// (`/path`, None). Wildcards in a directory part keep the rest as the
 /// pattern below the last plain directory.
@@ -372,6 +423,21 @@ pub(crate) fn split_wildcard(path: &str) -> (String, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::split_wildcard;
+
+    #[test]
+    fn parents() {
+        use super::split_source;
+        assert_eq!(
+            split_source("a/b/c.txt", true),
+            ("/".into(), Some("a/b/c.txt".into()))
+        );
+        assert_eq!(
+            split_source("./x/./y/*.go", true),
+            ("/x".into(), Some("y/*.go".into()))
+        );
+        assert_eq!(split_source("x/./", true), ("/x".into(), None));
+        assert_eq!(split_source("a/b", false), ("/a/b".into(), None));
+    }
 
     #[test]
     fn wildcards() {

@@ -47,7 +47,7 @@ fn digests_ignore_layout() {
 #[test]
 fn same_graph_as_a_kilnfile() {
     let docker = "FROM scratch AS app\nCOPY --from=docker.io/library/busybox:1.36 /bin/busybox /bin/busybox\n";
-    let kiln = "let app = scratch().env(\"PATH\", \"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\").workdir(\"/\").copy(image(\"busybox:1.36\").path(\"/bin/busybox\"), \"/bin/busybox\");";
+    let kiln = "let app = scratch().env(\"PATH\", \"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\").workdir(\"/\").copy(image(\"busybox:1.36\").path(\"/bin/busybox\"), \"/bin/busybox\", [keep_owner(), follow_symlinks()]);";
     let opts = kiln_frontend::Options::default();
     let d = compile("Dockerfile", docker, &opts, &common::DebianLike).unwrap();
     let k = kiln_frontend::compile("Kilnfile", kiln, &opts).unwrap();

@@ -573,8 +573,8 @@ impl Emitter<'_> {
         let mut froms = Vec::with_capacity(f.actions.len());
         for a in &f.actions {
             froms.push(match a {
-                FileAction::Copy { from, .. } => {
-                    let d = self.input(v, *from)?;
+                FileAction::Copy(c) => {
+                    let d = self.input(v, c.from)?;
                     inputs.add(&d)
                 }
                 _ => -1,
@@ -586,28 +586,21 @@ impl Emitter<'_> {
         let mut actions = Vec::with_capacity(f.actions.len());
         for (i, (a, from)) in f.actions.iter().zip(froms).enumerate() {
             let action = match a {
-                FileAction::Copy {
-                    src,
-                    dest,
-                    chown,
-                    chmod,
-                    include,
-                    exclude,
-                    unpack,
-                    ..
-                } => {
-                    if !include.is_empty() || !exclude.is_empty() {
+                FileAction::Copy(c) => {
+                    if !c.include.is_empty() || !c.exclude.is_empty() {
                         cap_list.push("file.copy.includeexcludepatterns");
                     }
                     pb::file_action::Action::Copy(pb::FileActionCopy {
-                        attempt_unpack_docker_compatibility: *unpack,
+                        attempt_unpack_docker_compatibility: c.unpack,
+                        // BuildKit applies it per entry, as kiln's worker
+                        mode_str: c.chmod_symbolic.clone().unwrap_or_default(),
                         ..copy_action(
-                            src,
-                            dest,
-                            chown.as_ref().map(|c| chown_opt(c, base_idx)),
-                            chmod.map(|m| m as i32),
-                            include,
-                            exclude,
+                            &c.src,
+                            &c.dest,
+                            c.chown.as_ref().map(|o| chown_opt(o, base_idx)),
+                            c.chmod.map(|m| m as i32),
+                            &c.include,
+                            &c.exclude,
                         )
                     })
                 }
@@ -859,7 +852,7 @@ fn file_name(f: &FileOp) -> String {
         .actions
         .iter()
         .map(|a| match a {
-            FileAction::Copy { src, dest, .. } => format!("copy {src} {dest}"),
+            FileAction::Copy(c) => format!("copy {} {}", c.src, c.dest),
             FileAction::Mkdir { path, .. } => format!("mkdir {path}"),
             FileAction::Mkfile { path, .. } => format!("mkfile {path}"),
             FileAction::Symlink { target, link } => format!("symlink {link} -> {target}"),

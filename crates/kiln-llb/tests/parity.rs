@@ -116,23 +116,18 @@ fn kiln_side(def: &Definition) -> (BTreeSet<String>, String) {
                     .actions
                     .iter()
                     .map(|a| match a {
-                        FileAction::Copy {
-                            from,
-                            src,
-                            dest,
-                            chown,
-                            chmod,
-                            include,
-                            exclude,
-                            ..
-                        } => format!(
-                            "copy {}:{src} -> {dest} owner={} mode={} include={include:?} exclude={exclude:?}",
-                            input(*from),
-                            chown
+                        FileAction::Copy(c) => format!(
+                            "copy {}:{} -> {} owner={} mode={} include={:?} exclude={:?}",
+                            input(c.from),
+                            c.src,
+                            c.dest,
+                            c.chown
                                 .as_ref()
                                 .map(|c| chown_text(&c.user, c.group.as_deref()))
                                 .unwrap_or_default(),
-                            chmod.map(|m| format!("{m:o}")).unwrap_or_default(),
+                            c.chmod.map(|m| format!("{m:o}")).unwrap_or_default(),
+                            c.include,
+                            c.exclude,
                         ),
                         FileAction::Mkdir {
                             path,

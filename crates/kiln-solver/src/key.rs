@@ -2,7 +2,7 @@
 //! they provide. Pure functions, so the policy is testable without a worker.
 
 use kiln_dag::canonical::{Canonical, Encoder};
-use kiln_dag::{Digest, FileAction, Op, SourceOp, Vertex};
+use kiln_dag::{CopyAction, Digest, FileAction, Op, SourceOp, Vertex};
 
 /// What one copy reads from an input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -11,6 +11,23 @@ pub struct Selector {
     pub path: String,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// The owners of what is selected count (a copy that keeps them).
+    pub owners: bool,
+    /// A symlink named by `path` is followed.
+    pub follow: bool,
+}
+
+impl Selector {
+    /// What `copy` reads from its source input.
+    pub fn of(copy: &CopyAction) -> Selector {
+        Selector {
+            path: copy.src.clone(),
+            include: copy.include.clone(),
+            exclude: copy.exclude.clone(),
+            owners: copy.keeps_owners(),
+            follow: copy.follow_symlinks,
+        }
+    }
 }
 
 /// How an input contributes to its user's key.
@@ -40,24 +57,14 @@ pub fn cache_map(v: &Vertex) -> CacheMap {
         }
         Op::File(f) => {
             for a in &f.actions {
-                if let FileAction::Copy {
-                    from,
-                    src,
-                    include,
-                    exclude,
-                    ..
-                } = a
-                {
+                if let FileAction::Copy(c) = a {
+                    let from = &c.from;
                     // Copying from the filesystem being changed depends on
                     // all of it anyway.
                     if *from == 0 || *from >= deps.len() {
                         continue;
                     }
-                    let sel = Selector {
-                        path: src.clone(),
-                        include: include.clone(),
-                        exclude: exclude.clone(),
-                    };
+                    let sel = Selector::of(c);
                     match &mut deps[*from] {
                         Dep::Content(list) => list.push(sel),
                         d => *d = Dep::Content(vec![sel]),
@@ -139,7 +146,9 @@ mod tests {
             Dep::Content(vec![Selector {
                 path: "/hello".into(),
                 include: vec![],
-                exclude: vec![]
+                exclude: vec![],
+                owners: false,
+                follow: false,
             }])
         );
     }

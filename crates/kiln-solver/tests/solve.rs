@@ -158,12 +158,10 @@ impl Worker for ToyWorker {
                 let mut fs = (*inputs[0]).clone();
                 for a in &f.actions {
                     match a {
-                        FileAction::Copy {
-                            from, src, dest, ..
-                        } => {
-                            for (k, val) in inputs[*from].iter() {
-                                if let Some(rest) = k.strip_prefix(src.as_str()) {
-                                    fs.insert(format!("{dest}{rest}"), val.clone());
+                        FileAction::Copy(c) => {
+                            for (k, val) in inputs[c.from].iter() {
+                                if let Some(rest) = k.strip_prefix(c.src.as_str()) {
+                                    fs.insert(format!("{}{rest}", c.dest), val.clone());
                                 }
                             }
                         }

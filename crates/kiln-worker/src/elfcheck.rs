@@ -418,7 +418,7 @@ pub fn check(
             .actions
             .iter()
             .filter_map(|a| match a {
-                FileAction::Copy { allow_dynamic, .. } => Some(*allow_dynamic),
+                FileAction::Copy(c) => Some(c.allow_dynamic),
                 _ => None,
             })
             .collect();

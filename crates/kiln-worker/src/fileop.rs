@@ -10,6 +10,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
 use kiln_dag::{Chown, FileAction, FileOp};
+use kiln_solver::Selector;
 use kiln_layer::{IdMapping, IdRange, WriteOptions};
 
 use crate::context;
@@ -45,6 +46,8 @@ pub enum FileOpError {
     Context(#[from] context::ContextError),
     #[error(transparent)]
     Unpack(#[from] crate::unpack::UnpackError),
+    #[error(transparent)]
+    Mode(#[from] kiln_dag::ModeError),
     #[error("copy source input {from} does not exist")]
     NoInput { from: usize },
 }
@@ -229,33 +232,18 @@ fn build_change(
     let mut whiteouts = false;
     for a in &op.actions {
         match a {
-            FileAction::Copy {
-                from,
-                src,
-                dest,
-                chown,
-                chmod,
-                include,
-                exclude,
-                unpack,
-                ..
-            } => {
+            FileAction::Copy(c) => {
                 let src_ref = inputs
-                    .get(*from)
-                    .ok_or(FileOpError::NoInput { from: *from })?;
+                    .get(c.from)
+                    .ok_or(FileOpError::NoInput { from: c.from })?;
                 let src_root = view(snaps, src_ref, merged)?;
-                let owner = resolve_owner(base, chown.as_ref())?;
+                let owner = resolve_owner(base, c.chown.as_ref())?;
                 let cx = Ctx {
                     base,
                     change,
                     owner,
                 };
-                let sel = Select {
-                    include,
-                    exclude,
-                    unpack: *unpack,
-                };
-                copy(&cx, &src_root, src, dest, *chmod, &sel)?;
+                copy(&cx, &src_root, c)?;
             }
             FileAction::Mkdir {
                 path,
@@ -451,31 +439,121 @@ fn resolve_owner(base: &Union, chown: Option<&Chown>) -> Result<Option<(u32, u32
     Ok(Some((u.uid, u.gid)))
 }
 
-/// What a copy takes from its source.
-struct Select<'a> {
-    include: &'a [String],
-    exclude: &'a [String],
-    /// extract a source file that is an archive
-    unpack: bool,
+/// A copy's source as found in its tree.
+struct Found {
+    /// Where `src` names it (its directories resolved, a final symlink
+    /// not): the name a file takes under a destination directory.
+    named: PathBuf,
+    /// Where it is, a followed final symlink resolved.
+    at: PathBuf,
+    /// The path to read it at.
+    path: PathBuf,
+    meta: fs::Metadata,
 }
 
-fn copy(
-    cx: &Ctx<'_>,
-    src_root: &Union,
-    src: &str,
-    dest: &str,
-    chmod: Option<u32>,
-    sel: &Select<'_>,
-) -> Result<(), FileOpError> {
-    let (include, exclude) = (sel.include, sel.exclude);
-    let src_rel = resolve_in(src_root, &rel(src))?;
-    let found = src_root
-        .lookup(&src_rel)
-        .map_err(io("read", &src_rel))?
-        .ok_or_else(|| FileOpError::SourceMissing {
-            path: src.to_string(),
-        })?;
-    let (src_path, meta) = (found.path, found.meta);
+/// Finds `src` in `root`; with `follow`, a symlink it names is followed
+/// (as often as it takes, never leaving `root`), as BuildKit's copy with
+/// `FollowSymlinks` resolves its source.
+fn find_source(root: &Union, src: &str, follow: bool) -> Result<Found, FileOpError> {
+    let named = resolve_in(root, &rel(src))?;
+    let mut at = named.clone();
+    let mut hops = 0;
+    loop {
+        let found = root
+            .lookup(&at)
+            .map_err(io("read", &at))?
+            .ok_or_else(|| FileOpError::SourceMissing {
+                path: src.to_string(),
+            })?;
+        if !(follow && found.meta.file_type().is_symlink()) {
+            return Ok(Found {
+                named,
+                at,
+                path: found.path,
+                meta: found.meta,
+            });
+        }
+        hops += 1;
+        if hops > 40 {
+            return Err(FileOpError::SymlinkLoop {
+                path: src.to_string(),
+            });
+        }
+        let target = fs::read_link(&found.path).map_err(io("read", &found.path))?;
+        let base = if target.is_absolute() {
+            PathBuf::new()
+        } else {
+            at.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        at = resolve_in(root, &rel(&base.join(target).to_string_lossy()))?;
+    }
+}
+
+/// The owner a copied entry gets: `--chown`'s, the source's (read as
+/// host IDs, kept as the container IDs they stand for), or root's (`None`,
+/// what the copying process makes).
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    Fixed(Option<(u32, u32)>),
+    Keep(&'a IdMapping),
+}
+
+impl Owner<'_> {
+    fn of(self, host: (u32, u32)) -> Option<(u32, u32)> {
+        match self {
+            Owner::Fixed(o) => o,
+            Owner::Keep(map) => {
+                let ids = container_ids(map, host);
+                // what the copying process creates anyway
+                (ids != (0, 0)).then_some(ids)
+            }
+        }
+    }
+}
+
+/// How the layers' files are owned on disk: container IDs as they are
+/// for real root, the namespace's host IDs rootless.
+fn disk_mapping() -> IdMapping {
+    match kiln_runtime::plan_mapping() {
+        Ok((plan, _)) => plan.disk_mapping(),
+        Err(e) => {
+            tracing::debug!("no ID mapping, reading owners as they are: {e}");
+            IdMapping::identity()
+        }
+    }
+}
+
+/// The container IDs a file owned by `host` on disk belongs to; an ID the
+/// mapping does not hold reads as root's, as the sandbox's overflow ID
+/// would be unusable in an image.
+fn container_ids(map: &IdMapping, (u, g): (u32, u32)) -> (u32, u32) {
+    (
+        map.uid_to_container(u).unwrap_or(0),
+        map.gid_to_container(g).unwrap_or(0),
+    )
+}
+
+fn copy(cx: &Ctx<'_>, src_root: &Union, c: &kiln_dag::CopyAction) -> Result<(), FileOpError> {
+    let (src, dest) = (c.src.as_str(), c.dest.as_str());
+    let symbolic = c
+        .chmod_symbolic
+        .as_deref()
+        .map(kiln_dag::SymbolicMode::parse)
+        .transpose()?;
+    // `--chmod`: an octal mode, or a symbolic one applied to each
+    // entry's own mode (BuildKit's copy applies it per entry)
+    let mode_of = |mode: u32, is_dir: bool| match (c.chmod, &symbolic) {
+        (Some(m), _) => m,
+        (None, Some(s)) => s.apply(mode, is_dir),
+        (None, None) => mode,
+    };
+    let map = c.keeps_owners().then(disk_mapping);
+    let owner = match &map {
+        Some(m) => Owner::Keep(m),
+        None => Owner::Fixed(cx.owner),
+    };
+    let found = find_source(src_root, src, c.follow_symlinks)?;
+    let (src_path, meta) = (&found.path, &found.meta);
     // Resolve every component of the destination, its last one included,
     // inside the base (e.g. `/bin/` where `/bin -> usr/bin`).
     let dest_dir = resolve_in(cx.base, &rel(dest).join("x"))?
@@ -487,35 +565,38 @@ fn copy(
             || cx.base.lstat(p).ok().flatten().is_some_and(|m| m.is_dir())
             || fs::symlink_metadata(cx.change.join(p)).is_ok_and(|m| m.is_dir())
     };
+    use std::os::unix::fs::MetadataExt;
     if meta.is_dir() {
-        let sel = Selection::patterns(include, exclude)?;
-        let entries = select::walk(src_root, &src_rel, &sel)?;
+        let sel = Selection::patterns(&c.include, &c.exclude)?;
+        let entries = select::walk(src_root, &found.at, &sel)?;
         // A destination directory the copy creates takes the source
-        // directory's mode (or `chmod`), as BuildKit's copy does.
+        // directory's mode (or `chmod`), as BuildKit's copy does, and the
+        // `--chown` owner or root's (BuildKit makes it before it copies
+        // the contents, so a kept owner does not reach it).
         let new_dest = !dest_dir.as_os_str().is_empty()
             && !is_dir(&dest_dir)
             && !cx.change.join(&dest_dir).exists();
         ensure_parents(cx, &dest_dir.join("x"))?;
         if new_dest {
-            use std::os::unix::fs::MetadataExt;
             set_meta(
                 &cx.change.join(&dest_dir),
-                chmod.unwrap_or(meta.mode() & 0o7777),
+                mode_of(meta.mode() & 0o7777, true),
                 cx.owner,
             )?;
         }
         for (e, from) in entries {
             let to = cx.change.join(&dest_dir).join(&e.rel);
-            copy_entry(&from, &to, &e.kind, e.mode, chmod, cx.owner)?;
+            let mode = mode_of(e.mode, e.kind == Kind::Dir);
+            copy_entry(&from, &to, &e.kind, mode, owner.of(e.owner))?;
         }
         return Ok(());
     }
-    if sel.unpack && meta.file_type().is_file() && crate::unpack::is_archive(&src_path) {
+    if c.unpack && meta.file_type().is_file() && crate::unpack::is_archive(src_path) {
         // BuildKit: the destination is a directory (its missing parts made
         // 0755 with the `--chown` owner); the entries keep their own.
         ensure_parents(cx, &dest_dir.join("x"))?;
         let target = cx.change.join(&dest_dir);
-        crate::unpack::extract(&src_path, src, &target)?;
+        crate::unpack::extract(src_path, src, &target)?;
         if let Some(o) = cx.owner {
             // BuildKit's untar takes `--chown` for every entry. The op has
             // this one action (kiln makes one file op per copy), so what
@@ -526,28 +607,27 @@ fn copy(
     }
     // include/exclude select below a directory; a file source is copied
     // as it is (BuildKit matches them only below the source, and the
-    // content digest never applied them to a file)
+    // content digest never applied them to a file). Under a destination
+    // directory it keeps the name `src` gave it, a followed link's.
     let target = if dest.ends_with('/') || is_dir(&dest_dir) {
-        dest_dir.join(src_rel.file_name().unwrap_or_default())
+        dest_dir.join(found.named.file_name().unwrap_or_default())
     } else {
         resolve_in(cx.base, &rel(dest))?
     };
     ensure_parents(cx, &target)?;
     let kind = if meta.file_type().is_symlink() {
         Kind::Symlink {
-            target: fs::read_link(&src_path).map_err(io("read", &src_path))?,
+            target: fs::read_link(src_path).map_err(io("read", src_path))?,
         }
     } else {
         Kind::File { size: meta.len() }
     };
-    use std::os::unix::fs::MetadataExt;
     copy_entry(
-        &src_path,
+        src_path,
         &cx.change.join(&target),
         &kind,
-        meta.mode() & 0o7777,
-        chmod,
-        cx.owner,
+        mode_of(meta.mode() & 0o7777, false),
+        owner.of((meta.uid(), meta.gid())),
     )
 }
 
@@ -569,7 +649,6 @@ fn copy_entry(
     to: &Path,
     kind: &Kind,
     mode: u32,
-    chmod: Option<u32>,
     owner: Option<(u32, u32)>,
 ) -> Result<(), FileOpError> {
     match kind {
@@ -578,12 +657,12 @@ fn copy_entry(
                 remove_any(to)?;
                 fs::create_dir(to).map_err(io("create directory", to))?;
             }
-            set_meta(to, chmod.unwrap_or(mode), owner)?;
+            set_meta(to, mode, owner)?;
         }
         Kind::File { .. } => {
             remove_any(to)?;
             fs::copy(from, to).map_err(io("copy to", to))?;
-            set_meta(to, chmod.unwrap_or(mode), owner)?;
+            set_meta(to, mode, owner)?;
         }
         Kind::Symlink { target } => {
             remove_any(to)?;
@@ -596,54 +675,60 @@ fn copy_entry(
     Ok(())
 }
 
-/// The digest of what a copy would read from the tree at `root`: `src` and,
-/// for a directory, the selected files below it.
-pub fn content_digest(
-    root: &Union,
-    src: &str,
-    include: &[String],
-    exclude: &[String],
-) -> Result<kiln_dag::Digest, FileOpError> {
-    let src_rel = resolve_in(root, &rel(src))?;
-    let found = root
-        .lookup(&src_rel)
-        .map_err(io("read", &src_rel))?
-        .ok_or_else(|| FileOpError::SourceMissing {
-            path: src.to_string(),
-        })?;
+/// The digest of what a copy would read from the tree at `root`: `src`
+/// and, for a directory, the selected files below it; with
+/// `sel.owners`, their owners as container IDs too.
+pub fn content_digest(root: &Union, sel: &Selector) -> Result<kiln_dag::Digest, FileOpError> {
+    use std::os::unix::fs::MetadataExt;
+    let found = find_source(root, &sel.path, sel.follow)?;
     let (path, meta) = (found.path, found.meta);
     let mut cache = context::StatCache::default();
-    if meta.is_dir() {
-        let sel = Selection::patterns(include, exclude)?;
-        let selected = select::walk(root, &src_rel, &sel)?;
+    let (entries, paths) = if meta.is_dir() {
+        let pats = Selection::patterns(&sel.include, &sel.exclude)?;
+        let selected = select::walk(root, &found.at, &pats)?;
         let paths: std::collections::HashMap<String, PathBuf> = selected
             .iter()
             .map(|(e, p)| (e.rel.clone(), p.clone()))
             .collect();
-        let entries: Vec<Entry> = selected.into_iter().map(|(e, _)| e).collect();
-        return Ok(context::digest_with(&entries, &mut cache, |e| {
-            paths.get(&e.rel).cloned().unwrap_or_default()
-        })?);
-    }
-    use std::os::unix::fs::MetadataExt;
-    let name = src_rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let kind = if meta.file_type().is_symlink() {
-        Kind::Symlink {
-            target: fs::read_link(&path).map_err(io("read", &path))?,
-        }
+        (selected.into_iter().map(|(e, _)| e).collect(), paths)
     } else {
-        Kind::File { size: meta.len() }
-    };
-    Ok(context::digest_with(
-        &[Entry {
-            rel: name,
+        let name = found
+            .named
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = if meta.file_type().is_symlink() {
+            Kind::Symlink {
+                target: fs::read_link(&path).map_err(io("read", &path))?,
+            }
+        } else {
+            Kind::File { size: meta.len() }
+        };
+        let entry = Entry {
+            rel: name.clone(),
             kind,
             mode: meta.mode() & 0o7777,
-        }],
-        &mut cache,
-        |_| path.clone(),
-    )?)
+            owner: (meta.uid(), meta.gid()),
+        };
+        (vec![entry], [(name, path)].into_iter().collect())
+    };
+    let content = context::digest_with(&entries, &mut cache, |e| {
+        paths.get(&e.rel).cloned().unwrap_or_default()
+    })?;
+    if !sel.owners {
+        return Ok(content);
+    }
+    // The owners as the copy will set them, so a rootless and a root
+    // build of the same stage agree.
+    let map = disk_mapping();
+    let mut e = kiln_dag::canonical::Encoder::new();
+    e.tag("kiln-copy-owners/v1");
+    e.bytes(content.as_bytes());
+    for entry in &entries {
+        let (u, g) = container_ids(&map, entry.owner);
+        e.str(&entry.rel);
+        e.u64(u64::from(u));
+        e.u64(u64::from(g));
+    }
+    Ok(kiln_dag::Digest::of(&e.into_bytes()))
 }

@@ -284,6 +284,13 @@ pub fn content_digest_key(r: &Ref, sel: &Selector) -> Digest {
     e.str(&sel.path);
     e.strs(&sel.include);
     e.strs(&sel.exclude);
+    // Encoded only when set: the records of every other selection keep
+    // their keys.
+    for (set, tag) in [(sel.owners, "owners"), (sel.follow, "follow")] {
+        if set {
+            e.tag(tag);
+        }
+    }
     Digest::of(&e.into_bytes())
 }
 
@@ -360,12 +367,7 @@ impl kiln_solver::Worker for LocalWorker {
                 }
                 let digest = |merged| -> Result<Digest, Error> {
                     let root = fileop::view(&inner.snaps, &r, merged)?;
-                    Ok(fileop::content_digest(
-                        &root,
-                        &sel.path,
-                        &sel.include,
-                        &sel.exclude,
-                    )?)
+                    Ok(fileop::content_digest(&root, &sel)?)
                 };
                 // Rootless, a step's private directories of other container
                 // users are read through a merged tree instead.

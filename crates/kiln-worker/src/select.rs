@@ -41,6 +41,8 @@ pub struct Entry {
     pub rel: String,
     pub kind: Kind,
     pub mode: u32,
+    /// uid and gid as they are on disk (host IDs, rootless).
+    pub owner: (u32, u32),
 }
 
 /// A directory tree the walker can list.
@@ -163,6 +165,7 @@ fn walk_dir<T: Tree + ?Sized>(
                     rel: rel.clone(),
                     kind: Kind::Dir,
                     mode,
+                    owner: (meta.uid(), meta.gid()),
                 },
                 path,
             ));
@@ -190,7 +193,16 @@ fn walk_dir<T: Tree + ?Sized>(
             );
             continue;
         };
-        out.push((Entry { rel, kind, mode }, path));
+        let owner = (meta.uid(), meta.gid());
+        out.push((
+            Entry {
+                rel,
+                kind,
+                mode,
+                owner,
+            },
+            path,
+        ));
         any = true;
     }
     Ok(any)

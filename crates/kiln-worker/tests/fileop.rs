@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
-use kiln_dag::{FileAction, FileOp};
+use kiln_dag::{CopyAction, FileAction, FileOp};
 use kiln_layer::WriteOptions;
 use kiln_oci::Store;
 use kiln_worker::{Ref, fileop, snapshot};
@@ -39,17 +39,7 @@ fn file_ops_add_one_layer_each_and_stay_inside() {
 
     let op = FileOp {
         actions: vec![
-            FileAction::Copy {
-                from: 1,
-                src: "tool".into(),
-                dest: "/bin/".into(),
-                chown: None,
-                chmod: None,
-                include: vec![],
-                exclude: vec![],
-                allow_dynamic: false,
-                unpack: false,
-            },
+            FileAction::Copy(CopyAction::new(1, "tool", "/bin/")),
             FileAction::Mkfile {
                 path: "/evil/escaped".into(),
                 mode: 0o644,
@@ -188,17 +178,10 @@ fn unpack_extracts_archives_inside_the_root() {
     let src = src_of(true);
 
     let copy = |unpack| FileOp {
-        actions: vec![FileAction::Copy {
-            from: 1,
-            src: "bundle".into(),
-            dest: "/x".into(),
-            chown: None,
-            chmod: None,
-            include: vec![],
-            exclude: vec![],
-            allow_dynamic: false,
+        actions: vec![FileAction::Copy(CopyAction {
             unpack,
-        }],
+            ..CopyAction::new(1, "bundle", "/x")
+        })],
     };
     let snaps = snapshot::Snapshots::new(store.clone(), None);
     let r = fileop::run(&snaps, &copy(true), &[base.clone(), src.clone()], 0);

@@ -228,9 +228,16 @@ fn content_digests_through_the_union_match_a_merged_tree() {
         ("/app/a", vec![]),
         ("/app", vec!["sub/**".to_string()]),
     ] {
+        let sel = kiln_solver::Selector {
+            path: src.to_string(),
+            include: inc.clone(),
+            exclude: vec![],
+            owners: false,
+            follow: false,
+        };
         assert_eq!(
-            fileop::content_digest(&u, src, &inc, &[]).unwrap(),
-            fileop::content_digest(&plain, src, &inc, &[]).unwrap(),
+            fileop::content_digest(&u, &sel).unwrap(),
+            fileop::content_digest(&plain, &sel).unwrap(),
             "{src} {inc:?}"
         );
     }

@@ -29,8 +29,8 @@ fn the_frontend_image_kilnfile_compiles_to_the_binary_on_the_static_base() {
         .collect();
     assert!(copies.iter().any(|a| matches!(
         a,
-        kiln_dag::FileAction::Copy { dest, chmod: Some(0o755), .. }
-            if dest == "/usr/local/bin/kiln-frontend"
+        kiln_dag::FileAction::Copy(c)
+            if c.chmod == Some(0o755) && c.dest == "/usr/local/bin/kiln-frontend"
     )));
     // It would build on BuildKit too.
     kiln_llb::emit(

@@ -243,10 +243,11 @@ pub fn origins(store: &Store, def: &kiln_dag::Definition) -> Vec<kiln_sbom::Orig
     while let Some(v) = cur {
         if let kiln_dag::Op::File(f) = &v.op {
             for a in &f.actions {
-                let kiln_dag::FileAction::Copy { from, dest, .. } = a else {
+                let kiln_dag::FileAction::Copy(c) = a else {
                     continue;
                 };
-                let Some(src) = v.inputs.get(*from) else {
+                let dest = &c.dest;
+                let Some(src) = v.inputs.get(c.from) else {
                     continue;
                 };
                 let base = match chain_source(&by, src) {

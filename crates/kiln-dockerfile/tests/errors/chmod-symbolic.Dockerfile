@@ -1,2 +1,2 @@
 FROM debian
-COPY --chmod=u+x a /b
+COPY --chmod=u+x,gz a /b

@@ -1,2 +1,2 @@
 FROM debian
-COPY --parents a/b /c/
+COPY --parents=maybe a/b /dest/
