@@ -1019,8 +1019,7 @@ impl<'a> Eval<'a> {
         let (min, max) = match name {
             "arg" | "image" | "oci_layout" => (1, 2),
             "context" | "scratch" | "static_base" | "allow_dynamic" | "unpack" | "keep_owner"
-            | "follow_symlinks"
-            | "build_platform" | "target_platform" => (0, 0),
+            | "follow_symlinks" | "build_platform" | "target_platform" => (0, 0),
             "bind" | "env" => (2, 2),
             _ => (1, 1),
         };

@@ -25,8 +25,8 @@
 
 pub mod canonical;
 mod copy;
-mod mode;
 mod definition;
+mod mode;
 pub mod op;
 mod state;
 
@@ -37,8 +37,8 @@ pub use kiln_types::{
 };
 pub use mode::{ModeError, SymbolicMode};
 pub use op::{
-    CacheSharing, Chown, CopyAction, DebianPackages, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind,
-    Network, Op, SourceOp,
+    CacheSharing, Chown, CopyAction, DebianPackages, ExecOp, FileAction, FileOp, MergeOp, Mount,
+    MountKind, Network, Op, SourceOp,
 };
 pub use state::{
     CommandLocations, CopyOptions, DEFAULT_PATH, Exec, ExecMount, Healthcheck, ImageConfig,

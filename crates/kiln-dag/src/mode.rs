@@ -1,7 +1,8 @@
 //! Symbolic file modes as chmod(1) writes them (`u+x,g-w`, `a=rX`,
 //! `go=u-w`), with the meaning BSD's setmode(3) gives them, which is what
 //! BuildKit's copy applies for `--chmod` (Go's `dchapes/mode`, with a
-//! umask of 0): clauses of who (`ugoa`), an operator (`+-=`) and
+//! umask of 0, but `X` honoured with every operator, as the conformance
+//! suite shows BuildKit doing): clauses of who (`ugoa`), an operator (`+-=`) and
 //! permissions (`rwxXst`, or `ugo` to copy another class's bits), applied
 //! in order to each copied file's own mode.
 
@@ -20,8 +21,11 @@ pub struct SymbolicMode {
 enum Cmd {
     Clear(u32),
     Set(u32),
-    /// `+X`: set when the file is a directory or executable by anyone.
+    /// `+X`, `=X`: set when the file is a directory or executable by
+    /// anyone.
     SetIfExec(u32),
+    /// `-X`: cleared on the same condition.
+    ClearIfExec(u32),
     /// `u`, `g`, `o` as permissions: another class's bits (shift) copied
     /// into the target classes.
     Copy {
@@ -81,13 +85,11 @@ impl SymbolicMode {
                         'r' => perm |= 0o444,
                         'w' => perm |= 0o222,
                         'x' => perm |= 0o111,
-                        // `X` counts with `+` only
-                        'X' if op == '+' => perm_x = 0o111,
-                        'X' => {}
+                        // BuildKit applies `X` with every operator (as GNU
+                        // chmod does), not with `+` only as setmode(3)
+                        'X' => perm_x = 0o111,
                         // set-ID and sticky bits mean nothing for `o` alone
-                        's' if who == 0 || who & !0o007 != 0 => {
-                            perm |= SET_ID
-                        }
+                        's' if who == 0 || who & !0o007 != 0 => perm |= SET_ID,
                         't' if who == 0 || who & !0o007 != 0 => {
                             who |= STICKY;
                             perm |= STICKY;
@@ -100,7 +102,7 @@ impl SymbolicMode {
                             }
                             eq_done |= op == '=';
                             if perm_x != 0 {
-                                cmds.push(Cmd::SetIfExec(scope(who, perm_x)));
+                                push_x(&mut cmds, op, who, perm_x);
                                 perm_x = 0;
                             }
                             let targets = if who == 0 {
@@ -127,7 +129,7 @@ impl SymbolicMode {
                     push_op(&mut cmds, op, who, perm);
                 }
                 if perm_x != 0 {
-                    cmds.push(Cmd::SetIfExec(scope(who, perm_x)));
+                    push_x(&mut cmds, op, who, perm_x);
                 }
             }
             if ops == 0 {
@@ -148,6 +150,11 @@ impl SymbolicMode {
                 Cmd::SetIfExec(b) => {
                     if is_dir || orig & 0o111 != 0 {
                         m |= b;
+                    }
+                }
+                Cmd::ClearIfExec(b) => {
+                    if is_dir || orig & 0o111 != 0 {
+                        m &= !b;
                     }
                 }
                 Cmd::Copy {
@@ -182,6 +189,16 @@ fn scope(who: u32, perm: u32) -> u32 {
     if who == 0 { perm } else { who & perm }
 }
 
+/// `X` of `op`: set (`+`, `=`, after its clear) or clear (`-`) the
+/// execute bits of a directory or an executable.
+fn push_x(cmds: &mut Vec<Cmd>, op: char, who: u32, perm_x: u32) {
+    let bits = scope(who, perm_x);
+    cmds.push(match op {
+        '-' => Cmd::ClearIfExec(bits),
+        _ => Cmd::SetIfExec(bits),
+    });
+}
+
 /// `+` sets, `-` clears, `=` clears what `who` names and sets.
 fn push_op(cmds: &mut Vec<Cmd>, op: char, who: u32, perm: u32) {
     match op {
@@ -210,9 +227,12 @@ mod tests {
         assert_eq!(ap("go-w", 0o666, false), 0o644);
         assert_eq!(ap("u+x,g-w", 0o664, false), 0o744);
         assert_eq!(ap("a=rX", 0o640, false), 0o444);
-        // `X` counts with `+` only, as in setmode(3)
-        assert_eq!(ap("a=rX", 0o740, false), 0o444);
-        assert_eq!(ap("a=rX", 0o700, true), 0o444);
+        // `X` with `=` too, as BuildKit applies it
+        assert_eq!(ap("a=rX", 0o740, false), 0o555);
+        assert_eq!(ap("a=rX", 0o700, true), 0o555);
+        assert_eq!(ap("a=rX", 0o664, false), 0o444);
+        assert_eq!(ap("a-X", 0o755, false), 0o644);
+        assert_eq!(ap("a-X", 0o644, false), 0o644);
         assert_eq!(ap("a=r,a+X", 0o700, true), 0o555);
         assert_eq!(ap("+X", 0o644, false), 0o644);
         assert_eq!(ap("+X", 0o744, false), 0o755);

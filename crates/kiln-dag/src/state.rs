@@ -17,9 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{Canonical, Encoder};
 use crate::op::{
-    CopyAction,
-    CacheSharing, Chown, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind, Network, Op,
-    Platform, SourceOp,
+    CacheSharing, Chown, CopyAction, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind,
+    Network, Op, Platform, SourceOp,
 };
 use crate::{Digest, Meta};
 

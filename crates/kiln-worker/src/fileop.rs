@@ -10,8 +10,8 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
 use kiln_dag::{Chown, FileAction, FileOp};
-use kiln_solver::Selector;
 use kiln_layer::{IdMapping, IdRange, WriteOptions};
+use kiln_solver::Selector;
 
 use crate::context;
 use crate::patterns::PatternError;
@@ -459,12 +459,11 @@ fn find_source(root: &Union, src: &str, follow: bool) -> Result<Found, FileOpErr
     let mut at = named.clone();
     let mut hops = 0;
     loop {
-        let found = root
-            .lookup(&at)
-            .map_err(io("read", &at))?
-            .ok_or_else(|| FileOpError::SourceMissing {
+        let found = root.lookup(&at).map_err(io("read", &at))?.ok_or_else(|| {
+            FileOpError::SourceMissing {
                 path: src.to_string(),
-            })?;
+            }
+        })?;
         if !(follow && found.meta.file_type().is_symlink()) {
             return Ok(Found {
                 named,
@@ -578,11 +577,12 @@ fn copy(cx: &Ctx<'_>, src_root: &Union, c: &kiln_dag::CopyAction) -> Result<(), 
             && !cx.change.join(&dest_dir).exists();
         ensure_parents(cx, &dest_dir.join("x"))?;
         if new_dest {
-            set_meta(
-                &cx.change.join(&dest_dir),
-                mode_of(meta.mode() & 0o7777, true),
-                cx.owner,
-            )?;
+            // A symbolic mode leaves it BuildKit's 0755 (its MkdirAll).
+            let mode = match (c.chmod, &symbolic) {
+                (None, Some(_)) => 0o755,
+                _ => mode_of(meta.mode() & 0o7777, true),
+            };
+            set_meta(&cx.change.join(&dest_dir), mode, cx.owner)?;
         }
         for (e, from) in entries {
             let to = cx.change.join(&dest_dir).join(&e.rel);
