@@ -159,6 +159,97 @@ fn a_dynamic_binary_needs_its_loader_and_libraries_in_the_image() {
     assert!(err.contains("`libc.so.6`"), "{err}");
 }
 
+/// A C++ program on `static_base()` with only libc6: the error names the
+/// libraries it lacks and, from the repository's `Contents` index, the
+/// packages that ship them; with those packages added it builds.
+#[test]
+fn a_missing_library_names_the_package_that_ships_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("hello.cpp"),
+        "#include <iostream>\nint main() { std::cout << \"hi\" << std::endl; }\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new("g++")
+        .arg("-o")
+        .arg(d.join("hello"))
+        .arg(d.join("hello.cpp"))
+        .output()
+        .expect("run g++");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kilnfile = |packages: &str| {
+        format!(
+            "let app = static_base()\n    .packages(debian(\"bookworm\").packages([{packages}]))\n    .copy(context().path(\"hello\"), \"/usr/local/bin/hello\")\n    .entrypoint([\"/usr/local/bin/hello\"]);\n"
+        )
+    };
+    write(d, &kilnfile("\"libc6\""));
+    let o = common::kiln_in(d, &["build", "."]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("`libstdc++.so.6` (in package `libstdc++6`)"),
+        "{err}"
+    );
+    assert!(err.contains("add `libstdc++6` to"), "{err}");
+    assert!(err.contains("Kilnfile:3:"), "{err}");
+    // the index came into the store verified, as blobs do
+    let (out, err) = common::ok_in(d, &["cache", "check"]);
+    assert!(
+        format!("{out}{err}").contains("the store is consistent"),
+        "{out}{err}"
+    );
+    write(d, &kilnfile("\"libc6\", \"libstdc++6\""));
+    common::ok_in(d, &["build", "-o", "type=oci,dest=ok.tar", "."]);
+    std::fs::create_dir(d.join("podman")).unwrap();
+    assert_eq!(common::podman_run(&d.join("podman"), &d.join("ok.tar")), "hi\n");
+}
+
+/// Packages whose files belong to other users than root or carry set-ID
+/// bits: `passwd` (setuid `passwd`, setgid-shadow `chage`), `base-files`
+/// (`/var/local` root:staff 2775), `man-db` (`/var/cache/man` man:man).
+/// The unprivileged kilntest cannot give files away or keep those bits on
+/// disk, yet its image is root's, byte for byte.
+#[test]
+fn owners_and_set_id_bits_are_kept_rootless() {
+    const SET: &str = r#"let app = static_base()
+    .packages(debian("bookworm").packages(["passwd", "base-files", "man-db"]));
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, SET);
+    let (root_out, _) = common::ok_in(d, &["build", "-o", "type=oci,dest=root.tar", "."]);
+    let user = d.join("user");
+    std::fs::create_dir(&user).unwrap();
+    write(&user, SET);
+    common::chown_kilntest(d);
+    let (user_out, _) = common::kilntest_ok(
+        &user.join("home"),
+        &user,
+        &["build", "-o", "type=oci,dest=user.tar", "."],
+    );
+    let root_view = common::oci::read_oci_archive(&d.join("root.tar"));
+    let entry = |p: &str| {
+        let e = root_view.files.get(p).unwrap_or_else(|| panic!("no `{p}`"));
+        (e.mode, e.uid, e.gid)
+    };
+    assert_eq!(entry("usr/bin/passwd"), (0o4755, 0, 0));
+    assert_eq!(entry("usr/bin/chage"), (0o2755, 0, 42));
+    assert_eq!(entry("var/local"), (0o2775, 0, 50));
+    assert_eq!(entry("var/cache/man"), (0o755, 6, 12));
+    let user_view = common::oci::read_oci_archive(&user.join("user.tar"));
+    let listing = |v: &common::oci::ImageView| {
+        v.files
+            .iter()
+            .map(|(p, e)| format!("{p} {e}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listing(&root_view), listing(&user_view));
+    let digest = |out: &str| out.lines().last().unwrap_or("").trim().to_string();
+    assert!(digest(&root_out).starts_with("sha256:"), "{root_out}");
+    assert_eq!(digest(&root_out), digest(&user_out));
+}
+
 /// `examples/cc-app`: a C++ program built in the Debian builder (served
 /// from the loopback registry as `docker.io/library/debian:bookworm`, as
 /// examples_e2e does), shipped dynamically linked on `static_base()` with
@@ -188,11 +279,50 @@ fn cc_app_example_runs() {
             &format!("type=oci,dest={}", out.display()),
         ],
     );
+    // and as the unprivileged kilntest, in a store of its own
+    let user_out = build_as_kilntest(d, &ctx, &mirror, "cc-user.tar");
     std::fs::create_dir(d.join("podman")).unwrap();
-    assert_eq!(
-        common::podman_run(&d.join("podman"), &out),
-        "hello from a dynamically linked C++ program on static_base()\n"
+    for image in [&out, &user_out] {
+        assert_eq!(
+            common::podman_run(&d.join("podman"), image),
+            "hello from a dynamically linked C++ program on static_base()\n",
+            "{}",
+            image.display()
+        );
+    }
+}
+
+/// Builds the context `ctx` (a copy in a directory kilntest owns) as
+/// kilntest with its own store under `d`; the OCI archive it wrote.
+fn build_as_kilntest(d: &Path, ctx: &Path, mirror: &str, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let user = d.join("user");
+    std::fs::create_dir_all(&user).unwrap();
+    let o = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(ctx)
+        .arg(&user)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::chown_kilntest(&user);
+    // the test's directory is root's and private: kilntest only passes
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let uctx = user.join(ctx.file_name().unwrap());
+    let out = user.join(name);
+    common::kilntest_ok(
+        &user.join("home"),
+        &user,
+        &[
+            "build",
+            uctx.to_str().unwrap(),
+            "--registry-mirror",
+            mirror,
+            "-o",
+            &format!("type=oci,dest={}", out.display()),
+        ],
     );
+    out
 }
 
 /// `examples/python-app`: dependencies installed in the Debian builder
@@ -228,9 +358,33 @@ fn python_app_example_answers() {
             &format!("type=oci,dest={}", out.display()),
         ],
     );
+    let user_out = build_as_kilntest(d, &ctx, &mirror, "py-user.tar");
     let podman = d.join("podman");
     std::fs::create_dir(&podman).unwrap();
-    let o = common::podman(&podman)
+    for image in [&out, &user_out] {
+        python_app_answers(&podman, image);
+    }
+    // what the packages brought is the same whoever built it (the
+    // builder's `/app` may differ: pip writes its own records)
+    let packaged = |p: &Path| {
+        common::oci::read_oci_archive(p)
+            .files
+            .into_iter()
+            .filter(|(path, _)| path != "app" && !path.starts_with("app/"))
+            .map(|(path, e)| format!("{path} {e}"))
+            .collect::<Vec<_>>()
+    };
+    let root_files = packaged(&out);
+    assert!(
+        root_files.iter().any(|l| l.starts_with("usr/bin/python3.11 f")),
+        "{root_files:?}"
+    );
+    assert_eq!(root_files, packaged(&user_out));
+}
+
+/// The python-app image `out` answers its self-test and runs as 65532.
+fn python_app_answers(podman: &Path, out: &Path) {
+    let o = common::podman(podman)
         .args(["run", "--rm", "--network", "none"])
         .arg(format!("oci-archive:{}", out.display()))
         .arg("--self-test")
@@ -246,7 +400,7 @@ fn python_app_example_answers() {
         stdout,
         "&lt;hello from python3 on static_base()&gt; six 1.16.0, speedups markupsafe._speedups\n"
     );
-    let o = common::podman(&podman)
+    let o = common::podman(podman)
         .args([
             "run",
             "--rm",

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use kiln_layer::{ApplyError, ApplyOptions};
+use kiln_layer::{ApplyError, ApplyOptions, EntryOwner, Owners};
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
 
 use crate::deb::{DebError, read_deb};
@@ -91,6 +91,12 @@ pub struct InstallSummary {
     pub bytes: u64,
     /// Entries apply_tar left out (device nodes), with why.
     pub skipped: Vec<kiln_layer::Skipped>,
+    /// The owner and permission bits of every entry as the packages give
+    /// them (the last package's for a path several give), for
+    /// [`kiln_layer::write_tar_owned`]: an unprivileged unpacker leaves
+    /// files it cannot give away (and drops set-ID bits), the layer must
+    /// not.
+    pub owners: Owners,
 }
 
 /// Installs `debs`, in the order given, into `target` (a fresh directory:
@@ -109,8 +115,8 @@ pub fn install(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         (produced, applied)
     });
-    let (packages, dir_times, owners) = match produced {
-        Ok(p) => (p.packages, p.dir_times, p.owners),
+    let (packages, dir_times, owners, modes) = match produced {
+        Ok(p) => (p.packages, p.dir_times, p.owners, p.modes),
         Err((e, label)) => {
             return Err(match applied {
                 // the producer stopped because the unpacker did
@@ -133,6 +139,7 @@ pub fn install(
         entries: applied.entries,
         bytes: applied.bytes,
         skipped: applied.skipped,
+        owners: modes,
     })
 }
 
@@ -177,6 +184,25 @@ struct Produced {
     owners: HashMap<Vec<u8>, String>,
     /// Directory path (relative, no `./`) to the last mtime an entry gave.
     dir_times: HashMap<Vec<u8>, u64>,
+    /// Owner and permission bits of every entry written.
+    modes: Owners,
+}
+
+/// The owner and permission bits a header gives.
+fn owner_of(h: &tar::Header) -> io::Result<EntryOwner> {
+    Ok(EntryOwner {
+        uid: h.uid()?,
+        gid: h.gid()?,
+        mode: h.mode()? & 0o7777,
+    })
+}
+
+fn root_owned(mode: u32) -> EntryOwner {
+    EntryOwner {
+        uid: 0,
+        gid: 0,
+        mode,
+    }
 }
 
 fn dir_header(mode: u32) -> tar::Header {
@@ -223,9 +249,11 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let w = |e| (ProduceError::Write(e), "the package set".to_string());
+    let mut modes = Owners::new();
     for d in ["usr", "usr/bin", "usr/lib", "usr/lib64", "usr/sbin"] {
         b.append_data(&mut dir_header(0o755), d, io::empty())
             .map_err(w)?;
+        modes.insert(d.as_bytes().to_vec(), root_owned(0o755));
     }
     for m in MERGED {
         let mut h = tar::Header::new_gnu();
@@ -236,6 +264,7 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
         h.set_mtime(0);
         h.set_size(0);
         b.append_link(&mut h, m, format!("usr/{m}")).map_err(w)?;
+        modes.insert(m.as_bytes().to_vec(), root_owned(0o777));
     }
     let mut dir_times = HashMap::new();
     let mut owners = HashMap::new();
@@ -244,7 +273,12 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
     for deb in debs {
         let label = deb.label.clone();
         let (control, ()) = read_deb(&label, io::BufReader::new(deb.file), |_, data| {
-            copy_data(data, &mut b, &mut dir_times, &mut owners, &label).map_err(|e| match e {
+            let seen = Seen {
+                dir_times: &mut dir_times,
+                owners: &mut owners,
+                modes: &mut modes,
+            };
+            copy_data(data, &mut b, seen, &label).map_err(|e| match e {
                 ProduceError::Deb(e) => e,
                 ProduceError::Data(source) | ProduceError::Write(source) => DebError::Read {
                     deb: label.clone(),
@@ -266,18 +300,18 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
         b.append_data(&mut dir_header(0o755), d, io::empty())
             .map_err(w)?;
         dir_times.insert(d.as_bytes().to_vec(), 0);
+        modes.insert(d.as_bytes().to_vec(), root_owned(0o755));
     }
     let mut packages = Vec::new();
     for (_, c) in &controls {
         let status = status_stanza(&c.control);
-        append_file(
-            &mut b,
-            &format!("{STATUS_DIR}/{}", c.package),
-            status.as_bytes(),
-        )
-        .map_err(w)?;
+        let path = format!("{STATUS_DIR}/{}", c.package);
+        append_file(&mut b, &path, status.as_bytes()).map_err(w)?;
+        modes.insert(path.into_bytes(), root_owned(0o644));
         if let Some(m) = &c.md5sums {
-            append_file(&mut b, &format!("{STATUS_DIR}/{}.md5sums", c.package), m).map_err(w)?;
+            let path = format!("{STATUS_DIR}/{}.md5sums", c.package);
+            append_file(&mut b, &path, m).map_err(w)?;
+            modes.insert(path.into_bytes(), root_owned(0o644));
         }
         packages.push(c.package.clone());
     }
@@ -286,6 +320,7 @@ fn produce(debs: Vec<DebInput>, out: ChanWriter) -> Result<Produced, (ProduceErr
         packages,
         owners,
         dir_times,
+        modes,
     })
 }
 
@@ -330,13 +365,24 @@ pub fn status_stanza(control: &str) -> String {
     out
 }
 
+/// What [`copy_data`] keeps of the entries it writes.
+struct Seen<'a> {
+    dir_times: &'a mut HashMap<Vec<u8>, u64>,
+    owners: &'a mut HashMap<Vec<u8>, String>,
+    modes: &'a mut Owners,
+}
+
 fn copy_data(
     data: &mut dyn Read,
     b: &mut tar::Builder<ChanWriter>,
-    dir_times: &mut HashMap<Vec<u8>, u64>,
-    owners: &mut HashMap<Vec<u8>, String>,
+    seen: Seen<'_>,
     label: &str,
 ) -> Result<(), ProduceError> {
+    let Seen {
+        dir_times,
+        owners,
+        modes,
+    } = seen;
     let mut tar = tar::Archive::new(data);
     for e in tar.entries().map_err(ProduceError::Data)? {
         let mut e = e.map_err(ProduceError::Data)?;
@@ -366,6 +412,8 @@ fn copy_data(
         }
         let mut h = e.header().clone();
         owners.insert(path.clone(), label.to_string());
+        let mode = owner_of(&h).map_err(ProduceError::Data)?;
+        modes.insert(path.clone(), mode);
         match kind {
             tar::EntryType::Directory => {
                 let t = h.mtime().map_err(ProduceError::Data)?;
@@ -380,6 +428,10 @@ fn copy_data(
             }
             tar::EntryType::Link => {
                 let target = merged_path(&e.link_name_bytes().unwrap_or_default());
+                // one inode: the layer gives both names the target's owner
+                if let Some(t) = modes.get(&target).copied() {
+                    modes.insert(path.clone(), t);
+                }
                 b.append_link(&mut h, os(&path), os(&target))
                     .map_err(ProduceError::Write)?;
             }

@@ -14,10 +14,13 @@
 //! - `resolve.rs`: the closure, as apt computes it
 //! - `repo.rs`: an opened repository (verified Release and indexes) and
 //!   `.deb` downloads
+//! - `contents.rs`: the `Contents-<arch>` index, read to name the package
+//!   that ships a missing file
 //! - `deb.rs`: the `.deb` format (ar, control and data tars)
 //! - `install.rs`: unpacking into a directory (confined by `kiln-layer`),
 //!   merged /usr, dpkg records in `status.d` as distroless keeps them
 
+pub mod contents;
 pub mod deb;
 pub mod fetch;
 pub mod index;
@@ -29,6 +32,7 @@ pub mod resolve;
 pub mod source;
 pub mod trust;
 
+pub use contents::{contents_key, shipped_by};
 pub use deb::{Control, DebError, read_deb};
 pub use fetch::{FetchError, Fetcher, RetryPolicy};
 pub use index::{Index, IndexError, PkgId};

@@ -44,6 +44,12 @@ pub enum RepoError {
         got: Digest,
         size: u64,
     },
+    #[error("cannot read the `Contents` index `{url}`")]
+    Contents {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("`{url}` is not UTF-8 text")]
     NotText { url: String },
     #[error("package `{package}` has no valid `SHA256` in the index")]
@@ -80,6 +86,28 @@ impl Repository {
         fetcher: &Fetcher,
         store: &Store,
     ) -> Result<Repository, RepoError> {
+        let release = Self::release(source, fetcher, store).await?;
+        let mut index = Index::default();
+        for component in &source.components {
+            let dir = format!("{component}/binary-{}", source.arch);
+            let text = Self::packages(source, &release, &dir, fetcher, store).await?;
+            index.add(&format!("{dir}/Packages"), &text)?;
+        }
+        Ok(Repository {
+            source: source.clone(),
+            release,
+            index,
+        })
+    }
+
+    /// Fetches `InRelease` and verifies its signature, suite and (but for
+    /// a snapshot) `Valid-Until`: the `Release` every index is checked
+    /// against.
+    pub async fn release(
+        source: &Source,
+        fetcher: &Fetcher,
+        store: &Store,
+    ) -> Result<Release, RepoError> {
         source.validate()?;
         let keyring = Keyring::load(&source.keyrings)?;
         let url = source.dists_url("InRelease");
@@ -94,17 +122,7 @@ impl Repository {
         // verified: the signed file is kept, so a lock can name it
         store.put_blob(text.as_bytes()).map_err(RepoError::Store)?;
         tracing::debug!(%url, digest = %release.digest, "InRelease verified");
-        let mut index = Index::default();
-        for component in &source.components {
-            let dir = format!("{component}/binary-{}", source.arch);
-            let text = Self::packages(source, &release, &dir, fetcher, store).await?;
-            index.add(&format!("{dir}/Packages"), &text)?;
-        }
-        Ok(Repository {
-            source: source.clone(),
-            release,
-            index,
-        })
+        Ok(release)
     }
 
     /// The uncompressed `Packages` of `dir`, verified against `Release`.

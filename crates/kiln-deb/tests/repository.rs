@@ -149,3 +149,78 @@ fn a_dead_mirror_is_retried_then_named() {
     assert!(took >= Duration::from_millis(150), "{took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+/// A loopback HTTP server that answers every GET with `body`, cutting the
+/// first `cut` answers off halfway (a mirror dying mid-download): the
+/// number of requests it has answered.
+fn cutting_server(body: Vec<u8>, cut: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/pool/x.deb", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            // the request head
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let send = if n < cut { body.len() / 2 } else { body.len() };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body[..send]);
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn a_mirror_dying_mid_download_is_retried_then_named() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&body);
+    let mut fetcher = Fetcher::new().unwrap();
+    fetcher.retry = kiln_deb::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(50),
+    };
+    let rt = common::rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = kiln_store::Store::open(tmp.path().join("store")).unwrap();
+    let leftovers = |store: &kiln_store::Store| {
+        std::fs::read_dir(store.tmp_dir())
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // cut short every time: three tries, then an error naming the URL
+    let (url, count) = cutting_server(body.clone(), usize::MAX);
+    let e = rt
+        .block_on(fetcher.get_into_store(&url, &store, &digest, body.len() as u64))
+        .unwrap_err();
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    assert!(
+        matches!(&e, FetchError::Connection { attempts: 3, .. } | FetchError::Size { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(&url), "{e}");
+    // nothing partial is visible or left behind
+    assert!(!store.has_blob(&digest));
+    assert_eq!(leftovers(&store), 0);
+    // cut short once: the retry gets it whole, verified
+    let (url, count) = cutting_server(body.clone(), 1);
+    rt.block_on(fetcher.get_into_store(&url, &store, &digest, body.len() as u64))
+        .unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    store.verify_blob(&digest).unwrap();
+    assert_eq!(leftovers(&store), 0);
+}

@@ -28,4 +28,7 @@ pub use whiteout::{
     EntryClass, Facts, OPAQUE_MARKER, OverlayXattr, WHITEOUT_PREFIX, classify, is_opaque_xattr,
     keep_xattr,
 };
-pub use write::{ChunkSink, WriteError, WriteOptions, WriteSummary, write_tar, write_tar_chunks};
+pub use write::{
+    ChunkSink, EntryOwner, Owners, WriteError, WriteOptions, WriteSummary, write_tar,
+    write_tar_chunks, write_tar_owned,
+};

@@ -95,6 +95,20 @@ impl<W: Write> ChunkSink for WriteSink<W> {
     }
 }
 
+/// The owner and permission bits an entry must have in the layer,
+/// whatever the file on disk has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryOwner {
+    pub uid: u64,
+    pub gid: u64,
+    /// Permission bits (`0o7777`, set-ID and sticky bits included).
+    pub mode: u32,
+}
+
+/// Owners and modes by entry name (relative, no `./`, no trailing `/`),
+/// for [`write_tar_owned`].
+pub type Owners = HashMap<Vec<u8>, EntryOwner>;
+
 /// Writes the tree under `root` as an uncompressed tar stream to `out`.
 /// The root directory itself is not an entry; every name is relative
 /// (`etc/passwd`, directories with a trailing `/`).
@@ -103,8 +117,22 @@ pub fn write_tar<W: Write>(
     out: W,
     opts: &WriteOptions,
 ) -> Result<WriteSummary, WriteError> {
+    write_tar_owned(root, out, opts, None)
+}
+
+/// [`write_tar`] where `owners` says the owner and permission bits of the
+/// entries it names: a tree unpacked by an unprivileged user (who cannot
+/// give files to others or keep set-ID bits) still becomes the layer its
+/// source described, byte for byte what root would have written. Entries
+/// it does not name keep what is on disk (with `opts.id_map` applied).
+pub fn write_tar_owned<W: Write>(
+    root: &Path,
+    out: W,
+    opts: &WriteOptions,
+    owners: Option<&Owners>,
+) -> Result<WriteSummary, WriteError> {
     let mut sink = WriteSink(out);
-    let sum = write_tar_chunks(root, &mut sink, WRITE_CHUNK, opts)?;
+    let sum = write_chunks(root, &mut sink, WRITE_CHUNK, opts, owners)?;
     sink.0.flush().map_err(|source| WriteError::Write {
         path: root.to_path_buf(),
         source,
@@ -119,6 +147,16 @@ pub fn write_tar_chunks(
     sink: &mut dyn ChunkSink,
     chunk_size: usize,
     opts: &WriteOptions,
+) -> Result<WriteSummary, WriteError> {
+    write_chunks(root, sink, chunk_size, opts, None)
+}
+
+fn write_chunks(
+    root: &Path,
+    sink: &mut dyn ChunkSink,
+    chunk_size: usize,
+    opts: &WriteOptions,
+    owners: Option<&Owners>,
 ) -> Result<WriteSummary, WriteError> {
     let meta = fs::symlink_metadata(root).map_err(|source| WriteError::Read {
         path: root.to_path_buf(),
@@ -147,6 +185,7 @@ pub fn write_tar_chunks(
         },
         root,
         opts,
+        owners,
         links: HashMap::new(),
         entries: 0,
         xattr_names: vec![0; 1024],
@@ -244,6 +283,7 @@ struct Writer<'o, 's> {
     out: ChunkOut<'s>,
     root: &'o Path,
     opts: &'o WriteOptions,
+    owners: Option<&'o Owners>,
     links: HashMap<(u64, u64), Vec<u8>>,
     entries: u64,
     xattr_names: Vec<u8>,
@@ -633,8 +673,10 @@ impl Writer<'_, '_> {
             Vec::new()
         };
         let mtime = self.mtime(&m);
-        let ids = self.ids(&m);
-        let mode = m.st_mode;
+        let (ids, mode) = match self.owners.and_then(|o| o.get(name.as_slice())) {
+            Some(o) => ((o.uid, o.gid), (m.st_mode & !0o7777) | (o.mode & 0o7777)),
+            None => (self.ids(&m), m.st_mode),
+        };
         let meta = |kind| Meta {
             kind,
             mode,
@@ -824,6 +866,46 @@ mod tests {
             assert_eq!(s, sum);
             assert_eq!(c.chunks.concat(), whole, "chunk size {size}");
         }
+    }
+
+    #[test]
+    fn owners_win_over_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/f"), b"x").unwrap();
+        fs::write(dir.path().join("g"), b"y").unwrap();
+        let mut owners = Owners::new();
+        let o = |uid, gid, mode| EntryOwner { uid, gid, mode };
+        owners.insert(b"d".to_vec(), o(6, 12, 0o2775));
+        owners.insert(b"d/f".to_vec(), o(0, 42, 0o4755));
+        let opts = WriteOptions::default();
+        let mut out = Vec::new();
+        write_tar_owned(dir.path(), &mut out, &opts, Some(&owners)).unwrap();
+        let mut seen = Vec::new();
+        for e in tar::Archive::new(&out[..]).entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            seen.push((
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mode().unwrap(),
+            ));
+        }
+        let me = |p: &str| {
+            let m = fs::metadata(dir.path().join(p)).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            (m.uid() as u64, m.gid() as u64, m.mode() & 0o7777)
+        };
+        let g = me("g");
+        assert_eq!(
+            seen,
+            vec![
+                ("d/".into(), 6, 12, 0o2775),
+                ("d/f".into(), 0, 42, 0o4755),
+                ("g".into(), g.0, g.1, g.2),
+            ]
+        );
     }
 
     #[test]

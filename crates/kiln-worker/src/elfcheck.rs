@@ -15,8 +15,9 @@
 //! on the final stage's chain are read back from the store and every ELF
 //! file in them is inspected. Copies marked `allow_dynamic()` are skipped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
+use std::path::Path;
 
 use goblin::elf::Elf;
 use kiln_dag::{Definition, Digest, FileAction, Location, Op, SourceOp, Vertex};
@@ -192,6 +193,14 @@ pub struct Offender {
     /// The loader and libraries not found in the final image, when the
     /// image carries Debian packages (its own loader and libraries).
     pub missing: Vec<String>,
+    /// The packages that ship each missing one where the loader would find
+    /// it, as the repository's `Contents` index says (empty when it was
+    /// not read or names none).
+    pub shipped_by: BTreeMap<String, Vec<String>>,
+    /// Missing libraries that are in a directory `/etc/ld.so.conf` names,
+    /// with that directory, in an image without `/etc/ld.so.cache` (the
+    /// loader reads the directories only through the cache).
+    pub uncached: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +229,27 @@ impl ElfCheckError {
     /// What to do about it.
     pub fn help(&self) -> Option<String> {
         match self {
+            ElfCheckError::Dynamic { offenders, .. }
+                if offenders.iter().any(|o| !o.missing.is_empty()) =>
+            {
+                let named: BTreeSet<&str> = offenders
+                    .iter()
+                    .flat_map(|o| o.shipped_by.values().filter_map(|p| p.first()))
+                    .map(String::as_str)
+                    .collect();
+                Some(if named.is_empty() {
+                    "add the packages that ship them to the stage's `.packages([..])` set, or mark the copy with `allow_dynamic()` if the image brings them otherwise".to_string()
+                } else {
+                    format!(
+                        "add {} to the stage's `.packages([..])` set",
+                        named
+                            .iter()
+                            .map(|p| format!("`{p}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            }
             ElfCheckError::Dynamic { .. } => Some(FIX.to_string()),
             ElfCheckError::Arch { platform, .. } => Some(format!(
                 "build it for {platform}: cross-compile in a stage on \
@@ -314,12 +344,26 @@ fn describe(base: &str, offenders: &[Offender]) -> String {
                 ", and the image lacks {}",
                 o.missing
                     .iter()
-                    .map(|m| format!("`{m}`"))
+                    .map(|m| match o.shipped_by.get(m) {
+                        Some(p) => format!(
+                            "`{m}` (in package {})",
+                            p.iter()
+                                .map(|p| format!("`{p}`"))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ),
+                        None => format!("`{m}`"),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
         }
         copied_by(&mut s, o);
+        for (lib, dir) in &o.uncached {
+            s.push_str(&format!(
+                "\n`{lib}` is in `{dir}`, which `/etc/ld.so.conf` names, but the image has no `/etc/ld.so.cache`: the loader finds such directories only through the cache ldconfig writes"
+            ));
+        }
     }
     if offenders.iter().any(|o| !o.missing.is_empty()) {
         s.push_str(&format!(
@@ -373,12 +417,17 @@ fn stage_chain(def: &Definition) -> Option<(Vec<&Vertex>, Option<&SourceOp>)> {
 /// statically linked. A binary of another machine is reported first (and
 /// alone): it cannot start however it is linked, and rebuilding it for the
 /// image's platform is the fix.
+///
+/// A missing library is looked up in the `Contents` index of the stage's
+/// package sets (`context` holds their keyrings), so the error can name
+/// the package that ships it; that index is read only then.
 pub fn check(
     store: &Store,
     def: &Definition,
     root: &Ref,
     platform: &kiln_types::Platform,
     imported: Option<&CacheImport>,
+    context: &Path,
 ) -> Result<(), ElfCheckError> {
     let arch = platform.architecture.as_str();
     let Some((chain, source)) = stage_chain(def) else {
@@ -437,6 +486,8 @@ pub fn check(
                 step: v.meta.name.clone(),
                 location: v.meta.location.clone(),
                 missing: Vec::new(),
+                shipped_by: BTreeMap::new(),
+                uncached: Vec::new(),
             };
             if wrong_arch {
                 foreign.push(o);
@@ -456,12 +507,15 @@ pub fn check(
             offenders.clear();
         } else {
             let index = final_index(store, root)?;
+            let conf = Conf::of(&index);
             offenders.retain_mut(|o| {
-                o.missing = missing_in(&index, o, arch);
+                (o.missing, o.uncached) = missing_in(&index, o, arch, &conf);
                 !o.missing.is_empty()
             });
             if offenders.is_empty() {
                 let _ = store.put_record(RESOLVED_KIND, key.as_bytes(), b"ok");
+            } else {
+                name_packages(store, &chain, def, platform, context, &mut offenders);
             }
         }
     }
@@ -559,18 +613,27 @@ fn multiarch(arch: &str) -> &'static str {
     }
 }
 
-/// The loader and `DT_NEEDED` libraries of `o` that the image lacks: the
-/// loader by its path, each library in the loader's default and Debian's
-/// multiarch directories (what `ld.so` searches without RUNPATH or
-/// `ld.so.conf` entries).
-fn missing_in(index: &crate::entrycheck::Index, o: &Offender, arch: &str) -> Vec<String> {
-    let mut missing = Vec::new();
-    if let Some(i) = &o.interpreter
-        && !index.is_file(i)
-    {
-        missing.push(i.clone());
+/// The library directories the final image's `/etc/ld.so.conf` names,
+/// and whether the loader can use them (the image has the cache ldconfig
+/// builds from them).
+struct Conf {
+    dirs: Vec<(String, String)>,
+    cached: bool,
+}
+
+impl Conf {
+    fn of(index: &crate::entrycheck::Index) -> Conf {
+        Conf {
+            dirs: crate::ldconf::directories(index),
+            cached: index.is_file("/etc/ld.so.cache"),
+        }
     }
-    let ma = multiarch(o.arch.as_deref().unwrap_or(arch));
+}
+
+/// The directories the loader searches by default: Debian's multiarch
+/// ones for `arch` (a GOARCH), then the trusted ones.
+fn default_dirs(arch: &str) -> Vec<String> {
+    let ma = multiarch(arch);
     let mut dirs = vec![
         format!("/lib/{ma}"),
         format!("/usr/lib/{ma}"),
@@ -582,6 +645,32 @@ fn missing_in(index: &crate::entrycheck::Index, o: &Offender, arch: &str) -> Vec
     ];
     if ma.is_empty() {
         dirs.drain(..2);
+    }
+    dirs
+}
+
+/// The loader and `DT_NEEDED` libraries of `o` that the image lacks: the
+/// loader by its path, each library in its RUNPATH (else RPATH), the
+/// directories `/etc/ld.so.conf` names when the image has the loader's
+/// cache, and the loader's default and Debian's multiarch directories, as
+/// ld.so(8) searches them. Also the missing ones that are in an
+/// `ld.so.conf` directory of an image without the cache.
+fn missing_in(
+    index: &crate::entrycheck::Index,
+    o: &Offender,
+    arch: &str,
+    conf: &Conf,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut missing = Vec::new();
+    if let Some(i) = &o.interpreter
+        && !index.is_file(i)
+    {
+        missing.push(i.clone());
+    }
+    let mut dirs = default_dirs(o.arch.as_deref().unwrap_or(arch));
+    if conf.cached {
+        let listed = conf.dirs.iter().map(|(d, _)| d.clone());
+        dirs.splice(0..0, listed);
     }
     // RUNPATH/RPATH first, as ld.so searches them, `$ORIGIN` being the
     // binary's own directory
@@ -604,7 +693,88 @@ fn missing_in(index: &crate::entrycheck::Index, o: &Offender, arch: &str) -> Vec
             missing.push(lib.clone());
         }
     }
-    missing
+    let uncached = if conf.cached {
+        Vec::new()
+    } else {
+        missing
+            .iter()
+            .filter(|lib| !lib.contains('/'))
+            .filter_map(|lib| {
+                conf.dirs
+                    .iter()
+                    .find(|(d, _)| index.is_file(&format!("{d}/{lib}")))
+                    .map(|(d, _)| (lib.clone(), d.clone()))
+            })
+            .collect()
+    };
+    (missing, uncached)
+}
+
+/// Fills in [`Offender::shipped_by`] from the `Contents` index of the
+/// package sets merged into the final stage (`chain`). Where the index
+/// cannot be read the error stays as it is, without package names.
+fn name_packages(
+    store: &Store,
+    chain: &[&Vertex],
+    def: &Definition,
+    platform: &kiln_types::Platform,
+    context: &Path,
+    offenders: &mut [Offender],
+) {
+    let by_digest: HashMap<Digest, &Vertex> = def.vertices.iter().map(|v| (v.digest, v)).collect();
+    let sets: Vec<&kiln_dag::DebianPackages> = chain
+        .iter()
+        .filter(|v| matches!(v.op, Op::Merge(_)))
+        .flat_map(|v| v.inputs.iter().skip(1))
+        .filter_map(|d| match &by_digest.get(d)?.op {
+            Op::Source(SourceOp::DebianPackages(p)) => Some(p),
+            _ => None,
+        })
+        .collect();
+    // every place the loader would look for each missing name, as keys of
+    // the `Contents` index
+    let mut wanted: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for (i, o) in offenders.iter().enumerate() {
+        let arch = o.arch.as_deref().unwrap_or(&platform.architecture);
+        for m in &o.missing {
+            let keys = if m.contains('/') {
+                vec![kiln_deb::contents_key(m)]
+            } else {
+                default_dirs(arch)
+                    .iter()
+                    .map(|d| kiln_deb::contents_key(&format!("{d}/{m}")))
+                    .collect()
+            };
+            wanted.push((i, m.clone(), keys));
+        }
+    }
+    let paths: BTreeSet<String> = wanted.iter().flat_map(|w| w.2.iter().cloned()).collect();
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for set in sets {
+        match crate::packages::shipped_by(store, set, platform, context, &paths) {
+            Ok(f) => {
+                for (k, v) in f {
+                    found.entry(k).or_default().extend(v);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %kiln_types::error_chain(&e), "cannot read the package index's `Contents` to name the packages of missing libraries");
+            }
+        }
+    }
+    for (i, name, keys) in wanted {
+        let pkgs: BTreeSet<String> = keys
+            .iter()
+            .filter_map(|k| found.get(k))
+            .flatten()
+            .cloned()
+            .collect();
+        if !pkgs.is_empty() {
+            offenders[i]
+                .shipped_by
+                .insert(name, pkgs.into_iter().collect());
+        }
+    }
 }
 
 /// An ELF file in a layer.
@@ -795,17 +965,121 @@ mod tests {
             step: None,
             location: None,
             missing: Vec::new(),
+            shipped_by: BTreeMap::new(),
+            uncached: Vec::new(),
         };
+        let conf = Conf::of(&index);
+        let missing = |o: &Offender| missing_in(&index, o, "amd64", &conf).0;
         // the loader's defaults alone do not find them
-        assert_eq!(
-            missing_in(&index, &o, "amd64"),
-            ["libfoo.so.1", "libbar.so.2"]
-        );
+        assert_eq!(missing(&o), ["libfoo.so.1", "libbar.so.2"]);
         // RUNPATH `$ORIGIN/../lib:/srv` does, as ld.so would
         o.search = vec!["$ORIGIN/../lib".into(), "/srv/".into()];
-        assert!(missing_in(&index, &o, "amd64").is_empty());
+        assert!(missing(&o).is_empty());
         o.search = vec!["${ORIGIN}/../../../../opt/tool/lib".into()];
-        assert_eq!(missing_in(&index, &o, "amd64"), ["libbar.so.2"]);
+        assert_eq!(missing(&o), ["libbar.so.2"]);
+    }
+
+    #[test]
+    fn ld_so_conf_counts_with_the_loader_cache() {
+        let mut b = tar::Builder::new(Vec::new());
+        for d in [
+            "etc",
+            "etc/ld.so.conf.d",
+            "opt",
+            "opt/tool",
+            "opt/tool/lib",
+            "usr",
+            "usr/lib",
+            "usr/lib/x86_64-linux-gnu",
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, d, &[][..]).unwrap();
+        }
+        for (path, text) in [
+            ("etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n"),
+            ("etc/ld.so.conf.d/tool.conf", "/opt/tool/lib\n"),
+            ("opt/tool/lib/libfoo.so.1", ""),
+            ("usr/lib/x86_64-linux-gnu/libc.so.6", ""),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(text.len() as u64);
+            b.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        let layer = b.into_inner().unwrap();
+        let mut index = crate::entrycheck::Index::default();
+        index.add_layer(&layer[..]).unwrap();
+        let o = Offender {
+            path: "/usr/local/bin/tool".into(),
+            interpreter: None,
+            needed: vec!["libfoo.so.1".into(), "libc.so.6".into()],
+            search: Vec::new(),
+            arch: Some("amd64".into()),
+            step: None,
+            location: None,
+            missing: Vec::new(),
+            shipped_by: BTreeMap::new(),
+            uncached: Vec::new(),
+        };
+        // without /etc/ld.so.cache the loader does not look there
+        let (missing, uncached) = missing_in(&index, &o, "amd64", &Conf::of(&index));
+        assert_eq!(missing, ["libfoo.so.1"]);
+        assert_eq!(
+            uncached,
+            [("libfoo.so.1".to_string(), "/opt/tool/lib".to_string())]
+        );
+        let err = ElfCheckError::Dynamic {
+            base: "static_base()".into(),
+            offenders: vec![Offender {
+                missing,
+                uncached,
+                ..o.clone()
+            }],
+        }
+        .to_string();
+        assert!(err.contains("no `/etc/ld.so.cache`"), "{err}");
+        // with it, the directory counts
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        b.append_data(&mut h, "etc/ld.so.cache", &[][..]).unwrap();
+        index.add_layer(&b.into_inner().unwrap()[..]).unwrap();
+        let (missing, uncached) = missing_in(&index, &o, "amd64", &Conf::of(&index));
+        assert!(missing.is_empty() && uncached.is_empty(), "{missing:?}");
+    }
+
+    #[test]
+    fn missing_libraries_name_their_packages() {
+        let mut shipped_by = BTreeMap::new();
+        shipped_by.insert("libstdc++.so.6".to_string(), vec!["libstdc++6".to_string()]);
+        let err = ElfCheckError::Dynamic {
+            base: "static_base()".into(),
+            offenders: vec![Offender {
+                path: "/usr/local/bin/hello".into(),
+                interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+                needed: vec!["libstdc++.so.6".into(), "libm.so.6".into()],
+                search: Vec::new(),
+                arch: Some("amd64".into()),
+                step: None,
+                location: None,
+                missing: vec!["libstdc++.so.6".into(), "libm.so.6".into()],
+                shipped_by,
+                uncached: Vec::new(),
+            }],
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("lacks `libstdc++.so.6` (in package `libstdc++6`), `libm.so.6`"),
+            "{msg}"
+        );
+        let help = err.help().unwrap();
+        assert!(help.contains("`libstdc++6`"), "{help}");
     }
 
     #[test]
@@ -931,6 +1205,8 @@ mod tests {
             base: "static_base()".into(),
             offenders: vec![Offender {
                 missing: Vec::new(),
+                shipped_by: BTreeMap::new(),
+                uncached: Vec::new(),
                 path: "/usr/local/bin/hello".into(),
                 interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
                 needed: vec!["libc.so.6".into()],
@@ -961,6 +1237,8 @@ mod tests {
             platform: kiln_types::Platform::parse("linux/arm64").unwrap(),
             offenders: vec![Offender {
                 missing: Vec::new(),
+                shipped_by: BTreeMap::new(),
+                uncached: Vec::new(),
                 path: "/hello".into(),
                 interpreter: None,
                 needed: vec![],

@@ -173,7 +173,10 @@ impl Index {
                 tar::EntryType::Link => Kind::Hardlink(clean(&link())),
                 t if t.is_file() => {
                     let mut head = Vec::new();
-                    if mode & 0o111 != 0 {
+                    if is_ld_so_conf(&path) {
+                        // the ELF check reads them whole
+                        (&mut e).take(MAX_CONF).read_to_end(&mut head)?;
+                    } else if mode & 0o111 != 0 {
                         (&mut e).take(HEAD as u64).read_to_end(&mut head)?;
                     }
                     Kind::File { mode, head }
@@ -213,6 +216,31 @@ impl Index {
     /// them (the ELF check's loader and library lookups).
     pub fn is_file(&self, path: &str) -> bool {
         matches!(self.resolve(path), Some((_, Kind::File { .. })))
+    }
+
+    /// The content of `/etc/ld.so.conf` or a file under
+    /// `/etc/ld.so.conf.d/` (the only files whose content is kept), through
+    /// symlinks.
+    pub fn ld_so_conf(&self, path: &str) -> Option<&[u8]> {
+        match self.resolve(path) {
+            Some((p, Kind::File { head, .. })) if is_ld_so_conf(&p) => Some(head.as_slice()),
+            _ => None,
+        }
+    }
+
+    /// The names of the entries directly in the directory `dir` (a clean
+    /// absolute path, not followed through symlinks), sorted.
+    pub fn names_in(&self, dir: &str) -> Vec<String> {
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| Some(k[prefix.len()..].to_string()).filter(|n| !n.contains('/')))
+            .collect()
     }
 
     /// Follows `path` as the kernel does (symlinks anywhere, `..`), to the
@@ -280,6 +308,15 @@ impl Index {
         }
         Some((cur, &Kind::Dir))
     }
+}
+
+/// The largest `ld.so.conf` file read.
+const MAX_CONF: u64 = 64 << 10;
+
+/// `/etc/ld.so.conf` and the files under `/etc/ld.so.conf.d/`: what
+/// ldconfig(8) builds the loader's cache from.
+fn is_ld_so_conf(path: &str) -> bool {
+    path == "/etc/ld.so.conf" || path.starts_with("/etc/ld.so.conf.d/")
 }
 
 /// The program an ELF file asks the kernel to load it with (`PT_INTERP`),

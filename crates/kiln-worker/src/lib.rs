@@ -28,6 +28,7 @@ mod exec;
 pub mod fileop;
 pub mod gc;
 mod image;
+pub mod ldconf;
 pub mod lock;
 pub mod mounts;
 pub mod named;

@@ -6,6 +6,7 @@
 //! is reused, so only the repository's `InRelease` is fetched again; with
 //! a `Kilnfile.lock` entry for the set, not even that.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
 
@@ -86,7 +87,8 @@ fn source(
 /// the epoch the layer's times are clamped to, and the layout version.
 pub fn key(debs: &[DebRef], arch: &str, epoch: i64) -> Digest {
     let mut e = kiln_dag::canonical::Encoder::new();
-    e.tag("kiln-debian-packages/v2");
+    // v3: owners and modes from the packages' headers, rootless too
+    e.tag("kiln-debian-packages/v3");
     e.str(arch);
     e.u64(epoch.max(0) as u64);
     e.u64(debs.len() as u64);
@@ -181,6 +183,27 @@ pub fn lock(
         release,
         debs: debs.iter().map(locked).collect(),
     })
+}
+
+/// The packages of `op`'s repository that ship each of `paths`
+/// (`kiln_deb::contents_key`s), from its verified `Contents` index (kept
+/// in the store by digest): for the ELF check to name what a binary lacks.
+pub fn shipped_by(
+    store: &Store,
+    op: &DebianPackages,
+    platform: &kiln_types::Platform,
+    context: &Path,
+    paths: &BTreeSet<String>,
+) -> Result<BTreeMap<String, BTreeSet<String>>, PackagesError> {
+    let source = source(op, platform, context)?;
+    let rt = runtime()?;
+    let fetcher = Fetcher::new().map_err(PackagesError::Download)?;
+    rt.block_on(kiln_deb::shipped_by(&source, &fetcher, store, paths))
+        .map_err(|e| PackagesError::Repo {
+            mirror: source.mirror.clone(),
+            suite: source.suite.clone(),
+            source: Box::new(e),
+        })
 }
 
 /// Resolves `op` and makes (or finds) its layer: the key and the result.
@@ -314,8 +337,12 @@ fn unpack(
         },
         ..ApplyOptions::default()
     };
-    kiln_deb::install(dir, inputs, &opts).map_err(|e| PackagesError::Install(Box::new(e)))?;
-    // rootless, everything is ours on disk and root's in the layer
+    let installed =
+        kiln_deb::install(dir, inputs, &opts).map_err(|e| PackagesError::Install(Box::new(e)))?;
+    // Rootless, everything is ours on disk (set-ID bits dropped): the
+    // layer takes every owner and mode from the packages' tar headers
+    // instead, as root's does, so both write the same bytes. What no
+    // header names (parents a package leaves implied) is root's.
     let id_map = (!root).then(|| {
         let one = |host: u32| {
             vec![IdRange {
@@ -335,5 +362,10 @@ fn unpack(
         source_date_epoch: Some(epoch.max(0) as u64),
         xattrs: false,
     };
-    Ok(snapshot::layer_from_dir(store, dir, &wopts)?)
+    Ok(snapshot::layer_from_dir_owned(
+        store,
+        dir,
+        &wopts,
+        Some(&installed.owners),
+    )?)
 }

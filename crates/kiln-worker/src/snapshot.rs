@@ -674,12 +674,23 @@ pub fn layer_from_dir(
     dir: &Path,
     opts: &WriteOptions,
 ) -> Result<LayerRef, SnapshotError> {
+    layer_from_dir_owned(store, dir, opts, None)
+}
+
+/// [`layer_from_dir`] with the owners and modes `owners` names winning
+/// over the files' (`kiln_layer::write_tar_owned`).
+pub fn layer_from_dir_owned(
+    store: &Store,
+    dir: &Path,
+    opts: &WriteOptions,
+    owners: Option<&kiln_layer::Owners>,
+) -> Result<LayerRef, SnapshotError> {
     let werr = |reason: String| SnapshotError::Write {
         path: dir.to_path_buf(),
         reason,
     };
     let mut w = LayerWriter::new(store, Compression::Gzip).map_err(|e| werr(crate::chain(&e)))?;
-    kiln_layer::write_tar(dir, &mut w, opts).map_err(|e| werr(crate::chain(&e)))?;
+    kiln_layer::write_tar_owned(dir, &mut w, opts, owners).map_err(|e| werr(crate::chain(&e)))?;
     let info = w.finish().map_err(|e| werr(crate::chain(&e)))?;
     Ok(LayerRef::from_layer(&info.into()))
 }
