@@ -202,7 +202,10 @@ fn a_missing_library_names_the_package_that_ships_it() {
     write(d, &kilnfile("\"libc6\", \"libstdc++6\""));
     common::ok_in(d, &["build", "-o", "type=oci,dest=ok.tar", "."]);
     std::fs::create_dir(d.join("podman")).unwrap();
-    assert_eq!(common::podman_run(&d.join("podman"), &d.join("ok.tar")), "hi\n");
+    assert_eq!(
+        common::podman_run(&d.join("podman"), &d.join("ok.tar")),
+        "hi\n"
+    );
 }
 
 /// Packages whose files belong to other users than root or carry set-ID
@@ -376,7 +379,9 @@ fn python_app_example_answers() {
     };
     let root_files = packaged(&out);
     assert!(
-        root_files.iter().any(|l| l.starts_with("usr/bin/python3.11 f")),
+        root_files
+            .iter()
+            .any(|l| l.starts_with("usr/bin/python3.11 f")),
         "{root_files:?}"
     );
     assert_eq!(root_files, packaged(&user_out));

@@ -51,7 +51,10 @@ pub async fn shipped_by(
         let name = format!("{component}/Contents-{}.gz", source.arch);
         let entry = release.entry(&rel_url, &name)?.clone();
         let url = if release.by_hash {
-            source.dists_url(&format!("{component}/by-hash/SHA256/{}", entry.sha256.hex()))
+            source.dists_url(&format!(
+                "{component}/by-hash/SHA256/{}",
+                entry.sha256.hex()
+            ))
         } else {
             source.dists_url(&name)
         };

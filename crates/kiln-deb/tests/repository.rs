@@ -153,7 +153,10 @@ fn a_dead_mirror_is_retried_then_named() {
 /// A loopback HTTP server that answers every GET with `body`, cutting the
 /// first `cut` answers off halfway (a mirror dying mid-download): the
 /// number of requests it has answered.
-fn cutting_server(body: Vec<u8>, cut: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn cutting_server(
+    body: Vec<u8>,
+    cut: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::Ordering;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -209,7 +212,10 @@ fn a_mirror_dying_mid_download_is_retried_then_named() {
         .unwrap_err();
     assert_eq!(count.load(Ordering::SeqCst), 3);
     assert!(
-        matches!(&e, FetchError::Connection { attempts: 3, .. } | FetchError::Size { .. }),
+        matches!(
+            &e,
+            FetchError::Connection { attempts: 3, .. } | FetchError::Size { .. }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains(&url), "{e}");

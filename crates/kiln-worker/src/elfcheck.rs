@@ -584,7 +584,7 @@ fn final_index(store: &Store, root: &Ref) -> Result<crate::entrycheck::Index, El
 
 /// `d` as an absolute path without `.`, `..` or doubled slashes (what the
 /// merged index is keyed by); `..` stops at the root, as the kernel's.
-fn normalize(d: &str) -> String {
+pub(crate) fn normalize(d: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for p in d.split('/') {
         match p {

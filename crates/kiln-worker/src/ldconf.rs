@@ -6,6 +6,7 @@
 //! ldconfig builds from them, so the ELF check counts them only when the
 //! image has that cache.
 
+use crate::elfcheck::normalize;
 use crate::entrycheck::Index;
 
 /// How deep `include`s nest before the rest is ignored (ldconfig has no
@@ -88,20 +89,6 @@ fn wildcard(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-fn normalize(d: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in d.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,9 +125,18 @@ mod tests {
     #[test]
     fn includes_globs_and_comments() {
         let i = index(&[
-            ("etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n/srv/lib # old\n"),
-            ("etc/ld.so.conf.d/b.conf", "# b\n/opt/b/lib\nhwcap 0 nosegneg\n"),
-            ("etc/ld.so.conf.d/a.conf", "/opt/a//lib/\ninclude more/*.conf\n"),
+            (
+                "etc/ld.so.conf",
+                "include /etc/ld.so.conf.d/*.conf\n/srv/lib # old\n",
+            ),
+            (
+                "etc/ld.so.conf.d/b.conf",
+                "# b\n/opt/b/lib\nhwcap 0 nosegneg\n",
+            ),
+            (
+                "etc/ld.so.conf.d/a.conf",
+                "/opt/a//lib/\ninclude more/*.conf\n",
+            ),
             ("etc/ld.so.conf.d/more/x.conf", "/opt/x\n"),
             ("etc/ld.so.conf.d/c.txt", "/not/read\n"),
         ]);

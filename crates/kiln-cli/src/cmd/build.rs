@@ -408,14 +408,9 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             .wrap_err("cannot commit the image's layers")?;
         // Before anything is stored under a name or exported.
         let target = platform.clone().unwrap_or_else(kiln_dag::Platform::host);
-        if let Err(e) = kiln_worker::elfcheck::check(
-            &store,
-            def,
-            &root,
-            &target,
-            import.as_deref(),
-            &context,
-        ) {
+        if let Err(e) =
+            kiln_worker::elfcheck::check(&store, def, &root, &target, import.as_deref(), &context)
+        {
             elf_failure(e, &name, &text).print(progress);
             return Ok(ExitCode::FAILURE);
         }
