@@ -57,8 +57,12 @@ pub const MOUNT_ID_ANNOTATION: &str = "dev.kiln.cache-mount.id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheIoError {
-    #[error("invalid cache spec `{spec}`: {reason}")]
-    Spec { spec: String, reason: String },
+    #[error("invalid cache spec `{spec}`")]
+    Spec {
+        spec: String,
+        #[source]
+        source: Box<CacheSpecError>,
+    },
     #[error("cache `{path}`: {reason}")]
     Layout { path: PathBuf, reason: String },
     #[error("cannot write the cache at `{path}`: {source}")]
@@ -71,6 +75,36 @@ pub enum CacheIoError {
     Export { key: String, reason: String },
     #[error("registry cache `{reference}`: {reason}")]
     Registry { reference: String, reason: String },
+}
+
+/// What is wrong with a `--cache-to` / `--cache-from` value; `example` is
+/// the form to write instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheSpecError {
+    #[error(transparent)]
+    Fields(#[from] kiln_types::spec::SpecFieldsError),
+    #[error("unknown cache type `{kind}`: use `{example}`")]
+    UnknownType { kind: String, example: &'static str },
+    #[error("no `type=`: use `{example}`")]
+    NoType { example: &'static str },
+    #[error("no `{key}={what}`: use `{example}`")]
+    Missing {
+        key: &'static str,
+        what: &'static str,
+        example: &'static str,
+    },
+    #[error("unknown mode `{mode}`: use `min` or `max`")]
+    UnknownMode { mode: String },
+    #[error(
+        "`cache-mounts={value}` is not `true` or `false`: write `cache-mounts=true` to {verb} the `run` cache mounts with the cache"
+    )]
+    CacheMounts { value: String, verb: &'static str },
+    #[error("unknown option `{key}`: use `{example}`")]
+    UnknownOption { key: String, example: &'static str },
+    #[error("`mode=` is an option of `--cache-to`")]
+    ModeOnImport,
+    #[error(transparent)]
+    Reference(#[from] kiln_registry::ReferenceError),
 }
 
 /// How much of the build an export keeps.
@@ -106,11 +140,14 @@ impl CacheSpec {
     /// (`export`) or `type=local,src=DIR[,cache-mounts=true|false]`, and
     /// `type=registry,ref=REF[,mode=min|max][,cache-mounts=true|false]`.
     pub fn parse(spec: &str, export: bool) -> Result<CacheSpec, CacheIoError> {
-        let bad = |reason: String| CacheIoError::Spec {
+        Self::parse_fields(spec, export).map_err(|source| CacheIoError::Spec {
             spec: spec.to_string(),
-            reason,
-        };
-        let fields = kiln_types::spec::key_values(spec).map_err(|e| bad(e.to_string()))?;
+            source: Box::new(source),
+        })
+    }
+
+    fn parse_fields(spec: &str, export: bool) -> Result<CacheSpec, CacheSpecError> {
+        let fields = kiln_types::spec::key_values(spec)?;
         let mut kv = BTreeMap::new();
         for (k, v) in &fields {
             kv.insert(k.trim(), v.trim());
@@ -124,38 +161,48 @@ impl CacheSpec {
             Some("local") => (false, if export { "dest" } else { "src" }, "DIR"),
             Some("registry") => (true, "ref", "REF"),
             Some(t) => {
-                return Err(bad(format!("unknown cache type `{t}`: use `{example}`")));
+                return Err(CacheSpecError::UnknownType {
+                    kind: t.to_string(),
+                    example,
+                });
             }
-            None => return Err(bad(format!("no `type=`: use `{example}`"))),
+            None => return Err(CacheSpecError::NoType { example }),
         };
         let value = kv
             .remove(key)
             .filter(|d| !d.is_empty())
-            .ok_or_else(|| bad(format!("no `{key}={what}`: use `{example}`")))?;
+            .ok_or(CacheSpecError::Missing { key, what, example })?;
         let mode = match kv.remove("mode") {
             None | Some("min") => Mode::Min,
             Some("max") => Mode::Max,
-            Some(m) => return Err(bad(format!("unknown mode `{m}`: use `min` or `max`"))),
+            Some(m) => {
+                return Err(CacheSpecError::UnknownMode {
+                    mode: m.to_string(),
+                });
+            }
         };
         let cache_mounts = match kv.remove("cache-mounts") {
             None => !export,
             Some("true") => true,
             Some("false") => false,
             Some(v) => {
-                return Err(bad(format!(
-                    "`cache-mounts={v}` is not `true` or `false`: write `cache-mounts=true` to {} the `run` cache mounts with the cache",
-                    if export { "export" } else { "import" }
-                )));
+                return Err(CacheSpecError::CacheMounts {
+                    value: v.to_string(),
+                    verb: if export { "export" } else { "import" },
+                });
             }
         };
         if let Some(k) = kv.keys().next() {
-            return Err(bad(format!("unknown option `{k}`: use `{example}`")));
+            return Err(CacheSpecError::UnknownOption {
+                key: k.to_string(),
+                example,
+            });
         }
         if !export && mode != Mode::Min {
-            return Err(bad("`mode=` is an option of `--cache-to`".into()));
+            return Err(CacheSpecError::ModeOnImport);
         }
         if registry {
-            kiln_registry::Reference::parse(value).map_err(|e| bad(crate::chain(&e)))?;
+            kiln_registry::Reference::parse(value)?;
             return Ok(CacheSpec::Registry {
                 reference: value.to_string(),
                 mode,
@@ -1248,6 +1295,51 @@ fn write_registry(
 
 #[cfg(test)]
 mod tests {
+    /// Each mistake is its own kind, and the message says what to write.
+    #[test]
+    fn cache_spec_errors_are_typed_and_say_what_to_write() {
+        let err = |spec: &str, export: bool| match CacheSpec::parse(spec, export) {
+            Err(CacheIoError::Spec { source, .. }) => *source,
+            other => panic!("{spec}: {other:?}"),
+        };
+        assert!(matches!(
+            err("type=s3,bucket=b", true),
+            CacheSpecError::UnknownType { kind, .. } if kind == "s3"
+        ));
+        assert!(matches!(err("dest=d", true), CacheSpecError::NoType { .. }));
+        assert!(matches!(
+            err("type=local", false),
+            CacheSpecError::Missing { key: "src", .. }
+        ));
+        assert!(matches!(
+            err("type=local,dest=d,mode=all", true),
+            CacheSpecError::UnknownMode { .. }
+        ));
+        assert!(matches!(
+            err("type=local,dest=d,cache-mounts=yes", true),
+            CacheSpecError::CacheMounts { verb: "export", .. }
+        ));
+        assert!(matches!(
+            err("type=local,dest=d,colour=red", true),
+            CacheSpecError::UnknownOption { key, .. } if key == "colour"
+        ));
+        assert!(matches!(
+            err("type=local,src=d,mode=max", false),
+            CacheSpecError::ModeOnImport
+        ));
+        assert!(matches!(
+            err("type=registry,ref=localhost:0/x", true),
+            CacheSpecError::Reference(_)
+        ));
+        assert!(matches!(err("type", true), CacheSpecError::Fields(_)));
+        // what the CLI shows: the spec, then why, with the form to write
+        let e = CacheSpec::parse("type=local", true).unwrap_err();
+        assert_eq!(
+            kiln_types::error_chain(&e),
+            "invalid cache spec `type=local`: no `dest=DIR`: use `type=local,dest=DIR[,mode=min|max][,cache-mounts=true]` or `type=registry,ref=REF[,mode=min|max][,cache-mounts=true]`"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -1302,9 +1394,10 @@ mod tests {
             let e = CacheSpec::parse(bad, true).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
-        let e = CacheSpec::parse("type=local,dest=x,cache-mounts=1", true)
-            .unwrap_err()
-            .to_string();
+        // the reason is the error's source (the CLI shows the chain)
+        let e = kiln_types::error_chain(
+            &CacheSpec::parse("type=local,dest=x,cache-mounts=1", true).unwrap_err(),
+        );
         assert!(
             e.contains("`cache-mounts=1` is not `true` or `false`")
                 && e.contains("write `cache-mounts=true`"),

@@ -236,7 +236,8 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     }
     let store = super::images::open_store()?;
     let cache_spec = |s: &String, export| {
-        kiln_worker::cache_io::CacheSpec::parse(s, export).map_err(|e| miette::miette!("{e}"))
+        kiln_worker::cache_io::CacheSpec::parse(s, export)
+            .map_err(|e| miette::miette!("{}", kiln_types::error_chain(&e)))
     };
     args.cache_to = (args.cache_to.iter())
         .map(|s| super::buildx::cache_shorthand(s))
