@@ -351,16 +351,19 @@ fn defaults_and_flags_decide_what_is_attached() {
             })
             .collect()
     };
-    // an archive without flags: the plain image manifest, as before
-    let i = index_of(&[], "plain.tar");
-    assert_eq!(
-        i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
-        "{i}"
-    );
-    // any flag: on the static base, the SBOM comes with min provenance
-    let i = index_of(&["--provenance=true"], "default.tar");
+    // no flag: BuildKit's min provenance and, on the static base, the SBOM
+    let i = index_of(&[], "default.tar");
+    assert_eq!(i["mediaType"], "application/vnd.oci.image.index.v1+json");
     assert_eq!(
         predicate_types(&i, "default.tar"),
+        [
+            "https://spdx.dev/Document",
+            "https://slsa.dev/provenance/v1"
+        ]
+    );
+    let i = index_of(&["--provenance=true"], "provenance.tar");
+    assert_eq!(
+        predicate_types(&i, "provenance.tar"),
         [
             "https://spdx.dev/Document",
             "https://slsa.dev/provenance/v1"
@@ -388,8 +391,35 @@ fn defaults_and_flags_decide_what_is_attached() {
         predicate_types(&i, "cdx.tar"),
         ["https://cyclonedx.org/bom"]
     );
-    // none: the archive holds the plain image manifest, as before
+    // none: the archive holds the plain image manifest
     let i = index_of(&["--sbom=false", "--provenance=false"], "none.tar");
+    assert_eq!(
+        i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{i}"
+    );
+    // buildx's switch for the defaults: only what a flag asks for
+    let dest = dir.join("nodefault.tar");
+    let o = common::kiln_command(
+        &ctx.join("home"),
+        &ctx,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=oci,dest={}", dest.display()),
+            ".",
+        ],
+    )
+    .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", &format!("oci-archive:{}", dest.display())])
+        .output()
+        .unwrap();
+    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
         "{i}"
@@ -419,6 +449,37 @@ fn defaults_and_flags_decide_what_is_attached() {
             "{f} not in {names:?}"
         );
     }
+    // not on the static base: provenance alone by default, as BuildKit
+    // (whose SBOM is opt-in everywhere)
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        scratch.join("Kilnfile"),
+        "let app = scratch().copy(context().path(\"hello.txt\"), \"/hello.txt\");\n",
+    )
+    .unwrap();
+    let dest = dir.join("scratch.tar");
+    ok_in(
+        &scratch,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=oci,dest={}", dest.display()),
+            ".",
+        ],
+    );
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", &format!("oci-archive:{}", dest.display())])
+        .output()
+        .unwrap();
+    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        predicate_types(&i, "scratch.tar"),
+        ["https://slsa.dev/provenance/v1"]
+    );
     let bad = kiln_in(&ctx, &["build", "--attest", "type=nonsense", "."]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown attestation type `nonsense`"));
@@ -989,5 +1050,181 @@ fn cache_prune_keeps_the_attestations_of_named_images() {
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("attestation-manifest"),
         "the saved index keeps its attestation manifests"
+    );
+}
+
+/// The digest `tags.json` of the store under `home` gives `name`.
+fn tag_of(home: &Path, name: &str) -> String {
+    let tags: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("tags.json")).unwrap()).unwrap();
+    tags["tags"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no tag {name}: {tags}"))
+        .to_string()
+}
+
+/// The raw top manifest (the index when there is one) of an OCI archive.
+fn archive_raw(archive: &Path) -> serde_json::Value {
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The one image entry and the attestation manifest entries of an index.
+fn attested_entries(index: &serde_json::Value) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let entries = index["manifests"].as_array().expect("an index");
+    let (att, images): (Vec<_>, Vec<_>) = entries.iter().cloned().partition(|m| {
+        m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest"
+    });
+    assert_eq!(images.len(), 1, "one image: {index}");
+    (images[0].clone(), att)
+}
+
+#[test]
+fn a_tag_carries_its_attestations_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ctx = project(dir);
+    let home = dir.join("home");
+    let run = |args: &[&str]| {
+        let o = common::kiln_command(&home, &ctx, args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "kiln {args:?}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    // no flag: min provenance and, on the static base, the SBOM; the tag
+    // names the index of the image and its attestation manifest
+    let image = run(&["build", "--progress", "plain", "-t", "app:1", "."]);
+    let index = tag_of(&home, "app:1");
+    assert_ne!(index, image, "the tag names the index");
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&["images", "--format", "json"])).unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "app:1")
+        .unwrap_or_else(|| panic!("app:1 not listed: {listed}"));
+    assert_eq!(row["digest"], index.as_str(), "{row}");
+
+    // a no-op rebuild: the same image manifest and the same index, though
+    // provenance has wall-clock times (they are the first build's)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = run(&["build", "--progress", "plain", "-t", "app:1", "."]);
+    assert_eq!(again, image, "the image manifest digest is stable");
+    assert_eq!(tag_of(&home, "app:1"), index, "the index is stable");
+
+    // `kiln tag` names the whole; `kiln sbom` reads the attached SBOM of
+    // either name
+    assert_eq!(run(&["tag", "app:1", "app:2"]), index);
+    assert_eq!(tag_of(&home, "app:2"), index);
+    let attached: serde_json::Value = serde_json::from_str(&run(&["sbom", "app:2"])).unwrap();
+    assert_eq!(
+        attached["name"],
+        "app:1",
+        "the attached SBOM (named by the build), not a generated one"
+    );
+
+    // `kiln push` of the name pushes the index: buildx reads both
+    let reg = Registry::start();
+    let remote = format!("{}/tagged/app:1", reg.addr);
+    let pushed = run(&["push", "--insecure-registry", &reg.addr, "app:1", &remote]);
+    assert_eq!(pushed, index);
+    let (entry, att) = attested_entries(&raw(&remote));
+    assert_eq!(entry["digest"], image.as_str());
+    assert_eq!(att.len(), 1);
+    assert_eq!(att[0]["annotations"]["vnd.docker.reference.digest"], image.as_str());
+    let sbom = imagetools(dir, &remote, "{{json .SBOM}}");
+    assert_eq!(sbom["SPDX"]["spdxVersion"], "SPDX-2.3", "{sbom}");
+    let prov = imagetools(dir, &remote, "{{json .Provenance}}");
+    assert!(
+        prov["SLSA"]["runDetails"]["metadata"]["startedOn"].is_string(),
+        "min provenance keeps the build's times: {prov}"
+    );
+
+    // `kiln save`: an OCI archive holds the index, podman runs it; a docker
+    // archive holds the image alone, as BuildKit's docker exporter writes it
+    let oci = dir.join("app.tar");
+    run(&["save", "-o", oci.to_str().unwrap(), "app:1"]);
+    let top = archive_raw(&oci);
+    let (entry, att) = attested_entries(&top);
+    assert_eq!(entry["digest"], image.as_str());
+    assert_eq!(att.len(), 1);
+    assert_eq!(podman_run(dir, &oci).trim(), "hello from kiln");
+    let layout = dir.join("layout");
+    run(&[
+        "save",
+        "-o",
+        &format!("type=oci-layout,dest={}", layout.display()),
+        "app:1",
+    ]);
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], index.as_str(), "{idx}");
+    let docker = dir.join("docker.tar");
+    run(&[
+        "save",
+        "--format",
+        "docker",
+        "-o",
+        docker.to_str().unwrap(),
+        "app:1",
+    ]);
+    let mut names = Vec::new();
+    let mut manifest = serde_json::Value::Null;
+    for e in tar::Archive::new(std::fs::File::open(&docker).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        if p == "manifest.json" {
+            manifest = serde_json::from_reader(&mut e).unwrap();
+        }
+        names.push(p);
+    }
+    assert_eq!(manifest.as_array().map(Vec::len), Some(1), "{manifest}");
+    let tar_text = names.join("\n");
+    for s in [&att[0]["digest"], &entry["digest"]] {
+        let hex = s.as_str().unwrap().trim_start_matches("sha256:");
+        assert!(!tar_text.contains(hex), "{hex} in the docker archive: {names:?}");
+    }
+
+    // `kiln cache prune` keeps what the name holds
+    run(&["cache", "prune"]);
+    assert!(assert_closure_present(&home, &index) >= 8);
+
+    // both off: the tag names the plain image manifest, and so do its push
+    // and save
+    let plain = run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--provenance=false",
+        "--sbom=false",
+        "-t",
+        "app:3",
+        ".",
+    ]);
+    assert_eq!(plain, image, "the same image");
+    assert_eq!(tag_of(&home, "app:3"), image);
+    let remote3 = format!("{}/tagged/app:3", reg.addr);
+    run(&["push", "--insecure-registry", &reg.addr, "app:3", &remote3]);
+    assert_eq!(
+        raw(&remote3)["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let saved = dir.join("plain.tar");
+    run(&["save", "-o", saved.to_str().unwrap(), "app:3"]);
+    assert_eq!(
+        archive_raw(&saved)["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
     );
 }

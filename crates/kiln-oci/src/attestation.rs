@@ -11,9 +11,10 @@
 //! OCI 1.1 `subject` instead, with an `artifactType`, and the index lists it
 //! beside the image for layouts that keep referrers in `index.json`.
 //!
-//! The local store keeps tags pointing at image manifests (everything that
-//! reads an image reads one manifest); the index of an image is found
-//! through the `attestations` record keyed by the image's digest.
+//! A local tag of an attested image points at this index, as BuildKit's
+//! image exporter stores it (readers of one image take it through
+//! `Index::single`); the `attestations` record, keyed by the image's
+//! digest, finds the index from an image manifest digest.
 
 use std::io::Write;
 use std::path::Path;
@@ -183,6 +184,20 @@ fn referrers_fallback(
         "manifests": [entry],
     }));
     store.put_blob(&fallback).map_err(AttestationError::Store)
+}
+
+/// For the index of one image and its OCI 1.1 referrer attestation manifest
+/// (what [`Layout::Referrers`] makes): the image manifest, pushed under the
+/// tag, and the index the referrers tag schema's `sha256-<image hex>` tag
+/// is given. `None` for BuildKit's layout, which is pushed as the index.
+pub fn referrers_push(
+    store: &Store,
+    index: &crate::Index,
+) -> Result<Option<(Digest, Digest)>, AttestationError> {
+    let (Some(image), Some(r)) = (index.single(), index.entries.iter().find(|e| e.referrer)) else {
+        return Ok(None);
+    };
+    Ok(Some((image, referrers_fallback(store, &r.digest, r.size)?)))
 }
 
 /// The statements attached to the image `image` in this store (empty when

@@ -216,11 +216,13 @@ impl Image {
     }
 
     /// Loads the image `digest` names; for a multi-platform index (what a
-    /// `kiln build --platform a,b -t NAME` tags), this machine's image in it.
+    /// `kiln build --platform a,b -t NAME` tags), this machine's image in it;
+    /// for the index of one image and its attestations (what a build with
+    /// attestations tags), that image, whatever its platform.
     pub fn load_for_host(store: &Store, digest: &Digest) -> Result<Self> {
         let host = kiln_types::Platform::host();
         match crate::index::Index::load(store, digest) {
-            Ok(Some(index)) => match index.select(&host) {
+            Ok(Some(index)) => match index.single().or_else(|| index.select(&host)) {
                 Some(d) => Self::load(store, &d),
                 None => Err(ImageError::NoPlatform {
                     index: *digest,

@@ -4,9 +4,12 @@
 //! and written as an OCI archive or layout whose one `index.json` entry is
 //! the index (what buildx writes for `--platform a,b -o type=oci`).
 //!
-//! Tags of single-platform images point at image manifests; a tag of a
-//! multi-platform build points at its index, which [`Index::load`] reads
-//! and [`Index::select`] picks a platform from.
+//! A tag of a multi-platform build points at its index, which
+//! [`Index::load`] reads and [`Index::select`] picks a platform from. A tag
+//! of a single-platform image built with attestations points at the index
+//! of that image and its attestation manifest (as BuildKit's image exporter
+//! stores it; [`Index::single`]); without attestations, at the image
+//! manifest.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -16,7 +19,9 @@ use kiln_store::{Digest, Store, StoreError};
 use kiln_types::Platform;
 use serde_json::json;
 
-use crate::attestation::{ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, Attested};
+use crate::attestation::{
+    ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, ARTIFACT_TYPE, Attested,
+};
 use crate::image::{Image, MEDIA_DOCKER_LIST, MEDIA_INDEX};
 use crate::json::canonical_json;
 use crate::output::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ExportError, write_file_atomic};
@@ -33,6 +38,9 @@ pub struct Entry {
     pub platform: Option<Platform>,
     /// for an attestation manifest: the image manifest it describes
     pub attests: Option<Digest>,
+    /// an OCI 1.1 referrer attestation manifest (`--attest-layout
+    /// referrers`), which names its image as `subject`
+    pub referrer: bool,
 }
 
 /// An index in the store.
@@ -170,6 +178,7 @@ impl Index {
                 media_type: m["mediaType"].as_str().unwrap_or_default().to_string(),
                 platform,
                 attests,
+                referrer: m["artifactType"] == ARTIFACT_TYPE,
             });
         }
         Ok(Index {
@@ -179,18 +188,33 @@ impl Index {
         })
     }
 
+    /// The image manifests' entries (not the attestation manifests').
+    pub fn images(&self) -> impl Iterator<Item = &Entry> {
+        (self.entries.iter()).filter(|e| e.attests.is_none() && !e.referrer)
+    }
+
     /// The platforms of the images, in index order.
     pub fn platforms(&self) -> Vec<Platform> {
-        (self.entries.iter())
-            .filter(|e| e.attests.is_none())
+        self.images()
             .filter_map(|e| e.platform.clone())
             .collect()
+    }
+
+    /// The image manifest of an index that holds one image (and its
+    /// attestation manifests): what a single-platform build with
+    /// attestations tags, the way BuildKit's image exporter stores it.
+    pub fn single(&self) -> Option<Digest> {
+        let mut images = self.images();
+        match (images.next(), images.next()) {
+            (Some(e), None) => Some(e.digest),
+            _ => None,
+        }
     }
 
     /// The image manifest for `want` (containerd's matching: an entry
     /// without a variant matches any of its architecture's).
     pub fn select(&self, want: &Platform) -> Option<Digest> {
-        let images = || self.entries.iter().filter(|e| e.attests.is_none());
+        let images = || self.images();
         let exact = images().find(|e| e.platform.as_ref() == Some(want));
         let loose = || {
             images().find(|e| {

@@ -3,7 +3,9 @@
 //! What references what (the worker's view of the store):
 //!
 //! ```text
-//! tags.json                       -> manifest blobs -> config and layer blobs
+//! tags.json                       -> manifest (or index) blobs -> config and
+//!                                    layer blobs (statements for attestation
+//!                                    manifests)
 //! records/build-cache, context-layer  (a Ref)  -> config blob, layer blobs,
 //!                                    directory layers snapshots/d<id> and their
 //!                                    records/layer-commit entry -> blob
@@ -404,10 +406,11 @@ fn manifest_closure(store: &Store, top: &Digest, out: &mut HashSet<Digest>) {
 const ATTESTATIONS_KIND: &str = "attestations";
 
 /// [`manifest_closure`] of the images tagged in the store, with each
-/// image's attestations: a tag names the image manifest (or a
-/// multi-platform index, which lists the attestation manifests itself),
-/// and the single image's attestation index is found through its
-/// `attestations` record, so a later push, save or `kiln sbom` of the tag
+/// image's attestations: a tag names an image manifest or an index (of
+/// several platforms, or of one image and its attestation manifest), which
+/// lists the attestation manifests itself; an image manifest's attestation
+/// index (a tag made by an older kiln, or `kiln sbom sha256:...`) is found
+/// through its `attestations` record, so a later push, save or `kiln sbom`
 /// still finds the statements.
 fn tagged_closure(store: &Store, tags: &BTreeMap<String, Digest>, out: &mut HashSet<Digest>) {
     for d in tags.values() {

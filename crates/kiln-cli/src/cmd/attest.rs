@@ -16,16 +16,17 @@ use miette::{IntoDiagnostic, WrapErr};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AttestOpts {
     /// Attach an SBOM (SPDX 2.3 JSON): `--sbom`, `--sbom=true|false`, or
-    /// `--sbom=format=cyclonedx` for CycloneDX 1.6 [default: off; with any
-    /// other attestation flag, on for images built on `static_base()`]
+    /// `--sbom=format=cyclonedx` for CycloneDX 1.6 [default: on for images
+    /// built on `static_base()`, off for others; none with
+    /// `BUILDX_NO_DEFAULT_ATTESTATIONS=1`]
     #[arg(long, value_name = "BOOL|format=FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     #[arg(value_parser = check_sbom)]
     pub sbom: Option<String>,
 
     /// Attach SLSA v1 provenance: `--provenance=true|false`,
     /// `--provenance=mode=min|max` (`max` adds build arg values and the
-    /// steps; secrets never appear) [default: off; with any other
-    /// attestation flag, mode=min]
+    /// steps; secrets never appear) [default: mode=min, as buildx's; none
+    /// with `BUILDX_NO_DEFAULT_ATTESTATIONS=1`]
     #[arg(long, value_name = "BOOL|mode=MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     #[arg(value_parser = check_provenance)]
     pub provenance: Option<String>,
@@ -124,16 +125,12 @@ fn key_values(flag: &str, s: &str) -> miette::Result<BTreeMap<String, String>> {
 }
 
 impl AttestOpts {
-    /// Whether any attestation flag was given.
-    pub fn explicit(&self) -> bool {
-        self.sbom.is_some() || self.provenance.is_some() || !self.attest.is_empty()
-    }
-
     /// The attestations to make; `static_rooted` says whether the image was
     /// built on `static_base()` (the SBOM's default).
     pub fn plan(&self, static_rooted: bool) -> miette::Result<Plan> {
-        let mut sbom = static_rooted.then_some(Format::Spdx);
-        let mut provenance = Some(Mode::Min);
+        let defaults = !no_default_attestations();
+        let mut sbom = (defaults && static_rooted).then_some(Format::Spdx);
+        let mut provenance = defaults.then_some(Mode::Min);
         if let Some(v) = &self.sbom {
             let flag = format!("--sbom={v}");
             sbom = if v.contains('=') {
@@ -176,6 +173,13 @@ impl AttestOpts {
             },
         })
     }
+}
+
+/// buildx's `BUILDX_NO_DEFAULT_ATTESTATIONS`: set to a true value (Go's
+/// `strconv.ParseBool`), a build attaches only what its flags ask for.
+fn no_default_attestations() -> bool {
+    std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS")
+        .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 /// The `--secret` ids and values, which provenance must never contain.
@@ -380,8 +384,10 @@ pub fn provenance(
 }
 
 /// Writes one `-o` output with the attestations: an index for `oci`,
-/// `oci-layout` and a pushing `registry`/`image`, statement files beside the
-/// root filesystem of `local` and `tar`; `docker` (and stdout) without them.
+/// `oci-layout`, `registry` and `image` (named, and pushed with
+/// `push=true`, as the index), statement files beside the root filesystem
+/// of `local` and `tar` (a `tar` to stdout without them); `docker` without
+/// them, as BuildKit's docker exporter.
 // ExportError carries its path and source by value, as kiln-oci's writers do
 #[allow(clippy::result_large_err)]
 pub fn write_output(
@@ -402,7 +408,13 @@ pub fn write_output(
         )
     };
     match spec.kind {
-        OutputKind::Oci if !to_stdout => {
+        OutputKind::Oci if to_stdout => super::save::write_stdout(|out| {
+            attestation::write_oci_archive(store, image, att, name, out)
+                .map(drop)
+                .into_diagnostic()
+                .wrap_err_with(ctx)
+        }),
+        OutputKind::Oci => {
             let dest = spec
                 .dest
                 .as_deref()
@@ -422,43 +434,9 @@ pub fn write_output(
                 .into_diagnostic()
                 .wrap_err_with(ctx)
         }
-        OutputKind::Registry if spec.push => {
-            for n in &spec.names {
-                let full = super::tag::full_name(n);
-                image
-                    .tag(store, &full)
-                    .into_diagnostic()
-                    .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
-                let dest = kiln_registry::Reference::parse(n)
-                    .into_diagnostic()?
-                    .normalized();
-                let insecure =
-                    spec.options.get("registry.insecure").map(String::as_str) == Some("true");
-                if let Some(fallback) = att.referrers_index {
-                    // OCI 1.1 referrers: the image under its tag, the
-                    // attestation manifest through the fallback tag
-                    super::push::push_to(
-                        store,
-                        &image.digest,
-                        &dest,
-                        &Default::default(),
-                        insecure,
-                        false,
-                    )?;
-                    push_referrers_fallback(store, &image.digest, &fallback, &dest, insecure)?;
-                    continue;
-                }
-                super::push::push_to(
-                    store,
-                    &att.index,
-                    &dest,
-                    &Default::default(),
-                    insecure,
-                    false,
-                )?;
-            }
-            Ok(())
-        }
+        // named (and pushed) as the index of the image and its attestation
+        // manifest, as BuildKit's image exporter does
+        OutputKind::Registry => super::save::name_and_push(store, &att.index, spec),
         OutputKind::Local => {
             super::save::write_output(store, image, spec)?;
             let dest = spec
@@ -537,6 +515,7 @@ pub(crate) fn push_referrers_fallback(
         insecure,
         true,
     )
+    .map(drop)
 }
 
 /// With `--attest-layout referrers`, the fallback tag of every platform's
@@ -582,13 +561,6 @@ fn debs_of(store: &Store, image: &Image) -> Vec<(String, String, String, String)
 /// Makes and attaches the attestations `kiln build` was asked for (none
 /// when every one is off).
 pub fn for_build(b: Build<'_>) -> miette::Result<Option<(Attested, Vec<Statement>)>> {
-    // opt-in: with attestations a tag names an index instead of the image
-    // manifest, which changes what scripts composing manifest lists over
-    // kiln's pushes (and `skopeo inspect` of another platform's archive)
-    // see; one flag asks for them
-    if !b.opts.explicit() {
-        return Ok(None);
-    }
     let plan = b.opts.plan(b.static_rooted)?;
     let name = b
         .name

@@ -433,15 +433,6 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         }
         images.push(metadata.apply(&store, image)?);
     }
-    if !multi {
-        for t in &args.tags {
-            let full = super::tag::full_name(t);
-            images[0]
-                .tag(&store, &full)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
-        }
-    }
     // SBOM and provenance, attached to what the outputs write: one
     // attestation manifest per platform
     let mut attested = Vec::with_capacity(images.len());
@@ -477,6 +468,20 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
                 name: image_name.as_deref(),
             })?
         });
+    }
+    if !multi {
+        // with attestations the tag names the index of the image and its
+        // attestation manifest, as BuildKit's image exporter stores it, so
+        // `kiln push`/`save`/`tag` of the name carry them; without, the
+        // image manifest
+        let named = attested[0].as_ref().map_or(images[0].digest, |(a, _)| a.index);
+        for t in &args.tags {
+            let full = super::tag::full_name(t);
+            store
+                .set_tag(&full, &named)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot name the image `{full}`"))?;
+        }
     }
     let index = if multi {
         let parts: Vec<(&kiln_oci::Image, Option<&kiln_oci::attestation::Attested>)> = images

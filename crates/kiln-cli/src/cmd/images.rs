@@ -132,8 +132,7 @@ fn image_row(store: &Store, name: &str, digest: &kiln_oci::Digest) -> Row {
 /// the size of every blob it holds (each blob once).
 fn index_row(store: &Store, name: &str, index: &kiln_oci::Index) -> Row {
     let platforms: Vec<String> = index.platforms().iter().map(ToString::to_string).collect();
-    let images: Vec<Image> = (index.entries.iter())
-        .filter(|e| e.attests.is_none())
+    let images: Vec<Image> = (index.images())
         .filter_map(|e| Image::load(store, &e.digest).ok())
         .collect();
     let (size, error) = match index.blobs(store) {

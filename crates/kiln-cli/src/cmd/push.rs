@@ -10,9 +10,11 @@ use miette::{IntoDiagnostic, WrapErr};
 ///
 /// Sends the local image REF (a name from `kiln images`, or a `sha256:`
 /// manifest digest) with its config and layers to DEST_REF, or to REF
-/// itself when DEST_REF is not given. Blobs the registry already has are
-/// skipped; when REF names another repository of the same registry, blobs
-/// are mounted from it instead of uploaded. Prints the manifest digest.
+/// itself when DEST_REF is not given: a name built with attestations as
+/// the index of the image and its attestation manifest, as `kiln build
+/// --push` does. Blobs the registry already has are skipped; when REF
+/// names another repository of the same registry, blobs are mounted from it
+/// instead of uploaded. Prints the digest the tag names there.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -91,14 +93,39 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         extra_tags: args.tags,
         mount_from,
     };
-    push_to(&store, &digest, &dest, &opts, false, args.quiet)?;
-    println!("{digest}");
+    let pushed = push_to(&store, &digest, &dest, &opts, false, args.quiet)?;
+    println!("{pushed}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pushes the local manifest `digest` to `dest`; `insecure` allows plain
-/// http for its registry. Shared by `kiln push` and `-o type=registry`.
+/// Pushes the local manifest or index `digest` to `dest` and returns what
+/// the tag names there; `insecure` allows plain http for its registry.
+/// Shared by `kiln push` and `-o type=registry`. An image with OCI 1.1
+/// referrer attestations (`--attest-layout referrers`) goes as the image
+/// under the tag and the attestation manifest through the referrers tag
+/// schema's `sha256-<image hex>` index.
 pub(crate) fn push_to(
+    store: &Store,
+    digest: &Digest,
+    dest: &Reference,
+    opts: &PushOptions,
+    insecure: bool,
+    quiet: bool,
+) -> miette::Result<Digest> {
+    if let Ok(Some(index)) = kiln_oci::Index::load(store, digest)
+        && let Some((image, fallback)) = kiln_oci::attestation::referrers_push(store, &index)
+            .into_diagnostic()
+            .wrap_err("cannot make the referrers index of the attestations")?
+    {
+        push_one(store, &image, dest, opts, insecure, quiet)?;
+        super::attest::push_referrers_fallback(store, &image, &fallback, dest, insecure)?;
+        return Ok(image);
+    }
+    push_one(store, digest, dest, opts, insecure, quiet)?;
+    Ok(*digest)
+}
+
+fn push_one(
     store: &Store,
     digest: &Digest,
     dest: &Reference,

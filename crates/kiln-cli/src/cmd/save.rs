@@ -17,7 +17,11 @@ use super::images::open_store;
 /// docker`, for `docker load` and `podman load`). `-o` may also be a full
 /// output spec such as `type=oci-layout,dest=DIR` or `type=local,dest=DIR`.
 /// Without `-o`, the archive goes to stdout (never to a terminal). The file
-/// appears atomically: a failed save leaves nothing behind.
+/// appears atomically: a failed save leaves nothing behind. An image built
+/// with attestations is saved with them (the index of the image and its
+/// attestation manifest in OCI archives and layouts, statement files beside
+/// a `type=local` or `type=tar` root filesystem); a docker archive holds
+/// the image alone, as BuildKit's docker exporter writes it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -68,6 +72,23 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if spec.names.is_empty() && !args.name.starts_with("sha256:") {
         spec.names.push(super::tag::full_name(&args.name));
     }
+    // one image and its attestations: written as the build's `-o` outputs
+    // write them (the index for OCI formats and registries, statement files
+    // for `local`/`tar`, none in a docker archive)
+    if let Some(index) = &index
+        && let Some(d) = index.single()
+        && (index.entries.iter()).any(|e| e.attests.is_some() || e.referrer)
+    {
+        let image = Image::load(&store, &d).into_diagnostic()?;
+        if let Some(p) = &args.platform {
+            check_platform(&args.name, &image, p)?;
+        }
+        let att = kiln_oci::attestation::load(&store, &image, &index.digest)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read the attestations of `{}`", args.name))?;
+        super::attest::write_output(&store, &image, Some(&att), &spec)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let image = match (&index, &args.platform) {
         (Some(index), None) => {
             write_index_output(&store, index, &spec)?;
@@ -86,20 +107,23 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         (None, _) => {
             let image = Image::resolve(&store, &args.name).into_diagnostic()?;
-            if let Some(p) = &args.platform
-                && kiln_oci::index::platform_of(&image) != *p
-            {
-                miette::bail!(
-                    "`{}` is an image for {} only, not for {p}",
-                    args.name,
-                    kiln_oci::index::platform_of(&image)
-                );
+            if let Some(p) = &args.platform {
+                check_platform(&args.name, &image, p)?;
             }
             image
         }
     };
     write_output(&store, &image, &spec)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--platform` of a single-platform image must be its platform.
+fn check_platform(name: &str, image: &Image, p: &kiln_dag::Platform) -> miette::Result<()> {
+    let has = kiln_oci::index::platform_of(image);
+    if has != *p {
+        miette::bail!("`{name}` is an image for {has} only, not for {p}");
+    }
+    Ok(())
 }
 
 /// The multi-platform index a local name (or `sha256:` digest) points at,
@@ -166,24 +190,19 @@ pub(crate) fn write_index_output(
                 .wrap_err_with(ctx);
             }
             if dest == std::path::Path::new("-") {
-                let stdout = std::io::stdout();
-                if stdout.is_terminal() {
-                    miette::bail!(
-                        "refusing to write an archive to a terminal: use `-o FILE` or redirect stdout"
-                    );
-                }
-                let mut out = std::io::BufWriter::new(stdout.lock());
-                kiln_oci::index::write_oci_archive(
-                    store,
-                    &index.digest,
-                    index.size,
-                    &blobs,
-                    name,
-                    &mut out,
-                )
-                .into_diagnostic()
-                .wrap_err_with(ctx)?;
-                return out.flush().into_diagnostic();
+                return write_stdout(|out| {
+                    kiln_oci::index::write_oci_archive(
+                        store,
+                        &index.digest,
+                        index.size,
+                        &blobs,
+                        name,
+                        out,
+                    )
+                    .map(drop)
+                    .into_diagnostic()
+                    .wrap_err_with(ctx)
+                });
             }
             kiln_oci::write_file_atomic(dest, |w| {
                 kiln_oci::index::write_oci_archive(
@@ -228,6 +247,31 @@ pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> m
                 )
             });
     }
+    let name = spec.names.first().map(String::as_str);
+    match spec.kind {
+        OutputKind::Oci => write_stdout(|out| {
+            kiln_oci::write_oci_archive(store, image, name, out)
+                .map(drop)
+                .into_diagnostic()
+        }),
+        OutputKind::Docker => write_stdout(|out| {
+            kiln_oci::write_docker_archive(store, image, name, out)
+                .map(drop)
+                .into_diagnostic()
+        }),
+        OutputKind::Tar => write_stdout(|out| {
+            kiln_oci::write_flat_tar(store, image, out)
+                .map(drop)
+                .into_diagnostic()
+        }),
+        other => miette::bail!("`type={other}` cannot write to stdout"),
+    }
+}
+
+/// Runs `write` on stdout, buffered, refusing a terminal.
+pub(crate) fn write_stdout(
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'static>>) -> miette::Result<()>,
+) -> miette::Result<()> {
     let stdout = std::io::stdout();
     if stdout.is_terminal() {
         miette::bail!(
@@ -235,26 +279,14 @@ pub(crate) fn write_output(store: &Store, image: &Image, spec: &OutputSpec) -> m
         );
     }
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let name = spec.names.first().map(String::as_str);
-    match spec.kind {
-        OutputKind::Oci => kiln_oci::write_oci_archive(store, image, name, &mut out)
-            .map(drop)
-            .into_diagnostic()?,
-        OutputKind::Docker => kiln_oci::write_docker_archive(store, image, name, &mut out)
-            .map(drop)
-            .into_diagnostic()?,
-        OutputKind::Tar => kiln_oci::write_flat_tar(store, image, &mut out)
-            .map(drop)
-            .into_diagnostic()?,
-        other => miette::bail!("`type={other}` cannot write to stdout"),
-    }
+    write(&mut out)?;
     out.flush().into_diagnostic()
 }
 
 /// `type=image`/`type=registry`: names `digest` (an image or an index) in
 /// the local store by each of the spec's names and, with `push=true`,
 /// pushes it under each.
-fn name_and_push(
+pub(crate) fn name_and_push(
     store: &Store,
     digest: &kiln_oci::Digest,
     spec: &OutputSpec,

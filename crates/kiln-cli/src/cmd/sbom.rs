@@ -14,8 +14,9 @@ use super::images::open_store;
 /// Print the SBOM of an image
 ///
 /// IMAGE is a local name (from `kiln images`), a `sha256:` manifest digest
-/// or a registry reference. The SBOM attached to the image (`kiln build
-/// --sbom`, or BuildKit's) is printed when it has one in the asked format;
+/// or a registry reference. The SBOM attached to the image (by `kiln
+/// build`, by default for images on `static_base()`, or by BuildKit) is
+/// printed when it has one in the asked format;
 /// otherwise one is generated from the image's layers by the same
 /// generator: Debian packages, Go and Rust build info, Python and npm
 /// packages, every ELF executable with its SHA256.
@@ -122,12 +123,39 @@ fn pull_remote(
     Ok((image, statements))
 }
 
+/// The statements of a local image: those of the index its name points at
+/// (a build with attestations tags it), none for a name of a plain image
+/// manifest (built with `--sbom=false --provenance=false`, or pulled); for a
+/// `sha256:` image digest, those a build attached to it.
+fn local_statements(store: &Store, name: &str, image: &Image) -> miette::Result<Vec<Statement>> {
+    if kiln_types::Digest::parse(name).is_ok_and(|d| d == image.digest) {
+        return attestation::statements_of(store, &image.digest).into_diagnostic();
+    }
+    let Some(index) = super::save::resolve_index(store, name)? else {
+        return Ok(Vec::new());
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&index.digest).into_diagnostic()?)
+            .into_diagnostic()?;
+    let read = |d: &kiln_types::Digest, _: Fetch| {
+        store
+            .read_blob(d)
+            .map_err(|e| AttestationError::BadIndex {
+                image: image.digest,
+                digest: index.digest,
+                reason: e.to_string(),
+            })
+    };
+    attestation::statements_in_index(&v, &image.digest, &read)
+        .map_err(|e| miette::miette!("cannot read the attestations of `{name}`: {e}"))
+}
+
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let store = open_store()?;
     let format = args.format.format();
     let (image, statements) = match Image::resolve(&store, &args.image) {
         Ok(image) => {
-            let s = attestation::statements_of(&store, &image.digest).into_diagnostic()?;
+            let s = local_statements(&store, &args.image, &image)?;
             (image, s)
         }
         Err(local) => {

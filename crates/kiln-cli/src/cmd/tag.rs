@@ -13,7 +13,8 @@ use super::images::open_store;
 /// Points TARGET at the image SOURCE names in the local store. SOURCE is a
 /// name from `kiln images` (short forms work: `app` means `app:latest`) or a
 /// full `sha256:` manifest digest. A TARGET without a tag gets `:latest`.
-/// Prints the manifest digest.
+/// An image with attestations or several platforms is named as a whole
+/// (its index). Prints the digest TARGET names.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The image to tag: a local name or `sha256:` manifest digest
@@ -36,7 +37,8 @@ pub(crate) fn full_name(name: &str) -> String {
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let store = open_store()?;
     let target = full_name(&args.target);
-    // a multi-platform image is named as a whole
+    // a multi-platform image, or one with its attestations, is named as a
+    // whole
     if let Some(index) = super::save::resolve_index(&store, &args.source)? {
         store.set_tag(&target, &index.digest).into_diagnostic()?;
         println!("{}", index.digest);

@@ -19,7 +19,8 @@ pub use registry::Registry;
 pub use rootfs::{Busybox, GROUP_WITH_NOGROUP, PASSWD_WITH_APT, chown_kilntest};
 
 /// `kiln ARGS` in `dir` with the store `home`, no colours, and neither
-/// SOURCE_DATE_EPOCH nor KILN_LOG from the caller's environment.
+/// SOURCE_DATE_EPOCH, KILN_LOG nor BUILDX_NO_DEFAULT_ATTESTATIONS from the
+/// caller's environment.
 pub fn kiln_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
     c.args(args)
@@ -27,6 +28,7 @@ pub fn kiln_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
         .env("KILN_HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
         .env_remove("KILN_LOG");
     c
 }
@@ -43,6 +45,7 @@ pub fn kilntest_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
         .env("HOME", home)
         .env("NO_COLOR", "1")
         .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
         .env_remove("KILN_LOG");
     c
 }
