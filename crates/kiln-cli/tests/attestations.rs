@@ -416,7 +416,11 @@ fn defaults_and_flags_decide_what_is_attached() {
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = Command::new("skopeo")
-        .args(["inspect", "--raw", &format!("oci-archive:{}", dest.display())])
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", dest.display()),
+        ])
         .output()
         .unwrap();
     let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -472,7 +476,11 @@ fn defaults_and_flags_decide_what_is_attached() {
         ],
     );
     let o = Command::new("skopeo")
-        .args(["inspect", "--raw", &format!("oci-archive:{}", dest.display())])
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", dest.display()),
+        ])
         .output()
         .unwrap();
     let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -995,6 +1003,9 @@ fn cache_prune_keeps_the_attestations_of_named_images() {
     check();
     assert!(assert_closure_present(&home, index.trim()) >= 8);
     assert_eq!(run(&["sbom", "app:1"]), before);
+    // the SBOM documents kept to make no-op rebuilds cheap are build cache
+    let cached = std::fs::read_dir(home.join("records/sbom")).map_or(0, |d| d.count());
+    assert_eq!(cached, 0, "prune leaves `sbom` records");
 
     // a multi-platform index's tag: every platform's manifest and its
     // attestation manifest stay
@@ -1077,9 +1088,10 @@ fn archive_raw(archive: &Path) -> serde_json::Value {
 /// The one image entry and the attestation manifest entries of an index.
 fn attested_entries(index: &serde_json::Value) -> (serde_json::Value, Vec<serde_json::Value>) {
     let entries = index["manifests"].as_array().expect("an index");
-    let (att, images): (Vec<_>, Vec<_>) = entries.iter().cloned().partition(|m| {
-        m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest"
-    });
+    let (att, images): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .cloned()
+        .partition(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest");
     assert_eq!(images.len(), 1, "one image: {index}");
     (images[0].clone(), att)
 }
@@ -1127,8 +1139,7 @@ fn a_tag_carries_its_attestations_by_default() {
     assert_eq!(tag_of(&home, "app:2"), index);
     let attached: serde_json::Value = serde_json::from_str(&run(&["sbom", "app:2"])).unwrap();
     assert_eq!(
-        attached["name"],
-        "app:1",
+        attached["name"], "app:1",
         "the attached SBOM (named by the build), not a generated one"
     );
 
@@ -1140,7 +1151,10 @@ fn a_tag_carries_its_attestations_by_default() {
     let (entry, att) = attested_entries(&raw(&remote));
     assert_eq!(entry["digest"], image.as_str());
     assert_eq!(att.len(), 1);
-    assert_eq!(att[0]["annotations"]["vnd.docker.reference.digest"], image.as_str());
+    assert_eq!(
+        att[0]["annotations"]["vnd.docker.reference.digest"],
+        image.as_str()
+    );
     let sbom = imagetools(dir, &remote, "{{json .SBOM}}");
     assert_eq!(sbom["SPDX"]["spdxVersion"], "SPDX-2.3", "{sbom}");
     let prov = imagetools(dir, &remote, "{{json .Provenance}}");
@@ -1194,7 +1208,10 @@ fn a_tag_carries_its_attestations_by_default() {
     let tar_text = names.join("\n");
     for s in [&att[0]["digest"], &entry["digest"]] {
         let hex = s.as_str().unwrap().trim_start_matches("sha256:");
-        assert!(!tar_text.contains(hex), "{hex} in the docker archive: {names:?}");
+        assert!(
+            !tar_text.contains(hex),
+            "{hex} in the docker archive: {names:?}"
+        );
     }
 
     // `kiln cache prune` keeps what the name holds

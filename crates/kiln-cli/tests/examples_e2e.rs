@@ -269,8 +269,8 @@ impl Archive {
             }
         }
         let index: serde_json::Value = serde_json::from_slice(&index.expect("index.json")).unwrap();
-        let m = index["manifests"][0]["digest"].as_str().unwrap();
-        let manifest: serde_json::Value = serde_json::from_slice(&blobs[m]).unwrap();
+        let manifest =
+            common::image_manifest(index, &|d| serde_json::from_slice(&blobs[d]).unwrap());
         let layers = common::manifest_layers(&manifest);
         Archive { blobs, layers }
     }

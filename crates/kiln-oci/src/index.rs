@@ -195,9 +195,7 @@ impl Index {
 
     /// The platforms of the images, in index order.
     pub fn platforms(&self) -> Vec<Platform> {
-        self.images()
-            .filter_map(|e| e.platform.clone())
-            .collect()
+        self.images().filter_map(|e| e.platform.clone()).collect()
     }
 
     /// The image manifest of an index that holds one image (and its

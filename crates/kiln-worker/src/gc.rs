@@ -51,6 +51,10 @@ const PRIMARY_KINDS: &[&str] = &[
     "content-digest",
     "context-stat",
     "elf-check",
+    // an image's SBOM document and the statements a no-op rebuild reuses
+    // (kiln-cli's attest.rs): derived from the image, made again when gone
+    "sbom",
+    "attestation-reuse",
 ];
 // `commit::COMMIT_KIND` records are kept exactly as long as a primary
 // record needs them.

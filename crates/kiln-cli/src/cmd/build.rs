@@ -474,7 +474,9 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         // attestation manifest, as BuildKit's image exporter stores it, so
         // `kiln push`/`save`/`tag` of the name carry them; without, the
         // image manifest
-        let named = attested[0].as_ref().map_or(images[0].digest, |(a, _)| a.index);
+        let named = attested[0]
+            .as_ref()
+            .map_or(images[0].digest, |(a, _)| a.index);
         for t in &args.tags {
             let full = super::tag::full_name(t);
             store

@@ -13,8 +13,9 @@ use miette::{IntoDiagnostic, WrapErr};
 /// manifest it points at and the total size of its blobs (manifest, config
 /// and compressed layers). Names come from `kiln build -t`, `kiln tag`,
 /// `kiln import -t`, `kiln pull` and `kiln base static -t`. A
-/// multi-platform image (`kiln build --platform a,b -t NAME`) is one row:
-/// its index digest, the size of all its blobs and its platforms.
+/// multi-platform image (`kiln build --platform a,b -t NAME`), or an image
+/// built with attestations (the default), is one row: its index digest,
+/// the size of all its blobs and its platforms.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Output format: `table` for people, `json` (an array of objects with
@@ -41,7 +42,8 @@ struct Row {
     size: u64,
     layers: usize,
     architecture: String,
-    /// a multi-platform image (an index): its platforms, in index order
+    /// an index (several platforms, or one image and its attestations): its
+    /// platforms, in index order
     #[serde(skip_serializing_if = "Vec::is_empty")]
     platforms: Vec<String>,
     created: Option<String>,

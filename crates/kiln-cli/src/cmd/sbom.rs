@@ -138,13 +138,11 @@ fn local_statements(store: &Store, name: &str, image: &Image) -> miette::Result<
         serde_json::from_slice(&store.read_blob(&index.digest).into_diagnostic()?)
             .into_diagnostic()?;
     let read = |d: &kiln_types::Digest, _: Fetch| {
-        store
-            .read_blob(d)
-            .map_err(|e| AttestationError::BadIndex {
-                image: image.digest,
-                digest: index.digest,
-                reason: e.to_string(),
-            })
+        store.read_blob(d).map_err(|e| AttestationError::BadIndex {
+            image: image.digest,
+            digest: index.digest,
+            reason: e.to_string(),
+        })
     };
     attestation::statements_in_index(&v, &image.digest, &read)
         .map_err(|e| miette::miette!("cannot read the attestations of `{name}`: {e}"))

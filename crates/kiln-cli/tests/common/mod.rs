@@ -192,6 +192,25 @@ pub fn steps(stderr: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The image manifest under `top`: `top` itself, or for an index (a
+/// multi-platform build's, or an image's with its attestation manifest,
+/// which a build makes by default) its first image entry, whose platform is
+/// not `unknown/unknown`; `read` gives a JSON blob by digest.
+#[allow(dead_code)]
+pub fn image_manifest(
+    top: serde_json::Value,
+    read: &dyn Fn(&str) -> serde_json::Value,
+) -> serde_json::Value {
+    let Some(entries) = top["manifests"].as_array() else {
+        return top;
+    };
+    let e = entries
+        .iter()
+        .find(|m| m["platform"]["os"] != "unknown")
+        .unwrap_or_else(|| panic!("no image entry in {top}"));
+    image_manifest(read(e["digest"].as_str().unwrap()), read)
+}
+
 /// The (digest, size) of each layer an image manifest lists.
 pub fn manifest_layers(manifest: &serde_json::Value) -> Vec<(String, u64)> {
     manifest["layers"]
