@@ -41,6 +41,18 @@ fn sha256_hex(bytes: &[u8]) -> String {
     kiln_types::Digest::of(bytes).hex()
 }
 
+/// The stdout of `kiln ARGS` in `ctx` with the store `home`, which must
+/// succeed.
+fn kiln_ok(home: &Path, ctx: &Path, args: &[&str]) -> String {
+    let o = common::kiln_command(home, ctx, args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "kiln {args:?}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
 /// `buildx imagetools inspect --format FORMAT REF` with a throwaway config
 /// that lets it talk plain HTTP to the loopback registry.
 fn imagetools(dir: &Path, reference: &str, format: &str) -> serde_json::Value {
@@ -231,15 +243,7 @@ fn kiln_sbom_prints_the_attached_sbom_or_generates_one() {
     let dir = tmp.path();
     let ctx = project(dir);
     let home = dir.join("home");
-    let run = |args: &[&str]| {
-        let o = common::kiln_command(&home, &ctx, args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "kiln {args:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
+    let run = |args: &[&str]| kiln_ok(&home, &ctx, args);
     run(&["build", "--progress", "plain", "--sbom", "-t", "app:1", "."]);
     let attached: serde_json::Value = serde_json::from_str(&run(&["sbom", "app:1"])).unwrap();
     let generated: serde_json::Value =
@@ -308,15 +312,7 @@ fn defaults_and_flags_decide_what_is_attached() {
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", &out, "."]);
         ok_in(&ctx, &all);
-        let o = Command::new("skopeo")
-            .args([
-                "inspect",
-                "--raw",
-                &format!("oci-archive:{}", dest.display()),
-            ])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&o.stdout).unwrap()
+        archive_raw(&dest)
     };
     let predicate_types = |index: &serde_json::Value, name: &str| -> Vec<String> {
         // the attestation manifest of the archive, read from the tar
@@ -415,15 +411,7 @@ fn defaults_and_flags_decide_what_is_attached() {
     .output()
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}", dest.display()),
-        ])
-        .output()
-        .unwrap();
-    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let i = archive_raw(&dest);
     assert_eq!(
         i["mediaType"], "application/vnd.oci.image.manifest.v1+json",
         "{i}"
@@ -475,15 +463,7 @@ fn defaults_and_flags_decide_what_is_attached() {
             ".",
         ],
     );
-    let o = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            &format!("oci-archive:{}", dest.display()),
-        ])
-        .output()
-        .unwrap();
-    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let i = archive_raw(&dest);
     assert_eq!(
         predicate_types(&i, "scratch.tar"),
         ["https://slsa.dev/provenance/v1"]
@@ -960,15 +940,7 @@ fn cache_prune_keeps_the_attestations_of_named_images() {
     let dir = tmp.path();
     let ctx = project(dir);
     let home = dir.join("home");
-    let run = |args: &[&str]| {
-        let o = common::kiln_command(&home, &ctx, args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "kiln {args:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
+    let run = |args: &[&str]| kiln_ok(&home, &ctx, args);
     // `kiln cache check` reports on stderr
     let check = || {
         let o = common::kiln_command(&home, &ctx, &["cache", "check"])
@@ -1102,15 +1074,7 @@ fn a_tag_carries_its_attestations_by_default() {
     let dir = tmp.path();
     let ctx = project(dir);
     let home = dir.join("home");
-    let run = |args: &[&str]| {
-        let o = common::kiln_command(&home, &ctx, args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "kiln {args:?}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap().trim().to_string()
-    };
+    let run = |args: &[&str]| kiln_ok(&home, &ctx, args).trim().to_string();
     // no flag: min provenance and, on the static base, the SBOM; the tag
     // names the index of the image and its attestation manifest
     let image = run(&["build", "--progress", "plain", "-t", "app:1", "."]);

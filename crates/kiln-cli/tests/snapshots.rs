@@ -101,27 +101,12 @@ fn builder_steps_are_not_committed_until_their_image_is_exported() {
     // Exporting the builder stage commits its two run layers, once. (This
     // counts the image's blobs: without attestations, whose statements,
     // manifest and index are blobs too, tested in tests/attestations.rs.)
-    env.ok(&[
-        "build",
-        "ctx",
-        "--target",
-        "build",
-        "--provenance=false",
-        "-t",
-        "builder:1",
-    ]);
+    let builder = ["build", "ctx", "--target", "build", "--provenance=false"];
+    env.ok(&[&builder[..], &["-t", "builder:1"]].concat());
     assert_eq!(env.commits(), commits + 2);
     let after = env.blobs();
     assert!(after >= blobs + 2 + 2, "layers, config and manifest");
-    env.ok(&[
-        "build",
-        "ctx",
-        "--target",
-        "build",
-        "--provenance=false",
-        "-o",
-        "type=oci,dest=builder.tar",
-    ]);
+    env.ok(&[&builder[..], &["-o", "type=oci,dest=builder.tar"]].concat());
     assert_eq!(env.blobs(), after, "the second export committed again");
     assert_eq!(env.commits(), commits + 2);
 }

@@ -112,27 +112,13 @@ pub(crate) fn push_to(
     insecure: bool,
     quiet: bool,
 ) -> miette::Result<Digest> {
-    if let Ok(Some(index)) = kiln_oci::Index::load(store, digest)
-        && let Some((image, fallback)) = kiln_oci::attestation::referrers_push(store, &index)
+    let referrers = match kiln_oci::Index::load(store, digest) {
+        Ok(Some(index)) => kiln_oci::attestation::referrers_push(store, &index)
             .into_diagnostic()
-            .wrap_err("cannot make the referrers index of the attestations")?
-    {
-        push_one(store, &image, dest, opts, insecure, quiet)?;
-        super::attest::push_referrers_fallback(store, &image, &fallback, dest, insecure)?;
-        return Ok(image);
-    }
-    push_one(store, digest, dest, opts, insecure, quiet)?;
-    Ok(*digest)
-}
-
-fn push_one(
-    store: &Store,
-    digest: &Digest,
-    dest: &Reference,
-    opts: &PushOptions,
-    insecure: bool,
-    quiet: bool,
-) -> miette::Result<()> {
+            .wrap_err("cannot make the referrers index of the attestations")?,
+        _ => None,
+    };
+    let digest = &referrers.map_or(*digest, |(image, _)| image);
     let mut settings = super::registry::settings()?;
     if insecure {
         settings
@@ -153,5 +139,8 @@ fn push_one(
             report.uploaded, report.bytes_uploaded, report.chunked, report.mounted, report.existing
         );
     }
-    Ok(())
+    if let Some((image, fallback)) = referrers {
+        super::attest::push_referrers_fallback(store, &image, &fallback, dest, insecure)?;
+    }
+    Ok(*digest)
 }

@@ -189,22 +189,7 @@ pub(crate) fn write_index_output(
                 .into_diagnostic()
                 .wrap_err_with(ctx);
             }
-            if dest == std::path::Path::new("-") {
-                return write_stdout(|out| {
-                    kiln_oci::index::write_oci_archive(
-                        store,
-                        &index.digest,
-                        index.size,
-                        &blobs,
-                        name,
-                        out,
-                    )
-                    .map(drop)
-                    .into_diagnostic()
-                    .wrap_err_with(ctx)
-                });
-            }
-            kiln_oci::write_file_atomic(dest, |w| {
+            let archive = |w: &mut dyn std::io::Write| {
                 kiln_oci::index::write_oci_archive(
                     store,
                     &index.digest,
@@ -214,9 +199,13 @@ pub(crate) fn write_index_output(
                     w,
                 )
                 .map(drop)
-            })
-            .into_diagnostic()
-            .wrap_err_with(ctx)
+            };
+            if dest == std::path::Path::new("-") {
+                return write_stdout(|out| archive(out).into_diagnostic().wrap_err_with(ctx));
+            }
+            kiln_oci::write_file_atomic(dest, |w| archive(w))
+                .into_diagnostic()
+                .wrap_err_with(ctx)
         }
         other => miette::bail!(
             help = "save one platform with `--platform os/arch`, or use `--format oci` / `type=oci-layout`",
