@@ -71,6 +71,14 @@ pub(crate) enum Opt {
         target: String,
         size: Option<u64>,
     },
+    /// The SSH agent `--ssh ID=SOCKET` forwarded into a `run` step.
+    Ssh {
+        id: String,
+        target: Option<String>,
+        required: bool,
+        /// Mode, uid and gid of the socket (`.mode`, `.uid`, `.gid`).
+        file: (u32, u32, u32),
+    },
     Bind {
         from: Box<PathRef>,
         target: String,
@@ -99,6 +107,7 @@ impl Opt {
             Opt::Env(..) => "env",
             Opt::Health(what, _) => what,
             Opt::Tmpfs { .. } => "tmpfs",
+            Opt::Ssh { .. } => "ssh",
             Opt::Bind { .. } => "bind",
             Opt::Network(_) => "network",
             Opt::Pids(_) => "pids",
@@ -197,6 +206,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "secret(id: string), then .target(string) .required(bool) .env(name: string) .mode(0o400) .uid(n) .gid(n)",
     ),
     ("tmpfs", "tmpfs(target: string), then .size(bytes: integer)"),
+    (
+        "ssh",
+        "ssh() or ssh(id: string), then .target(string) .required(bool) .mode(0o600) .uid(n) .gid(n)",
+    ),
     ("bind", "bind(source: path, target: string), then .rw()"),
     ("network", "network(\"host\" | \"none\" | \"isolated\")"),
     ("pids", "pids(limit: integer, 1 to 4194304)"),
@@ -233,7 +246,7 @@ const IMAGE_METHODS: &[(&str, &str)] = &[
     ("path", ".path(absolute: string) -> path"),
     (
         "run",
-        ".run(command: string | [string]) or .run(command, [cache(..), secret(..), tmpfs(..), bind(..), network(..), pids(..), env(..)])",
+        ".run(command: string | [string]) or .run(command, [cache(..), secret(..), ssh(..), tmpfs(..), bind(..), network(..), pids(..), env(..)])",
     ),
     (
         "copy",
@@ -308,6 +321,13 @@ const SECRET_METHODS: &[(&str, &str)] = &[
     ("gid", ".gid(id: integer, default 0)"),
 ];
 const TMPFS_METHODS: &[(&str, &str)] = &[("size", ".size(bytes: integer)")];
+const SSH_METHODS: &[(&str, &str)] = &[
+    ("target", ".target(path: string)"),
+    ("required", ".required(bool)"),
+    ("mode", ".mode(mode: octal integer, default 0o600)"),
+    ("uid", ".uid(id: integer, default 0)"),
+    ("gid", ".gid(id: integer, default 0)"),
+];
 const BIND_METHODS: &[(&str, &str)] = &[("rw", ".rw()")];
 
 fn sig(table: &[(&str, &'static str)], name: &str) -> &'static str {
@@ -770,6 +790,22 @@ impl<'a> Eval<'a> {
         ok.then_some(out)
     }
 
+    /// `(mode, uid, gid)` of a secret file or an agent socket with `.mode`,
+    /// `.uid` or `.gid` (`which`) set from `arg`.
+    fn file_attr(
+        &mut self,
+        which: &str,
+        arg: &Arg,
+        signature: &str,
+        (mode, uid, gid): (u32, u32, u32),
+    ) -> Option<(u32, u32, u32)> {
+        match which {
+            "mode" => self.mode_arg(arg, signature).map(|m| (m, uid, gid)),
+            "uid" => self.id_arg(arg, signature).map(|n| (mode, n, gid)),
+            _ => self.id_arg(arg, signature).map(|n| (mode, uid, n)),
+        }
+    }
+
     /// Octal file mode, rejecting decimal literals such as `755`.
     fn mode_arg(&mut self, arg: &Arg, signature: &str) -> Option<u32> {
         let (value, radix) = self.int_arg(arg, signature)?;
@@ -1020,6 +1056,7 @@ impl<'a> Eval<'a> {
             "arg" | "image" | "oci_layout" => (1, 2),
             "context" | "scratch" | "static_base" | "allow_dynamic" | "unpack" | "keep_owner"
             | "follow_symlinks" | "build_platform" | "target_platform" => (0, 0),
+            "ssh" => (0, 1),
             "bind" | "env" => (2, 2),
             _ => (1, 1),
         };
@@ -1103,6 +1140,18 @@ impl<'a> Eval<'a> {
                     env: None,
                     file: (0o400, 0, 0),
                 })),
+            "ssh" => {
+                let id = match args.first() {
+                    Some(a) => self.nonempty(a, signature, "ssh id"),
+                    None => Some("default".to_string()),
+                };
+                r(id.map(|id| Opt::Ssh {
+                    id,
+                    target: None,
+                    required: false,
+                    file: (0o600, 0, 0),
+                }))
+            }
             "tmpfs" => r(self
                 .abs_path(&args[0], signature, "tmpfs target")
                 .map(|target| Opt::Tmpfs { target, size: None })),
@@ -1485,6 +1534,7 @@ impl<'a> Eval<'a> {
                 Opt::Cache { .. } => (CACHE_METHODS, "`cache(..)`"),
                 Opt::Secret { .. } => (SECRET_METHODS, "`secret(..)`"),
                 Opt::Tmpfs { .. } => (TMPFS_METHODS, "`tmpfs(..)`"),
+                Opt::Ssh { .. } => (SSH_METHODS, "`ssh(..)`"),
                 Opt::Bind { .. } => (BIND_METHODS, "`bind(..)`"),
                 _ => (&[], "an option"),
             },
@@ -1821,28 +1871,18 @@ impl<'a> Eval<'a> {
                     target,
                     required,
                     env,
-                    file: (mode, uid, gid),
+                    file,
                 },
                 which @ ("mode" | "uid" | "gid"),
-            ) => {
-                let file = match which {
-                    "mode" => self.mode_arg(&args[0], signature).map(|m| (m, uid, gid)),
-                    _ => self.id_arg(&args[0], signature).map(|n| {
-                        if which == "uid" {
-                            (mode, n, gid)
-                        } else {
-                            (mode, uid, n)
-                        }
-                    }),
-                };
-                file.map(|file| Opt::Secret {
+            ) => self
+                .file_attr(which, &args[0], signature, file)
+                .map(|file| Opt::Secret {
                     id,
                     target,
                     required,
                     env,
                     file,
-                })
-            }
+                }),
             (
                 Opt::Secret {
                     id,
@@ -1880,6 +1920,46 @@ impl<'a> Eval<'a> {
                     None
                 }
             }
+            (
+                Opt::Ssh {
+                    id, required, file, ..
+                },
+                "target",
+            ) => self
+                .abs_path(&args[0], signature, "ssh socket target")
+                .map(|t| Opt::Ssh {
+                    id,
+                    target: Some(t),
+                    required,
+                    file,
+                }),
+            (
+                Opt::Ssh {
+                    id, target, file, ..
+                },
+                "required",
+            ) => self.bool_arg(&args[0], signature).map(|required| Opt::Ssh {
+                id,
+                target,
+                required,
+                file,
+            }),
+            (
+                Opt::Ssh {
+                    id,
+                    target,
+                    required,
+                    file,
+                },
+                which @ ("mode" | "uid" | "gid"),
+            ) => self
+                .file_attr(which, &args[0], signature, file)
+                .map(|file| Opt::Ssh {
+                    id,
+                    target,
+                    required,
+                    file,
+                }),
             (Opt::Tmpfs { target, .. }, "size") => {
                 self.int_arg(&args[0], signature).map(|(v, _)| Opt::Tmpfs {
                     target,
@@ -2021,7 +2101,9 @@ impl<'a> Eval<'a> {
                 let Some(opts) = self.opts_arg(
                     args.get(1),
                     "run",
-                    &["cache", "secret", "tmpfs", "bind", "network", "pids", "env"],
+                    &[
+                        "cache", "secret", "ssh", "tmpfs", "bind", "network", "pids", "env",
+                    ],
                     signature,
                 ) else {
                     return Value::Poison;
@@ -2072,6 +2154,19 @@ impl<'a> Eval<'a> {
                             continue;
                         }
                         Opt::Tmpfs { target, size } => ExecMount::Tmpfs { target, size },
+                        Opt::Ssh {
+                            id,
+                            target,
+                            required,
+                            file: (mode, uid, gid),
+                        } => ExecMount::Ssh {
+                            target,
+                            id,
+                            required,
+                            mode,
+                            uid,
+                            gid,
+                        },
                         Opt::Bind { from, target, rw } => {
                             let (state, selector) = self.path_source(&from, &[], &[], span);
                             ExecMount::Bind {
@@ -2085,7 +2180,8 @@ impl<'a> Eval<'a> {
                     };
                     exec = exec.mount(m);
                 }
-                step(self, st.run(exec), label)
+                let opts = self.opts;
+                step(self, st.run(exec.settings(&opts.run)), label)
             }
             "copy" => {
                 let path = match &args[0].0 {

@@ -24,6 +24,7 @@ mod eval;
 pub use eval::{did_you_mean, parse_duration};
 pub mod lexer;
 pub mod lint;
+pub mod outline;
 pub mod parser;
 pub mod span;
 
@@ -49,6 +50,8 @@ pub struct Options {
     /// `BUILDPLATFORM`); `None` is this host. Tests set it so that graphs
     /// pinned by snapshots do not depend on the host's architecture.
     pub build_platform: Option<Platform>,
+    /// `--add-host`, `--ulimit`, `--shm-size`: given to every `run` step.
+    pub run: kiln_dag::RunSettings,
 }
 
 /// A compiled target.

@@ -79,3 +79,86 @@ pub(crate) fn limit_processes(limit: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// docker's ulimit names (`RLIMIT_*` of setrlimit(2), lower case, without
+/// the prefix) to the resources' numbers, as `(resource, soft, hard)` with
+/// `-1` as `RLIM_INFINITY`. An unknown name is the caller's error.
+pub(crate) fn resolve_rlimits(
+    limits: &[crate::spec::Rlimit],
+) -> Result<Vec<(i32, u64, u64)>, String> {
+    let value = |n: i64| {
+        if n < 0 {
+            libc::RLIM_INFINITY
+        } else {
+            n as libc::rlim_t
+        }
+    };
+    limits
+        .iter()
+        .map(|l| {
+            let resource = match l.name.as_str() {
+                "core" => libc::RLIMIT_CORE,
+                "cpu" => libc::RLIMIT_CPU,
+                "data" => libc::RLIMIT_DATA,
+                "fsize" => libc::RLIMIT_FSIZE,
+                "locks" => libc::RLIMIT_LOCKS,
+                "memlock" => libc::RLIMIT_MEMLOCK,
+                "msgqueue" => libc::RLIMIT_MSGQUEUE,
+                "nice" => libc::RLIMIT_NICE,
+                "nofile" => libc::RLIMIT_NOFILE,
+                "nproc" => libc::RLIMIT_NPROC,
+                "rss" => libc::RLIMIT_RSS,
+                "rtprio" => libc::RLIMIT_RTPRIO,
+                "rttime" => libc::RLIMIT_RTTIME,
+                "sigpending" => libc::RLIMIT_SIGPENDING,
+                "stack" => libc::RLIMIT_STACK,
+                other => return Err(format!("unknown ulimit `{other}`")),
+            };
+            Ok((resource as i32, value(l.soft), value(l.hard)))
+        })
+        .collect()
+}
+
+/// The build's ulimits, set on the init before it execs the step (its
+/// children inherit them, fork(2)). setrlimit(2): an unprivileged process
+/// may lower its hard limit and set its soft limit up to the hard one;
+/// raising the hard limit needs `CAP_SYS_RESOURCE` in the initial user
+/// namespace, which a step never holds, so a hard limit above the caller's
+/// fails with EPERM, named in the error.
+pub(crate) fn set_rlimits(limits: &[(i32, u64, u64)]) -> io::Result<()> {
+    for &(resource, soft, hard) in limits {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit(2) into a valid struct
+        if unsafe { libc::getrlimit(resource as _, &mut cur) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit(2) with a valid struct
+        if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+            let e = io::Error::last_os_error();
+            let limit = |v: u64| {
+                if v == libc::RLIM_INFINITY {
+                    "unlimited".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}: resource {resource} to {}:{} (kiln's own hard limit is {}, which a step cannot raise)",
+                    limit(soft),
+                    limit(hard),
+                    limit(cur.rlim_max)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -132,7 +132,8 @@ pub(crate) fn rewrite(cfg: &ChildConfig, fds: &[OwnedFd]) -> ChildConfig {
         match &mut m.kind {
             MountKind::Bind { source, .. }
             | MountKind::Cache { source }
-            | MountKind::Secret { source } => *source = t(source),
+            | MountKind::Secret { source }
+            | MountKind::Socket { source } => *source = t(source),
             MountKind::Tmpfs { .. } => {}
         }
     }

@@ -15,6 +15,7 @@ mod child;
 mod copy;
 mod harden;
 mod hints;
+mod hosts;
 mod idmap;
 mod mountattr;
 mod parent;
@@ -32,6 +33,6 @@ pub use parent::{
 };
 pub use spec::{
     DEFAULT_PIDS_LIMIT, DEFAULT_TMPFS_SIZE, Driver, DriverChoice, Mount, MountKind, Network,
-    SandboxSpec,
+    Rlimit, SandboxSpec,
 };
 pub use subid::MapPlan;

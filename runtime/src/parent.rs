@@ -556,7 +556,8 @@ impl Runtime {
             let sources = cfg.mounts.iter().filter_map(|m| match &m.kind {
                 MountKind::Bind { source, .. }
                 | MountKind::Cache { source }
-                | MountKind::Secret { source } => Some(source.clone()),
+                | MountKind::Secret { source }
+                | MountKind::Socket { source } => Some(source.clone()),
                 MountKind::Tmpfs { .. } => None,
             });
             let lowers = cfg
@@ -690,6 +691,11 @@ impl Runtime {
         if cfg.network == Network::Isolated && !cfg.probe {
             cfg.net_files = crate::slirp::write_etc(&state.0, &cfg.hostname)?;
         }
+        if !cfg.extra_hosts.is_empty() && !cfg.probe {
+            let hosts = crate::hosts::write(&state.0, cfg.network, &cfg.extra_hosts)?;
+            cfg.net_files.retain(|(_, target)| target != "/etc/hosts");
+            cfg.net_files.push((hosts, "/etc/hosts".into()));
+        }
         Ok(state)
     }
 
@@ -805,6 +811,9 @@ impl Runtime {
             idmap: Vec::new(),
             pids_limit: spec.pids_limit.unwrap_or(crate::spec::DEFAULT_PIDS_LIMIT),
             net_files: Vec::new(),
+            extra_hosts: spec.extra_hosts.clone(),
+            rlimits: crate::harden::resolve_rlimits(&spec.rlimits)
+                .map_err(|what| RuntimeError::Spec { what })?,
         };
         let state_parent = upper.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         let mut st = self.start(&mut cfg, &state_parent, &upper)?;
@@ -841,7 +850,8 @@ impl Runtime {
                     (*uid, *gid)
                 }
             };
-            let stub_dirs = crate::child::stub_dirs(&spec.mounts, spec.network);
+            let stub_dirs =
+                crate::child::stub_dirs(&spec.mounts, spec.network, !spec.extra_hosts.is_empty());
             remove_stubs(&upper, &spec.lowers, &d.stubs, &stub_dirs, owner);
         }
         if let Some(f) = d.failed.take() {

@@ -65,6 +65,13 @@ pub struct ChildConfig {
     /// writes into the state directory)
     #[serde(default)]
     pub net_files: Vec<(PathBuf, String)>,
+    /// lines added to the step's `/etc/hosts` (the parent writes the file
+    /// into the state directory and lists it in `net_files`)
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// `(resource, soft, hard)` for setrlimit(2), resolved by the parent
+    #[serde(default)]
+    pub rlimits: Vec<(i32, u64, u64)>,
 }
 
 impl ChildConfig {
@@ -96,6 +103,8 @@ impl ChildConfig {
             idmap: Vec::new(),
             pids_limit: crate::spec::DEFAULT_PIDS_LIMIT,
             net_files: Vec::new(),
+            extra_hosts: Vec::new(),
+            rlimits: Vec::new(),
         }
     }
 }

@@ -45,6 +45,24 @@ pub struct SandboxSpec {
     /// the runtime's default ([`DEFAULT_PIDS_LIMIT`])
     #[serde(default)]
     pub pids_limit: Option<u64>,
+    /// `(HOST, IP)` lines added to the step's `/etc/hosts` (docker's
+    /// `--add-host`): on the host network a copy of the host's file with
+    /// them, elsewhere the sandbox's own
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// resource limits set with setrlimit(2) before the step's program
+    /// starts (docker's `--ulimit`)
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One resource limit: docker's name (`nofile`, `core`, ...: `RLIMIT_*`
+/// without the prefix, lower case) and its values, `-1` unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 impl SandboxSpec {
@@ -64,6 +82,8 @@ impl SandboxSpec {
             timeout: None,
             driver: DriverChoice::Auto,
             pids_limit: None,
+            extra_hosts: Vec::new(),
+            rlimits: Vec::new(),
         }
     }
 }
@@ -88,6 +108,9 @@ pub enum MountKind {
     Secret { source: PathBuf },
     /// a fresh tmpfs, optionally limited in bytes
     Tmpfs { size: Option<u64> },
+    /// a host unix socket (a forwarded SSH agent), bound on a file:
+    /// connect(2) reaches the listener on the host
+    Socket { source: PathBuf },
 }
 
 /// The step's network.

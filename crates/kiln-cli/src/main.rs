@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         kiln_runtime::child_main();
     }
     quiet_on_closed_pipe();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cmd::build::bare_pull(std::env::args_os().collect()));
     init_tracing(&cli.log_level);
     let registry = match &cli.command {
         Command::Build(a) => a.registry.clone(),

@@ -113,7 +113,7 @@ fn label_annotation_iidfile_and_quiet() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("`index-descriptor` annotations"), "{err}");
+    assert!(err.contains("need a multi-platform"), "{err}");
     let o = env
         .kiln(&["build", "ctx", "--label", "=v"])
         .output()
@@ -456,8 +456,12 @@ fn index_and_descriptor_annotations_of_a_multi_platform_build() {
         "manifest-descriptor:com.example.on=descriptor",
         "--annotation",
         "manifest:com.example.on=manifest",
+        "--annotation",
+        "index-descriptor:com.example.on=index-descriptor",
         "-o",
         "type=oci-layout,dest=layout",
+        "-o",
+        "type=oci,dest=image.tar",
     ]);
     let dir = env.path("layout");
     let blob = |d: &str| -> serde_json::Value {
@@ -466,6 +470,18 @@ fn index_and_descriptor_annotations_of_a_multi_platform_build() {
     };
     let top: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    // `index-descriptor:` is on the index's entry in index.json, in the
+    // layout and in the archive alike
+    assert_eq!(
+        top["manifests"][0]["annotations"]["com.example.on"], "index-descriptor",
+        "{top}"
+    );
+    let archived = common::oci::tar_member(&env.path("image.tar"), "index.json");
+    let archived: serde_json::Value = serde_json::from_slice(&archived).unwrap();
+    assert_eq!(
+        archived["manifests"][0]["annotations"]["com.example.on"], "index-descriptor",
+        "{archived}"
+    );
     let index = blob(top["manifests"][0]["digest"].as_str().unwrap());
     assert_eq!(index["annotations"]["com.example.on"], "index", "{index}");
     let entries = index["manifests"].as_array().unwrap();

@@ -8,8 +8,9 @@
 //! and `Healthcheck`. Timestamps and history are not compared
 //! (docs/dockerfile.md says why).
 //!
-//! A first line `# test: FLAGS` passes `--target T`, `--build-arg K=V` and
-//! `--secret ID` (a file with a fixed text) to both builders. A line
+//! A first line `# test: FLAGS` passes `--target T`, `--build-arg K=V`,
+//! `--secret ID` (a file with a fixed text) and `--ssh ID` (an
+//! `ssh-agent` the test starts) to both builders. A line
 //! `# known-difference: TEXT` accepts the difference lines containing TEXT
 //! (each is documented in docs/dockerfile.md); one that no longer occurs
 //! fails the test, so the list only shrinks. Bases come
@@ -39,6 +40,16 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// A child process killed (by its pid) and reaped when dropped.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dockerfiles");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -56,6 +67,7 @@ struct Flags {
     target: Option<String>,
     build_args: Vec<String>,
     secrets: Vec<String>,
+    ssh: Vec<String>,
 }
 
 fn flags(dockerfile: &str) -> Flags {
@@ -74,6 +86,7 @@ fn flags(dockerfile: &str) -> Flags {
             "--target" => f.target = Some(v),
             "--build-arg" => f.build_args.push(v),
             "--secret" => f.secrets.push(v),
+            "--ssh" => f.ssh.push(v),
             other => panic!("unknown test flag {other}"),
         }
     }
@@ -147,6 +160,25 @@ fn dockerfiles_build_like_buildkit() {
     let secret = work.path().join("secret.txt");
     std::fs::write(&secret, SECRET_TEXT).unwrap();
 
+    // the agent `--ssh` cases forward, ended by its pid when the test ends
+    let agent_sock = work.path().join("agent.sock");
+    let agent = Agent(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&agent_sock)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client, .ci/setup)"),
+    );
+    for _ in 0..200 {
+        if agent_sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
     let mut failures = Vec::new();
     let mut all = cases();
     assert!(all.len() >= 40, "the corpus holds {} cases", all.len());
@@ -192,6 +224,11 @@ fn dockerfiles_build_like_buildkit() {
             let spec = format!("id={s},src={}", secret.display());
             k.args(["--secret", &spec]);
             extra.push(format!("--secret={spec}"));
+        }
+        for s in &f.ssh {
+            let spec = format!("{s}={}", agent_sock.display());
+            k.args(["--ssh", &spec]);
+            extra.push(format!("--ssh={spec}"));
         }
         k.arg(case);
         let ko = k.output().unwrap();
@@ -239,6 +276,7 @@ fn dockerfiles_build_like_buildkit() {
             "{name}: the secret reached kiln's image"
         );
     }
+    drop(agent);
     assert!(
         failures.is_empty(),
         "{} of {} Dockerfiles differ from BuildKit:\n\n{}",

@@ -203,6 +203,12 @@ fn summary(op: &Op) -> String {
             if let Some(n) = x.pids_limit {
                 let _ = write!(s, " pids={n}");
             }
+            for h in &x.extra_hosts {
+                let _ = write!(s, " host={}={}", h.host, h.ip);
+            }
+            for u in &x.ulimits {
+                let _ = write!(s, " ulimit={}={}:{}", u.name, u.soft, u.hard);
+            }
             for m in &x.mounts {
                 let _ = write!(s, " mount={}", m.target);
             }

@@ -28,6 +28,7 @@ mod copy;
 mod definition;
 mod mode;
 pub mod op;
+pub mod settings;
 mod state;
 
 pub use definition::{Definition, Vertex};
@@ -40,6 +41,7 @@ pub use op::{
     CacheSharing, Chown, CopyAction, DebianPackages, ExecOp, FileAction, FileOp, MergeOp, Mount,
     MountKind, Network, Op, SourceOp,
 };
+pub use settings::{HostIp, RunSettings, Ulimit};
 pub use state::{
     CommandLocations, CopyOptions, DEFAULT_PATH, Exec, ExecMount, Healthcheck, ImageConfig,
     STATIC_BASE_REVISION, State, resolve_path,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{Canonical, Encoder};
 pub use crate::copy::CopyAction;
+use crate::settings::{HostIp, Ulimit};
 
 /// Index into a vertex's inputs.
 pub type InputIndex = usize;
@@ -99,6 +100,14 @@ pub struct ExecOp {
     /// steps without it are those from before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<u64>,
+    /// `/etc/hosts` entries beside the sandbox's (`--add-host`), in order;
+    /// encoded only when there are some (BuildKit's `Meta.extraHosts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostIp>,
+    /// Resource limits of the step's processes (`--ulimit`); encoded only
+    /// when there are some (BuildKit's `Meta.ulimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,6 +171,16 @@ pub enum MountKind {
     },
     Tmpfs {
         size: Option<u64>,
+    },
+    /// The SSH agent given with `--ssh ID=SOCKET`, forwarded as a socket at
+    /// the target (`SSH_AUTH_SOCK`); the socket's path never reaches the
+    /// digest or a layer, only the id does.
+    Ssh {
+        id: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
     },
 }
 
@@ -336,6 +355,25 @@ impl Canonical for ExecOp {
             e.tag("pids_limit");
             e.u64(n);
         }
+        // More trailing tags, each only when set, so older digests stay.
+        if !self.extra_hosts.is_empty() {
+            e.tag("extra_hosts");
+            e.u64(self.extra_hosts.len() as u64);
+            for h in &self.extra_hosts {
+                e.str(&h.host);
+                e.str(&h.ip);
+            }
+        }
+        if !self.ulimits.is_empty() {
+            e.tag("ulimits");
+            e.u64(self.ulimits.len() as u64);
+            for u in &self.ulimits {
+                e.str(&u.name);
+                // two's complement: -1 (unlimited) is distinct from any limit
+                e.u64(u.soft as u64);
+                e.u64(u.hard as u64);
+            }
+        }
     }
 }
 
@@ -368,14 +406,14 @@ impl Canonical for Mount {
                 mode,
                 uid,
                 gid,
-            } => {
-                e.tag("secret");
-                e.str(id);
-                e.bool(*required);
-                e.u64(u64::from(*mode));
-                e.u64(u64::from(*uid));
-                e.u64(u64::from(*gid));
-            }
+            } => file_mount(e, "secret", id, *required, [*mode, *uid, *gid]),
+            MountKind::Ssh {
+                id,
+                required,
+                mode,
+                uid,
+                gid,
+            } => file_mount(e, "ssh", id, *required, [*mode, *uid, *gid]),
             MountKind::SecretEnv { id, required } => {
                 e.tag("secret_env");
                 e.str(id);
@@ -392,6 +430,17 @@ impl Canonical for Mount {
                 }
             }
         }
+    }
+}
+
+/// A secret file's or an agent socket's mount: tag, id, required, mode,
+/// uid, gid.
+fn file_mount(e: &mut Encoder, tag: &str, id: &str, required: bool, attrs: [u32; 3]) {
+    e.tag(tag);
+    e.str(id);
+    e.bool(required);
+    for a in attrs {
+        e.u64(u64::from(a));
     }
 }
 

@@ -20,6 +20,7 @@ use crate::op::{
     CacheSharing, Chown, CopyAction, ExecOp, FileAction, FileOp, MergeOp, Mount, MountKind,
     Network, Op, Platform, SourceOp,
 };
+use crate::settings::{HostIp, RunSettings, Ulimit};
 use crate::{Digest, Meta};
 
 /// Revision of the built-in static base's content; bump it whenever the files
@@ -412,6 +413,18 @@ pub enum ExecMount {
         target: String,
         size: Option<u64>,
     },
+    /// The SSH agent `id` (`--ssh ID=SOCKET`) as a socket at `target`,
+    /// `None` being BuildKit's `/run/buildkit/ssh_agent.N` (N counting the
+    /// step's ssh mounts); the first one is the step's `SSH_AUTH_SOCK`
+    /// unless the environment sets it.
+    Ssh {
+        target: Option<String>,
+        id: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     Bind {
         target: String,
         from: State,
@@ -432,6 +445,10 @@ pub struct Exec {
     /// Variables for this step only (a Dockerfile's build args), after the
     /// image's; not kept in the configuration of the result.
     pub env: Vec<(String, String)>,
+    /// `/etc/hosts` entries beside the sandbox's.
+    pub extra_hosts: Vec<HostIp>,
+    /// Resource limits of the step's processes.
+    pub ulimits: Vec<Ulimit>,
 }
 
 impl Exec {
@@ -452,7 +469,34 @@ impl Exec {
             network: Network::Host,
             pids_limit: None,
             env: Vec::new(),
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
         }
+    }
+
+    /// The build's `--add-host`, `--ulimit` and `--shm-size`, as BuildKit
+    /// gives them to every `RUN`: the shm size as a tmpfs at `/dev/shm`
+    /// (unless the step mounts something there itself).
+    pub fn settings(mut self, s: &RunSettings) -> Exec {
+        self.extra_hosts.extend(s.extra_hosts.iter().cloned());
+        self.ulimits.extend(s.ulimits.iter().cloned());
+        if let Some(size) = s.shm_size {
+            let own = self.mounts.iter().any(|m| match m {
+                ExecMount::Cache { target, .. }
+                | ExecMount::Secret { target, .. }
+                | ExecMount::Tmpfs { target, .. }
+                | ExecMount::Bind { target, .. } => target == SHM,
+                ExecMount::Ssh { target, .. } => target.as_deref() == Some(SHM),
+                ExecMount::SecretEnv { .. } => false,
+            });
+            if !own {
+                self.mounts.push(ExecMount::Tmpfs {
+                    target: SHM.into(),
+                    size: Some(size),
+                });
+            }
+        }
+        self
     }
 
     pub fn mount(mut self, m: ExecMount) -> Exec {
@@ -477,6 +521,9 @@ impl Exec {
         self
     }
 }
+
+/// Where `--shm-size` mounts its tmpfs.
+const SHM: &str = "/dev/shm";
 
 /// Appends `node` to `inputs` unless an input with its digest is there, and
 /// returns its index.
@@ -644,6 +691,8 @@ impl State {
         let mut inputs = vec![self.node.clone()];
         let config_from = Some(input_index(&mut inputs, &self.base));
         let mut mounts = Vec::with_capacity(exec.mounts.len());
+        let mut ssh_sockets = 0;
+        let mut first_ssh: Option<String> = None;
         for m in exec.mounts {
             let (target, kind) = match m {
                 ExecMount::Cache {
@@ -672,6 +721,31 @@ impl State {
                     (name, MountKind::SecretEnv { id, required })
                 }
                 ExecMount::Tmpfs { target, size } => (target, MountKind::Tmpfs { size }),
+                ExecMount::Ssh {
+                    target,
+                    id,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    // BuildKit's llb numbers the default targets by the
+                    // ssh mount's position
+                    let target =
+                        target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_sockets}"));
+                    ssh_sockets += 1;
+                    first_ssh.get_or_insert_with(|| target.clone());
+                    (
+                        target,
+                        MountKind::Ssh {
+                            id,
+                            required,
+                            mode,
+                            uid,
+                            gid,
+                        },
+                    )
+                }
                 ExecMount::Bind {
                     target,
                     from,
@@ -695,6 +769,11 @@ impl State {
                 None => env.push((k, v)),
             }
         }
+        if let Some(sock) = first_ssh
+            && !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK")
+        {
+            env.push(("SSH_AUTH_SOCK".into(), sock));
+        }
         let op = ExecOp {
             args: exec.args,
             env,
@@ -704,6 +783,8 @@ impl State {
             mounts,
             config_from,
             pids_limit: exec.pids_limit,
+            extra_hosts: exec.extra_hosts,
+            ulimits: exec.ulimits,
         };
         self.with_node(Node::new(Op::Exec(op), inputs))
     }

@@ -906,20 +906,25 @@ impl<'a> Converter<'a> {
                 if yes(&["required"]) {
                     s.push_str(".required(true)");
                 }
-                let num = |k: &str, radix: u32| {
-                    get(&[k]).and_then(|v| u32::from_str_radix(&v, radix).ok())
-                };
                 if get(&["env"]).is_none() {
-                    if let Some(m) = num("mode", 8).filter(|m| *m != 0o400) {
-                        let _ = write!(s, ".mode(0o{m:o})");
-                    }
-                    if let Some(u) = num("uid", 10).filter(|u| *u != 0) {
-                        let _ = write!(s, ".uid({u})");
-                    }
-                    if let Some(g) = num("gid", 10).filter(|g| *g != 0) {
-                        let _ = write!(s, ".gid({g})");
-                    }
+                    file_attrs(&mut s, &fields, 0o400);
                 }
+                Some(s)
+            }
+            "ssh" => {
+                let id = get(&["id"]).unwrap_or_else(|| "default".to_string());
+                let mut s = if id == "default" {
+                    "ssh()".to_string()
+                } else {
+                    format!("ssh({})", lit(&id))
+                };
+                if let Some(t) = target {
+                    let _ = write!(s, ".target({})", lit(&t));
+                }
+                if yes(&["required"]) {
+                    s.push_str(".required(true)");
+                }
+                file_attrs(&mut s, &fields, 0o600);
                 Some(s)
             }
             _ => {
@@ -1377,4 +1382,23 @@ fn platform_args(prefix: &str, p: &Platform) -> Vec<(String, String)> {
             p.variant.clone().unwrap_or_default(),
         ),
     ]
+}
+
+/// `.mode(..)`, `.uid(..)`, `.gid(..)` of a secret file or agent socket
+/// mount, each only when it differs from the default (`mode`, root).
+fn file_attrs(s: &mut String, fields: &crate::run::MountFields, mode: u32) {
+    let num = |k: &str, radix: u32| {
+        fields
+            .get(&[k])
+            .and_then(|v| u32::from_str_radix(&v, radix).ok())
+    };
+    if let Some(m) = num("mode", 8).filter(|m| *m != mode) {
+        let _ = write!(s, ".mode(0o{m:o})");
+    }
+    if let Some(u) = num("uid", 10).filter(|u| *u != 0) {
+        let _ = write!(s, ".uid({u})");
+    }
+    if let Some(g) = num("gid", 10).filter(|g| *g != 0) {
+        let _ = write!(s, ".gid({g})");
+    }
 }

@@ -21,6 +21,7 @@
 mod convert;
 mod copy;
 mod lower;
+mod outline;
 mod run;
 pub mod shell;
 mod text;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 pub use convert::{Converted, convert};
 use kiln_frontend::{Compiled, Diagnostic, Diagnostics, Options};
 pub use kiln_frontend::{Platform, State};
+pub use outline::outline;
 
 /// What the frontend asks of a base image named by `FROM`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

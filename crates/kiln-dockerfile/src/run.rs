@@ -11,6 +11,21 @@ use crate::text;
 /// A `#!` heredoc run as a program: its name and content.
 pub(crate) type Script = (String, String);
 
+/// The options of a secret mount; an ssh mount's are these without the
+/// last, `env`.
+const SECRET_KEYS: &[&str] = &[
+    "type",
+    "target",
+    "dst",
+    "destination",
+    "id",
+    "required",
+    "mode",
+    "uid",
+    "gid",
+    "env",
+];
+
 /// Where BuildKit mounts a `#!` heredoc script to run it.
 pub(crate) const PIPES: &str = "/dev/pipes";
 
@@ -96,7 +111,7 @@ impl Lowerer<'_> {
             .map_or(instruction_end(&r.arguments), |h| h.span.start);
         let summary = self.summary(start, end);
         let meta = self.step_meta(cx, start, &summary);
-        cx.state = cx.state.run(exec).into_meta(meta);
+        cx.state = cx.state.run(exec.settings(&self.opts.run)).into_meta(meta);
     }
 
     /// The argv, and a `#!` heredoc script to mount at [`PIPES`].
@@ -187,33 +202,15 @@ impl Lowerer<'_> {
                 "src",
             ],
             "tmpfs" => &["type", "target", "dst", "destination", "size"],
-            "secret" => &[
-                "type",
-                "target",
-                "dst",
-                "destination",
-                "id",
-                "required",
-                "mode",
-                "uid",
-                "gid",
-                "env",
-            ],
-            "ssh" => {
-                self.error(
-                    "dockerfile::unsupported",
-                    span,
-                    "`RUN --mount=type=ssh` is not supported by kiln yet",
-                    "fetch private sources with a secret mount (`--mount=type=secret,id=...`) instead",
-                );
-                return None;
-            }
+            "secret" => SECRET_KEYS,
+            // a secret's options but `env`
+            "ssh" => &SECRET_KEYS[..SECRET_KEYS.len() - 1],
             other => {
                 self.error(
                     "dockerfile::mount",
                     span,
                     format!("unknown mount type `{other}`"),
-                    "use `type=bind`, `cache`, `tmpfs` or `secret`",
+                    "use `type=bind`, `cache`, `tmpfs`, `secret` or `ssh`",
                 );
                 return None;
             }
@@ -300,9 +297,13 @@ impl Lowerer<'_> {
                 };
                 Some(ExecMount::Tmpfs { target, size })
             }
-            "secret" => {
+            "secret" | "ssh" => {
                 let env = get(&["env"]);
                 let id = get(&["id"]).or_else(|| {
+                    if kind == "ssh" {
+                        // BuildKit's `default`, what `--ssh default` names
+                        return Some("default".to_string());
+                    }
                     target
                         .as_deref()
                         .and_then(|t| t.rsplit('/').next())
@@ -336,9 +337,20 @@ impl Lowerer<'_> {
                         },
                     }
                 };
-                let mode = num(self, "mode", 0o400, 8)?;
+                // BuildKit's defaults: a secret file 0400, an agent socket 0600
+                let mode = num(self, "mode", if kind == "ssh" { 0o600 } else { 0o400 }, 8)?;
                 let uid = num(self, "uid", 0, 10)?;
                 let gid = num(self, "gid", 0, 10)?;
+                if kind == "ssh" {
+                    return Some(ExecMount::Ssh {
+                        target,
+                        id,
+                        required,
+                        mode,
+                        uid,
+                        gid,
+                    });
+                }
                 if let Some(name) = env {
                     if target.is_some() {
                         return bad(
@@ -521,14 +533,5 @@ impl MountFields {
 
 /// `64m`, `1g`, `4096`: bytes (binary units, as docker's RAMInBytes).
 pub(crate) fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (num, mult) = match s.chars().last()? {
-        'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        't' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+    kiln_dag::settings::parse_size(s).ok()
 }

@@ -6,9 +6,10 @@
 use kiln_dockerfile::{BaseConfig, BaseImages, Platform};
 use kiln_frontend::Options;
 
-/// `# test: --target T --build-arg K=V --platform P` on the first line;
-/// the build platform is `linux/amd64` on every host, so the snapshots of
-/// `$BUILDPLATFORM` stages are the same everywhere.
+/// `# test: --target T --build-arg K=V --platform P --add-host H=IP
+/// --ulimit N=S:H --shm-size SIZE` on the first line; the build platform
+/// is `linux/amd64` on every host, so the snapshots of `$BUILDPLATFORM`
+/// stages are the same everywhere.
 pub fn options(src: &str) -> Options {
     let mut opts = Options {
         build_platform: Some(Platform::parse("linux/amd64").expect("platform")),
@@ -27,6 +28,17 @@ pub fn options(src: &str) -> Options {
                 opts.build_args.insert(k.into(), val.into());
             }
             "--platform" => opts.platform = Some(Platform::parse(v).expect("platform")),
+            "--add-host" => opts
+                .run
+                .extra_hosts
+                .push(kiln_dag::settings::parse_add_host(v).expect("host")),
+            "--ulimit" => opts
+                .run
+                .ulimits
+                .push(kiln_dag::settings::parse_ulimit(v).expect("ulimit")),
+            "--shm-size" => {
+                opts.run.shm_size = Some(kiln_dag::settings::parse_size(v).expect("size"));
+            }
             other => panic!("unknown test flag {other}"),
         }
     }

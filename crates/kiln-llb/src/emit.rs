@@ -391,6 +391,7 @@ impl Emitter<'_> {
             ..Default::default()
         }];
         let mut secrets = Vec::new();
+        let mut ssh = Vec::new();
         let mut secretenv = Vec::new();
         let mut cap_list = vec!["exec.meta.base", "exec.mount.bind"];
         for m in &x.mounts {
@@ -484,6 +485,29 @@ impl Emitter<'_> {
                         ..Default::default()
                     });
                 }
+                MountKind::Ssh {
+                    id,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    cap_list.push("exec.mount.ssh");
+                    ssh.push(pb::Mount {
+                        input: -1,
+                        output: -1,
+                        dest,
+                        mount_type: pb::MountType::Ssh as i32,
+                        ssh_opt: Some(pb::SshOpt {
+                            id: id.clone(),
+                            uid: *uid,
+                            gid: *gid,
+                            mode: *mode,
+                            optional: !required,
+                        }),
+                        ..Default::default()
+                    });
+                }
                 MountKind::SecretEnv { id, required } => {
                     cap_list.push("exec.secretenv");
                     secretenv.push(pb::SecretEnv {
@@ -495,9 +519,10 @@ impl Emitter<'_> {
             }
         }
         // BuildKit's llb client sorts mounts by destination ("/" first) and
-        // appends secrets after them.
+        // appends secrets, then ssh sockets, after them.
         mounts[1..].sort_by(|a, b| a.dest.cmp(&b.dest));
         mounts.extend(secrets);
+        mounts.extend(ssh);
 
         let mut env = base.env();
         for (k, val) in &x.env {
@@ -522,18 +547,40 @@ impl Emitter<'_> {
         // BuildKit has no pids cgroup setting per step; its `nproc` ulimit is
         // the same bound as kiln's fallback (RLIMIT_NPROC in the step's user
         // namespace).
-        let ulimit = match x.pids_limit {
-            Some(n) => {
-                cap_list.push("exec.meta.ulimit");
-                let n = i64::try_from(n).unwrap_or(i64::MAX);
-                vec![pb::Ulimit {
-                    name: "nproc".into(),
-                    soft: n,
-                    hard: n,
-                }]
-            }
-            None => Vec::new(),
-        };
+        // `--ulimit` values first, in their order, as BuildKit's llb keeps
+        // them.
+        let mut ulimit: Vec<pb::Ulimit> = x
+            .ulimits
+            .iter()
+            .map(|u| pb::Ulimit {
+                name: u.name.clone(),
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect();
+        if let Some(n) = x.pids_limit
+            && !ulimit.iter().any(|u| u.name == "nproc")
+        {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            ulimit.push(pb::Ulimit {
+                name: "nproc".into(),
+                soft: n,
+                hard: n,
+            });
+        }
+        if !ulimit.is_empty() {
+            cap_list.push("exec.meta.ulimit");
+        }
+        // BuildKit has no capability for extra hosts (they came with
+        // `exec.meta.base`)
+        let extra_hosts = x
+            .extra_hosts
+            .iter()
+            .map(|h| pb::HostIp {
+                host: h.host.clone(),
+                ip: h.ip.clone(),
+            })
+            .collect();
         let exec = pb::ExecOp {
             meta: Some(pb::Meta {
                 args: x.args.clone(),
@@ -545,6 +592,7 @@ impl Emitter<'_> {
                     .unwrap_or_else(|| "/".into()),
                 user: x.user.clone().or_else(|| base.user()).unwrap_or_default(),
                 ulimit,
+                extra_hosts,
                 ..Default::default()
             }),
             mounts,

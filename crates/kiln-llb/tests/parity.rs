@@ -90,6 +90,16 @@ fn kiln_side(def: &Definition) -> (BTreeSet<String>, String) {
                         MountKind::SecretEnv { id, required } => {
                             format!("{} secretenv {id} required={required}", m.target)
                         }
+                        MountKind::Ssh {
+                            id,
+                            required,
+                            mode,
+                            uid,
+                            gid,
+                        } => format!(
+                            "{} ssh {id} required={required} {mode:o} {uid}:{gid}",
+                            m.target
+                        ),
                         MountKind::Tmpfs { size } => {
                             format!("{} tmpfs {}", m.target, size.unwrap_or(0))
                         }
@@ -370,7 +380,13 @@ fn llb_side(def: &pb::Definition) -> (BTreeSet<String>, String) {
                                     m.dest,
                                     m.tmpfs_opt.as_ref().map_or(0, |t| t.size)
                                 ),
-                                pb::MountType::Ssh => panic!("kiln emits no ssh mounts"),
+                                pb::MountType::Ssh => {
+                                    let s = m.ssh_opt.as_ref().unwrap();
+                                    format!(
+                                        "{} ssh {} required={} {:o} {}:{}",
+                                        m.dest, s.id, !s.optional, s.mode, s.uid, s.gid
+                                    )
+                                }
                             }
                         })
                         .chain(x.secretenv.iter().map(|s| {

@@ -19,7 +19,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kiln_dag::{CacheSharing, Chown, CopyOptions, Definition, Exec, ExecMount, Network, State};
+use kiln_dag::{
+    CacheSharing, Chown, CopyOptions, Definition, Exec, ExecMount, Network, RunSettings, State,
+    settings,
+};
 use kiln_llb::{Options, SourceFile, emit, encode, marshal_op, op_digest, pb};
 use prost::Message as _;
 
@@ -78,6 +81,43 @@ fn options_graph() -> Definition {
         .definition()
 }
 
+/// A step with buildx's `--add-host`, `--ulimit`, `--shm-size` and two
+/// `--ssh` agents (one at BuildKit's default target), beside a pids limit
+/// that becomes a second ulimit.
+fn run_settings_graph() -> Definition {
+    let settings = RunSettings {
+        extra_hosts: vec![
+            settings::parse_add_host("db=10.0.0.5").unwrap(),
+            settings::parse_add_host("v6:[::1]").unwrap(),
+        ],
+        ulimits: vec![settings::parse_ulimit("nofile=1024:2048").unwrap()],
+        shm_size: Some(128 << 20),
+    };
+    State::image("docker.io/library/debian:bookworm", None)
+        .run(
+            Exec::shell("ssh-add -l && git clone git@example.com:x.git")
+                .mount(ExecMount::Ssh {
+                    target: None,
+                    id: "default".into(),
+                    required: true,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                })
+                .mount(ExecMount::Ssh {
+                    target: Some("/agent.sock".into()),
+                    id: "deploy".into(),
+                    required: false,
+                    mode: 0o660,
+                    uid: 1000,
+                    gid: 1000,
+                })
+                .pids_limit(256)
+                .settings(&settings),
+        )
+        .definition()
+}
+
 fn cases() -> Vec<(String, Definition, Option<String>)> {
     let mut out: Vec<_> = common::examples()
         .into_iter()
@@ -85,6 +125,7 @@ fn cases() -> Vec<(String, Definition, Option<String>)> {
         .collect();
     out.push(("features".into(), common::feature_graph(), None));
     out.push(("options".into(), options_graph(), None));
+    out.push(("run-settings".into(), run_settings_graph(), None));
     out
 }
 

@@ -372,7 +372,15 @@ pub fn write_oci_archive<W: Write>(
     out: W,
 ) -> Result<W, ExportError> {
     let blobs = all_blobs(image, att);
-    crate::index::write_oci_archive(store, &att.index, att.index_size, &blobs, name, out)
+    crate::index::write_oci_archive(
+        store,
+        &att.index,
+        att.index_size,
+        &blobs,
+        name,
+        &Default::default(),
+        out,
+    )
 }
 
 /// Writes a new OCI layout directory holding the image and its attestations
@@ -386,7 +394,15 @@ pub fn write_oci_layout(
     dir: &Path,
 ) -> Result<(), ExportError> {
     let blobs = all_blobs(image, att);
-    crate::index::write_oci_layout(store, &att.index, att.index_size, &blobs, name, dir)
+    crate::index::write_oci_layout(
+        store,
+        &att.index,
+        att.index_size,
+        &blobs,
+        name,
+        &Default::default(),
+        dir,
+    )
 }
 
 /// BuildKit's local exporter's file name for a statement: `provenance.json`,

@@ -269,9 +269,17 @@ pub fn platform_of(image: &Image) -> Platform {
 }
 
 /// `index.json` of a layout whose one entry is the index `index`.
-fn layout_index(index: &Digest, size: u64, name: Option<&str>) -> Vec<u8> {
+/// `extra`: annotations of the index's descriptor (buildx's
+/// `--annotation index-descriptor:K=V`); the ref and image names win.
+fn layout_index(
+    index: &Digest,
+    size: u64,
+    name: Option<&str>,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut entry = descriptor(MEDIA_INDEX, index, size);
-    let mut ann = std::collections::BTreeMap::new();
+    let mut ann: std::collections::BTreeMap<&str, String> =
+        extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     ann.insert(
         ANNOTATION_REF_NAME,
         name.map(|n| split_tag(n).1)
@@ -306,13 +314,15 @@ fn member(size: u64, dir: bool) -> tar::Header {
 }
 
 /// Writes an OCI archive whose `index.json` names the index `index`
-/// (`size` bytes) and whose blobs are `blobs` (the index's own included).
+/// (`size` bytes, its descriptor annotated with `annotations`) and whose
+/// blobs are `blobs` (the index's own included).
 pub fn write_oci_archive<W: Write>(
     store: &Store,
     index: &Digest,
     size: u64,
     blobs: &[Digest],
     name: Option<&str>,
+    annotations: &std::collections::BTreeMap<String, String>,
     out: W,
 ) -> Result<W, ExportError> {
     let werr = |source| ExportError::Write {
@@ -327,7 +337,7 @@ pub fn write_oci_archive<W: Write>(
         &layout[..],
     )
     .map_err(werr)?;
-    let idx = layout_index(index, size, name);
+    let idx = layout_index(index, size, name, annotations);
     b.append_data(&mut member(idx.len() as u64, false), "index.json", &idx[..])
         .map_err(werr)?;
     b.append_data(&mut member(0, true), "blobs/", io::empty())
@@ -349,13 +359,15 @@ pub fn write_oci_archive<W: Write>(
 }
 
 /// Writes (or adds to) an OCI layout directory: the blobs it lacks and an
-/// `index.json` entry naming the index, replacing one of the same ref name.
+/// `index.json` entry naming the index (annotated with `annotations`),
+/// replacing one of the same ref name.
 pub fn write_oci_layout(
     store: &Store,
     index: &Digest,
     size: u64,
     blobs: &[Digest],
     name: Option<&str>,
+    annotations: &std::collections::BTreeMap<String, String>,
     dir: &Path,
 ) -> Result<(), ExportError> {
     let werr = |path: &Path| {
@@ -378,7 +390,8 @@ pub fn write_oci_layout(
         })?;
     }
     let mut index: serde_json::Value =
-        serde_json::from_slice(&layout_index(index, size, name)).expect("our own JSON");
+        serde_json::from_slice(&layout_index(index, size, name, annotations))
+            .expect("our own JSON");
     if let Ok(bytes) = std::fs::read(dir.join("index.json"))
         && let Ok(old) = serde_json::from_slice::<serde_json::Value>(&bytes)
     {

@@ -57,6 +57,7 @@ impl Inner {
             &op.mounts,
             inputs,
             &self.opts.secrets,
+            &self.opts.ssh,
             self.import.get().map(|i| i.as_ref()),
             cancel,
             &mut on_wait,
@@ -89,6 +90,16 @@ impl Inner {
         };
         spec.timeout = self.opts.step_timeout;
         spec.pids_limit = op.pids_limit;
+        spec.extra_hosts = (op.extra_hosts.iter())
+            .map(|h| (h.host.clone(), h.ip.clone()))
+            .collect();
+        spec.rlimits = (op.ulimits.iter())
+            .map(|u| kiln_runtime::Rlimit {
+                name: u.name.clone(),
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect();
         let runtime = kiln_runtime::Runtime::new(&self.opts.helper);
         let mut tail: Vec<u8> = Vec::new();
         let r = runtime.run(

@@ -38,6 +38,7 @@ pub mod secrets;
 pub mod select;
 pub mod snapshot;
 mod source;
+pub mod ssh;
 mod stale;
 pub mod union;
 pub mod unpack;
@@ -89,6 +90,8 @@ pub struct WorkerOptions {
     pub step_timeout: Option<Duration>,
     /// `--secret` values by id, for secret mounts of `run` steps.
     pub secrets: secrets::Secrets,
+    /// The `--ssh` agents steps may mount.
+    pub ssh: ssh::SshAgents,
     /// `--build-context` images by normalized name (`named.rs`).
     pub named: std::collections::BTreeMap<String, named::NamedContext>,
     /// `Kilnfile.lock`: image tags and package sets it pins resolve to what

@@ -43,6 +43,17 @@ pub enum MountError {
         "the step needs secret `{id}` (at `{target}`) but it was not given: pass `--secret id={id},src=PATH` or `--secret id={id},env=VAR` to `kiln build`"
     )]
     MissingSecret { id: String, target: String },
+    #[error(
+        "the step needs the SSH agent `{id}` (at `{target}`) but it was not given: pass `--ssh {id}` (the agent of `$SSH_AUTH_SOCK`) or `--ssh {id}=SOCKET` to `kiln build`"
+    )]
+    MissingAgent { id: String, target: String },
+    #[error("SSH agent `{id}`: cannot listen on `{path}` for the step")]
+    AgentRelay {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("secret `{id}` cannot be the environment variable `{var}`: {reason}")]
     SecretEnv {
         id: String,
@@ -104,6 +115,8 @@ pub struct Prepared {
     /// `(NAME, VALUE)` from `SecretEnv` mounts: the step's process only.
     pub env: Vec<(String, String)>,
     _locks: Vec<OwnedFd>,
+    /// forwarded SSH agents, stopped before `cleanup` removes their sockets
+    relays: Vec<crate::ssh::Relay>,
     cleanup: Vec<PathBuf>,
 }
 
@@ -119,6 +132,7 @@ impl std::fmt::Debug for Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
+        self.relays.clear();
         for p in self.cleanup.drain(..) {
             if let Err(e) = fs::remove_dir_all(&p) {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove a step's mount scratch directory");
@@ -131,12 +145,16 @@ impl Drop for Prepared {
 /// sources refer to them by index); an empty cache mount that `import`
 /// (`--cache-from`) holds is filled from it first; waiting for a cache lock
 /// gives up when `cancel` is set, and is announced once through `on_wait`
-/// (a line for the step's output).
+/// (a line for the step's output). `agents` are the `--ssh` agents.
+// each argument is a different input of the step; a struct would only
+// rename them
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     store: &Store,
     mounts: &[kiln_dag::Mount],
     inputs: &[Ref],
     secrets: &Secrets,
+    agents: &crate::ssh::SshAgents,
     import: Option<&CacheImport>,
     cancel: &AtomicBool,
     on_wait: &mut dyn FnMut(&str),
@@ -189,19 +207,13 @@ pub fn prepare(
                     }
                     continue;
                 };
-                let dir = match &secret_dir {
-                    Some(d) => d.clone(),
-                    None => {
-                        let d = private_dir().map_err(|(path, source)| MountError::SecretFile {
-                            id: id.clone(),
-                            path,
-                            source,
-                        })?;
-                        out.cleanup.push(d.clone());
-                        secret_dir = Some(d.clone());
-                        d
+                let dir = scratch_dir(&mut out, &mut secret_dir).map_err(|(path, source)| {
+                    MountError::SecretFile {
+                        id: id.clone(),
+                        path,
+                        source,
                     }
-                };
+                })?;
                 let file = dir.join(i.to_string());
                 write_secret(&file, value, *mode, *uid, *gid).map_err(|source| {
                     MountError::SecretFile {
@@ -211,6 +223,40 @@ pub fn prepare(
                     }
                 })?;
                 kiln_runtime::MountKind::Secret { source: file }
+            }
+            MountKind::Ssh {
+                id,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let Some(sockets) = agents.sockets(id) else {
+                    if *required {
+                        return Err(MountError::MissingAgent {
+                            id: id.clone(),
+                            target: m.target.clone(),
+                        });
+                    }
+                    continue;
+                };
+                let dir = scratch_dir(&mut out, &mut secret_dir).map_err(|(path, source)| {
+                    MountError::AgentRelay {
+                        id: id.clone(),
+                        path,
+                        source,
+                    }
+                })?;
+                let sock = dir.join(format!("ssh-{i}"));
+                let relay = crate::ssh::Relay::start(&sock, sockets, *mode, *uid, *gid).map_err(
+                    |source| MountError::AgentRelay {
+                        id: id.clone(),
+                        path: sock.clone(),
+                        source,
+                    },
+                )?;
+                out.relays.push(relay);
+                kiln_runtime::MountKind::Socket { source: sock }
             }
             MountKind::SecretEnv { id, required } => {
                 let Some(value) = secrets.get(id) else {
@@ -282,6 +328,21 @@ pub fn prepare(
     Ok(out)
 }
 
+/// The step's private directory for secret files and agent sockets (0700,
+/// on a tmpfs when there is one), made on first use and removed with `out`.
+fn scratch_dir(
+    out: &mut Prepared,
+    dir: &mut Option<PathBuf>,
+) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+    if let Some(d) = dir {
+        return Ok(d.clone());
+    }
+    let d = private_dir()?;
+    out.cleanup.push(d.clone());
+    *dir = Some(d.clone());
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
@@ -292,6 +353,9 @@ mod tests {
 
     use super::*;
     use crate::cache_mount::{cache_dir, export_mount, is_empty_dir};
+
+    static NO_AGENTS: std::sync::LazyLock<crate::ssh::SshAgents> =
+        std::sync::LazyLock::new(crate::ssh::SshAgents::default);
 
     fn store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
@@ -331,7 +395,16 @@ mod tests {
         let no = AtomicBool::new(false);
         let none = Secrets::default();
         let prep = |m: kiln_dag::Mount, c: &AtomicBool| {
-            prepare(&st, &[m], &[], &none, None, c, &mut |_: &str| {})
+            prepare(
+                &st,
+                &[m],
+                &[],
+                &none,
+                &NO_AGENTS,
+                None,
+                c,
+                &mut |_: &str| {},
+            )
         };
 
         // shared: two holders, one directory, under KILN_HOME
@@ -366,6 +439,7 @@ mod tests {
             &[cache("x", CacheSharing::Locked)],
             &[],
             &none,
+            &NO_AGENTS,
             None,
             &cancelled,
             &mut |m: &str| said.push(m.to_string()),
@@ -429,6 +503,7 @@ mod tests {
                 &[cache("go", sharing)],
                 &[],
                 &none,
+                &NO_AGENTS,
                 Some(&import),
                 &no,
                 &mut |_: &str| {},
@@ -450,6 +525,7 @@ mod tests {
             &[cache("go", CacheSharing::Shared)],
             &[],
             &none,
+            &NO_AGENTS,
             Some(&import),
             &no,
             &mut |_: &str| {},
@@ -466,6 +542,7 @@ mod tests {
             &[cache("go", CacheSharing::Shared)],
             &[],
             &none,
+            &NO_AGENTS,
             Some(&import),
             &no,
             &mut |_: &str| {},
@@ -514,7 +591,17 @@ mod tests {
                 },
             ),
         ];
-        let p = prepare(&st, &mounts, &[], &s, None, &no, &mut |_: &str| {}).unwrap();
+        let p = prepare(
+            &st,
+            &mounts,
+            &[],
+            &s,
+            &NO_AGENTS,
+            None,
+            &no,
+            &mut |_: &str| {},
+        )
+        .unwrap();
         assert_eq!(p.mounts.len(), 1, "an optional missing secret is absent");
         let f = source(&p, 0);
         assert_eq!(fs::read(&f).unwrap(), b"s3cr3t");
@@ -532,6 +619,7 @@ mod tests {
             &mounts,
             &[],
             &Secrets::default(),
+            &NO_AGENTS,
             None,
             &no,
             &mut |_: &str| {},

@@ -1,6 +1,7 @@
 //! The other inputs BuildKit passes a frontend besides the Kilnfile:
 //! named contexts (`context:NAME=...`, what `buildx build --build-context`
-//! sends), `no-cache` and `cache-imports`.
+//! sends), `no-cache`, `cache-imports`, and the run steps' `add-hosts`,
+//! `ulimit` and `shm-size` (`--add-host`, `--ulimit`, `--shm-size`).
 //!
 //! A named context replaces an `image(..)` whose reference is NAME (as
 //! written, or normalized: `debian:bookworm` also names
@@ -12,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_dag::{Definition, Op, SourceOp};
+use kiln_dag::{Definition, Op, RunSettings, SourceOp, settings};
 use kiln_types::Reference;
 
 use crate::{GatewayError, pb};
@@ -52,6 +53,38 @@ pub fn named_contexts(
             });
         };
         out.insert(normalized(name).unwrap_or_else(|| name.to_string()), ctx);
+    }
+    Ok(out)
+}
+
+/// `add-hosts` (`HOST=IP,...`), `ulimit` (`NAME=SOFT:HARD,...`) and
+/// `shm-size` (bytes), as buildx sends its `--add-host`, `--ulimit` and
+/// `--shm-size` to BuildKit's Dockerfile frontend.
+pub fn run_settings(opts: &BTreeMap<String, String>) -> Result<RunSettings, GatewayError> {
+    let mut out = RunSettings::default();
+    let list = |v: &str| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let err = |key| move |source| GatewayError::RunSetting { key, source };
+    if let Some(v) = opts.get("add-hosts") {
+        for h in list(v) {
+            out.extra_hosts
+                .push(settings::parse_add_host(&h).map_err(err("add-hosts"))?);
+        }
+    }
+    if let Some(v) = opts.get("ulimit") {
+        for u in list(v) {
+            out.ulimits
+                .push(settings::parse_ulimit(&u).map_err(err("ulimit"))?);
+        }
+    }
+    if let Some(v) = opts.get("shm-size").filter(|v| !v.is_empty()) {
+        let n = settings::parse_size(v).map_err(err("shm-size"))?;
+        out.shm_size = (n > 0).then_some(n);
     }
     Ok(out)
 }

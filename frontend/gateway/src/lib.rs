@@ -116,6 +116,12 @@ pub enum GatewayError {
         value: String,
         reason: String,
     },
+    #[error("invalid option `{key}`")]
+    RunSetting {
+        key: &'static str,
+        #[source]
+        source: kiln_dag::settings::SettingError,
+    },
     #[error("the image config of `{reference}` is not valid JSON: {reason}")]
     ImageConfig { reference: String, reason: String },
     #[error(
@@ -327,6 +333,7 @@ async fn build(
         build_args,
         platform: Some(platform.clone()),
         build_platform: None,
+        run: inputs::run_settings(&env.opts)?,
     };
     if let Some(request) = env.opts.get("requestid").filter(|r| !r.is_empty()) {
         let input = subrequest::Input {

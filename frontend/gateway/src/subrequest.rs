@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use kiln_dag::{MountKind, Op};
-use kiln_frontend::ast::{Expr, ExprKind};
+use kiln_frontend::outline::{doc_comment, location};
 use kiln_frontend::span::{LineIndex, Span};
 use serde_json::{Value, json};
 
@@ -102,35 +101,8 @@ fn describe() -> (Value, String, &'static str) {
 
 /// A `pb.Location` as Go's encoding/json writes it: 1-based lines,
 /// 0-based characters, zero values left out.
-fn location(idx: &LineIndex, text: &str, span: Span) -> Value {
-    let pos = |offset: u32| {
-        let lc = idx.line_col(text, offset as usize);
-        let mut p = serde_json::Map::new();
-        p.insert("line".into(), json!(lc.line));
-        if lc.col > 1 {
-            p.insert("character".into(), json!(lc.col - 1));
-        }
-        Value::Object(p)
-    };
-    json!({"ranges": [{"start": pos(span.start), "end": pos(span.end)}]})
-}
-
 fn sources(input: &Input<'_>) -> Value {
     json!([base64::engine::general_purpose::STANDARD.encode(input.text)])
-}
-
-/// The `//` comment lines right above the line `offset` is on, as the
-/// binding's description.
-fn doc_comment(text: &str, offset: usize) -> String {
-    let before = &text[..text[..offset].rfind('\n').map_or(0, |i| i + 1)];
-    let mut lines: Vec<&str> = before
-        .lines()
-        .rev()
-        .take_while(|l| l.trim_start().starts_with("//") && !l.starts_with("// syntax="))
-        .map(|l| l.trim_start().trim_start_matches('/').trim())
-        .collect();
-    lines.reverse();
-    lines.join(" ").trim().to_string()
 }
 
 fn targets(input: &Input<'_>) -> (Value, String, &'static str) {
@@ -151,7 +123,7 @@ fn targets(input: &Input<'_>) -> (Value, String, &'static str) {
             if Some(&i.name.name) == last.as_ref() {
                 t.insert("default".into(), json!(true));
             }
-            let doc = doc_comment(input.text, i.span.start as usize);
+            let doc = doc_comment(input.text, i.span.start as usize, "//");
             if !doc.is_empty() {
                 t.insert("description".into(), json!(doc));
             }
@@ -180,145 +152,11 @@ fn targets(input: &Input<'_>) -> (Value, String, &'static str) {
     )
 }
 
-/// Every `arg("NAME")` / `arg("NAME", "DEFAULT")` in the file, in order.
-fn build_args(e: &Expr, out: &mut Vec<(String, Option<String>, Span)>) {
-    let str_of = |e: &Expr| match &e.kind {
-        ExprKind::Str(s) => Some(s.clone()),
-        _ => None,
-    };
-    match &e.kind {
-        ExprKind::Call { func, args } => {
-            if func.name == "arg"
-                && let Some(name) = args.first().and_then(str_of)
-                && !out.iter().any(|(n, _, _)| *n == name)
-            {
-                out.push((name, args.get(1).and_then(str_of), e.span));
-            }
-            args.iter().for_each(|a| build_args(a, out));
-        }
-        ExprKind::Macro { args, .. } => args.iter().for_each(|a| build_args(a, out)),
-        ExprKind::Array(items) => items.iter().for_each(|a| build_args(a, out)),
-        ExprKind::Chain { head, calls } => {
-            build_args(head, out);
-            for c in calls {
-                c.args.iter().for_each(|a| build_args(a, out));
-            }
-        }
-        _ => {}
-    }
-}
-
 fn outline(input: &Input<'_>) -> (Value, String, &'static str) {
-    let (file, _) = kiln_frontend::parse(input.text);
-    let idx = LineIndex::new(input.text);
-    let mut args = Vec::new();
-    for item in &file.items {
-        build_args(&item.value, &mut args);
-    }
-    let mut o = serde_json::Map::new();
-    let compiled = kiln_frontend::compile(input.filename, input.text, input.opts).ok();
-    if let Some(c) = &compiled {
-        o.insert("name".into(), json!(c.target));
-        if let Some(item) = file.items.iter().find(|i| i.name.name == c.target) {
-            let doc = doc_comment(input.text, item.span.start as usize);
-            if !doc.is_empty() {
-                o.insert("description".into(), json!(doc));
-            }
-        }
-    }
-    let args: Vec<Value> = args
-        .into_iter()
-        .map(|(name, default, span)| {
-            let mut a = serde_json::Map::new();
-            a.insert("name".into(), json!(name));
-            if let Some(d) = default.filter(|d| !d.is_empty()) {
-                a.insert("value".into(), json!(d));
-            }
-            a.insert("location".into(), location(&idx, input.text, span));
-            Value::Object(a)
-        })
-        .collect();
-    if !args.is_empty() {
-        o.insert("args".into(), json!(args));
-    }
-    // Secrets and cache mounts of the target's own steps.
-    let mut secrets: BTreeMap<String, bool> = BTreeMap::new();
-    let mut caches: Vec<String> = Vec::new();
-    if let Some(c) = &compiled {
-        for v in &c.definition.vertices {
-            if let Op::Exec(x) = &v.op {
-                for m in &x.mounts {
-                    match &m.kind {
-                        MountKind::Secret { id, required, .. }
-                        | MountKind::SecretEnv { id, required, .. } => {
-                            *secrets.entry(id.clone()).or_default() |= *required;
-                        }
-                        MountKind::Cache { id, .. } => {
-                            let id = if id.is_empty() { &m.target } else { id };
-                            if !caches.contains(id) {
-                                caches.push(id.clone());
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    if !secrets.is_empty() {
-        let s: Vec<Value> = secrets
-            .iter()
-            .map(|(id, req)| {
-                if *req {
-                    json!({"name": id, "required": true})
-                } else {
-                    json!({"name": id})
-                }
-            })
-            .collect();
-        o.insert("secrets".into(), json!(s));
-    }
-    if !caches.is_empty() {
-        o.insert(
-            "cache".into(),
-            json!(caches.iter().map(|c| json!({"ID": c})).collect::<Vec<_>>()),
-        );
-    }
-    o.insert("sources".into(), sources(input));
-    let o = Value::Object(o);
-    let mut text = String::new();
-    if let Some(n) = o["name"].as_str() {
-        let _ = writeln!(text, "TARGET:\t{n}");
-        if let Some(d) = o["description"].as_str() {
-            let _ = writeln!(text, "DESCRIPTION:\t{d}");
-        }
-        text.push('\n');
-    }
-    if let Some(args) = o["args"].as_array() {
-        text.push_str("BUILD ARG\tVALUE\tDESCRIPTION\n");
-        for a in args {
-            let _ = writeln!(
-                text,
-                "{}\t{}\t",
-                a["name"].as_str().unwrap_or_default(),
-                a["value"].as_str().unwrap_or_default()
-            );
-        }
-        text.push('\n');
-    }
-    if let Some(s) = o["secrets"].as_array() {
-        text.push_str("SECRET\tREQUIRED\n");
-        for s in s {
-            let req = if s["required"] == json!(true) {
-                "true"
-            } else {
-                ""
-            };
-            let _ = writeln!(text, "{}\t{req}", s["name"].as_str().unwrap_or_default());
-        }
-        text.push('\n');
-    }
-    (o, text, "1.0.0")
+    let o = kiln_frontend::outline::kilnfile(input.filename, input.text, input.opts);
+    let mut json = o.to_json(input.text);
+    json["sources"] = sources(input);
+    (json, o.to_text(), "1.0.0")
 }
 
 /// kiln's checker as BuildKit's lint: its warnings, and the first error as

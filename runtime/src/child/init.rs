@@ -134,7 +134,10 @@ pub(super) fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]
                     &mut stubs,
                 )?;
             }
-            MountKind::Secret { source } => {
+            // a socket's read-only bind still connects: connect(2) checks
+            // write permission on the socket inode, not the mount
+            // (path_resolution(7))
+            MountKind::Secret { source } | MountKind::Socket { source } => {
                 bind_in_root(
                     root.as_fd(),
                     source,
@@ -173,7 +176,9 @@ pub(super) fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]
     protect_proc(&rootfs.join("proc"), &rootfs.join("dev/null"))?;
     if cfg.network == Network::Host {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            if Path::new(f).exists() {
+            // a file of the step's own (extra hosts) replaces the host's
+            let own = cfg.net_files.iter().any(|(_, t)| t == f);
+            if !own && Path::new(f).exists() {
                 bind_in_root(root.as_fd(), Path::new(f), f, Want::File, true, &mut stubs)?;
             }
         }
@@ -208,6 +213,8 @@ pub(super) fn init(cfg: &ChildConfig, sock: BorrowedFd<'_>, idmapped: &[OwnedFd]
 
     crate::harden::drop_capabilities().map_err(fail("drop capabilities"))?;
     crate::harden::limit_processes(cfg.pids_limit).map_err(fail("limit the step's processes"))?;
+    // after the pids limit: an `nproc` ulimit of the build replaces it
+    crate::harden::set_rlimits(&cfg.rlimits).map_err(fail("set the step's ulimits"))?;
 
     // drop to the step's user: groups, then gid, then uid
     if cfg.setgroups {

@@ -103,7 +103,7 @@ pub(super) fn stub_layer(cfg: &ChildConfig) -> R<OwnedFd> {
     // exact modes (0755, 0644): the parent recognizes copied-up directories
     // of this layer by them
     let umask = rustix::process::umask(Mode::empty());
-    for (path, file) in stub_targets(&cfg.mounts, cfg.network) {
+    for (path, file) in stub_targets(&cfg.mounts, cfg.network, !cfg.extra_hosts.is_empty()) {
         add(&path, if file { Want::File } else { Want::Dir });
     }
     rustix::process::umask(umask);
@@ -112,18 +112,26 @@ pub(super) fn stub_layer(cfg: &ChildConfig) -> R<OwnedFd> {
 
 /// What [`stub_layer`] holds: (absolute path, is a file). The parent uses
 /// it too, to recognize directories copied up from that layer.
-pub(crate) fn stub_targets(mounts: &[crate::spec::Mount], network: Network) -> Vec<(String, bool)> {
+/// `own_hosts`: the step gets an `/etc/hosts` of its own (extra hosts).
+pub(crate) fn stub_targets(
+    mounts: &[crate::spec::Mount],
+    network: Network,
+    own_hosts: bool,
+) -> Vec<(String, bool)> {
     let mut out = vec![("/dev".to_string(), false), ("/proc".to_string(), false)];
     for f in ["/etc/resolv.conf", "/etc/hosts"] {
         // the isolated network's own files are always there
-        if network == Network::Isolated || (network == Network::Host && Path::new(f).exists()) {
+        if network == Network::Isolated
+            || (network == Network::Host && Path::new(f).exists())
+            || (own_hosts && f == "/etc/hosts")
+        {
             out.push((f.to_string(), true));
         }
     }
     for m in mounts {
         let file = match &m.kind {
             MountKind::Bind { source, .. } => !source.is_dir(),
-            MountKind::Secret { .. } => true,
+            MountKind::Secret { .. } | MountKind::Socket { .. } => true,
             _ => false,
         };
         out.push((m.target.clone(), file));
@@ -132,9 +140,13 @@ pub(crate) fn stub_targets(mounts: &[crate::spec::Mount], network: Network) -> V
 }
 
 /// The directories [`stub_layer`] makes, relative and normalized.
-pub(crate) fn stub_dirs(mounts: &[crate::spec::Mount], network: Network) -> Vec<String> {
+pub(crate) fn stub_dirs(
+    mounts: &[crate::spec::Mount],
+    network: Network,
+    own_hosts: bool,
+) -> Vec<String> {
     let mut dirs = Vec::new();
-    for (path, file) in stub_targets(mounts, network) {
+    for (path, file) in stub_targets(mounts, network, own_hosts) {
         let mut comps = Vec::new();
         norm_push(&mut comps, &path);
         let n = if file {

@@ -91,7 +91,8 @@ pub struct Args {
     pub locked: bool,
 
     /// When to pull `image(..)` sources: `missing` uses a local copy when
-    /// there is one, `always` asks the registry, `never` stays offline
+    /// there is one, `always` asks the registry (re-resolving tags), `never`
+    /// stays offline. A bare `--pull` is `always`, as with buildx
     #[arg(long, value_enum, default_value_t = Pull::Missing)]
     pub pull: Pull,
 
@@ -131,11 +132,44 @@ pub struct Args {
     pub buildx: super::buildx::BuildxArgs,
 }
 
+/// `--pull`; bare `--pull` (buildx's, a boolean) is `always`, and buildx's
+/// `--pull=true|false` are `always` and `missing` ([`bare_pull`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pull {
+    #[value(alias = "false")]
     Missing,
+    #[value(alias = "true")]
     Always,
     Never,
+}
+
+/// The command line with a bare `--pull` of `kiln build` (buildx's
+/// `--pull`, which takes no value) written `--pull=always`: clap would take
+/// the next word (the context) as its value. `--pull VALUE` stays as is.
+pub fn bare_pull(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const VALUES: &[&str] = &["missing", "always", "never", "true", "false"];
+    let Some(build) = args.iter().position(|a| a == "build") else {
+        return args;
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter().enumerate().peekable();
+    while let Some((i, a)) = it.next() {
+        if a == "--" {
+            out.push(a);
+            out.extend(it.map(|(_, a)| a));
+            break;
+        }
+        let takes_value = it
+            .peek()
+            .and_then(|(_, n)| n.to_str())
+            .is_some_and(|n| VALUES.contains(&n));
+        if i > build && a == "--pull" && !takes_value {
+            out.push("--pull=always".into());
+        } else {
+            out.push(a);
+        }
+    }
+    out
 }
 
 impl Pull {
@@ -153,7 +187,8 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
     if args.buildx.quiet {
         args.progress = Mode::Quiet;
     }
-    match args.buildx.method() {
+    let (method, format) = args.buildx.method()?;
+    match method {
         super::buildx::Call::Build => {}
         super::buildx::Call::Check => {
             return super::check::run(super::check::Args {
@@ -163,13 +198,19 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             });
         }
         super::buildx::Call::Targets => {
-            return super::buildx::print_targets(&args.input, &args.target);
+            return super::buildx::print_targets(&args.input, &args.target, format);
+        }
+        super::buildx::Call::Outline => {
+            let run = args.buildx.run.settings()?;
+            return super::buildx::print_outline(&args.input, &args.target, run, format);
         }
     }
     args.buildx.check_network()?;
     // flags checked before anything is built
     let (buildx_outputs, loader) = args.buildx.outputs(&args.tags)?;
     let metadata = args.buildx.metadata()?;
+    let run_settings = args.buildx.run.settings()?;
+    let agents = args.buildx.run.agents()?;
     let named = kiln_worker::named::parse(&args.buildx.build_contexts).into_diagnostic()?;
     let file = super::buildfile::load(args.input.file.as_deref(), &args.input.context)?;
     let (name, text) = (file.name.clone(), file.text.clone());
@@ -188,6 +229,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.input.build_args)?,
         platform: None,
         build_platform: None,
+        run: run_settings,
     };
     let lock = super::lock::load(&file)?;
     let mut builds = Vec::with_capacity(targets.len());
@@ -231,6 +273,10 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         single_platform_outputs(&outputs, &targets)?;
     }
     let mut defs: Vec<kiln_dag::Definition> = builds.iter().map(|c| c.definition.clone()).collect();
+    if let Some(f) = super::run_flags::missing_agent(&defs, &agents, &name, &text) {
+        f.print(args.progress.resolve());
+        return Ok(ExitCode::FAILURE);
+    }
     if multi {
         name_platform_steps(&mut defs, &targets);
     }
@@ -285,6 +331,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
             helper,
             step_timeout: None,
             secrets: super::secret::read(&args.secrets).map_err(|e| miette::miette!("{e}"))?,
+            ssh: agents.clone(),
             named: named.clone(),
             lock: lock.clone(),
         },
@@ -513,7 +560,7 @@ pub fn run(mut args: Args) -> miette::Result<ExitCode> {
         }
         match &index {
             Some(index) => {
-                super::save::write_index_output(&store, index, &spec)?;
+                super::save::write_index_output(&store, index, &spec, &metadata.index_descriptor)?;
                 super::attest::push_index_referrers(&store, &attested, &spec)?;
             }
             None => super::attest::write_output(&store, &images[0], attested[0].as_ref(), &spec)?,

@@ -30,8 +30,9 @@ pub struct BuildxArgs {
 
     /// Add an annotation: `KEY=VALUE` or `manifest:KEY=VALUE` on the image
     /// manifest(s); with several `--platform`s also `index:KEY=VALUE` on
-    /// the index and `manifest-descriptor:KEY=VALUE` on each image's entry
-    /// in it (repeatable)
+    /// the index, `manifest-descriptor:KEY=VALUE` on each image's entry
+    /// in it and `index-descriptor:KEY=VALUE` on the index's entry in an
+    /// OCI layout's `index.json` (repeatable)
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
 
@@ -46,9 +47,16 @@ pub struct BuildxArgs {
 
     /// What to do instead of building: `check` runs `kiln check` (the
     /// checker and the lints; exit 1 on errors), `targets` lists the build
-    /// file's targets; `build` (the default) builds
-    #[arg(long, value_enum, value_name = "METHOD", default_value_t = Call::Build)]
-    pub call: Call,
+    /// file's targets, `outline` its build args (defaults, descriptions)
+    /// and the secrets and SSH agents the target uses; `build` (the
+    /// default) builds. `,format=json` prints BuildKit's JSON instead of
+    /// the text (`outline`, `targets`)
+    #[arg(
+        long,
+        value_name = "METHOD[,format=text|json]",
+        default_value = "build"
+    )]
+    pub call: String,
 
     /// Stand-ins for images: `NAME=docker-image://REF`,
     /// `NAME=oci-layout://PATH[:TAG]` or `NAME=DIR` (its files as a
@@ -71,15 +79,27 @@ pub struct BuildxArgs {
     /// `network(..)` (Dockerfile: `RUN --network`) chooses otherwise
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
+
+    #[command(flatten)]
+    pub run: super::run_flags::RunFlags,
 }
 
 /// `--call`: buildx's methods kiln answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Call {
     #[default]
     Build,
     Check,
     Targets,
+    Outline,
+}
+
+/// How `--call` prints its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Where `--load` puts the image.
@@ -90,9 +110,36 @@ pub struct Loader {
 }
 
 impl BuildxArgs {
-    /// The method: `--check` wins over `--call`.
-    pub fn method(&self) -> Call {
-        if self.check { Call::Check } else { self.call }
+    /// The method and its format: `--check` wins over `--call`, which
+    /// is read as buildx reads it (`METHOD[,format=json]`).
+    pub fn method(&self) -> miette::Result<(Call, Format)> {
+        if self.check {
+            return Ok((Call::Check, Format::Text));
+        }
+        let mut parts = self.call.split(',');
+        let call = match parts.next().unwrap_or("").trim() {
+            "build" | "" => Call::Build,
+            "check" | "lint" => Call::Check,
+            "targets" => Call::Targets,
+            "outline" => Call::Outline,
+            other => miette::bail!(
+                help = "use `build`, `check`, `targets` or `outline`",
+                "`--call {other}`: unknown method"
+            ),
+        };
+        let mut format = Format::Text;
+        for p in parts {
+            match p.trim() {
+                "format=json" => format = Format::Json,
+                "format=text" | "format=" => format = Format::Text,
+                other => miette::bail!(
+                    help = "write `--call METHOD,format=json` or `--call METHOD`",
+                    "`--call {}`: unknown option `{other}`",
+                    self.call
+                ),
+            }
+        }
+        Ok((call, format))
     }
 
     /// `--network`: kiln builds with the host's network by default, as a
@@ -169,10 +216,9 @@ impl BuildxArgs {
                 "manifest-descriptor" => {
                     m.descriptor.insert(k, v);
                 }
-                "index-descriptor" => miette::bail!(
-                    help = "use `index:KEY=VALUE` (on the index itself) or `manifest:KEY=VALUE`",
-                    "`--annotation {a}`: `{level}` annotations are not supported"
-                ),
+                "index-descriptor" => {
+                    m.index_descriptor.insert(k, v);
+                }
                 // buildx also takes a platform: `manifest[linux/amd64]:k=v`
                 _ => miette::bail!(
                     help = "write `KEY=VALUE` or `manifest:KEY=VALUE`",
@@ -193,20 +239,28 @@ pub struct Metadata {
     pub index: BTreeMap<String, String>,
     /// `manifest-descriptor:` annotations
     pub descriptor: BTreeMap<String, String>,
+    /// `index-descriptor:` annotations: on the index's entry in an OCI
+    /// layout's (or archive's) `index.json`
+    pub index_descriptor: BTreeMap<String, String>,
 }
 
 impl Metadata {
     /// `index:` and `manifest-descriptor:` need an index: an error for a
     /// single-platform build, before it runs.
     pub fn check_levels(&self, multi: bool) -> miette::Result<()> {
-        if multi || (self.index.is_empty() && self.descriptor.is_empty()) {
+        if multi
+            || (self.index.is_empty()
+                && self.descriptor.is_empty()
+                && self.index_descriptor.is_empty())
+        {
             return Ok(());
         }
         miette::bail!(
-            help = "build several platforms (`--platform linux/amd64,linux/arm64`), or use \
+            help = "`index:`, `index-descriptor:` and `manifest-descriptor:` annotate the index: \
+                    build several platforms (`--platform linux/amd64,linux/arm64`), or use \
                     `manifest:KEY=VALUE`",
-            "`index:` and `manifest-descriptor:` annotations need a multi-platform build: \
-             kiln writes one image manifest and no index for one platform"
+            "index annotations need a multi-platform build: kiln writes one image manifest and \
+             no index for one platform"
         )
     }
 
@@ -388,19 +442,72 @@ pub fn no_cache_for(
     Ok(out)
 }
 
+/// The build file and the compile options a `--call` reads.
+fn call_input(
+    input: &super::args::BuildFileArgs,
+    target: &super::args::TargetArg,
+    run: kiln_dag::RunSettings,
+) -> miette::Result<(super::buildfile::BuildFile, kiln_frontend::Options)> {
+    let file = super::buildfile::load(input.file.as_deref(), &input.context)?;
+    let opts = kiln_frontend::Options {
+        target: target.target.clone(),
+        build_args: super::check::parse_build_args(&input.build_args)?,
+        run,
+        ..Default::default()
+    };
+    Ok((file, opts))
+}
+
+/// `--call outline`: the build args (defaults, descriptions), the target
+/// and the secrets and SSH agents its steps mount, as buildx prints
+/// BuildKit's answer (or its JSON). Base images are not read: a
+/// Dockerfile's outline needs no registry.
+pub fn print_outline(
+    input: &super::args::BuildFileArgs,
+    target: &super::args::TargetArg,
+    run: kiln_dag::RunSettings,
+    format: Format,
+) -> miette::Result<std::process::ExitCode> {
+    let (file, opts) = call_input(input, target, run)?;
+    let outline = match file.kind {
+        super::buildfile::Kind::Kilnfile => {
+            kiln_frontend::outline::kilnfile(&file.name, &file.text, &opts)
+        }
+        super::buildfile::Kind::Dockerfile => kiln_dockerfile::outline(
+            &file.name,
+            &file.text,
+            &opts,
+            &kiln_dockerfile::NoBaseImages,
+        ),
+    };
+    if outline.name.is_none() {
+        // the build file does not compile: say why, as `--call check` would
+        if let Err(diags) = file.compile(&opts, &kiln_dockerfile::NoBaseImages) {
+            super::check::report(&diags);
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+    }
+    match format {
+        Format::Json => {
+            let v = outline.to_json(&file.text);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).expect("json values serialize")
+            );
+        }
+        Format::Text => print!("{}", outline.to_text()),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// `--call targets`: the build file's targets, one a line, the one built
 /// without `--target` marked `(default)`.
 pub fn print_targets(
     input: &super::args::BuildFileArgs,
     target: &super::args::TargetArg,
+    format: Format,
 ) -> miette::Result<std::process::ExitCode> {
-    let file = super::buildfile::load(input.file.as_deref(), &input.context)?;
-    let opts = kiln_frontend::Options {
-        target: target.target.clone(),
-        build_args: super::check::parse_build_args(&input.build_args)?,
-        platform: None,
-        build_platform: None,
-    };
+    let (file, opts) = call_input(input, target, Default::default())?;
     let compiled = match file.compile(&opts, &kiln_dockerfile::NoBaseImages) {
         Ok(c) => c,
         Err(diags) => {
@@ -409,6 +516,24 @@ pub fn print_targets(
         }
     };
     let last = compiled.targets.last().cloned();
+    if format == Format::Json {
+        // BuildKit's `frontend.targets` answer, as buildx prints it
+        let list: Vec<serde_json::Value> = (compiled.targets.iter())
+            .map(|t| {
+                let mut v = serde_json::json!({"name": t});
+                if Some(t) == last.as_ref() {
+                    v["default"] = true.into();
+                }
+                v
+            })
+            .collect();
+        let v = serde_json::json!({ "targets": list });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("json values serialize")
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     for t in &compiled.targets {
         if Some(t) == last.as_ref() {
             println!("{t} (default)");

@@ -122,6 +122,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.input.build_args)?,
         platform: None,
         build_platform: None,
+        ..Default::default()
     };
     // One pass: compiling reports what checking does, and gives the
     // lowered graph the lints read (nothing is pulled: a Dockerfile's bases

@@ -92,6 +92,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.input.build_args)?,
         platform: args.platform.platform.clone(),
         build_platform: None,
+        ..Default::default()
     };
     // The base images' working directory and PATH are part of the graph,
     // so ask the store (and the registry) as a build does.

@@ -50,6 +50,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         build_args: parse_build_args(&args.input.build_args)?,
         platform: args.platform.platform.clone(),
         build_platform: None,
+        ..Default::default()
     };
     // A Dockerfile's graph depends on what its bases set (`ENV PATH=$PATH:..`):
     // ask the store (and the registry), as the build does.

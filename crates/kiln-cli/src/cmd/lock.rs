@@ -322,6 +322,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 build_args: build_args.clone(),
                 platform: Some(p.clone()),
                 build_platform: None,
+                ..Default::default()
             };
             file.compile_locked(
                 &opts,

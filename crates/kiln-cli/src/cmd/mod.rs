@@ -22,6 +22,7 @@ pub mod pull;
 pub mod push;
 pub mod registry;
 pub(crate) mod registry_help;
+pub mod run_flags;
 pub mod sandbox_child;
 pub mod save;
 pub mod sbom;

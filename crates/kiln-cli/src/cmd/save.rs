@@ -91,7 +91,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
     let image = match (&index, &args.platform) {
         (Some(index), None) => {
-            write_index_output(&store, index, &spec)?;
+            write_index_output(&store, index, &spec, &Default::default())?;
             return Ok(ExitCode::SUCCESS);
         }
         (Some(index), Some(p)) => {
@@ -157,10 +157,13 @@ pub(crate) fn platform_list(index: &kiln_oci::Index) -> String {
 /// attestation manifest) to one `-o` spec that can hold an index.
 // ExportError carries its path and source by value, as kiln-oci's writers do
 #[allow(clippy::result_large_err)]
+/// `descriptor`: annotations of the index's entry in the layout's
+/// `index.json` (`--annotation index-descriptor:K=V`).
 pub(crate) fn write_index_output(
     store: &Store,
     index: &kiln_oci::Index,
     spec: &OutputSpec,
+    descriptor: &std::collections::BTreeMap<String, String>,
 ) -> miette::Result<()> {
     let name = spec.names.first().map(String::as_str);
     let ctx = || {
@@ -184,6 +187,7 @@ pub(crate) fn write_index_output(
                     index.size,
                     &blobs,
                     name,
+                    descriptor,
                     dest,
                 )
                 .into_diagnostic()
@@ -196,6 +200,7 @@ pub(crate) fn write_index_output(
                     index.size,
                     &blobs,
                     name,
+                    descriptor,
                     w,
                 )
                 .map(drop)

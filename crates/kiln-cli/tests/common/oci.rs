@@ -212,3 +212,18 @@ pub fn read_oci_archive(path: &Path) -> ImageView {
     }
     ImageView { config, files }
 }
+
+/// The bytes of the member `name` of the tar archive at `path`.
+pub fn tar_member(path: &Path, name: &str) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap();
+    let mut a = tar::Archive::new(file);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy().trim_start_matches("./") == name {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut out).unwrap();
+            return out;
+        }
+    }
+    panic!("no `{name}` in `{}`", path.display())
+}

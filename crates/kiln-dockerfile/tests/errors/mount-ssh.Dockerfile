@@ -1,2 +1,2 @@
 FROM debian
-RUN --mount=type=ssh git clone x
+RUN --mount=type=ssh,source=/agent git clone x
