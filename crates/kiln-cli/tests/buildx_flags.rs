@@ -35,12 +35,22 @@ impl Env {
     }
 
     fn kiln(&self, args: &[&str]) -> Command {
-        common::kiln_command(&self.path("home"), self.dir.path(), args)
+        common::kiln_command(&self.path("home"), self.dir.path(), &plain(args))
     }
 
     fn ok(&self, args: &[&str]) -> (String, String) {
-        common::ok_in(self.dir.path(), args)
+        common::ok_in(self.dir.path(), &plain(args))
     }
+}
+
+/// The flags here are about the image itself, not attestations (tested in
+/// attestations.rs): builds make plain manifests, as before the default.
+fn plain<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    if v.first() == Some(&"build") {
+        v.extend(["--provenance=false", "--sbom=false"]);
+    }
+    v
 }
 
 /// The manifest and config of the one image in an OCI layout.

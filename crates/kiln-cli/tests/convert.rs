@@ -43,7 +43,10 @@ fn convert_writes_a_kilnfile_with_the_dockerfiles_graph() {
     assert!(kilnfile.contains("let app = scratch()"), "{kilnfile}");
     assert!(kilnfile.contains("// the seeds' shape"), "{kilnfile}");
     assert!(
-        kilnfile.contains(".copy(build.path(\"/out/hello\"), \"/hello\", [chmod(0o755)])"),
+        // a stage source keeps owners and follows a named link, as BuildKit
+        kilnfile.contains(
+            ".copy(build.path(\"/out/hello\"), \"/hello\", [chmod(0o755), keep_owner(), follow_symlinks()])"
+        ),
         "{kilnfile}"
     );
     // Both files give one graph.
