@@ -95,7 +95,7 @@ impl Env {
 /// digests compare (provenance carries each build's own times).
 fn plain<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut v = args.to_vec();
-    if v.first() == Some(&"build") {
+    if v.first() == Some(&"build") && !v.contains(&"--provenance=false") {
         v.extend(["--provenance=false", "--sbom=false"]);
     }
     v
