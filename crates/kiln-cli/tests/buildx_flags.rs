@@ -34,23 +34,19 @@ impl Env {
         self.dir.path().join(p)
     }
 
+    // the flags here are about the image itself, not attestations
+    // (attestations.rs tests the default)
     fn kiln(&self, args: &[&str]) -> Command {
-        common::kiln_command(&self.path("home"), self.dir.path(), &plain(args))
+        common::kiln_command(
+            &self.path("home"),
+            self.dir.path(),
+            &common::without_attestations(args),
+        )
     }
 
     fn ok(&self, args: &[&str]) -> (String, String) {
-        common::ok_in(self.dir.path(), &plain(args))
+        common::ok_in(self.dir.path(), &common::without_attestations(args))
     }
-}
-
-/// The flags here are about the image itself, not attestations (tested in
-/// attestations.rs): builds make plain manifests, as before the default.
-fn plain<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = args.to_vec();
-    if v.first() == Some(&"build") {
-        v.extend(["--provenance=false", "--sbom=false"]);
-    }
-    v
 }
 
 /// The manifest and config of the one image in an OCI layout.

@@ -47,7 +47,8 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let args = &plain(args);
+        // about platforms, not attestations: root's and kilntest's digests compare
+        let args = &common::without_attestations(args);
         if self.rootless {
             return common::kilntest_ok(&self.path("home"), self.dir.path(), args);
         }
@@ -56,7 +57,8 @@ impl Env {
 
     /// Runs kiln and expects it to fail; returns stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let args = &plain(args);
+        // about platforms, not attestations: root's and kilntest's digests compare
+        let args = &common::without_attestations(args);
         let o: Output = if self.rootless {
             common::kilntest_command(&self.path("home"), self.dir.path(), args)
                 .output()
@@ -88,17 +90,6 @@ impl Env {
         common::chown_kilntest(&self.path("rootfs"));
         self.ok(&["import", "rootfs", "-t", "bb:1"]);
     }
-}
-
-/// These builds are about platforms, not attestations: plain manifests, so
-/// skopeo and podman pick an image by platform and root's and kilntest's
-/// digests compare (provenance carries each build's own times).
-fn plain<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = args.to_vec();
-    if v.first() == Some(&"build") && !v.contains(&"--provenance=false") {
-        v.extend(["--provenance=false", "--sbom=false"]);
-    }
-    v
 }
 
 fn is_root() -> bool {
@@ -629,7 +620,7 @@ fn cross_compiled_go_hello_rootless_is_roots_index() {
         let a = ["build", ctx, "--registry-mirror", mirror.as_str()];
         (a.iter()
             .chain(&["--platform", platforms, "-o", dest.as_str()])
-            .chain(&["--provenance=false", "--sbom=false"]))
+            .chain(&common::NO_ATTESTATIONS))
         .map(|s| s.to_string())
         .collect()
     };

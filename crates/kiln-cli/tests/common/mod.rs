@@ -18,6 +18,21 @@ pub use registry::Registry;
 #[allow(unused_imports)]
 pub use rootfs::{Busybox, GROUP_WITH_NOGROUP, PASSWD_WITH_APT, chown_kilntest};
 
+/// The flags that turn the default attestations off.
+pub const NO_ATTESTATIONS: [&str; 2] = ["--provenance=false", "--sbom=false"];
+
+/// `args` with [`NO_ATTESTATIONS`] added to a `build` that does not say
+/// them already: for tests about something else that compare plain
+/// manifests (provenance carries each build's own times, and an attested
+/// tag is an index).
+pub fn without_attestations<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    if v.first() == Some(&"build") && !v.contains(&NO_ATTESTATIONS[0]) {
+        v.extend(NO_ATTESTATIONS);
+    }
+    v
+}
+
 /// `kiln ARGS` in `dir` with the store `home`, no colours, and neither
 /// SOURCE_DATE_EPOCH, KILN_LOG nor BUILDX_NO_DEFAULT_ATTESTATIONS from the
 /// caller's environment.
